@@ -1,0 +1,49 @@
+# The two commands a newcomer needs: `make run` (the whole service on 127.0.0.1) and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export SAM_CLI_TELEMETRY := 0
+export PYTHONDONTWRITEBYTECODE :=
+
+.PHONY: run stop test lint typecheck template unit integration openapi invoke bench install clean
+
+install:
+	@bash scripts/bootstrap.sh
+
+run: install
+	@$(PY) -m local.stack
+
+stop:
+	@$(PY) -m local.stack --stop
+
+test: install lint typecheck template
+	@$(PY) -m pytest -q -p no:cacheprovider
+
+lint:
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check . >/dev/null || { $(VENV)/bin/ruff format --diff . | head -40; exit 1; }
+
+typecheck:
+	@$(VENV)/bin/mypy layers/common/mailcore functions local
+
+template:
+	@bash scripts/validate-template
+
+unit: install
+	@$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+integration: install
+	@$(PY) -m pytest -q -p no:cacheprovider tests/integration
+
+openapi: install
+	@$(PY) -m local.openapi --write docs/openapi.json
+
+invoke:
+	@test -n "$(FUNCTION)" -a -n "$(EVENT)" || { echo "usage: make invoke FUNCTION=SendFunction EVENT=event.json"; exit 2; }
+	@$(PY) -m local.invoke "$(FUNCTION)" "$(EVENT)"
+
+bench: install
+	@$(PY) -m bench.cold_init
+
+clean:
+	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,48 @@
+"""Files of a team and stored mail: POST /api/core/files, GET /api/core/files/{id}, GET /api/core/mail/{id}."""
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from mailcore import runtime
+from mailcore.api import current_caller, json_response, make_resolver
+from mailcore.models import ID_PATTERN, FileUpload
+from mailcore.services.files import store_file, team_file, team_mail
+
+logger = Logger()
+app = make_resolver()
+
+
+@app.post("/api/core/files", summary="Store a file of a team (base64 content, or an upload URL)")
+def upload_file(upload: Annotated[FileUpload, Body()]) -> Response[str]:
+    stored, upload_url = store_file(
+        current_caller(app),
+        team=upload.team,
+        name=upload.name,
+        content_type=upload.content_type,
+        content=upload.content,
+        size=upload.size,
+        storage=runtime.storage(),
+    )
+    answer: dict[str, Any] = {"file": stored.public(None)}
+    if upload_url:
+        answer["upload_url"] = upload_url
+    return json_response(201, answer)
+
+
+@app.get("/api/core/files/<file_id>", summary="A file's metadata and a presigned download URL")
+def get_file(file_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str, Any]:
+    stored, url = team_file(current_caller(app), file_id, runtime.storage())
+    return {"file": stored.public(url)}
+
+
+@app.get("/api/core/mail/<mail_id>", summary="A stored mail")
+def get_mail(mail_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str, Any]:
+    return {"mail": team_mail(current_caller(app), mail_id, runtime.storage()).public()}
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,86 @@
+"""What every HTTP function shares: the resolver, its one error mapping, the caller, debug output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from mailcore.errors import MailServiceError, NotAuthenticated
+from mailcore.protocols.transcript import Transcript
+from mailcore.teams import Caller, caller_from_claims
+
+logger = Logger()
+
+
+def json_response(status: int, body: dict[str, Any]) -> Response[str]:
+    return Response(status_code=status, content_type="application/json", body=json.dumps(body, default=str))
+
+
+def error_body(code: str, message: str, field: str | None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "field": field}}
+
+
+def _field_of(location: Any) -> str | None:
+    # Powertools prefixes the place the value came from: ("body", "to", 0), ("query", "debug").
+    parts = [str(part) for part in location[1:] if not isinstance(part, int)]
+    return ".".join(parts) or (str(location[0]) if location else None)
+
+
+def make_resolver() -> APIGatewayRestResolver:
+    """A REST resolver validating with pydantic, answering every error as JSON naming the field."""
+    app = APIGatewayRestResolver(enable_validation=True)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid_request(error: RequestValidationError) -> Response[str]:
+        details = error.errors()
+        first = details[0] if details else {"loc": (), "msg": "invalid request"}
+        field = _field_of(first.get("loc", ()))
+        message = str(first.get("msg", "invalid request"))
+        if first.get("type") == "json_invalid":
+            field, message = "body", "the body is not valid JSON"
+        body = error_body("invalid_input", message, field)
+        body["error"]["details"] = [
+            {"field": _field_of(detail.get("loc", ())), "message": str(detail.get("msg", ""))}
+            for detail in details
+        ]
+        return json_response(400, body)
+
+    @app.exception_handler(MailServiceError)
+    def _service_error(error: MailServiceError) -> Response[str]:
+        if error.status >= 500:
+            logger.warning("request failed", extra={"code": error.code, "reason": error.message})
+        body = error_body(error.code, error.message, error.field)
+        mail = getattr(error, "mail", None)
+        if mail is not None:
+            body["mail"] = mail.public()
+        if error.debug is not None:
+            body["debug"] = error.debug
+        return json_response(error.status, body)
+
+    return app
+
+
+def current_caller(app: APIGatewayRestResolver) -> Caller:
+    claims = app.current_event.request_context.authorizer.claims
+    caller = caller_from_claims(claims)
+    if caller is None:
+        raise NotAuthenticated("a valid token is required")
+    return caller
+
+
+@contextmanager
+def debug_transcript(debug: bool) -> Iterator[Transcript]:
+    """A transcript for one request; on a failure it goes into the error answer when asked for."""
+    transcript = Transcript()
+    try:
+        yield transcript
+    except MailServiceError as error:
+        if debug:
+            error.debug = transcript.lines
+        raise

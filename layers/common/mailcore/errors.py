@@ -1,0 +1,76 @@
+"""Domain exceptions. The API maps each to one HTTP status, in one place (mailcore.api)."""
+
+
+class MailServiceError(Exception):
+    """Base of every error the service reports to a caller in words."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        # The redacted protocol conversation, attached when the caller asked for ?debug=true.
+        self.debug: list[str] | None = None
+
+
+class InvalidInput(MailServiceError):
+    status = 400
+    code = "invalid_input"
+
+
+class NotAuthenticated(MailServiceError):
+    status = 401
+    code = "not_authenticated"
+
+
+class NotAMember(MailServiceError):
+    status = 403
+    code = "not_a_member"
+
+
+class NotFound(MailServiceError):
+    status = 404
+    code = "not_found"
+
+
+class AccountNotFound(NotFound):
+    code = "account_not_found"
+
+
+class AmbiguousAccount(MailServiceError):
+    status = 409
+    code = "ambiguous_account"
+
+
+class Conflict(MailServiceError):
+    status = 409
+    code = "conflict"
+
+
+class TeamConfigInvalid(MailServiceError):
+    """A team secret that does not validate: the operators must fix it, the caller cannot."""
+
+    status = 500
+    code = "team_config_invalid"
+
+
+class MailServerError(MailServiceError):
+    """The SMTP or POP3 server failed or refused; `reply` is its answer when it gave one."""
+
+    status = 502
+    code = "mail_server_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reply_code: int | None = None,
+        reply: str | None = None,
+        temporary: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.reply_code = reply_code
+        self.reply = reply
+        self.temporary = temporary

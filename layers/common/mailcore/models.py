@@ -1,0 +1,281 @@
+"""The service's data: team configuration, requests, stored mail and files, reports.
+
+Everything that crosses the API or a secret is validated here, once, with pydantic.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from email.headerregistry import Address
+from email.utils import getaddresses
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_ID = re.compile(ID_PATTERN)
+
+
+class Security(StrEnum):
+    SSL = "ssl"
+    STARTTLS = "starttls"
+    NONE = "none"
+
+
+class ServerEndpoint(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(ge=1, le=65535)
+    security: Security
+
+
+class MailAccount(BaseModel):
+    """One mail account of a team, as its team secret holds it.
+
+    `mail_from` may differ from `mail_username`: a shared mailbox sent through a real user's login.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mail_from: str = Field(min_length=3)
+    mail_username: str = Field(min_length=1)
+    mail_password: SecretStr
+    smtp: ServerEndpoint
+    pop3: ServerEndpoint
+    # Leaving mail on the server is the default: deleting is the one step that can lose mail.
+    leave_on_server: bool = True
+    timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+
+    @field_validator("mail_from")
+    @classmethod
+    def _one_address(cls, value: str) -> str:
+        addresses = parse_addresses(value)
+        if len(addresses) != 1:
+            raise ValueError("mail_from must be exactly one address")
+        return addresses[0]
+
+
+class TeamConfig(BaseModel):
+    """The JSON of one team secret. Only teams of type `mail` have accounts."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    type: str
+    accounts: dict[Annotated[str, Field(pattern=NAME_PATTERN)], MailAccount] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accounts_only_for_mail_teams(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("type") != "mail":
+            return {**data, "accounts": {}}
+        return data
+
+    @property
+    def is_mail(self) -> bool:
+        return self.type == "mail"
+
+
+def parse_addresses(value: str | list[str]) -> list[str]:
+    """Parses a comma separated string or a list of addresses into normalised `Name <addr>` strings.
+
+    Raises ValueError naming what is wrong, which pydantic reports against the field.
+    """
+    items = [value] if isinstance(value, str) else list(value)
+    addresses: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError("addresses must be strings")
+        reject_line_breaks(item)
+        if not item.strip():
+            continue
+        for name, addr in getaddresses([item], strict=True):
+            local, at, domain = addr.rpartition("@")
+            if not at or not local or not domain or " " in addr or "." not in domain.strip("."):
+                raise ValueError(f"not a valid mail address: {item.strip()!r}")
+            addresses.append(str(Address(display_name=name, addr_spec=addr)))
+    return addresses
+
+
+def reject_line_breaks(value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise ValueError("must not contain CR or LF")
+    return value
+
+
+def _address_list(value: Any) -> Any:
+    if value is None:
+        return []
+    if isinstance(value, str | list):
+        return parse_addresses(value)
+    return value
+
+
+def _id_list(value: Any) -> Any:
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list):
+        return value
+    ids = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError("file ids must be strings")
+        item = item.strip()
+        if not item:
+            continue
+        if not _ID.match(item):
+            raise ValueError(f"not a file id: {item[:70]!r}")
+        ids.append(item)
+    return ids
+
+
+AddressList = Annotated[list[str], BeforeValidator(_address_list)]
+FileIdList = Annotated[list[str], BeforeValidator(_id_list)]
+HeaderText = Annotated[str, BeforeValidator(lambda v: reject_line_breaks(v) if isinstance(v, str) else v)]
+
+
+class SendRequest(BaseModel):
+    """What a caller asks to send. Lists may also be given as comma separated strings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: AddressList = Field(default_factory=list)
+    cc: AddressList = Field(default_factory=list)
+    bcc: AddressList = Field(default_factory=list)
+    reply_to: AddressList = Field(default_factory=list)
+    subject: HeaderText = Field(default="", max_length=998)
+    body_text: str | None = None
+    body_html: str | None = None
+    attachments: FileIdList = Field(default_factory=list, max_length=100)
+
+    def missing(self) -> tuple[str, str] | None:
+        """(field, message) of what a sendable mail still lacks, or None."""
+        if not (self.to or self.cc or self.bcc):
+            return "to", "at least one recipient (to, cc or bcc) is required"
+        if self.body_text is None and self.body_html is None:
+            return "body_text", "body_text or body_html is required"
+        return None
+
+    def recipients(self) -> list[str]:
+        """The envelope recipients: every address of to, cc and bcc, once each."""
+        addresses = [address for _, address in getaddresses([*self.to, *self.cc, *self.bcc])]
+        return [address for address in dict.fromkeys(addresses) if address]
+
+
+class FileUpload(BaseModel):
+    """A file to store: its bytes as base64 `content`, or only its `size` to get an upload URL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: HeaderText = Field(min_length=1, max_length=255)
+    content_type: str = Field(
+        default="application/octet-stream", pattern=r"^[\w.+-]+/[\w.+-]+$", max_length=255
+    )
+    content: str | None = None
+    size: int | None = Field(default=None, ge=0)
+    team: str | None = Field(default=None, max_length=128)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        name = value.replace("\\", "/").rsplit("/", 1)[-1].strip()
+        if not name or name in {".", ".."}:
+            raise ValueError("not a file name")
+        return name
+
+
+class Direction(StrEnum):
+    IN = "in"
+    OUT = "out"
+
+
+class MailStatus(StrEnum):
+    RECEIVED = "received"
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class Mail(BaseModel):
+    """One stored mail, in or out. `raw_key` names the raw RFC 5322 object in the bucket."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str
+    team: str
+    account: str
+    direction: Direction
+    status: MailStatus
+    from_: str = Field(default="", alias="from")
+    to: list[str] = Field(default_factory=list)
+    cc: list[str] = Field(default_factory=list)
+    bcc: list[str] = Field(default_factory=list)
+    reply_to: list[str] = Field(default_factory=list)
+    subject: str = ""
+    date: datetime | None = None
+    message_id: str | None = None
+    in_reply_to: str | None = None
+    references: list[str] = Field(default_factory=list)
+    body_text: str = ""
+    body_html: str = ""
+    attachments: list[str] = Field(default_factory=list)
+    created_at: datetime
+    error: str | None = None
+    # Recipients the SMTP server refused while it accepted the others: address -> its reply.
+    refused: dict[str, str] = Field(default_factory=dict)
+    uidl: str | None = None
+    raw_key: str | None = None
+    raw_size: int | None = None
+    parse_error: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        """The mail as the API answers it: JSON types, no storage internals."""
+        return self.model_dump(mode="json", by_alias=True, exclude={"raw_key"})
+
+
+class StoredFile(BaseModel):
+    """A file of a team: an attachment sent or received, or an upload for a later send."""
+
+    id: str
+    team: str
+    name: str
+    content_type: str
+    size: int
+    s3_key: str
+    created_at: datetime
+    content_id: str | None = None
+    mail_id: str | None = None
+    uploaded: bool = True
+
+    def public(self, url: str | None) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "content_type": self.content_type,
+            "size": self.size,
+            "url": url,
+        }
+
+
+class AccountPullReport(BaseModel):
+    team: str
+    account: str
+    fetched: int = 0
+    skipped: int = 0
+    deleted: int = 0
+    remaining: int = 0
+    mail_ids: list[str] = Field(default_factory=list)
+    error: str | None = None

@@ -1,0 +1,1 @@
+"""SMTP and POP3 sessions with TLS modes and redacted transcripts."""

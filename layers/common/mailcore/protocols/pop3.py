@@ -1,0 +1,160 @@
+"""POP3 sessions of a mail account: implicit TLS, STLS or plain, with a redacted transcript.
+
+Deletions (DELE) take effect only at QUIT: a session that breaks before QUIT deletes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import poplib
+import ssl
+from typing import Any
+
+from mailcore.models import MailAccount, Security
+from mailcore.protocols.diagnose import pop3_failure
+from mailcore.protocols.transcript import REDACTED, Transcript
+
+# Messages of 25 MB and more are normal in business mail; poplib's default line limit is 2 KB.
+poplib._MAXLINE = max(poplib._MAXLINE, 1024 * 1024)  # type: ignore[attr-defined]
+
+
+class _Recording:
+    transcript: Transcript
+    _continuation = False
+
+    def _putcmd(self, line: str) -> None:
+        words = line.split(" ", 2)
+        command = words[0].upper()
+        if command == "PASS":
+            shown = f"PASS {REDACTED}"
+        elif command == "AUTH" and len(words) > 2:
+            shown = f"AUTH {words[1]} {REDACTED}"
+        elif self._continuation:
+            shown = REDACTED
+        else:
+            shown = line
+        self.transcript.client(shown)
+        super()._putcmd(line)  # type: ignore[misc]
+
+    def _getresp(self) -> bytes:
+        try:
+            response: bytes = super()._getresp()  # type: ignore[misc]
+        except poplib.error_proto as error:
+            self._continuation = False
+            self.transcript.server(_text(error.args[0] if error.args else b""))
+            raise
+        self._continuation = response.startswith(b"+ ") or response == b"+"
+        self.transcript.server(_text(response))
+        return response
+
+
+class RecordingPOP3(_Recording, poplib.POP3):
+    def __init__(self, transcript: Transcript, host: str, port: int, timeout: float) -> None:
+        self.transcript = transcript
+        super().__init__(host, port, timeout=timeout)
+
+
+class RecordingPOP3SSL(_Recording, poplib.POP3_SSL):
+    def __init__(
+        self, transcript: Transcript, host: str, port: int, timeout: float, context: ssl.SSLContext
+    ) -> None:
+        self.transcript = transcript
+        super().__init__(host, port, timeout=timeout, context=context)
+
+
+class Pop3Session:
+    """One logged-in POP3 session of an account."""
+
+    def __init__(self, account: MailAccount, *, transcript: Transcript, tls_context: ssl.SSLContext) -> None:
+        self.account = account
+        self.transcript = transcript
+        self.tls_context = tls_context
+        self._pop: poplib.POP3 | None = None
+        transcript.add_secret(account.mail_password.get_secret_value())
+
+    def __enter__(self) -> Pop3Session:
+        self.open()
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        # Commit deletions only when the work in between went well; otherwise drop the line.
+        self.close(commit=exc_type is None)
+
+    @property
+    def pop(self) -> poplib.POP3:
+        if self._pop is None:
+            raise RuntimeError("the POP3 session is not open")
+        return self._pop
+
+    def _fail(self, error: BaseException) -> Exception:
+        return pop3_failure(error, self.account.pop3, username=self.account.mail_username)
+
+    def open(self) -> None:
+        endpoint = self.account.pop3
+        timeout = self.account.timeout_seconds
+        self.transcript.note(f"connecting to {endpoint.host}:{endpoint.port} ({endpoint.security.value})")
+        pop: poplib.POP3 | None = None
+        try:
+            if endpoint.security is Security.SSL:
+                pop = RecordingPOP3SSL(
+                    self.transcript, endpoint.host, endpoint.port, timeout, self.tls_context
+                )
+            else:
+                pop = RecordingPOP3(self.transcript, endpoint.host, endpoint.port, timeout)
+            if endpoint.security is Security.STARTTLS:
+                pop.stls(context=self.tls_context)
+            pop.user(self.account.mail_username)
+            pop.pass_(self.account.mail_password.get_secret_value())
+        except Exception as error:
+            if pop is not None:
+                _close_quietly(pop)
+            raise self._fail(error) from None
+        self._pop = pop
+
+    def listing(self) -> list[tuple[int, str]]:
+        """(message number, UIDL) of every message in the mailbox, in server order."""
+        try:
+            _, lines, _ = self.pop.uidl()
+        except Exception as error:
+            raise self._fail(error) from None
+        listing = []
+        for line in lines:
+            number, _, uidl = line.decode("ascii", "replace").partition(" ")
+            listing.append((int(number), uidl.strip()))
+        return listing
+
+    def retrieve(self, number: int) -> bytes:
+        try:
+            _, lines, _ = self.pop.retr(number)
+        except Exception as error:
+            raise self._fail(error) from None
+        lines.append(b"")
+        return b"\r\n".join(lines)
+
+    def delete(self, number: int) -> None:
+        try:
+            self.pop.dele(number)
+        except Exception as error:
+            raise self._fail(error) from None
+
+    def close(self, *, commit: bool = True) -> None:
+        if self._pop is None:
+            return
+        pop, self._pop = self._pop, None
+        if commit:
+            try:
+                pop.quit()
+                return
+            except Exception as error:
+                _close_quietly(pop)
+                raise self._fail(error) from None
+        _close_quietly(pop)
+
+
+def _close_quietly(pop: Any) -> None:
+    with contextlib.suppress(Exception):
+        pop.close()
+
+
+def _text(response: bytes | str) -> str:
+    return response.decode("utf-8", "replace") if isinstance(response, bytes) else response

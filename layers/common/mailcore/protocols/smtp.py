@@ -1,0 +1,149 @@
+"""SMTP sessions of a mail account: implicit TLS, STARTTLS or plain, AUTH, a redacted transcript."""
+
+from __future__ import annotations
+
+import contextlib
+import smtplib
+import ssl
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from typing import Any
+
+from mailcore.models import MailAccount, Security
+from mailcore.protocols.diagnose import smtp_failure
+from mailcore.protocols.transcript import REDACTED, Transcript
+
+
+class _Recording:
+    """Records every command and reply; AUTH payloads and message data never enter the transcript."""
+
+    transcript: Transcript
+    _last_code: int = 0
+
+    def send(self, s: Any) -> None:
+        raw = s.encode("ascii", "replace") if isinstance(s, str) else s
+        if self._last_code == 354:
+            # smtplib sends the whole message in one call after DATA's 354.
+            self.transcript.client(f"<message, {len(raw)} bytes>")
+        else:
+            for line in raw.decode("utf-8", "replace").rstrip("\r\n").split("\r\n"):
+                words = line.split(" ", 2)
+                if words[0].upper() == "AUTH" and len(words) > 2:
+                    line = f"{words[0]} {words[1]} {REDACTED}"
+                elif self._last_code == 334:
+                    line = REDACTED
+                self.transcript.client(line)
+        super().send(s)  # type: ignore[misc]
+
+    def getreply(self) -> tuple[int, bytes]:
+        code, message = super().getreply()  # type: ignore[misc]
+        self._last_code = code
+        for line in message.decode("utf-8", "replace").splitlines() or [""]:
+            self.transcript.server(f"{code} {line}")
+        return code, message
+
+
+class RecordingSMTP(_Recording, smtplib.SMTP):
+    pass
+
+
+class RecordingSMTPSSL(_Recording, smtplib.SMTP_SSL):
+    pass
+
+
+@dataclass
+class SmtpDelivery:
+    """What the server said to one message: who was refused (with the reply) and its final answer."""
+
+    refused: dict[str, str] = field(default_factory=dict)
+    reply: str = ""
+
+
+def envelope_sender(account: MailAccount) -> str:
+    return parseaddr(account.mail_from)[1]
+
+
+def ehlo_name(account: MailAccount) -> str:
+    # Never let smtplib ask DNS for this host's name (socket.getfqdn): a Lambda has none worth saying.
+    return envelope_sender(account).rpartition("@")[2] or "localhost"
+
+
+class SmtpSession:
+    """One authenticated SMTP connection of an account; sends any number of messages."""
+
+    def __init__(self, account: MailAccount, *, transcript: Transcript, tls_context: ssl.SSLContext) -> None:
+        self.account = account
+        self.transcript = transcript
+        self.tls_context = tls_context
+        self._smtp: smtplib.SMTP | None = None
+        transcript.add_secret(account.mail_password.get_secret_value())
+
+    def __enter__(self) -> SmtpSession:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        endpoint = self.account.smtp
+        smtp: smtplib.SMTP
+        if endpoint.security is Security.SSL:
+            smtp = RecordingSMTPSSL(
+                local_hostname=ehlo_name(self.account),
+                timeout=self.account.timeout_seconds,
+                context=self.tls_context,
+            )
+        else:
+            smtp = RecordingSMTP(local_hostname=ehlo_name(self.account), timeout=self.account.timeout_seconds)
+        smtp.transcript = self.transcript
+        self.transcript.note(f"connecting to {endpoint.host}:{endpoint.port} ({endpoint.security.value})")
+        try:
+            smtp.connect(endpoint.host, endpoint.port)
+            smtp.ehlo()
+            if endpoint.security is Security.STARTTLS:
+                smtp.starttls(context=self.tls_context)
+                smtp.ehlo()
+            password = self.account.mail_password.get_secret_value()
+            if self.account.mail_username and password:
+                smtp.login(self.account.mail_username, password)
+        except Exception as error:
+            _close_quietly(smtp)
+            raise smtp_failure(error, endpoint, username=self.account.mail_username) from None
+        self._smtp = smtp
+
+    def send(self, message: bytes, recipients: list[str]) -> SmtpDelivery:
+        """Sends one message; raises MailServerError when the server refuses it as a whole."""
+        if self._smtp is None:
+            self.open()
+        assert self._smtp is not None
+        try:
+            refused = self._smtp.sendmail(envelope_sender(self.account), recipients, message)
+        except Exception as error:
+            if not isinstance(error, smtplib.SMTPResponseException | smtplib.SMTPRecipientsRefused):
+                # The connection is in an unknown state: drop it; the next send opens a new one.
+                _close_quietly(self._smtp)
+                self._smtp = None
+            raise smtp_failure(error, self.account.smtp, username=self.account.mail_username) from None
+        return SmtpDelivery(
+            refused={rcpt: f"{code} {_text(reply)}" for rcpt, (code, reply) in refused.items()},
+            reply=self.transcript.last_server_line() or "",
+        )
+
+    def close(self) -> None:
+        if self._smtp is not None:
+            try:
+                self._smtp.quit()
+            except Exception:
+                _close_quietly(self._smtp)
+            self._smtp = None
+
+
+def _close_quietly(smtp: Any) -> None:
+    with contextlib.suppress(Exception):
+        smtp.close()
+
+
+def _text(reply: bytes | str) -> str:
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+    return " ".join(text.split())

@@ -1,0 +1,104 @@
+"""Files of a team (uploads for attachments, attachments received) and reading stored mail."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+
+from mailcore.errors import InvalidInput, NotAMember, NotFound
+from mailcore.ids import new_id
+from mailcore.models import Mail, StoredFile
+from mailcore.storage import Storage, file_key
+from mailcore.teams import Caller
+
+# What fits in an API Gateway request (10 MB) once base64 grows it by a third; larger files
+# are uploaded straight to S3 with a presigned URL.
+MAX_INLINE_BYTES = 7 * 1024 * 1024
+MAX_FILE_BYTES = 40 * 1024 * 1024
+
+
+def choose_team(caller: Caller, team: str | None) -> str:
+    if team is not None:
+        if team not in caller.teams:
+            raise NotAMember(f"you are not a member of team {team!r}", field="team")
+        return team
+    if len(caller.teams) == 1:
+        return next(iter(caller.teams))
+    raise InvalidInput("you belong to several teams (or none): name the team", field="team")
+
+
+def store_file(
+    caller: Caller,
+    *,
+    team: str | None,
+    name: str,
+    content_type: str,
+    content: str | None,
+    size: int | None,
+    storage: Storage,
+) -> tuple[StoredFile, str | None]:
+    """Stores a file from base64 `content`, or, given only its `size`, registers it and answers a
+    presigned URL to PUT its bytes to (the file may be attached once they are there)."""
+    owner = choose_team(caller, team)
+    file_id = new_id()
+    key = file_key(owner, file_id)
+    now = datetime.now(UTC)
+    if content is not None:
+        try:
+            data = base64.b64decode(content, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidInput("content must be base64", field="content") from None
+        if len(data) > MAX_INLINE_BYTES:
+            raise InvalidInput(
+                f"content is larger than {MAX_INLINE_BYTES} bytes: send size instead to get an upload URL",
+                field="content",
+            )
+        storage.blobs.put(key, data, content_type)
+        stored = StoredFile(
+            id=file_id,
+            team=owner,
+            name=name,
+            content_type=content_type,
+            size=len(data),
+            s3_key=key,
+            created_at=now,
+        )
+        storage.files.put(stored)
+        return stored, None
+    if size is None:
+        raise InvalidInput("give the file's content (base64) or its size for an upload URL", field="content")
+    if size > MAX_FILE_BYTES:
+        raise InvalidInput(f"files are limited to {MAX_FILE_BYTES} bytes", field="size")
+    stored = StoredFile(
+        id=file_id,
+        team=owner,
+        name=name,
+        content_type=content_type,
+        size=size,
+        s3_key=key,
+        created_at=now,
+        uploaded=False,
+    )
+    storage.files.put(stored)
+    return stored, storage.blobs.upload_url(key, content_type=content_type)
+
+
+def team_file(caller: Caller, file_id: str, storage: Storage) -> tuple[StoredFile, str]:
+    """A file of one of the caller's teams with a presigned download URL."""
+    stored = storage.files.get(file_id)
+    if stored is None:
+        raise NotFound(f"no file {file_id!r}", field="file_id")
+    if stored.team not in caller.teams:
+        raise NotAMember("the file belongs to a team you are not a member of", field="file_id")
+    url = storage.blobs.download_url(stored.s3_key, filename=stored.name, content_type=stored.content_type)
+    return stored, url
+
+
+def team_mail(caller: Caller, mail_id: str, storage: Storage) -> Mail:
+    mail = storage.mail.get(mail_id)
+    if mail is None:
+        raise NotFound(f"no mail {mail_id!r}", field="mail_id")
+    if mail.team not in caller.teams:
+        raise NotAMember("the mail belongs to a team you are not a member of", field="mail_id")
+    return mail

@@ -1,0 +1,124 @@
+"""Sending one mail of a team's account over SMTP, and keeping it in storage."""
+
+from __future__ import annotations
+
+import ssl
+from datetime import UTC, datetime
+from email import policy
+
+from mailcore.errors import InvalidInput, MailServerError, NotFound
+from mailcore.ids import new_id
+from mailcore.mime.build import OutgoingAttachment, build_message, new_message_id
+from mailcore.models import Direction, Mail, MailStatus, SendRequest, StoredFile
+from mailcore.protocols.smtp import SmtpSession
+from mailcore.protocols.transcript import Transcript
+from mailcore.sanitize import safe_html
+from mailcore.storage import Storage, raw_key
+from mailcore.teams import ResolvedAccount
+
+
+class MailSendFailed(MailServerError):
+    """The server refused or failed the mail; it is stored with status `failed`."""
+
+    def __init__(self, cause: MailServerError, mail: Mail) -> None:
+        super().__init__(
+            cause.message, reply_code=cause.reply_code, reply=cause.reply, temporary=cause.temporary
+        )
+        self.mail = mail
+
+
+def team_files(team: str, file_ids: list[str], storage: Storage) -> list[StoredFile]:
+    """The files of `team` with these ids: each must exist, belong to the team and be uploaded."""
+    found = []
+    for file_id in file_ids:
+        stored = storage.files.get(file_id)
+        if stored is None or stored.team != team:
+            raise InvalidInput(f"no file {file_id!r} in team {team!r}", field="attachments")
+        if not stored.uploaded and not storage.blobs.exists(stored.s3_key):
+            raise InvalidInput(f"file {file_id!r} has not been uploaded yet", field="attachments")
+        found.append(stored)
+    return found
+
+
+def send_mail(
+    target: ResolvedAccount,
+    request: SendRequest,
+    *,
+    storage: Storage,
+    transcript: Transcript,
+    tls_context: ssl.SSLContext,
+    now: datetime | None = None,
+) -> Mail:
+    """Builds, stores and sends one mail; answers the stored mail with status `sent`.
+
+    The raw message and the item (status `sending`) are stored before the first SMTP byte, so a
+    crash mid-send leaves a trace instead of a mail nobody knows about. Raises MailSendFailed
+    (the mail stored as `failed`, with the server's reply) when the server does not take it.
+    """
+    if missing := request.missing():
+        raise InvalidInput(missing[1], field=missing[0])
+    account = target.account
+    files = team_files(target.team, request.attachments, storage)
+    attachments = []
+    for stored in files:
+        try:
+            data = storage.blobs.get(stored.s3_key)
+        except Exception as error:
+            raise NotFound(f"the content of file {stored.id!r} is missing", field="attachments") from error
+        attachments.append(OutgoingAttachment(stored.name, stored.content_type, data))
+
+    mail_id = new_id()
+    date = now or datetime.now(UTC)
+    message_id = new_message_id(account.mail_from)
+    message = build_message(
+        mail_from=account.mail_from,
+        to=request.to,
+        cc=request.cc,
+        reply_to=request.reply_to,
+        subject=request.subject,
+        body_text=request.body_text,
+        body_html=request.body_html,
+        attachments=attachments,
+        message_id=message_id,
+        date=date,
+    )
+    raw = message.as_bytes(policy=policy.SMTP)
+    key = raw_key(target.team, target.name, mail_id)
+    storage.blobs.put(key, raw, "message/rfc822")
+    mail = Mail(
+        id=mail_id,
+        team=target.team,
+        account=target.name,
+        direction=Direction.OUT,
+        status=MailStatus.SENDING,
+        from_=account.mail_from,
+        to=request.to,
+        cc=request.cc,
+        bcc=request.bcc,
+        reply_to=request.reply_to,
+        subject=request.subject,
+        date=date,
+        message_id=message_id,
+        body_text=request.body_text or "",
+        body_html=safe_html(request.body_html) if request.body_html else "",
+        attachments=[stored.id for stored in files],
+        created_at=date,
+        raw_key=key,
+        raw_size=len(raw),
+    )
+    storage.mail.put_new(mail)
+
+    try:
+        with SmtpSession(account, transcript=transcript, tls_context=tls_context) as session:
+            delivery = session.send(raw, request.recipients())
+    except MailServerError as error:
+        storage.mail.update_status(
+            mail_id, MailStatus.FAILED, expected=MailStatus.SENDING, error=error.message
+        )
+        failed = mail.model_copy(update={"status": MailStatus.FAILED, "error": error.message})
+        raise MailSendFailed(error, failed) from None
+
+    storage.mail.update_status(
+        mail_id, MailStatus.SENT, expected=MailStatus.SENDING, changes={"refused": delivery.refused}
+    )
+    return mail.model_copy(update={"status": MailStatus.SENT, "refused": delivery.refused})

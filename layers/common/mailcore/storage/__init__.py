@@ -1,0 +1,78 @@
+"""Storage ports: small protocols the services depend on, with AWS and in-memory adapters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from mailcore.models import Mail, MailStatus, StoredFile
+
+
+class MailRepository(Protocol):
+    def put_new(self, mail: Mail) -> bool:
+        """Stores a mail whose id is not stored yet; False (and nothing written) when it is."""
+        ...
+
+    def get(self, mail_id: str) -> Mail | None: ...
+
+    def existing_ids(self, mail_ids: Iterable[str]) -> set[str]: ...
+
+    def update_status(
+        self,
+        mail_id: str,
+        status: MailStatus,
+        *,
+        expected: MailStatus | None = None,
+        error: str | None = None,
+        changes: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Moves a mail to `status` (setting `error` and any `changes`); with `expected`, only
+        from that status: False, and nothing written, otherwise."""
+        ...
+
+
+class FileRepository(Protocol):
+    def put(self, stored: StoredFile) -> None: ...
+
+    def get(self, file_id: str) -> StoredFile | None: ...
+
+
+class BlobStore(Protocol):
+    def put(self, key: str, data: bytes, content_type: str) -> None: ...
+
+    def get(self, key: str) -> bytes: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def download_url(self, key: str, *, filename: str, content_type: str) -> str: ...
+
+    def upload_url(self, key: str, *, content_type: str) -> str: ...
+
+
+class PullStateRepository(Protocol):
+    def record(self, team: str, account: str, state: dict[str, Any]) -> None:
+        """Keeps the outcome of an account's latest pull (time, counts, error) for status queries."""
+        ...
+
+    def get(self, team: str, account: str) -> dict[str, Any] | None: ...
+
+
+@dataclass
+class Storage:
+    mail: MailRepository
+    files: FileRepository
+    blobs: BlobStore
+    pull_state: PullStateRepository
+
+
+def raw_key(team: str, account: str, mail_id: str) -> str:
+    return f"raw/{team}/{account}/{mail_id}.eml"
+
+
+def file_key(team: str, file_id: str) -> str:
+    return f"files/{team}/{file_id}"
+
+
+def body_key(team: str, mail_id: str) -> str:
+    return f"bodies/{team}/{mail_id}.json"

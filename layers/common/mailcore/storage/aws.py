@@ -1,0 +1,246 @@
+"""DynamoDB and S3 adapters of the storage ports. Clients are created once, lazily, per process."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from mailcore.models import Mail, MailStatus, StoredFile
+from mailcore.settings import Settings
+from mailcore.storage import Storage, body_key
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
+
+# DynamoDB items stop at 400 KB; bodies above this many bytes go to S3 and the item points there.
+BODY_INLINE_LIMIT = 200_000
+PRESIGN_SECONDS = 900
+
+
+@cache
+def aws_client(service: str) -> BaseClient:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
+    return boto3.session.Session().client(service, config=config)
+
+
+@cache
+def _codec() -> tuple[Any, Any]:
+    from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+    return TypeSerializer(), TypeDeserializer()
+
+
+def to_item(data: dict[str, Any]) -> dict[str, Any]:
+    serializer, _ = _codec()
+    return {key: serializer.serialize(value) for key, value in data.items() if value is not None}
+
+
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    _, deserializer = _codec()
+    plain = {key: deserializer.deserialize(value) for key, value in item.items()}
+    # Numbers come back as Decimal; every number this service stores is an integer.
+    return {key: int(value) if type(value).__name__ == "Decimal" else value for key, value in plain.items()}
+
+
+class S3Blobs:
+    def __init__(self, bucket: str, client: BaseClient | None = None) -> None:
+        self.bucket = bucket
+        self._client = client
+
+    @property
+    def client(self) -> BaseClient:
+        return self._client or aws_client("s3")
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+
+    def get(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise
+        return True
+
+    def download_url(self, key: str, *, filename: str, content_type: str) -> str:
+        quoted = filename.replace("\\", "_").replace('"', "_")
+        return self.client.generate_presigned_url(
+            "get_object",
+            Params={
+                "Bucket": self.bucket,
+                "Key": key,
+                "ResponseContentType": content_type,
+                "ResponseContentDisposition": f'attachment; filename="{quoted}"',
+            },
+            ExpiresIn=PRESIGN_SECONDS,
+        )
+
+    def upload_url(self, key: str, *, content_type: str) -> str:
+        return self.client.generate_presigned_url(
+            "put_object",
+            Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type},
+            ExpiresIn=PRESIGN_SECONDS,
+        )
+
+
+class DynamoMail:
+    def __init__(self, table: str, blobs: S3Blobs, client: BaseClient | None = None) -> None:
+        self.table = table
+        self.blobs = blobs
+        self._client = client
+
+    @property
+    def client(self) -> BaseClient:
+        return self._client or aws_client("dynamodb")
+
+    def _item(self, mail: Mail) -> dict[str, Any]:
+        data = mail.model_dump(mode="json")
+        data["from"] = data.pop("from_")
+        data["created_key"] = f"{data['created_at']}#{mail.id}"
+        body_size = len(mail.body_text.encode()) + len(mail.body_html.encode())
+        if body_size > BODY_INLINE_LIMIT:
+            key = body_key(mail.team, mail.id)
+            bodies = {"body_text": mail.body_text, "body_html": mail.body_html}
+            self.blobs.put(key, json.dumps(bodies).encode(), "application/json")
+            data.update(body_text="", body_html="", body_key=key)
+        return to_item(data)
+
+    def put_new(self, mail: Mail) -> bool:
+        client = self.client
+        try:
+            client.put_item(
+                TableName=self.table,
+                Item=self._item(mail),
+                ConditionExpression="attribute_not_exists(id)",
+            )
+        except client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def get(self, mail_id: str) -> Mail | None:
+        answer = self.client.get_item(TableName=self.table, Key={"id": {"S": mail_id}}, ConsistentRead=True)
+        if "Item" not in answer:
+            return None
+        data = from_item(answer["Item"])
+        if key := data.pop("body_key", None):
+            data.update(json.loads(self.blobs.get(key)))
+        return Mail.model_validate(data)
+
+    def existing_ids(self, mail_ids: Iterable[str]) -> set[str]:
+        wanted = list(dict.fromkeys(mail_ids))
+        found: set[str] = set()
+        for start in range(0, len(wanted), 100):
+            request: dict[str, Any] = {
+                self.table: {
+                    "Keys": [{"id": {"S": mail_id}} for mail_id in wanted[start : start + 100]],
+                    "ProjectionExpression": "id",
+                    "ConsistentRead": True,
+                }
+            }
+            while request:
+                answer = self.client.batch_get_item(RequestItems=request)
+                found.update(item["id"]["S"] for item in answer["Responses"].get(self.table, []))
+                request = answer.get("UnprocessedKeys") or {}
+        return found
+
+    def update_status(
+        self,
+        mail_id: str,
+        status: MailStatus,
+        *,
+        expected: MailStatus | None = None,
+        error: str | None = None,
+        changes: Mapping[str, Any] | None = None,
+    ) -> bool:
+        client = self.client
+        names = {"#status": "status", "#error": "error"}
+        values: dict[str, Any] = {":status": {"S": status.value}}
+        assignments = ["#status = :status"]
+        for index, (name, value) in enumerate(to_item(dict(changes or {})).items()):
+            names[f"#c{index}"] = name
+            values[f":c{index}"] = value
+            assignments.append(f"#c{index} = :c{index}")
+        if error is not None:
+            values[":error"] = {"S": error}
+            assignments.append("#error = :error")
+        update = "SET " + ", ".join(assignments) + (" REMOVE #error" if error is None else "")
+        condition = "attribute_exists(id)"
+        if expected is not None:
+            condition += " AND #status = :expected"
+            values[":expected"] = {"S": expected.value}
+        try:
+            client.update_item(
+                TableName=self.table,
+                Key={"id": {"S": mail_id}},
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+
+class DynamoFiles:
+    def __init__(self, table: str, client: BaseClient | None = None) -> None:
+        self.table = table
+        self._client = client
+
+    @property
+    def client(self) -> BaseClient:
+        return self._client or aws_client("dynamodb")
+
+    def put(self, stored: StoredFile) -> None:
+        self.client.put_item(TableName=self.table, Item=to_item(stored.model_dump(mode="json")))
+
+    def get(self, file_id: str) -> StoredFile | None:
+        answer = self.client.get_item(TableName=self.table, Key={"id": {"S": file_id}}, ConsistentRead=True)
+        return StoredFile.model_validate(from_item(answer["Item"])) if "Item" in answer else None
+
+
+class DynamoPullState:
+    def __init__(self, table: str, client: BaseClient | None = None) -> None:
+        self.table = table
+        self._client = client
+
+    @property
+    def client(self) -> BaseClient:
+        return self._client or aws_client("dynamodb")
+
+    @staticmethod
+    def _key(team: str, account: str) -> dict[str, Any]:
+        return {"pk": {"S": f"{team}#{account}"}, "sk": {"S": "STATE"}}
+
+    def record(self, team: str, account: str, state: dict[str, Any]) -> None:
+        item = {**to_item(state), **self._key(team, account)}
+        self.client.put_item(TableName=self.table, Item=item)
+
+    def get(self, team: str, account: str) -> dict[str, Any] | None:
+        answer = self.client.get_item(TableName=self.table, Key=self._key(team, account), ConsistentRead=True)
+        if "Item" not in answer:
+            return None
+        state = from_item(answer["Item"])
+        state.pop("pk"), state.pop("sk")
+        return state
+
+
+def aws_storage(settings: Settings) -> Storage:
+    blobs = S3Blobs(settings.bucket)
+    return Storage(
+        mail=DynamoMail(settings.mail_table, blobs),
+        files=DynamoFiles(settings.files_table),
+        blobs=blobs,
+        pull_state=DynamoPullState(settings.pull_state_table),
+    )
