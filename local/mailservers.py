@@ -14,6 +14,7 @@ writing or touched (Debian's binaries and their read-only defaults in ``/usr`` a
       dovecot/state/             state_dir
       postfix/main.cf, master.cf run as ``/usr/lib/postfix/sbin/master -c ROOT/postfix -d``
       postfix/virtual_mailboxes  texthash virtual_mailbox_maps
+      postfix/recipient_access   texthash: known mailboxes OK, anything else @DOMAIN 550 at RCPT
       postfix/spool/             queue_directory (pid/master.pid inside)
       postfix/data/              data_directory
       mail/DOMAIN/LOCAL/Maildir  the maildirs, owned by uid/gid 5000
@@ -40,6 +41,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import math
 import os
 import poplib
 import re
@@ -50,7 +52,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -156,6 +158,7 @@ class MailServers:
         self.postfix_spool = self.postfix_dir / "spool"
         self.postfix_data = self.postfix_dir / "data"
         self.virtual_map = self.postfix_dir / "virtual_mailboxes"
+        self.recipient_access = self.postfix_dir / "recipient_access"
         self.mail_dir = self.root / "mail"
         self.log_dir = self.root / "log"
         self.dovecot_log = self.log_dir / "dovecot.log"
@@ -189,10 +192,13 @@ class MailServers:
         self._spawn("postfix", [POSTFIX_MASTER, "-c", str(self.postfix_dir), "-d"])
         try:
             self._wait_ready(started + START_TIMEOUT)
-        except BaseException:
+        except Exception as error:
             tail = self.log_tail()
             self.stop()
-            raise RuntimeError(f"mail servers under {self.root} did not start:\n{tail}") from None
+            raise RuntimeError(f"mail servers under {self.root} did not start: {error}\n{tail}") from error
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         """Stop both servers (their whole process groups) and wait until they are gone."""
@@ -201,15 +207,12 @@ class MailServers:
         for name, pid in self._pid_file_pids().items():
             if pid not in known:
                 procs.append(_Proc(name, pid))
-        # The masters stop their own children on SIGTERM (and log it); the group signals catch stragglers.
+        # SIGTERM to the whole group: a Dovecot master alone takes ~1 s and leaves auth/log/anvil behind.
         for proc in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-        for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, STOP_TIMEOUT)):
-            deadline = time.monotonic() + wait
-            left = [proc for proc in procs if not self._wait_group_gone(proc, deadline)]
-            for proc in left:
-                self._signal_group(proc.pid, sig)
+            self._signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for proc in [proc for proc in procs if not self._wait_group_gone(proc, deadline)]:
+            self._signal_group(proc.pid, signal.SIGKILL)
         for proc in procs:
             if not self._wait_group_gone(proc, time.monotonic() + 5):
                 raise RuntimeError(f"{proc.name} (process group {proc.pid}) did not stop")
@@ -229,19 +232,40 @@ class MailServers:
         return [found[name] for name in ("dovecot", "postfix") if name in found]
 
     def add_mailbox(self, mailbox: Mailbox) -> None:
-        """Add (or change the password of) a mailbox; when running it takes effect before returning."""
-        local, domain = self._split(mailbox.address)
-        if "\n" in mailbox.password or "\0" in mailbox.password:
-            raise ValueError("password must not contain newlines or NUL")
-        mailboxes = self._load_mailboxes()
-        mailboxes[f"{local}@{domain}"] = mailbox.password
-        self._write(self.root / "mailboxes.json", json.dumps(mailboxes, indent=2) + "\n", 0o600)
-        self._write_mailbox_tables(mailboxes)
-        if self.is_running():
-            self._reload_postfix()
-            deadline = time.monotonic() + 10
-            self._wait_auth(Mailbox(f"{local}@{domain}", mailbox.password), deadline)
-            self._wait_rcpt_accepted(f"{local}@{domain}", deadline)
+        """Add (or change the password of) a mailbox, persisted under the root.
+
+        Before ``start()`` this only writes files. While running it takes effect before returning,
+        which costs up to ~1 s (Dovecot stats its passwd-file at most once per clock second), so add
+        many mailboxes with one ``add_mailboxes()`` call, or before starting.
+        """
+        self.add_mailboxes([mailbox])
+
+    def add_mailboxes(self, mailboxes: Iterable[Mailbox]) -> None:
+        """Add several mailboxes at once (see ``add_mailbox``)."""
+        table = self._load_mailboxes()
+        added = []
+        for mailbox in mailboxes:
+            local, domain = self._split(mailbox.address)
+            if "\n" in mailbox.password or "\0" in mailbox.password:
+                raise ValueError("password must not contain newlines or NUL")
+            table[f"{local}@{domain}"] = mailbox.password
+            added.append(Mailbox(f"{local}@{domain}", mailbox.password))
+        if not added or (table == self._load_mailboxes() and self.dovecot_users.exists()):
+            return  # nothing changed
+        self._write(self.root / "mailboxes.json", json.dumps(table, indent=2) + "\n", 0o600)
+        self._write_mailbox_tables(table)
+        written = time.time()
+        if not self.is_running():
+            return
+        self._reload_postfix()
+        # Dovecot re-stats the passwd-file at most once per second of its clock: a lookup still in
+        # the second of the write may see the old file, and a failed lookup costs a penalty of
+        # seconds. So wait for the next second before the first (then successful) lookup.
+        time.sleep(max(0.0, math.floor(written) + 1.02 - time.time()))
+        deadline = time.monotonic() + 15
+        for mailbox in added:
+            self._wait_auth(mailbox, deadline)
+            self._wait_rcpt_accepted(mailbox.address, deadline)
 
     def mailboxes(self) -> list[Mailbox]:
         return [Mailbox(address, password) for address, password in self._load_mailboxes().items()]
@@ -363,6 +387,8 @@ class MailServers:
             shutil.chown(self.dovecot_users, "root", "dovecot")
         table = "".join(f"{address} OK\n" for address in sorted(mailboxes))
         self._write(self.virtual_map, table, 0o644)
+        unknown = f"{self.domain} 550 5.1.1 User unknown in virtual mailbox table\n"
+        self._write(self.recipient_access, table + unknown, 0o644)
 
     @staticmethod
     def _write(path: Path, text: str, mode: int, *, backdate: bool = True) -> bool:
@@ -586,7 +612,11 @@ smtpd_sasl_path = {self.auth_socket}
 smtpd_sasl_security_options = noanonymous
 smtpd_sasl_tls_security_options = noanonymous
 smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination
-smtpd_recipient_restrictions =
+# Unknown mailboxes @domain get 550 at RCPT from this table, not from reject_unlisted_recipient: that
+# one also refuses every recipient routed to the error transport, so authenticated relaying (which
+# must be accepted, then bounced locally) would be refused at RCPT too.
+smtpd_reject_unlisted_recipient = no
+smtpd_recipient_restrictions = check_recipient_access texthash:{self.recipient_access}
 # Ports: smtp {p.smtp} (STARTTLS), smtps {p.smtps} (implicit TLS), see master.cf.
 """
 
@@ -673,16 +703,17 @@ smtpd_recipient_restrictions =
         while True:
             if proc.popen is not None:
                 proc.popen.poll()
-            if not _group_members(proc.pid):
+            if not process_group(proc.pid):
                 return True
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.02)
 
     def _reload_postfix(self) -> None:
-        pid = self.pids()[1] if len(self.pids()) == 2 else None
-        if pid is not None:
-            os.kill(pid, signal.SIGHUP)
+        """Like ``postfix -c DIR reload``: the texthash tables are read only when a process starts."""
+        pids = self.pids()
+        if len(pids) == 2:
+            os.kill(pids[1], signal.SIGHUP)
 
     # ---------------------------------------------------------------- readiness
     def _wait_ready(self, deadline: float) -> None:
@@ -784,8 +815,8 @@ def _state(pid: int) -> str | None:
     return stat.rpartition(")")[2].split()[0]
 
 
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes whose process group is ``pgid``."""
+def process_group(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in process group ``pgid`` (each master leads its own group)."""
     members = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():

@@ -63,6 +63,14 @@ def make_resolver() -> APIGatewayRestResolver:
             body["debug"] = error.debug
         return json_response(error.status, body)
 
+    @app.exception_handler(Exception)
+    def _unexpected(error: Exception) -> Response[str]:
+        # The details go to the log only; the caller gets an id to quote, never a stack trace.
+        logger.exception("unexpected failure")
+        request_id = app.current_event.request_context.request_id
+        message = f"the service failed unexpectedly; try again later (request id {request_id})"
+        return json_response(500, error_body("internal_error", message, None))
+
     return app
 
 

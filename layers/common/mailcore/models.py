@@ -39,6 +39,9 @@ class ServerEndpoint(BaseModel):
     host: str = Field(min_length=1, max_length=253)
     port: int = Field(ge=1, le=65535)
     security: Security
+    # The login on this server when it differs from the account's mail_username (Gmail's POP3
+    # wants "recent:<address>", its SMTP the plain address).
+    username: str | None = Field(default=None, min_length=1)
 
 
 class MailAccount(BaseModel):
@@ -65,6 +68,14 @@ class MailAccount(BaseModel):
         if len(addresses) != 1:
             raise ValueError("mail_from must be exactly one address")
         return addresses[0]
+
+    @property
+    def smtp_login(self) -> str:
+        return self.smtp.username or self.mail_username
+
+    @property
+    def pop3_login(self) -> str:
+        return self.pop3.username or self.mail_username
 
 
 class TeamConfig(BaseModel):

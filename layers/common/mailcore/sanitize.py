@@ -69,6 +69,7 @@ _URL_SCHEMES = {"http", "https", "mailto", "cid", "data"}
 _LINK_URL = re.compile(r"(?:https?|mailto):", re.IGNORECASE)
 _INLINE_IMAGE_URL = re.compile(r"(?:cid:|data:image/(?:png|gif|jpeg|webp)[;,])", re.IGNORECASE)
 _URL_NOISE = re.compile(r"[\x00-\x20]+")
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def _filter_attribute(element: str, attribute: str, value: str) -> str | None:
@@ -97,7 +98,11 @@ def safe_html(html: str) -> str:
     """The HTML of a mail, safe to show in a page: see the module docstring for what is kept."""
     if not html:
         return ""
-    return _CLEANER.clean(html.replace("\x00", ""))
+    html = html.replace("\x00", "")
+    try:
+        return _CLEANER.clean(html)
+    except UnicodeEncodeError:  # lone surrogates, which nh3 cannot take
+        return _CLEANER.clean(_SURROGATES.sub("\ufffd", html))
 
 
 # --- HTML to text -------------------------------------------------------------------------------
@@ -112,8 +117,15 @@ _SKIP = {"script", "style", "title", "template", "svg", "math", "iframe", "objec
 _MAX_BREAKS = 3  # at most two blank lines in a row
 # Zero-width characters and soft hyphens (newsletters pad their preview text with them) go;
 # no-break spaces collapse like other spaces.
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u034f\u00ad"), None) | {0xA0: " ", 0: None}
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u034f\u00ad"), None) | {
+    0xA0: " ",
+    0: None,
+}
 _SPACES = re.compile(r"[ \t\n\r\f\v]+")
+# "<![" starts a marked section for html.parser, which raises on any it does not know.
+_BAD_MARKED_SECTION = re.compile(
+    r"<!\[(?!(?:cdata|temp|ignore|include|rcdata|if|else|endif)(?![-_.a-z0-9]))", re.IGNORECASE
+)
 
 
 class _TextRenderer(HTMLParser):
@@ -279,6 +291,9 @@ def text_from_html(html: str) -> str:
     if not html:
         return ""
     renderer = _TextRenderer()
-    renderer.feed(html)
-    renderer.close()
+    try:
+        renderer.feed(_BAD_MARKED_SECTION.sub("&lt;![", html))
+        renderer.close()
+    except Exception:  # html.parser gives up on some garbage: keep the text rendered so far
+        pass
     return renderer.text()

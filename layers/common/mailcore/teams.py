@@ -8,6 +8,7 @@ within the cache time (POWERTOOLS_PARAMETERS_MAX_AGE) without a redeploy or rest
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -83,12 +84,15 @@ class TeamDirectory:
         *,
         provider: SecretsProvider | None = None,
         client: BaseClient | None = None,
-        list_max_age: float = 60.0,
+        list_max_age: float | None = None,
     ) -> None:
         self.prefix = prefix
         self._provider = provider
         self._client = client
-        self._list_max_age = list_max_age
+        # The list of teams is cached like the secrets themselves (Powertools' max age).
+        self._list_max_age = (
+            list_max_age if list_max_age is not None else float(os.environ.get("POWERTOOLS_PARAMETERS_MAX_AGE", "300"))
+        )
         self._listed: tuple[float, list[str]] | None = None
 
     @property
@@ -181,7 +185,10 @@ class TeamDirectory:
         for other in self.all_teams():
             if other in caller.teams:
                 continue
-            config = self.team(other)
+            try:
+                config = self.team(other)
+            except TeamConfigInvalid:
+                continue  # another team's broken secret is its operators' problem, not this caller's
             if config is not None and account in config.accounts:
                 raise NotAMember(f"you are not a member of the team of account {account!r}", field="account")
         raise AccountNotFound(f"no mail account {account!r}", field="account")

@@ -95,7 +95,7 @@ def smtp_failure(error: BaseException, endpoint: ServerEndpoint, *, username: st
         return found
     if isinstance(error, smtplib.SMTPException):
         return MailServerError(f"{where}: {error}", temporary=True)
-    return MailServerError(f"{where}: unexpected failure ({type(error).__name__})")
+    return MailServerError(f"{where}: unexpected failure ({type(error).__name__}: {error})")
 
 
 def pop3_failure(error: BaseException, endpoint: ServerEndpoint, *, username: str = "") -> MailServerError:
@@ -114,7 +114,7 @@ def pop3_failure(error: BaseException, endpoint: ServerEndpoint, *, username: st
     found = network_failure(error, "POP3", endpoint)
     if found is not None:
         return found
-    return MailServerError(f"{where}: unexpected failure ({type(error).__name__})")
+    return MailServerError(f"{where}: unexpected failure ({type(error).__name__}: {error})")
 
 
 def _reply_text(reply: bytes | str) -> str:

@@ -87,7 +87,7 @@ class Pop3Session:
         return self._pop
 
     def _fail(self, error: BaseException) -> Exception:
-        return pop3_failure(error, self.account.pop3, username=self.account.mail_username)
+        return pop3_failure(error, self.account.pop3, username=self.account.pop3_login)
 
     def open(self) -> None:
         endpoint = self.account.pop3
@@ -103,7 +103,7 @@ class Pop3Session:
                 pop = RecordingPOP3(self.transcript, endpoint.host, endpoint.port, timeout)
             if endpoint.security is Security.STARTTLS:
                 pop.stls(context=self.tls_context)
-            pop.user(self.account.mail_username)
+            pop.user(self.account.pop3_login)
             pop.pass_(self.account.mail_password.get_secret_value())
         except Exception as error:
             if pop is not None:

@@ -7,9 +7,11 @@ import smtplib
 import ssl
 from dataclasses import dataclass, field
 from email.utils import parseaddr
-from typing import Any
+from typing import Any, Protocol
 
-from mailcore.models import MailAccount, Security
+from pydantic import SecretStr
+
+from mailcore.models import Security, ServerEndpoint
 from mailcore.protocols.diagnose import smtp_failure
 from mailcore.protocols.transcript import REDACTED, Transcript
 
@@ -17,8 +19,12 @@ from mailcore.protocols.transcript import REDACTED, Transcript
 class _Recording:
     """Records every command and reply; AUTH payloads and message data never enter the transcript."""
 
-    transcript: Transcript
     _last_code: int = 0
+
+    def __init__(self, *args: Any, transcript: Transcript, **kwargs: Any) -> None:
+        # Set before smtplib's constructor connects, so the banner is recorded too.
+        self.transcript = transcript
+        super().__init__(*args, **kwargs)
 
     def send(self, s: Any) -> None:
         raw = s.encode("ascii", "replace") if isinstance(s, str) else s
@@ -59,11 +65,26 @@ class SmtpDelivery:
     reply: str = ""
 
 
-def envelope_sender(account: MailAccount) -> str:
+class SmtpAccount(Protocol):
+    """What an SMTP session needs of an account: a team's MailAccount or the system mail's."""
+
+    @property
+    def mail_from(self) -> str: ...
+    @property
+    def smtp(self) -> ServerEndpoint: ...
+    @property
+    def smtp_login(self) -> str: ...
+    @property
+    def mail_password(self) -> SecretStr: ...
+    @property
+    def timeout_seconds(self) -> float: ...
+
+
+def envelope_sender(account: SmtpAccount) -> str:
     return parseaddr(account.mail_from)[1]
 
 
-def ehlo_name(account: MailAccount) -> str:
+def ehlo_name(account: SmtpAccount) -> str:
     # Never let smtplib ask DNS for this host's name (socket.getfqdn): a Lambda has none worth saying.
     return envelope_sender(account).rpartition("@")[2] or "localhost"
 
@@ -71,7 +92,7 @@ def ehlo_name(account: MailAccount) -> str:
 class SmtpSession:
     """One authenticated SMTP connection of an account; sends any number of messages."""
 
-    def __init__(self, account: MailAccount, *, transcript: Transcript, tls_context: ssl.SSLContext) -> None:
+    def __init__(self, account: SmtpAccount, *, transcript: Transcript, tls_context: ssl.SSLContext) -> None:
         self.account = account
         self.transcript = transcript
         self.tls_context = tls_context
@@ -87,29 +108,29 @@ class SmtpSession:
 
     def open(self) -> None:
         endpoint = self.account.smtp
-        smtp: smtplib.SMTP
-        if endpoint.security is Security.SSL:
-            smtp = RecordingSMTPSSL(
-                local_hostname=ehlo_name(self.account),
-                timeout=self.account.timeout_seconds,
-                context=self.tls_context,
-            )
-        else:
-            smtp = RecordingSMTP(local_hostname=ehlo_name(self.account), timeout=self.account.timeout_seconds)
-        smtp.transcript = self.transcript
         self.transcript.note(f"connecting to {endpoint.host}:{endpoint.port} ({endpoint.security.value})")
+        smtp: smtplib.SMTP | None = None
+        options: dict[str, Any] = {
+            "local_hostname": ehlo_name(self.account),
+            "timeout": self.account.timeout_seconds,
+            "transcript": self.transcript,
+        }
         try:
-            smtp.connect(endpoint.host, endpoint.port)
+            if endpoint.security is Security.SSL:
+                smtp = RecordingSMTPSSL(endpoint.host, endpoint.port, context=self.tls_context, **options)
+            else:
+                smtp = RecordingSMTP(endpoint.host, endpoint.port, **options)
             smtp.ehlo()
             if endpoint.security is Security.STARTTLS:
                 smtp.starttls(context=self.tls_context)
                 smtp.ehlo()
             password = self.account.mail_password.get_secret_value()
-            if self.account.mail_username and password:
-                smtp.login(self.account.mail_username, password)
+            if password:
+                smtp.login(self.account.smtp_login, password)
         except Exception as error:
-            _close_quietly(smtp)
-            raise smtp_failure(error, endpoint, username=self.account.mail_username) from None
+            if smtp is not None:
+                _close_quietly(smtp)
+            raise smtp_failure(error, endpoint, username=self.account.smtp_login) from None
         self._smtp = smtp
 
     def send(self, message: bytes, recipients: list[str]) -> SmtpDelivery:
@@ -124,7 +145,7 @@ class SmtpSession:
                 # The connection is in an unknown state: drop it; the next send opens a new one.
                 _close_quietly(self._smtp)
                 self._smtp = None
-            raise smtp_failure(error, self.account.smtp, username=self.account.mail_username) from None
+            raise smtp_failure(error, self.account.smtp, username=self.account.smtp_login) from None
         return SmtpDelivery(
             refused={rcpt: f"{code} {_text(reply)}" for rcpt, (code, reply) in refused.items()},
             reply=self.transcript.last_server_line() or "",

@@ -31,7 +31,7 @@ TIME_MARGIN_SECONDS = 10.0
 
 def mailbox_identity(target: ResolvedAccount) -> str:
     pop3 = target.account.pop3
-    return f"{pop3.host}:{pop3.port}/{target.account.mail_username}"
+    return f"{pop3.host}:{pop3.port}/{target.account.pop3_login}"
 
 
 def store_incoming(

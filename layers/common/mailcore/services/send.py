@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
 
@@ -10,11 +11,20 @@ from mailcore.errors import InvalidInput, MailServerError, NotFound
 from mailcore.ids import new_id
 from mailcore.mime.build import OutgoingAttachment, build_message, new_message_id
 from mailcore.models import Direction, Mail, MailStatus, SendRequest, StoredFile
-from mailcore.protocols.smtp import SmtpSession
+from mailcore.protocols.smtp import SmtpAccount, SmtpSession
 from mailcore.protocols.transcript import Transcript
 from mailcore.sanitize import safe_html
 from mailcore.storage import Storage, raw_key
 from mailcore.teams import ResolvedAccount
+
+
+@dataclass(frozen=True)
+class SystemSender:
+    """The system mail's sender in the place of a team account (see services/system.py)."""
+
+    team: str
+    name: str
+    account: SmtpAccount
 
 
 class MailSendFailed(MailServerError):
@@ -41,7 +51,7 @@ def team_files(team: str, file_ids: list[str], storage: Storage) -> list[StoredF
 
 
 def send_mail(
-    target: ResolvedAccount,
+    target: ResolvedAccount | SystemSender,
     request: SendRequest,
     *,
     storage: Storage,

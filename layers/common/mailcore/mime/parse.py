@@ -1,0 +1,494 @@
+"""Received mail (raw RFC 5322 bytes) parsed into what the service stores and shows.
+
+`parse_message` never raises: real mail is full of broken headers, wrong charset labels and
+truncated MIME, and a mail that parses badly must still be stored and shown as well as it can.
+
+- Headers: the first occurrence counts. Address headers become `Name <addr>` strings; one that
+  does not parse cleanly is kept as its decoded raw text (one list item). RFC 2047 encoded words
+  are decoded, raw 8-bit header bytes are read as UTF-8 (else windows-1252).
+- Body: the first text/plain and the first text/html part that are not attachments, found in one
+  depth-first walk through nested multiparts. A text part is an attachment when its disposition
+  says so or it has a file name. Every other leaf part is an attachment; an embedded message
+  (message/rfc822 and other message/* parts) is one attachment, its body is not merged.
+- Charsets: iso-8859-1 and its aliases decode as windows-1252 (as browsers do); us-ascii, no
+  label and unknown labels decode as UTF-8 when the bytes are valid UTF-8, else as windows-1252;
+  known labels decode with replacement characters for bad bytes. NULs are removed.
+- The HTML is sanitized (`mailcore.sanitize.safe_html`); when there is no text part the text is
+  derived from it.
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import contextlib
+import mimetypes
+import quopri
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import policy as email_policy
+from email.errors import (
+    CharsetError,
+    InvalidBase64CharactersDefect,
+    InvalidBase64LengthDefect,
+    InvalidBase64PaddingDefect,
+    ObsoleteHeaderDefect,
+    UndecodableBytesDefect,
+)
+from email.header import decode_header, make_header
+from email.headerregistry import BaseHeader, HeaderRegistry, UnstructuredHeader
+from email.message import Message
+from email.parser import BytesHeaderParser, BytesParser
+from email.utils import parsedate_to_datetime
+from functools import lru_cache
+from typing import Any
+
+from mailcore.sanitize import safe_html, text_from_html
+
+
+class _HeaderClasses(HeaderRegistry):
+    """The stdlib header factory, made faster and unable to fail.
+
+    The stdlib registry makes a new class for every header it parses (a quarter of the time spent
+    on a header, and the parser parses Content-Type several times per part); this one makes each
+    class once. A header value the structured parser raises on (it does on some garbage, even while
+    the message is being parsed) becomes an unstructured header, so its text stays readable.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[type, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        return self._made_from(self.registry.get(name.lower(), self.default_class))
+
+    def _made_from(self, specialised: type) -> type[BaseHeader]:
+        made = self._made.get(specialised)
+        if made is None:
+            made = self._made[specialised] = type(
+                "_" + specialised.__name__, (specialised, self.base_class), {}
+            )
+        return made
+
+    def __call__(self, name: str, value: str) -> BaseHeader:
+        try:
+            return self[name](name, value)
+        except Exception:
+            return self._made_from(UnstructuredHeader)(name, value)
+
+
+_POLICY = email_policy.default.clone(header_factory=_HeaderClasses())
+_PARSER = BytesParser(policy=_POLICY)
+_HEADER_PARSER = BytesHeaderParser(policy=_POLICY)
+# Embedded messages are written back out as they came (raw header values, no refolding).
+_RAW_OUT = email_policy.compat32.clone(linesep="\r\n")
+
+
+@dataclass
+class ParsedAttachment:
+    filename: str  # decoded and made safe; "attachment-N.ext" when the mail gives none
+    content_type: str
+    data: bytes
+    content_id: str | None  # without the angle brackets
+    inline: bool  # shown within the body (e.g. an image referenced by cid:)
+
+
+@dataclass
+class ParsedMail:
+    from_: str = ""
+    to: list[str] = field(default_factory=list)
+    cc: list[str] = field(default_factory=list)
+    reply_to: list[str] = field(default_factory=list)
+    subject: str = ""
+    date: datetime | None = None  # aware; UTC when the header had no zone
+    message_id: str | None = None  # with angle brackets, as in the header
+    in_reply_to: str | None = None
+    references: list[str] = field(default_factory=list)
+    body_text: str = ""
+    body_html: str = ""  # sanitized
+    attachments: list[ParsedAttachment] = field(default_factory=list)
+
+
+# --- text helpers -------------------------------------------------------------------------------
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_LINE_BREAKS = re.compile(r"\r\n|\r|\n")
+_MSG_ID = re.compile(r"<[^<>]*>")
+_WHITESPACE = re.compile(r"\s+")
+_UNSAFE_IN_FILENAME = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_PATH_SEPARATORS = re.compile(r"[/\\]")
+_META_CHARSET = re.compile(
+    rb"<meta[^>]{0,200}?charset\s*=\s*[\"']?\s*([A-Za-z0-9_:.+-]{1,40})", re.IGNORECASE
+)
+
+_WINDOWS_1252 = {"iso8859-1", "cp1252", "latin-1", "latin1", "iso-8859-1", "iso_8859-1", "windows-1252"}
+_ASCII = {"ascii", "us-ascii", "us", "ansi_x3.4-1968", "iso646-us", "cp367", "ibm367", "csascii"}
+# Labels whose content is in practice the superset browsers decode them as.
+_SUPERSETS = {
+    "gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "euc-cn": "gb18030", "cp936": "gb18030",
+    "ks_c_5601-1987": "cp949", "euc-kr": "cp949", "iso-8859-9": "cp1254", "latin5": "cp1254",
+    "tis-620": "cp874", "iso-8859-11": "cp874", "windows-874": "cp874", "shift_jis": "cp932",
+    "x-sjis": "cp932", "sjis": "cp932", "big5": "big5hkscs", "x-unicode20utf8": "utf-8",
+    "unicode-1-1-utf-8": "utf-8", "utf8": "utf-8",
+}  # fmt: skip
+# Python codecs that a charset label must not select (not charsets, or dangerous to decode with).
+_NOT_CHARSETS = {"unicode-escape", "raw-unicode-escape", "idna", "punycode", "undefined"}
+
+
+def _clean(text: str) -> str:
+    """Text without lone surrogates (raw 8-bit bytes as UTF-8, else windows-1252) and NULs."""
+    if _SURROGATES.search(text):
+        try:
+            raw = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            text = _SURROGATES.sub("\ufffd", text)
+        else:
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode("cp1252", "replace")
+    return text.replace("\x00", "")
+
+
+@lru_cache(maxsize=256)
+def _codec(label: str | None) -> str | None:
+    """The Python codec for a charset label; None for "UTF-8 if valid, else windows-1252"."""
+    if not label:
+        return None
+    label = label.strip().strip("\"'").strip().lower()
+    if label in _WINDOWS_1252:
+        return "cp1252"
+    label = _SUPERSETS.get(label, label)
+    try:
+        info = codecs.lookup(label)
+    except (LookupError, ValueError, TypeError):
+        return None
+    if info.name in _WINDOWS_1252:
+        return "cp1252"
+    if info.name in _ASCII or info.name in _NOT_CHARSETS or not getattr(info, "_is_text_encoding", True):
+        return None
+    return info.name
+
+
+def _decode(data: bytes, label: str | None) -> str:
+    codec = _codec(label)
+    text: str | None = None
+    if codec is not None:
+        try:
+            text = data.decode(codec, "replace")
+        except Exception:  # a codec that rejects "replace" or its input in another way
+            text = None
+    if text is None:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = data.decode("cp1252", "replace")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return _clean(text)
+
+
+def _unfold(value: str) -> str:
+    return _LINE_BREAKS.sub("", value)
+
+
+def _decoded_text(value: str) -> str:
+    """A raw header value unfolded, its encoded words decoded as far as they decode."""
+    value = _clean(_unfold(value))
+    if "=?" in value:
+        # An unknown charset or a broken encoded word keeps the raw text.
+        with contextlib.suppress(Exception):
+            value = _clean(str(make_header(decode_header(value))))
+    return value.strip()
+
+
+# --- headers ------------------------------------------------------------------------------------
+
+# Defects that leave the parsed addresses right: obsolete syntax, badly encoded display names.
+_HARMLESS_DEFECTS = (
+    ObsoleteHeaderDefect,
+    CharsetError,
+    UndecodableBytesDefect,
+    InvalidBase64CharactersDefect,
+    InvalidBase64LengthDefect,
+    InvalidBase64PaddingDefect,
+)
+
+
+def _raw_headers(msg: Message) -> dict[str, str]:
+    raw: dict[str, str] = {}
+    for name, value in msg.raw_items():
+        raw.setdefault(name.lower(), value if isinstance(value, str) else str(value))
+    return raw
+
+
+def _header(msg: Message, raw: dict[str, str], name: str) -> Any:
+    """The first `name` header, parsed. Raw 8-bit bytes are read as UTF-8 (else windows-1252)
+    before parsing, as the stdlib would turn them into replacement characters."""
+    value = raw[name]
+    if _SURROGATES.search(value):
+        return msg.policy.header_factory(name, _clean(_unfold(value)))  # type: ignore[attr-defined]
+    return msg[name]
+
+
+def _addresses(msg: Message, raw: dict[str, str], name: str) -> list[str]:
+    value = raw.get(name)
+    if value is None:
+        return []
+    try:
+        header = _header(msg, raw, name)
+        addresses = header.addresses
+        harmless = all(isinstance(defect, _HARMLESS_DEFECTS) for defect in header.defects)
+        if harmless and all(address.username and address.domain for address in addresses):
+            return [_clean(str(address)) for address in addresses]
+    except Exception:  # not an address header after all (see _HeaderClasses): use the raw text
+        pass
+    fallback = _decoded_text(value)
+    return [fallback] if fallback else []
+
+
+def _subject(msg: Message, raw: dict[str, str]) -> str:
+    if "subject" not in raw:
+        return ""
+    try:
+        text = _clean(str(_header(msg, raw, "subject")))
+    except Exception:
+        text = _decoded_text(raw["subject"])
+    return _LINE_BREAKS.sub("", text).strip()
+
+
+def _date(raw: dict[str, str]) -> datetime | None:
+    value = raw.get("date")
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(_clean(_unfold(value)).strip())
+    except Exception:  # TypeError, ValueError, OverflowError, IndexError on garbage
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def _message_ids(value: str | None) -> list[str]:
+    if not value:
+        return []
+    value = _clean(_unfold(value))
+    ids = [_WHITESPACE.sub("", found) for found in _MSG_ID.findall(value)]
+    ids = [found for found in ids if len(found) > 2]
+    if not ids and "<" not in value:
+        ids = [token for token in re.split(r"[\s,]+", value) if token]
+    return ids
+
+
+def _message_id(value: str | None) -> str | None:
+    ids = _message_ids(value)
+    return ids[0] if ids else None
+
+
+# --- parts --------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _mime_types() -> mimetypes.MimeTypes:
+    return mimetypes.MimeTypes()  # only Python's own table: the same answer on every machine
+
+
+def _fallback_filename(index: int, content_type: str) -> str:
+    if content_type in ("message/rfc822", "message/global"):
+        extension = ".eml"
+    else:
+        extension = _mime_types().guess_extension(content_type, strict=False) or ""
+        if not extension:
+            extension = ".txt" if content_type.startswith(("text/", "message/")) else ".bin"
+    return f"attachment-{index}{extension}"
+
+
+def _safe_filename(name: str | None) -> str:
+    """A file name without path, control or bidi characters; "" when nothing usable is left."""
+    if not name:
+        return ""
+    if "=?" in name and "?=" in name:  # RFC 2047 in a quoted parameter: wrong, and common
+        name = _decoded_text(name)
+    name = _clean(name)
+    name = _PATH_SEPARATORS.split(name)[-1]
+    name = _UNSAFE_IN_FILENAME.sub("", name).strip(" .\t")
+    if len(name) > 255:
+        stem, dot, extension = name.rpartition(".")
+        if dot and 0 < len(extension) <= 16:
+            name = f"{stem[: 254 - len(extension)]}.{extension}"
+        else:
+            name = name[:255]
+    return name
+
+
+def _structured(part: Message, name: str) -> tuple[str | None, Mapping[str, str]]:
+    """The value (lower case, without parameters) and the decoded parameters of a MIME header.
+
+    Parsed once per part: each `get_content_type()`, `get_filename()`, ... parses the header again.
+    """
+    try:
+        header: Any = part.get(name)
+        if header is None:
+            return None, {}
+        return str(header).partition(";")[0].strip().lower(), getattr(header, "params", None) or {}
+    except Exception:  # the header parser failed on garbage: as if the header were missing
+        return None, {}
+
+
+def _content_id(part: Message) -> str | None:
+    for name, value in part.raw_items():
+        if name.lower() == "content-id":
+            cid = _clean(_unfold(str(value))).strip().strip("<>").strip()
+            return cid or None
+    return None
+
+
+def _payload_bytes(part: Message) -> bytes:
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:
+        return b""
+    return data if isinstance(data, bytes) else b""
+
+
+def _text_of(part: Message, subtype: str, charset: str | None) -> str:
+    data = _payload_bytes(part)
+    if charset is None and subtype == "html":
+        found = _META_CHARSET.search(data[:4096])
+        charset = found.group(1).decode("ascii") if found else None
+    return _decode(data, charset)
+
+
+def _embedded_message(part: Message, index: int, content_type: str, filename: str) -> ParsedAttachment:
+    """A message/* part as one attachment: the embedded message as it came, not merged."""
+    payload = part.get_payload()
+    messages = [item for item in payload if isinstance(item, Message)] if isinstance(payload, list) else []
+    try:
+        data = b"".join(item.as_bytes(policy=_RAW_OUT) for item in messages)
+    except Exception:
+        data = b""
+    encoding = _raw_headers(part).get("content-transfer-encoding", "").strip().lower()
+    if encoding in ("base64", "quoted-printable") and data:
+        # Not allowed for message/rfc822, but sent: the parser took the encoded text for a message.
+        try:
+            data = base64.b64decode(data) if encoding == "base64" else quopri.decodestring(data)
+            messages = [_HEADER_PARSER.parsebytes(data)]
+        except Exception:  # not decodable after all: keep it as it is
+            pass
+    subject = ""
+    if content_type in ("message/rfc822", "message/global") and messages:
+        subject = _safe_filename(_subject(messages[0], _raw_headers(messages[0])))[:200].strip(" .")
+    return ParsedAttachment(
+        filename=f"{subject}.eml" if subject else filename or _fallback_filename(index, content_type),
+        content_type=content_type,
+        data=data,
+        content_id=_content_id(part),
+        inline=False,
+    )
+
+
+def _walk(msg: Message, mail: ParsedMail) -> tuple[str | None, str | None]:
+    """Fills in the attachments; answers the (text, html) bodies. One pass, no recursion."""
+    text: str | None = None
+    html: str | None = None
+    stack: list[Message] = [msg]
+    while stack:
+        part = stack.pop()
+        index = len(mail.attachments) + 1
+        try:
+            content_type, type_params = _structured(part, "content-type")
+            if content_type is None:
+                content_type = part.get_default_type()
+            elif content_type.count("/") != 1:  # RFC 2045: an invalid type is text/plain
+                content_type = "text/plain"
+            maintype, _, subtype = content_type.partition("/")
+            if part.is_multipart() and maintype != "message":
+                payload = part.get_payload()
+                if isinstance(payload, list):
+                    stack.extend(reversed([item for item in payload if isinstance(item, Message)]))
+                continue
+            disposition, disposition_params = _structured(part, "content-disposition")
+            filename = _safe_filename(disposition_params.get("filename") or type_params.get("name"))
+            if part.is_multipart():  # message/rfc822 and other message/* with a parsed payload
+                mail.attachments.append(_embedded_message(part, index, content_type, filename))
+                continue
+            if maintype == "multipart":  # a multipart without a usable boundary: show it as text
+                maintype, subtype = "text", "plain"
+            if maintype == "text" and disposition != "attachment" and not filename:
+                if subtype == "plain" and text is None:
+                    text = _text_of(part, subtype, type_params.get("charset"))
+                    continue
+                if subtype == "html" and html is None:
+                    html = _text_of(part, subtype, type_params.get("charset"))
+                    continue
+            content_id = _content_id(part)
+            mail.attachments.append(
+                ParsedAttachment(
+                    filename=filename or _fallback_filename(index, content_type),
+                    content_type=content_type,
+                    data=_payload_bytes(part),
+                    content_id=content_id,
+                    inline=disposition == "inline" or (disposition is None and content_id is not None),
+                )
+            )
+        except Exception:  # keep what can be kept of a part that breaks the email package
+            mail.attachments.append(
+                ParsedAttachment(
+                    filename=_fallback_filename(index, "application/octet-stream"),
+                    content_type="application/octet-stream",
+                    data=_payload_bytes(part),
+                    content_id=None,
+                    inline=False,
+                )
+            )
+    return text, html
+
+
+def _normalise_text(text: str) -> str:
+    return _LINE_BREAKS.sub("\n", text)
+
+
+def parse_message(raw: bytes) -> ParsedMail:
+    """The parsed mail. Never raises: whatever cannot be parsed is left empty or kept raw."""
+    try:
+        return _parse(raw)
+    except Exception:  # the email package failed on the body (e.g. RecursionError on deep nesting)
+        pass
+    try:  # the headers alone, and the body as text
+        msg = _HEADER_PARSER.parsebytes(raw)
+        mail = _headers_of(msg)
+        mail.body_text = _normalise_text(_clean(str(msg.get_payload())))
+        return mail
+    except Exception:
+        return ParsedMail(body_text=_normalise_text(_decode(bytes(raw), None)))
+
+
+def _headers_of(msg: Message) -> ParsedMail:
+    headers = _raw_headers(msg)
+    return ParsedMail(
+        from_=", ".join(_addresses(msg, headers, "from")),
+        to=_addresses(msg, headers, "to"),
+        cc=_addresses(msg, headers, "cc"),
+        reply_to=_addresses(msg, headers, "reply-to"),
+        subject=_subject(msg, headers),
+        date=_date(headers),
+        message_id=_message_id(headers.get("message-id")),
+        in_reply_to=_message_id(headers.get("in-reply-to")),
+        references=_message_ids(headers.get("references")),
+    )
+
+
+def _parse(raw: bytes) -> ParsedMail:
+    msg = _PARSER.parsebytes(raw)
+    mail = _headers_of(msg)
+    text, html = _walk(msg, mail)
+    if html is not None:
+        mail.body_html = safe_html(html)
+    if text is not None:
+        mail.body_text = _normalise_text(text)
+    elif mail.body_html:
+        mail.body_text = text_from_html(mail.body_html)
+    return mail

@@ -1,0 +1,91 @@
+"""Invokes one function of the template once, like `sam local invoke`, against the running stack.
+
+    python -m local.invoke FUNCTION EVENT_FILE [--template template.yaml] [--stack-json .local/stack.json]
+
+The running local stack writes .local/stack.json; from it come the moto endpoint ("aws_endpoint",
+set as AWS_ENDPOINT_URL) and the functions' resolved environment ("environment"). The handler is
+loaded as the gateway loads it, called with the event (a JSON file, "-" for stdin) and a Lambda
+context, and its result printed as JSON. Exit status 0, or 1 when the function failed (the error is
+printed as Lambda reports it: errorMessage, errorType, stackTrace).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from local.gateway import FunctionRuntime, HandlerError, InvocationError
+from local.template import Template, TemplateError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _read_event(source: str) -> Any:
+    text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    return json.loads(text) if text.strip() else {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local.invoke", description=__doc__.split("\n\n")[0])
+    parser.add_argument("function", help="logical id of the function in the template, e.g. SendFunction")
+    parser.add_argument("event", help="JSON file with the event ('-' reads stdin)")
+    parser.add_argument("--template", type=Path, default=ROOT / "template.yaml")
+    parser.add_argument("--stack-json", type=Path, default=ROOT / ".local" / "stack.json")
+    args = parser.parse_args(argv)
+
+    if not args.stack_json.exists():
+        print(f"{args.stack_json} not found: start the local stack first", file=sys.stderr)
+        return 2
+    stack = json.loads(args.stack_json.read_text(encoding="utf-8"))
+    region = str(stack.get("region") or os.environ.get("AWS_REGION") or "us-east-1")
+    try:
+        template = Template.load(args.template, region=region, endpoint_url=stack.get("aws_endpoint"))
+        if args.function not in template.resources_of_type("AWS::Serverless::Function"):
+            functions = ", ".join(template.resources_of_type("AWS::Serverless::Function"))
+            print(f"no function {args.function} in {args.template} (there are: {functions})", file=sys.stderr)
+            return 2
+        spec = template.function(args.function, resolve_environment=False)
+    except TemplateError as error:
+        print(f"{args.template}: {error}", file=sys.stderr)
+        return 2
+    event = _read_event(args.event)
+
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+    }.items():
+        os.environ.setdefault(key, value)
+    os.environ.pop("AWS_PROFILE", None)
+    os.environ.update({str(key): str(value) for key, value in (stack.get("environment") or {}).items()})
+    if stack.get("aws_endpoint"):
+        os.environ["AWS_ENDPOINT_URL"] = str(stack["aws_endpoint"])
+
+    runtime = FunctionRuntime(spec, region=region, account_id=template.account_id)
+    try:
+        result = runtime.invoke(event)
+    except HandlerError as failure:
+        raised = failure.error
+        report = {
+            "errorMessage": str(raised),
+            "errorType": type(raised).__name__,
+            "stackTrace": traceback.format_tb(raised.__traceback__),
+        }
+        print(json.dumps(report, indent=2))
+        print(failure.formatted, file=sys.stderr, end="")
+        return 1
+    except InvocationError as failure:
+        print(json.dumps({"errorMessage": str(failure), "errorType": failure.error_type}, indent=2))
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

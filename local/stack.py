@@ -1,0 +1,372 @@
+"""The local stack (`make run`): the whole service on 127.0.0.1, read from template.yaml.
+
+moto in server mode holds the tables, bucket, queues, bus, secrets and the Cognito user pool the
+template declares; private Dovecot and Postfix serve a demo mailbox; a gateway routes HTTP
+requests to the handlers as API Gateway would, and the template's schedules fire on their rate.
+The integration tests start the very same stack (on free ports) through `LocalStack`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from local.aws import cognito_user, create_resources, id_token, start_moto_server
+from local.gateway import CognitoVerifier, LocalGateway
+from local.mailservers import Mailbox, MailServerPorts, MailServers
+from local.template import Template
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "template.yaml"
+OPENAPI = ROOT / "docs" / "openapi.json"
+DEFAULT_STATE = ROOT / ".local"
+REGION = "us-east-1"
+
+DEMO_TEAM = "demo"
+DEMO_ACCOUNT = "demo"
+DEMO_DOMAIN = "example.test"
+MEMBER_EMAIL = "member@example.test"
+OUTSIDER_EMAIL = "outsider@example.test"
+
+
+@dataclass
+class StackPorts:
+    api: int = 3000
+    moto: int = 4566
+    mail: MailServerPorts = field(
+        default_factory=lambda: MailServerPorts(pop3=2110, pop3s=2995, imap=2143, smtp=2587, smtps=2465)
+    )
+
+    @classmethod
+    def free(cls) -> StackPorts:
+        return cls(api=0, moto=0, mail=MailServerPorts.free())
+
+
+def _stable_secrets(state: Path) -> dict[str, str]:
+    """Passwords of the demo mailbox and users: made once per checkout, kept across runs."""
+    path = state / "secrets.json"
+    if path.exists():
+        known = dict(json.loads(path.read_text()))
+        if "system" in known:
+            return known
+    made = {
+        "mailbox": secrets.token_urlsafe(12),
+        "member": "Member-" + secrets.token_urlsafe(9) + "1!",
+        "outsider": "Outsider-" + secrets.token_urlsafe(9) + "1!",
+        "system": secrets.token_urlsafe(12),
+    }
+    path.write_text(json.dumps(made))
+    path.chmod(0o600)
+    return made
+
+
+class LocalStack:
+    def __init__(
+        self,
+        state: Path = DEFAULT_STATE,
+        *,
+        ports: StackPorts | None = None,
+        parameter_overrides: dict[str, str] | None = None,
+        run_schedules: bool = True,
+    ) -> None:
+        self.state = state
+        self.ports = ports or StackPorts()
+        self.parameter_overrides = parameter_overrides or {}
+        self.run_schedules = run_schedules
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.moto: Any = None
+        self.gateway: LocalGateway | None = None
+        self.mail_servers: MailServers | None = None
+        self.info: dict[str, Any] = {}
+
+    # --- start and stop -------------------------------------------------------------------
+    def start(self) -> dict[str, Any]:
+        self.state.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state, 0o755)  # Postfix and Dovecot refuse folders others cannot enter
+        passwords = _stable_secrets(self.state)
+        for key, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+        }.items():
+            os.environ.setdefault(key, value)
+        os.environ.pop("AWS_PROFILE", None)
+
+        self.moto, endpoint = start_moto_server(self.ports.moto)
+        os.environ["AWS_ENDPOINT_URL"] = endpoint
+        self.session = boto3.session.Session(region_name=REGION)
+        self.template = Template.load(
+            TEMPLATE, parameter_overrides=self.parameter_overrides, region=REGION, endpoint_url=endpoint
+        )
+        self.physical = create_resources(self.template, self.session, endpoint)
+
+        (self.state / "mail").mkdir(mode=0o755, exist_ok=True)
+        self.mail_servers = MailServers(self.state / "mail", domain=DEMO_DOMAIN, ports=self.ports.mail)
+        mailbox = Mailbox(f"{DEMO_ACCOUNT}@{DEMO_DOMAIN}", passwords["mailbox"])
+        system_mailbox = Mailbox(f"noreply@{DEMO_DOMAIN}", passwords["system"])
+        self.mail_servers.add_mailboxes([mailbox, system_mailbox])
+        self.mail_servers.start()
+
+        environment = self.function_environment()
+        environment["MAIL_TLS_CA_FILE"] = str(self.mail_servers.ca_file)
+        os.environ.update(environment)
+        from mailcore import runtime
+
+        runtime.reset()
+
+        self.team_secret_prefix = environment["TEAM_SECRET_PREFIX"]
+        self.put_team_secret(
+            DEMO_TEAM, {"type": "mail", "accounts": {DEMO_ACCOUNT: self.account_config(mailbox)}}
+        )
+        self.put_secret(
+            environment["SYSTEM_MAIL_SECRET_NAME"],
+            {
+                "host": self.mail_servers.host,
+                "port": self.mail_servers.ports.smtp,
+                "security": "starttls",
+                "username": system_mailbox.address,
+                "password": system_mailbox.password,
+                "from_address": system_mailbox.address,
+                "from_name": "Mail service (local)",
+            },
+        )
+        pool_id, client_id = self.user_pool()
+        cognito_user(
+            self.session,
+            endpoint,
+            pool_id,
+            client_id,
+            email=MEMBER_EMAIL,
+            password=passwords["member"],
+            groups=[DEMO_TEAM],
+        )
+        cognito_user(
+            self.session,
+            endpoint,
+            pool_id,
+            client_id,
+            email=OUTSIDER_EMAIL,
+            password=passwords["outsider"],
+            groups=[],
+        )
+
+        verifier = CognitoVerifier(endpoint, pool_id, client_id, REGION)
+        self.gateway = LocalGateway(
+            self.template,
+            port=self.ports.api,
+            authorizer=verifier,
+            openapi_path=OPENAPI if OPENAPI.exists() else None,
+        )
+        self.gateway.start()
+        if self.run_schedules:
+            self._start_schedules()
+
+        servers = self.mail_servers
+        self.info = {
+            "api_url": self.gateway.url,
+            "aws_endpoint": endpoint,
+            "region": REGION,
+            "team": DEMO_TEAM,
+            "account": DEMO_ACCOUNT,
+            "mailbox": mailbox.address,
+            "pop3": {
+                "host": servers.host,
+                "port": servers.ports.pop3s,
+                "security": "ssl",
+                "user": mailbox.address,
+                "password": mailbox.password,
+            },
+            "smtp": {
+                "host": servers.host,
+                "port": servers.ports.smtp,
+                "security": "starttls",
+                "user": mailbox.address,
+                "password": mailbox.password,
+            },
+            "ca_file": str(servers.ca_file),
+            "user_pool_id": pool_id,
+            "user_pool_client_id": client_id,
+            "users": {
+                "member": {"email": MEMBER_EMAIL, "password": passwords["member"]},
+                "outsider": {"email": OUTSIDER_EMAIL, "password": passwords["outsider"]},
+            },
+            "tokens": {
+                "member": self.token(MEMBER_EMAIL, passwords["member"]),
+                "outsider": self.token(OUTSIDER_EMAIL, passwords["outsider"]),
+            },
+            "team_secret_prefix": self.team_secret_prefix,
+            "environment": environment,
+            "resources": self.physical,
+            "pid": os.getpid(),
+        }
+        return self.info
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.gateway is not None:
+            self.gateway.stop()
+        if self.mail_servers is not None:
+            self.mail_servers.stop()
+        if self.moto is not None:
+            self.moto.stop()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    # --- what tests and the README's examples use ------------------------------------------
+    def function_environment(self) -> dict[str, str]:
+        merged: dict[str, str] = {}
+        for spec in self.template.functions().values():
+            for key, value in spec.environment.items():
+                if merged.setdefault(key, value) != value:
+                    raise ValueError(f"functions disagree on {key}; the local stack runs them in one process")
+        return merged
+
+    def account_config(self, mailbox: Mailbox, **changes: Any) -> dict[str, Any]:
+        assert self.mail_servers is not None
+        host, ports = self.mail_servers.host, self.mail_servers.ports
+        config: dict[str, Any] = {
+            "mail_from": f"Demo Team <{mailbox.address}>",
+            "mail_username": mailbox.address,
+            "mail_password": mailbox.password,
+            "smtp": {"host": host, "port": ports.smtp, "security": "starttls"},
+            "pop3": {"host": host, "port": ports.pop3s, "security": "ssl"},
+            "leave_on_server": False,
+        }
+        config.update(changes)
+        return config
+
+    def put_team_secret(self, team: str, config: dict[str, Any]) -> None:
+        self.put_secret(self.team_secret_prefix + team, config)
+
+    def put_secret(self, name: str, config: dict[str, Any]) -> None:
+        client = self.session.client("secretsmanager")
+        value = json.dumps(config)
+        try:
+            client.create_secret(Name=name, SecretString=value)
+        except client.exceptions.ResourceExistsException:
+            client.put_secret_value(SecretId=name, SecretString=value)
+
+    def user_pool(self) -> tuple[str, str]:
+        return self.template.attribute("UserPool", "UserPoolId"), self.template.attribute(
+            "UserPoolClient", "ClientId"
+        )
+
+    def token(self, email: str, password: str) -> str:
+        pool_id, client_id = self.user_pool()
+        return id_token(self.session, pool_id, client_id, email=email, password=password)
+
+    def invoke(self, function_id: str, event: dict[str, Any]) -> Any:
+        assert self.gateway is not None
+        return self.gateway.invoke(function_id, event)
+
+    # --- event sources moto stores but never fires ------------------------------------------
+    def _start_schedules(self) -> None:
+        for function_id, name, properties in self.template.event_sources(
+            "ScheduleV2"
+        ) + self.template.event_sources("Schedule"):
+            seconds = rate_seconds(str(properties.get("ScheduleExpression", "")))
+            if seconds is None:
+                print(
+                    f"local stack: schedule {name} ({properties.get('ScheduleExpression')}) is not a rate; not run"
+                )
+                continue
+            raw_input = properties.get("Input")
+            event = json.loads(raw_input) if isinstance(raw_input, str) else (raw_input or {})
+            thread = threading.Thread(
+                target=self._every, args=(seconds, function_id, event), name=f"schedule-{name}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def _every(self, seconds: float, function_id: str, event: dict[str, Any]) -> None:
+        while not self._stopping.wait(seconds):
+            try:
+                self.invoke(function_id, event)
+            except Exception as error:  # a failed run is logged; the next one comes on time
+                print(f"local stack: scheduled {function_id} failed: {error}", file=sys.stderr)
+
+
+def rate_seconds(expression: str) -> float | None:
+    match = re.fullmatch(r"rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)", expression.strip())
+    if not match:
+        return None
+    unit = {"minute": 60, "hour": 3600, "day": 86400}[match.group(2).rstrip("s")]
+    return int(match.group(1)) * unit
+
+
+def _describe(info: dict[str, Any]) -> str:
+    token = info["tokens"]["member"]
+    return f"""
+The mail service runs on {info["api_url"]}  (Swagger UI: {info["api_url"]}/swagger)
+  demo team {info["team"]!r}, account {info["account"]!r}, mailbox {info["mailbox"]}
+  POP3 {info["pop3"]["host"]}:{info["pop3"]["port"]} (TLS), SMTP {info["smtp"]["host"]}:{info["smtp"]["port"]} (STARTTLS)
+  AWS (moto) at {info["aws_endpoint"]}; everything is described in .local/stack.json
+
+Send a mail to the demo mailbox, then pull it:
+  TOKEN=$(jq -r .tokens.member .local/stack.json)
+  curl -s -X POST {info["api_url"]}/api/core/mail/send/{info["account"]} -H "Authorization: Bearer $TOKEN" \\
+       -H 'Content-Type: application/json' -d '{{"to": "{info["mailbox"]}", "subject": "Hello", "body_text": "Hi there"}}'
+  curl -s -X POST {info["api_url"]}/api/core/mail/pull/{info["account"]} -H "Authorization: Bearer $TOKEN"
+
+(member token: {token[:24]}...; Ctrl-C or `make stop` stops everything)
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--stop", action="store_true", help="stop a running local stack")
+    parser.add_argument("--state", type=Path, default=DEFAULT_STATE)
+    args = parser.parse_args(argv)
+    pid_file = args.state / "stack.pid"
+    if args.stop:
+        if not pid_file.exists():
+            print("no local stack is running")
+            return 0
+        pid = int(pid_file.read_text())
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pid_file.unlink(missing_ok=True)
+            print("no local stack is running")
+            return 0
+        for _ in range(100):
+            if not pid_file.exists():
+                break
+            time.sleep(0.1)
+        print("local stack stopped")
+        return 0
+
+    stack = LocalStack(args.state)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    try:
+        info = stack.start()
+        (args.state / "stack.json").write_text(json.dumps(info, indent=2))
+        (args.state / "stack.json").chmod(0o600)
+        pid_file.write_text(str(os.getpid()))
+        print(_describe(info), flush=True)
+        done.wait()
+    finally:
+        print("local stack: stopping", flush=True)
+        stack.stop()
+        pid_file.unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,774 @@
+"""Reads the SAM template (the single source of truth) for the local stack.
+
+`Template` parses template.yaml, evaluates CloudFormation intrinsics (Ref, Fn::GetAtt, Fn::Sub,
+Fn::If and the condition functions, Fn::Join, Fn::Select, Fn::Split, Fn::FindInMap, ...) and
+conditions, and names every resource deterministically, so that the moto resources, the function
+environment and the HTTP routes all come from the same file as the deployed stack.
+
+Values only known once a resource exists (a table's StreamArn, a user pool's id, a queue's URL as
+moto answers it) are handed in with `set_attribute`; `local.aws.create_resources` does that.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import unquote
+
+import yaml
+
+__all__ = ["ApiRoute", "FunctionSpec", "Template", "TemplateError"]
+
+
+class TemplateError(Exception):
+    """The template cannot be read or one of its values cannot be evaluated locally."""
+
+
+class _NoValue:
+    """What `!Ref AWS::NoValue` evaluates to: the enclosing key or list item disappears."""
+
+    def __repr__(self) -> str:
+        return "AWS::NoValue"
+
+
+NO_VALUE: Final = _NoValue()
+
+# ---------------------------------------------------------------------------- YAML
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe loader that keeps the short-form intrinsics and, like CloudFormation, reads
+    unquoted dates as strings."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _construct_intrinsic(loader: _Loader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    elif isinstance(node, yaml.MappingNode):
+        value = loader.construct_mapping(node, deep=True)
+    else:  # pragma: no cover - PyYAML has no other node kinds
+        raise TemplateError(f"unexpected YAML node for !{tag_suffix}")
+    if tag_suffix in ("Ref", "Condition"):
+        return {tag_suffix: value}
+    if tag_suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{tag_suffix}": value}
+
+
+_Loader.add_multi_constructor("!", _construct_intrinsic)
+
+
+def _is_intrinsic(value: Any) -> bool:
+    if not isinstance(value, dict) or len(value) != 1:
+        return False
+    (key,) = value
+    return key == "Ref" or key == "Condition" or str(key).startswith("Fn::")
+
+
+# ---------------------------------------------------------------------------- specs
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """What the local stack needs to run one AWS::Serverless::Function."""
+
+    logical_id: str
+    code_dir: Path
+    module: str  # "app" for Handler "app.lambda_handler"; may be dotted ("pkg.app")
+    attribute: str  # "lambda_handler"
+    timeout: int  # seconds (Globals merged)
+    memory: int  # MiB (Globals merged)
+    environment: dict[str, str]  # Globals.Function variables merged with the function's own, resolved
+    function_name: str = ""  # physical name (FunctionName or "<stack>-<LogicalId>")
+    runtime: str = ""
+    handler: str = ""
+    layer_dirs: tuple[Path, ...] = ()  # local layers (AWS::Serverless::LayerVersion) of the function
+
+
+_SEGMENT_PARAM = re.compile(r"^\{([A-Za-z0-9._-]+)(\+?)\}$")
+
+
+@dataclass(frozen=True)
+class ApiRoute:
+    """One `Type: Api` event of a function."""
+
+    function_id: str
+    method: str  # upper case; ANY matches every method
+    path: str  # as in the template, e.g. /api/core/mail/send/{account}
+    authorized: bool  # False when there is no authorizer or the event sets Auth.Authorizer: NONE
+    event_name: str = ""
+    api_id: str = ""  # logical id of the AWS::Serverless::Api (ServerlessRestApi when implicit)
+    authorizer: str | None = None  # authorizer name, None when not authorized
+    identity_header: str = "Authorization"  # where the authorizer reads the token
+
+    def match(self, method: str, path: str) -> dict[str, str] | None:
+        """Path parameters (percent-decoded, as API Gateway REST hands them over) when this
+        route serves `method` on `path` (the raw, still percent-encoded request path without
+        the query string), else None. `{name+}` is greedy and must be last."""
+        if self.method != "ANY" and method.upper() != self.method:
+            return None
+        return match_path(self.path, path)
+
+    def specificity(self) -> tuple[tuple[int, ...], int]:
+        """Sort key: the smaller, the more specific (literal segments beat {param}, which beats
+        {greedy+}; an explicit method beats ANY). API Gateway picks the most specific route."""
+        ranks = []
+        for segment in _split_path(self.path):
+            m = _SEGMENT_PARAM.match(segment)
+            ranks.append(0 if m is None else (2 if m.group(2) else 1))
+        return tuple(ranks), 1 if self.method == "ANY" else 0
+
+
+def _split_path(path: str) -> list[str]:
+    path = path.strip()
+    if len(path) > 1 and path.endswith("/"):
+        path = path[:-1]  # API Gateway REST treats /x/ like /x
+    if path in ("", "/"):
+        return []
+    return path.lstrip("/").split("/")
+
+
+def match_path(template_path: str, request_path: str) -> dict[str, str] | None:
+    """Matches a request path against a route path of the template; see `ApiRoute.match`."""
+    pattern = _split_path(template_path)
+    actual = _split_path(request_path)
+    params: dict[str, str] = {}
+    for index, segment in enumerate(pattern):
+        m = _SEGMENT_PARAM.match(segment)
+        if m is not None and m.group(2):  # greedy {proxy+}: the rest, at least one segment
+            rest = actual[index:]
+            if not rest or any(part == "" for part in rest):
+                return None
+            params[m.group(1)] = unquote("/".join(rest))
+            return params
+        if index >= len(actual) or actual[index] == "":
+            return None
+        if m is not None:
+            params[m.group(1)] = unquote(actual[index])
+        elif unquote(actual[index]) != segment:
+            return None
+    if len(actual) != len(pattern):
+        return None
+    return params
+
+
+# ---------------------------------------------------------------------------- Template
+
+_PSEUDO_PARAMETERS: Final = (
+    "AWS::Region",
+    "AWS::AccountId",
+    "AWS::StackName",
+    "AWS::StackId",
+    "AWS::Partition",
+    "AWS::URLSuffix",
+    "AWS::NoValue",
+    "AWS::NotificationARNs",
+)
+
+# Resource type -> the property that sets its physical name.
+_NAME_PROPERTY: Final = {
+    "AWS::DynamoDB::Table": "TableName",
+    "AWS::S3::Bucket": "BucketName",
+    "AWS::SQS::Queue": "QueueName",
+    "AWS::SNS::Topic": "TopicName",
+    "AWS::Events::EventBus": "Name",
+    "AWS::Events::Rule": "Name",
+    "AWS::Scheduler::Schedule": "Name",
+    "AWS::Cognito::UserPool": "UserPoolName",
+    "AWS::Cognito::UserPoolClient": "ClientName",
+    "AWS::Cognito::UserPoolGroup": "GroupName",
+    "AWS::Serverless::Function": "FunctionName",
+    "AWS::Lambda::Function": "FunctionName",
+    "AWS::Serverless::LayerVersion": "LayerName",
+    "AWS::Lambda::LayerVersion": "LayerName",
+    "AWS::Serverless::Api": "Name",
+    "AWS::SecretsManager::Secret": "Name",
+    "AWS::SSM::Parameter": "Name",
+    "AWS::Logs::LogGroup": "LogGroupName",
+    "AWS::IAM::Role": "RoleName",
+    "AWS::Serverless::StateMachine": "Name",
+}
+
+_FUNCTION_TYPES: Final = ("AWS::Serverless::Function",)
+_LAYER_TYPES: Final = ("AWS::Serverless::LayerVersion", "AWS::Lambda::LayerVersion")
+
+
+def _as_string(value: Any, where: str) -> str:
+    """CloudFormation's string conversion of a resolved scalar."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise TemplateError(f"{where}: expected a string, got {value!r}")
+
+
+def _merge_globals(global_value: Any, local_value: Any) -> Any:
+    """SAM's Globals rules: maps merge (the resource wins), lists append (globals first),
+    anything else (and any intrinsic) is overridden by the resource."""
+    if isinstance(global_value, dict) and isinstance(local_value, dict):
+        if _is_intrinsic(global_value) or _is_intrinsic(local_value):
+            return copy.deepcopy(local_value)
+        merged = copy.deepcopy(global_value)
+        for key, value in local_value.items():
+            merged[key] = _merge_globals(merged[key], value) if key in merged else copy.deepcopy(value)
+        return merged
+    if isinstance(global_value, list) and isinstance(local_value, list):
+        return copy.deepcopy(global_value) + copy.deepcopy(local_value)
+    return copy.deepcopy(local_value)
+
+
+class Template:
+    """A SAM template evaluated for one local stack (name, region, account, parameters)."""
+
+    def __init__(
+        self,
+        data: dict[str, Any],
+        *,
+        path: Path,
+        stack_name: str = "mail-service",
+        parameter_overrides: dict[str, str] | None = None,
+        region: str = "us-east-1",
+        account_id: str = "123456789012",
+        endpoint_url: str | None = None,
+    ) -> None:
+        if not isinstance(data, dict) or not isinstance(data.get("Resources"), dict):
+            raise TemplateError(f"{path}: not a CloudFormation template (no Resources)")
+        self.path = path
+        self.base_dir = path.parent
+        self.data = data
+        self.stack_name = stack_name
+        self.region = region
+        self.account_id = account_id
+        self.endpoint_url = endpoint_url.rstrip("/") if endpoint_url else None
+        self._attributes: dict[tuple[str, str], Any] = {}
+        self._condition_values: dict[str, bool] = {}
+        self.parameters = self._parameter_values(parameter_overrides or {})
+        self.all_resources: dict[str, dict[str, Any]] = data["Resources"]
+        # Only the resources whose Condition holds exist in the stack.
+        self.resources: dict[str, dict[str, Any]] = {
+            logical_id: resource
+            for logical_id, resource in self.all_resources.items()
+            if "Condition" not in resource or self.condition(resource["Condition"])
+        }
+
+    @classmethod
+    def load(
+        cls,
+        path: Path,
+        *,
+        stack_name: str = "mail-service",
+        parameter_overrides: dict[str, str] | None = None,
+        region: str = "us-east-1",
+        account_id: str = "123456789012",
+        endpoint_url: str | None = None,
+    ) -> Template:
+        path = Path(path).resolve()
+        try:
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # a SafeLoader subclass
+        except yaml.YAMLError as error:
+            raise TemplateError(f"{path}: {error}") from error
+        return cls(
+            data,
+            path=path,
+            stack_name=stack_name,
+            parameter_overrides=parameter_overrides,
+            region=region,
+            account_id=account_id,
+            endpoint_url=endpoint_url,
+        )
+
+    # ------------------------------------------------------------------ parameters, conditions
+
+    def _parameter_values(self, overrides: dict[str, str]) -> dict[str, Any]:
+        declared: dict[str, Any] = self.data.get("Parameters") or {}
+        unknown = sorted(set(overrides) - set(declared))
+        if unknown:
+            raise TemplateError(f"parameter overrides not declared in the template: {', '.join(unknown)}")
+        values: dict[str, Any] = {}
+        for name, spec in declared.items():
+            spec = spec or {}
+            if name in overrides:
+                raw: Any = overrides[name]
+            elif "Default" in spec:
+                raw = spec["Default"]
+            else:
+                raise TemplateError(f"parameter {name} has no Default and no override")
+            value = _as_string(raw, f"parameter {name}")
+            allowed = spec.get("AllowedValues")
+            if allowed is not None and value not in [_as_string(a, name) for a in allowed]:
+                raise TemplateError(f"parameter {name}={value!r} is not one of {allowed}")
+            type_ = str(spec.get("Type", "String"))
+            if type_ == "CommaDelimitedList" or type_.startswith("List<"):
+                values[name] = [item.strip() for item in value.split(",")] if value else []
+            else:
+                values[name] = value
+        return values
+
+    def condition(self, name: str) -> bool:
+        """The value of a condition of the Conditions section."""
+        if name in self._condition_values:
+            return self._condition_values[name]
+        conditions: dict[str, Any] = self.data.get("Conditions") or {}
+        if name not in conditions:
+            raise TemplateError(f"unknown condition {name}")
+        self._condition_values[name] = False  # breaks cycles (CloudFormation rejects them too)
+        value = self._resolve(conditions[name])
+        if not isinstance(value, bool):
+            raise TemplateError(f"condition {name} does not evaluate to true or false: {value!r}")
+        self._condition_values[name] = value
+        return value
+
+    # ------------------------------------------------------------------ attributes and names
+
+    def set_attribute(self, logical_id: str, attribute: str, value: Any) -> None:
+        """Records the actual value of a resource attribute (attribute "Ref" for what !Ref gives)."""
+        self._attributes[(logical_id, attribute)] = value
+
+    def attribute(self, logical_id: str, attribute: str) -> Any:
+        """A value recorded with `set_attribute`, None when none was."""
+        return self._attributes.get((logical_id, attribute))
+
+    def resources_of_type(self, type_: str) -> dict[str, dict[str, Any]]:
+        """The raw definitions of the stack's resources (Condition holding) of one type."""
+        return {lid: res for lid, res in self.resources.items() if res.get("Type") == type_}
+
+    def _resource(self, logical_id: str) -> dict[str, Any]:
+        if logical_id in self.resources:
+            return self.resources[logical_id]
+        if logical_id in self.all_resources:
+            raise TemplateError(f"{logical_id} is not created: its condition is false")
+        raise TemplateError(f"unknown resource or parameter {logical_id}")
+
+    def physical_name(self, logical_id: str) -> str:
+        """The deterministic local name of a resource; an explicit name property wins."""
+        resource = self._resource(logical_id)
+        type_ = str(resource.get("Type", ""))
+        properties = resource.get("Properties") or {}
+        name_property = _NAME_PROPERTY.get(type_)
+        if name_property and name_property in properties:
+            name = self.resolve(properties[name_property])
+            if name is not None:
+                return _as_string(name, f"{logical_id}.{name_property}")
+        base = f"{self.stack_name}-{logical_id}"
+        if type_ == "AWS::S3::Bucket":
+            base = re.sub(r"[^a-z0-9.-]+", "-", base.lower()).strip("-.")[:63].rstrip("-.")
+        elif type_ == "AWS::SQS::Queue" and self._truthy(properties.get("FifoQueue")):
+            base = base[:75] + ".fifo"
+        elif type_ == "AWS::SQS::Queue":
+            base = base[:80]
+        return base
+
+    def _truthy(self, value: Any) -> bool:
+        resolved = self.resolve(value)
+        return resolved is True or (isinstance(resolved, str) and resolved.lower() == "true")
+
+    def _arn(self, service: str, resource: str, *, region: bool = True, account: bool = True) -> str:
+        return (
+            f"arn:aws:{service}:{self.region if region else ''}:"
+            f"{self.account_id if account else ''}:{resource}"
+        )
+
+    def _queue_url(self, name: str) -> str:
+        base = self.endpoint_url or f"https://sqs.{self.region}.amazonaws.com"
+        return f"{base}/{self.account_id}/{name}"
+
+    def _api_id(self, logical_id: str) -> str:
+        digest = hashlib.sha256(f"{self.stack_name}/{logical_id}".encode()).digest()
+        alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+        return "".join(alphabet[b % len(alphabet)] for b in digest[:10])
+
+    def _unknown_yet(self, logical_id: str, what: str) -> TemplateError:
+        return TemplateError(
+            f"{what} of {logical_id} is only known once the resource exists "
+            "(run local.aws.create_resources first)"
+        )
+
+    def _ref(self, name: str) -> Any:
+        if name in _PSEUDO_PARAMETERS:
+            return {
+                "AWS::Region": self.region,
+                "AWS::AccountId": self.account_id,
+                "AWS::StackName": self.stack_name,
+                "AWS::StackId": self._arn(
+                    "cloudformation", f"stack/{self.stack_name}/00000000-0000-0000-0000-000000000000"
+                ),
+                "AWS::Partition": "aws",
+                "AWS::URLSuffix": "amazonaws.com",
+                "AWS::NoValue": NO_VALUE,
+                "AWS::NotificationARNs": [],
+            }[name]
+        if name in self.parameters:
+            return self.parameters[name]
+        known = self._attributes.get((name, "Ref"))
+        if known is not None:
+            return known
+        resource = self._resource(name)
+        type_ = resource.get("Type")
+        physical = self.physical_name(name)
+        match type_:
+            case "AWS::SQS::Queue":
+                return self._queue_url(physical)
+            case "AWS::SNS::Topic":
+                return self._arn("sns", physical)
+            case "AWS::SecretsManager::Secret":
+                return self._arn("secretsmanager", f"secret:{physical}-AbCdEf")
+            case "AWS::Serverless::Api" | "AWS::ApiGateway::RestApi":
+                return self._api_id(name)
+            case "AWS::Serverless::LayerVersion" | "AWS::Lambda::LayerVersion":
+                return self._arn("lambda", f"layer:{physical}:1")
+            case "AWS::Cognito::UserPool" | "AWS::Cognito::UserPoolClient":
+                raise self._unknown_yet(name, "!Ref")
+            case _:
+                return physical
+
+    def _get_att(self, logical_id: str, attribute: str) -> Any:
+        known = self._attributes.get((logical_id, attribute))
+        if known is not None:
+            return known
+        resource = self._resource(logical_id)
+        type_ = resource.get("Type")
+        name = self.physical_name(logical_id)
+        match type_, attribute:
+            case "AWS::DynamoDB::Table", "Arn":
+                return self._arn("dynamodb", f"table/{name}")
+            case "AWS::S3::Bucket", "Arn":
+                return f"arn:aws:s3:::{name}"
+            case "AWS::S3::Bucket", "DomainName":
+                return f"{name}.s3.amazonaws.com"
+            case "AWS::S3::Bucket", "RegionalDomainName":
+                return f"{name}.s3.{self.region}.amazonaws.com"
+            case "AWS::S3::Bucket", "WebsiteURL":
+                return f"http://{name}.s3-website-{self.region}.amazonaws.com"
+            case "AWS::SQS::Queue", "Arn":
+                return self._arn("sqs", name)
+            case "AWS::SQS::Queue", "QueueName":
+                return name
+            case "AWS::SQS::Queue", "QueueUrl":
+                return self._ref(logical_id)
+            case "AWS::SNS::Topic", "TopicArn":
+                return self._arn("sns", name)
+            case "AWS::SNS::Topic", "TopicName":
+                return name
+            case "AWS::Events::EventBus", "Arn":
+                return self._arn("events", f"event-bus/{name}")
+            case "AWS::Events::EventBus", "Name":
+                return name
+            case "AWS::Events::Rule", "Arn":
+                return self._arn("events", f"rule/{name}")
+            case "AWS::Cognito::UserPool", "Arn":
+                return self._arn("cognito-idp", f"userpool/{self._ref(logical_id)}")
+            case "AWS::Cognito::UserPool", "UserPoolId":
+                return self._ref(logical_id)
+            case "AWS::Cognito::UserPool", "ProviderName":
+                return f"cognito-idp.{self.region}.amazonaws.com/{self._ref(logical_id)}"
+            case "AWS::Cognito::UserPool", "ProviderURL":
+                return f"https://cognito-idp.{self.region}.amazonaws.com/{self._ref(logical_id)}"
+            case "AWS::Cognito::UserPoolClient", "ClientId":
+                return self._ref(logical_id)
+            case (("AWS::Serverless::Function" | "AWS::Lambda::Function"), "Arn"):
+                return self._arn("lambda", f"function:{name}")
+            case "AWS::SecretsManager::Secret", "Id":
+                return self._ref(logical_id)
+            case "AWS::IAM::Role", "Arn":
+                return f"arn:aws:iam::{self.account_id}:role/{name}"
+            case "AWS::Logs::LogGroup", "Arn":
+                return self._arn("logs", f"log-group:{name}:*")
+            case (("AWS::Serverless::Api" | "AWS::ApiGateway::RestApi"), "RootResourceId"):
+                return self._api_id(logical_id + "/")
+            case "AWS::DynamoDB::Table", "StreamArn":
+                raise self._unknown_yet(logical_id, "StreamArn")
+        raise TemplateError(f"Fn::GetAtt {logical_id}.{attribute} ({type_}) is not supported locally")
+
+    # ------------------------------------------------------------------ intrinsics
+
+    def resolve(self, value: Any) -> Any:
+        """Evaluates every intrinsic in `value` (a fresh structure is returned). Keys and list
+        items that evaluate to AWS::NoValue disappear; a top-level AWS::NoValue gives None."""
+        resolved = self._resolve(value)
+        return None if resolved is NO_VALUE else resolved
+
+    def _resolve(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            if _is_intrinsic(value):
+                ((key, argument),) = value.items()
+                return self._intrinsic(key, argument)
+            result = {}
+            for key, item in value.items():
+                resolved = self._resolve(item)
+                if resolved is not NO_VALUE:
+                    result[key] = resolved
+            return result
+        if isinstance(value, list):
+            return [r for r in (self._resolve(item) for item in value) if r is not NO_VALUE]
+        return value
+
+    def _intrinsic(self, key: str, argument: Any) -> Any:
+        match key:
+            case "Ref":
+                return self._ref(str(self._resolve(argument)))
+            case "Condition":
+                return self.condition(str(argument))
+            case "Fn::GetAtt":
+                parts = self._resolve(argument)
+                if isinstance(parts, str):
+                    parts = parts.split(".", 1)
+                if not isinstance(parts, list) or len(parts) != 2:
+                    raise TemplateError(f"Fn::GetAtt needs [resource, attribute], got {argument!r}")
+                return self._get_att(str(parts[0]), str(parts[1]))
+            case "Fn::Sub":
+                return self._sub(argument)
+            case "Fn::If":
+                if not isinstance(argument, list) or len(argument) != 3:
+                    raise TemplateError(f"Fn::If needs [condition, then, else], got {argument!r}")
+                chosen = argument[1] if self.condition(str(argument[0])) else argument[2]
+                return self._resolve(chosen)
+            case "Fn::Equals":
+                left, right = self._pair(key, argument)
+                return self._comparable(left) == self._comparable(self._resolve(right))
+            case "Fn::Not":
+                (operand,) = self._list(key, argument, 1, 1)
+                return not self._bool(key, operand)
+            case "Fn::And":
+                return all(self._bool(key, item) for item in self._list(key, argument, 2, 10))
+            case "Fn::Or":
+                return any(self._bool(key, item) for item in self._list(key, argument, 2, 10))
+            case "Fn::Join":
+                delimiter, items = self._pair(key, argument)
+                items = self._resolve(items)
+                if not isinstance(items, list):
+                    raise TemplateError(f"Fn::Join needs a list, got {items!r}")
+                return str(delimiter).join(_as_string(item, "Fn::Join") for item in items)
+            case "Fn::Select":
+                index, items = self._pair(key, argument)
+                items = self._resolve(items)
+                try:
+                    return items[int(self._resolve(index))]
+                except (IndexError, TypeError, ValueError) as error:
+                    raise TemplateError(f"Fn::Select {argument!r}: {error}") from error
+            case "Fn::Split":
+                delimiter, source = self._pair(key, argument)
+                return _as_string(self._resolve(source), "Fn::Split").split(str(delimiter))
+            case "Fn::FindInMap":
+                items = [self._resolve(item) for item in self._list(key, argument, 3, 4)]
+                mappings = self.data.get("Mappings") or {}
+                try:
+                    return copy.deepcopy(mappings[items[0]][items[1]][items[2]])
+                except (KeyError, TypeError) as error:
+                    if len(items) == 4 and isinstance(items[3], dict) and "DefaultValue" in items[3]:
+                        return items[3]["DefaultValue"]
+                    raise TemplateError(f"Fn::FindInMap {items[:3]}: not found") from error
+            case "Fn::Base64":
+                text = _as_string(self._resolve(argument), "Fn::Base64")
+                return base64.b64encode(text.encode()).decode()
+            case "Fn::GetAZs":
+                return [f"{self.region}{zone}" for zone in "abc"]
+            case "Fn::ToJsonString":
+                return json.dumps(self._resolve(argument), separators=(",", ":"))
+            case "Fn::Length":
+                items = self._resolve(argument)
+                if not isinstance(items, list):
+                    raise TemplateError(f"Fn::Length needs a list, got {items!r}")
+                return len(items)
+        raise TemplateError(f"{key} is not supported locally")
+
+    def _list(self, key: str, argument: Any, least: int, most: int) -> list[Any]:
+        if not isinstance(argument, list) or not least <= len(argument) <= most:
+            raise TemplateError(f"{key}: bad arguments {argument!r}")
+        return argument
+
+    def _pair(self, key: str, argument: Any) -> tuple[Any, Any]:
+        """The two arguments of a function, the first resolved, the second raw."""
+        first, second = self._list(key, argument, 2, 2)
+        return self._resolve(first), second
+
+    def _comparable(self, value: Any) -> Any:
+        if isinstance(value, (bool, int, float)):
+            return _as_string(value, "Fn::Equals")
+        return value
+
+    def _bool(self, key: str, value: Any) -> bool:
+        resolved = self._resolve(value)
+        if not isinstance(resolved, bool):
+            raise TemplateError(f"{key}: {value!r} is not a condition")
+        return resolved
+
+    _SUB_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+
+    def _sub(self, argument: Any) -> str:
+        variables: dict[str, Any] = {}
+        if isinstance(argument, list):
+            if len(argument) != 2 or not isinstance(argument[1], dict):
+                raise TemplateError(f"Fn::Sub needs a string or [string, variables], got {argument!r}")
+            text, variables = argument
+        else:
+            text = argument
+        text = self._resolve(text)
+        if not isinstance(text, str):
+            raise TemplateError(f"Fn::Sub needs a string, got {text!r}")
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1).strip()
+            if name.startswith("!"):
+                return "${" + match.group(1)[1:] + "}"
+            if name in variables:
+                value = self._resolve(variables[name])
+            elif "." in name:
+                logical_id, attribute = name.split(".", 1)
+                value = self._get_att(logical_id, attribute)
+            else:
+                value = self._ref(name)
+            return _as_string(value, f"Fn::Sub ${{{name}}}")
+
+        return self._SUB_VARIABLE.sub(replace, text)
+
+    # ------------------------------------------------------------------ functions and events
+
+    def globals(self, section: str) -> dict[str, Any]:
+        return dict(((self.data.get("Globals") or {}).get(section)) or {})
+
+    def function_properties(self, logical_id: str) -> dict[str, Any]:
+        """The raw properties of a function with Globals.Function merged in (SAM's rules)."""
+        resource = self._resource(logical_id)
+        if resource.get("Type") not in _FUNCTION_TYPES:
+            raise TemplateError(f"{logical_id} is not an AWS::Serverless::Function")
+        merged: dict[str, Any] = _merge_globals(self.globals("Function"), resource.get("Properties") or {})
+        return merged
+
+    def functions(self) -> dict[str, FunctionSpec]:
+        """Every AWS::Serverless::Function of the stack, by logical id."""
+        return {
+            logical_id: self.function(logical_id) for logical_id in self.resources_of_type(_FUNCTION_TYPES[0])
+        }
+
+    def function(self, logical_id: str, *, resolve_environment: bool = True) -> FunctionSpec:
+        """The spec of one function; with resolve_environment=False its environment is left
+        empty (for callers that take the values from a running stack instead)."""
+        properties = self.function_properties(logical_id)
+        where = f"function {logical_id}"
+        code_uri = self.resolve(properties.get("CodeUri", "."))
+        if not isinstance(code_uri, str):
+            raise TemplateError(f"{where}: only a local CodeUri folder runs locally, got {code_uri!r}")
+        handler = _as_string(self.resolve(properties.get("Handler")), f"{where} Handler")
+        module, _, attribute = handler.rpartition(".")
+        if not module or not attribute:
+            raise TemplateError(f"{where}: Handler {handler!r} is not module.function")
+        variables = ((properties.get("Environment") or {}).get("Variables")) or {}
+        environment = (
+            {
+                name: _as_string(value, f"{where} environment variable {name}")
+                for name, value in (self.resolve(variables) or {}).items()
+            }
+            if resolve_environment
+            else {}
+        )
+        layer_dirs: list[Path] = []
+        for layer in properties.get("Layers") or []:
+            if isinstance(layer, dict) and set(layer) == {"Ref"} and layer["Ref"] in self.resources:
+                layer_resource = self.resources[layer["Ref"]]
+                if layer_resource.get("Type") in _LAYER_TYPES:
+                    content = self.resolve((layer_resource.get("Properties") or {}).get("ContentUri"))
+                    if isinstance(content, str):
+                        layer_dir = (self.base_dir / content).resolve()
+                        # A layer built without BuildMethod ships its packages under python/.
+                        if (layer_dir / "python").is_dir() and "BuildMethod" not in (
+                            layer_resource.get("Metadata") or {}
+                        ):
+                            layer_dir = layer_dir / "python"
+                        layer_dirs.append(layer_dir)
+        return FunctionSpec(
+            logical_id=logical_id,
+            code_dir=(self.base_dir / code_uri).resolve(),
+            module=module,
+            attribute=attribute,
+            timeout=int(self.resolve(properties.get("Timeout", 3))),
+            memory=int(self.resolve(properties.get("MemorySize", 128))),
+            environment=environment,
+            function_name=self.physical_name(logical_id),
+            runtime=str(self.resolve(properties.get("Runtime", ""))),
+            handler=handler,
+            layer_dirs=tuple(layer_dirs),
+        )
+
+    def api_properties(self, api_id: str) -> dict[str, Any]:
+        """Raw properties of an AWS::Serverless::Api with Globals.Api merged in; for the implicit
+        ServerlessRestApi (events without RestApiId), Globals.Api alone."""
+        resource = self.resources.get(api_id)
+        own = (resource.get("Properties") or {}) if resource is not None else {}
+        merged: dict[str, Any] = _merge_globals(self.globals("Api"), own)
+        return merged
+
+    def api_ids(self) -> list[str]:
+        """Logical ids of the APIs that serve at least one route."""
+        return sorted({route.api_id for route in self.api_routes()})
+
+    def api_routes(self) -> list[ApiRoute]:
+        """Every `Type: Api` event of every function."""
+        routes: list[ApiRoute] = []
+        for function_id in self.resources_of_type(_FUNCTION_TYPES[0]):
+            properties = self.function_properties(function_id)
+            for event_name, event in (properties.get("Events") or {}).items():
+                if (event or {}).get("Type") != "Api":
+                    continue
+                event_properties = event.get("Properties") or {}
+                rest_api = event_properties.get("RestApiId")
+                if rest_api is None:
+                    api_id = "ServerlessRestApi"
+                elif isinstance(rest_api, dict) and set(rest_api) == {"Ref"}:
+                    api_id = str(rest_api["Ref"])
+                else:
+                    raise TemplateError(f"{function_id}.{event_name}: RestApiId must be !Ref of an Api")
+                auth = self.api_properties(api_id).get("Auth") or {}
+                event_auth = event_properties.get("Auth") or {}
+                authorizer = event_auth.get("Authorizer", auth.get("DefaultAuthorizer"))
+                if authorizer in (None, "NONE"):
+                    authorizer = None
+                identity = ((auth.get("Authorizers") or {}).get(authorizer) or {}).get("Identity") or {}
+                method = _as_string(self.resolve(event_properties.get("Method")), "Method").upper()
+                routes.append(
+                    ApiRoute(
+                        function_id=function_id,
+                        method=method,
+                        path=_as_string(self.resolve(event_properties.get("Path")), "Path"),
+                        authorized=authorizer is not None,
+                        event_name=event_name,
+                        api_id=api_id,
+                        authorizer=authorizer,
+                        identity_header=str(identity.get("Header", "Authorization")),
+                    )
+                )
+        return routes
+
+    def event_sources(self, type_: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """(function id, event name, resolved Properties) of every event of one Type
+        ("ScheduleV2", "Schedule", "SQS", "DynamoDB", "EventBridgeRule", "Api", ...)."""
+        sources: list[tuple[str, str, dict[str, Any]]] = []
+        for function_id in self.resources_of_type(_FUNCTION_TYPES[0]):
+            events = self.function_properties(function_id).get("Events") or {}
+            for event_name, event in events.items():
+                if (event or {}).get("Type") == type_:
+                    sources.append((function_id, event_name, self.resolve(event.get("Properties") or {})))
+        return sources
+
+    def outputs(self) -> dict[str, Any]:
+        """The resolved Outputs whose Condition holds."""
+        result: dict[str, Any] = {}
+        for name, output in (self.data.get("Outputs") or {}).items():
+            if "Condition" in output and not self.condition(output["Condition"]):
+                continue
+            result[name] = self.resolve(output.get("Value"))
+        return result

@@ -1,0 +1,160 @@
+"""The integration tests run against the local stack itself: moto in server mode with the
+resources of template.yaml, the real Dovecot and Postfix, and the gateway, started once."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import poplib
+import secrets
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from local.mailservers import Mailbox
+from local.stack import LocalStack, StackPorts
+
+# Secrets are cached for a second only here, so a test can see a changed secret take effect.
+SECRETS_MAX_AGE = "1"
+MAILBOX_POOL = 40
+
+
+@dataclass(frozen=True)
+class TeamAccount:
+    team: str
+    account: str
+    mailbox: Mailbox
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[LocalStack]:
+    root = Path(tempfile.mkdtemp(prefix="mst-", dir="/tmp"))
+    root.chmod(0o755)
+    stack = LocalStack(
+        root, ports=StackPorts.free(), parameter_overrides={"SecretsMaxAge": SECRETS_MAX_AGE}, run_schedules=False
+    )
+    try:
+        stack.start()
+        assert stack.mail_servers is not None
+        pool = [Mailbox(f"box{n}@example.test", secrets.token_urlsafe(12)) for n in range(MAILBOX_POOL)]
+        stack.mail_servers.add_mailboxes(pool)
+        stack.mailbox_pool = iter(pool)  # type: ignore[attr-defined]
+        yield stack
+    finally:
+        stack.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+_team_numbers = itertools.count()
+
+
+@pytest.fixture
+def new_team(stack: LocalStack):
+    """Makes a fresh mail team with one account on its own empty mailbox: tests never share mail."""
+
+    def make(account: str = "main", **changes: Any) -> TeamAccount:
+        mailbox = next(stack.mailbox_pool)  # type: ignore[attr-defined]
+        team = f"team{next(_team_numbers)}-{uuid.uuid4().hex[:6]}"
+        stack.put_team_secret(team, {"type": "mail", "accounts": {account: stack.account_config(mailbox, **changes)}})
+        return TeamAccount(team, account, mailbox)
+
+    return make
+
+
+def claims(*teams: str, user: str = "user@example.test") -> dict[str, str]:
+    """Claims as API Gateway (REST) hands them to a function: strings, groups as "[a b]"."""
+    return {"email": user, "cognito:username": user, "cognito:groups": "[" + " ".join(teams) + "]"}
+
+
+def rest_event(
+    method: str,
+    path: str,
+    *,
+    resource: str,
+    path_parameters: dict[str, str] | None = None,
+    query: dict[str, str] | None = None,
+    body: str | None = None,
+    caller: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A REST API (payload v1) proxy event, for calling a handler directly."""
+    return {
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
+        "headers": {"Content-Type": "application/json"},
+        "multiValueHeaders": {"Content-Type": ["application/json"]},
+        "queryStringParameters": query,
+        "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} if query else None,
+        "pathParameters": path_parameters,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": resource,
+            "httpMethod": method,
+            "path": "/v1" + path,
+            "stage": "v1",
+            "requestId": str(uuid.uuid4()),
+            "identity": {"sourceIp": "127.0.0.1"},
+            "authorizer": {"claims": caller} if caller else None,
+        },
+        "body": body,
+        "isBase64Encoded": False,
+    }
+
+
+def wait_for_messages(stack: LocalStack, address: str, count: int, timeout: float = 15.0) -> None:
+    """Postfix hands mail to Dovecot a moment after it accepted it: wait until it is there."""
+    assert stack.mail_servers is not None
+    deadline = time.monotonic() + timeout
+    while stack.mail_servers.message_count(address) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{address} has {stack.mail_servers.message_count(address)} messages, expected {count}\n"
+                + stack.mail_servers.log_tail(30)
+            )
+        time.sleep(0.05)
+
+
+def read_mailbox(stack: LocalStack, mailbox: Mailbox) -> list[EmailMessage]:
+    """Every message in the mailbox, read over POP3 (TLS, verified) without deleting anything."""
+    assert stack.mail_servers is not None
+    servers = stack.mail_servers
+    pop = poplib.POP3_SSL(servers.host, servers.ports.pop3s, context=servers.ssl_context(), timeout=10)
+    try:
+        pop.user(mailbox.address)
+        pop.pass_(mailbox.password)
+        count, _ = pop.stat()
+        messages = []
+        for number in range(1, count + 1):
+            _, lines, _ = pop.retr(number)
+            raw = b"\r\n".join(lines) + b"\r\n"
+            messages.append(message_from_bytes(raw, _class=EmailMessage, policy=policy.default))
+        return messages
+    finally:
+        pop.quit()
+
+
+@pytest.fixture(autouse=True)
+def _environment_of_the_stack(stack: LocalStack) -> Iterator[None]:
+    """Some unit tests change the environment; give every integration test the stack's."""
+    saved = dict(os.environ)
+    os.environ.update(stack.info.get("environment", {}))
+    os.environ["AWS_ENDPOINT_URL"] = stack.info["aws_endpoint"]
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)

@@ -1,0 +1,102 @@
+"""Files and stored mail through the store function's handler: only the owning team sees them."""
+
+import base64
+import json
+import urllib.request
+
+from tests.integration.conftest import claims, rest_event
+
+
+def upload(stack, team: str, data: bytes | None = None, *, size: int | None = None, name: str = "a.txt"):
+    body: dict = {"name": name, "content_type": "text/plain", "team": team}
+    if data is not None:
+        body["content"] = base64.b64encode(data).decode()
+    if size is not None:
+        body["size"] = size
+    event = rest_event("POST", "/api/core/files", resource="/api/core/files", body=json.dumps(body), caller=claims(team))
+    answer = stack.invoke("StoreFunction", event)
+    assert answer["statusCode"] == 201, answer
+    return json.loads(answer["body"])
+
+
+def get(stack, kind: str, item_id: str, *teams: str):
+    key = "file_id" if kind == "files" else "mail_id"
+    event = rest_event(
+        "GET",
+        f"/api/core/{kind}/{item_id}",
+        resource=f"/api/core/{kind}/{{{key}}}",
+        path_parameters={key: item_id},
+        caller=claims(*teams),
+    )
+    answer = stack.invoke("StoreFunction", event)
+    return answer["statusCode"], json.loads(answer["body"])
+
+
+def test_a_stored_file_is_downloaded_through_its_presigned_url(stack, new_team):
+    team = new_team()
+    stored = upload(stack, team.team, b"hello file")
+    status, answer = get(stack, "files", stored["file"]["id"], team.team)
+    assert status == 200 and answer["file"]["size"] == 10
+    with urllib.request.urlopen(answer["file"]["url"], timeout=10) as download:
+        assert download.read() == b"hello file"
+
+
+def test_a_large_file_is_uploaded_with_a_presigned_url_and_can_then_be_sent(stack, new_team):
+    from tests.integration.test_send import send
+
+    team = new_team()
+    registered = upload(stack, team.team, size=11, name="big.bin")
+    request = urllib.request.Request(
+        registered["upload_url"], data=b"large bytes", method="PUT", headers={"Content-Type": "text/plain"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 200
+    status, answer = send(
+        stack, team, {"to": team.mailbox.address, "body_text": "x", "attachments": registered["file"]["id"]}
+    )
+    assert status == 200, answer
+
+
+def test_a_file_not_uploaded_yet_cannot_be_attached(stack, new_team):
+    from tests.integration.test_send import send
+
+    team = new_team()
+    registered = upload(stack, team.team, size=5)
+    status, answer = send(stack, team, {"to": team.mailbox.address, "body_text": "x", "attachments": registered["file"]["id"]})
+    assert status == 400 and "not been uploaded" in answer["error"]["message"]
+
+
+def test_another_teams_file_is_forbidden(stack, new_team):
+    owner, other = new_team(), new_team()
+    stored = upload(stack, owner.team, b"private")
+    status, answer = get(stack, "files", stored["file"]["id"], other.team)
+    assert status == 403 and "url" not in json.dumps(answer)
+
+
+def test_another_teams_mail_is_forbidden(stack, new_team):
+    from tests.integration.test_send import send
+
+    owner, other = new_team(), new_team()
+    _, sent = send(stack, owner, {"to": owner.mailbox.address, "body_text": "private"})
+    assert get(stack, "mail", sent["mail"]["id"], owner.team)[0] == 200
+    status, _ = get(stack, "mail", sent["mail"]["id"], other.team)
+    assert status == 403
+
+
+def test_an_unknown_file_is_not_found(stack, new_team):
+    team = new_team()
+    assert get(stack, "files", "nosuchfile", team.team)[0] == 404
+
+
+def test_a_file_id_that_is_not_an_id_is_refused(stack, new_team):
+    team = new_team()
+    status, answer = get(stack, "files", "bad id!", team.team)
+    assert status == 400 and answer["error"]["field"] == "file_id"
+
+
+def test_file_content_that_is_not_base64_is_refused(stack, new_team):
+    team = new_team()
+    body = json.dumps({"name": "x.txt", "content": "not base64!", "team": team.team})
+    event = rest_event("POST", "/api/core/files", resource="/api/core/files", body=body, caller=claims(team.team))
+    answer = stack.invoke("StoreFunction", event)
+    assert answer["statusCode"] == 400 and json.loads(answer["body"])["error"]["field"] == "content"

@@ -1,0 +1,121 @@
+from typing import Any
+
+import pytest
+from mailcore.errors import AccountNotFound, AmbiguousAccount, NotAMember, TeamConfigInvalid
+from mailcore.teams import Caller, TeamDirectory, caller_from_claims
+
+ACCOUNT = {
+    "mail_from": "support@example.test",
+    "mail_username": "support@example.test",
+    "mail_password": "pw-of-support",
+    "smtp": {"host": "127.0.0.1", "port": 587, "security": "starttls"},
+    "pop3": {"host": "127.0.0.1", "port": 995, "security": "ssl"},
+}
+
+
+class FakeSecrets:
+    """Stands in for Powertools' SecretsProvider: name -> JSON value."""
+
+    def __init__(self, secrets: dict[str, Any]) -> None:
+        self.secrets = secrets
+
+    def get(self, name: str, transform: str | None = None) -> Any:
+        from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+
+        if name not in self.secrets:
+            raise GetParameterError(
+                "An error occurred (ResourceNotFoundException) when calling GetSecretValue"
+            )
+        return self.secrets[name]
+
+
+class FakeDirectory(TeamDirectory):
+    def __init__(self, teams: dict[str, Any]) -> None:
+        super().__init__("teams/", provider=FakeSecrets({f"teams/{k}": v for k, v in teams.items()}))
+        self.names = sorted(teams)
+
+    def all_teams(self) -> list[str]:
+        return self.names
+
+
+@pytest.fixture
+def directory() -> FakeDirectory:
+    return FakeDirectory(
+        {
+            "sales": {"type": "mail", "accounts": {"support": ACCOUNT, "offers": ACCOUNT}},
+            "service": {"type": "mail", "accounts": {"support": ACCOUNT}},
+            "hr": {"type": "mail", "accounts": {"payroll": ACCOUNT}},
+            "chat": {"type": "chat", "accounts": {"payroll": ACCOUNT}},
+        }
+    )
+
+
+def caller(*teams: str) -> Caller:
+    return Caller(user="u@example.test", teams=frozenset(teams))
+
+
+def test_an_account_of_one_of_the_callers_teams_resolves(directory):
+    found = directory.resolve_account(caller("sales"), "offers")
+    assert (found.team, found.name) == ("sales", "offers")
+
+
+def test_two_teams_with_the_account_need_the_team_named(directory):
+    with pytest.raises(AmbiguousAccount) as caught:
+        directory.resolve_account(caller("sales", "service"), "support")
+    assert caught.value.status == 409 and caught.value.field == "team"
+    assert directory.resolve_account(caller("sales", "service"), "support", "service").team == "service"
+
+
+def test_a_caller_outside_the_accounts_team_is_refused(directory):
+    with pytest.raises(NotAMember) as caught:
+        directory.resolve_account(caller("sales"), "payroll")
+    assert caught.value.status == 403
+
+
+def test_naming_a_team_one_is_not_in_is_refused(directory):
+    with pytest.raises(NotAMember):
+        directory.resolve_account(caller("sales"), "payroll", "hr")
+
+
+def test_an_account_nobody_has_is_not_found(directory):
+    with pytest.raises(AccountNotFound) as caught:
+        directory.resolve_account(caller("sales"), "nobody")
+    assert caught.value.status == 404
+
+
+def test_a_team_that_is_not_a_mail_team_offers_no_accounts(directory):
+    with pytest.raises(AccountNotFound):
+        directory.resolve_account(caller("chat"), "payroll", "chat")
+
+
+def test_a_group_without_a_secret_is_a_team_without_accounts(directory):
+    assert directory.accounts_of(["admins"]) == []
+
+
+def test_an_invalid_team_secret_names_the_problem_but_never_the_password():
+    directory = FakeDirectory({"ops": {"type": "mail", "accounts": {"x": {**ACCOUNT, "smtp": "nope"}}}})
+    with pytest.raises(TeamConfigInvalid) as caught:
+        directory.team("ops")
+    assert "accounts.x.smtp" in caught.value.message
+    assert "pw-of-support" not in str(caught.value)
+
+
+def test_a_broken_secret_of_another_team_does_not_break_resolving(directory):
+    directory.provider.secrets["teams/broken"] = {"type": "mail", "accounts": {"x": {"mail_from": 1}}}
+    directory.names.append("broken")
+    with pytest.raises(AccountNotFound):
+        directory.resolve_account(caller("sales"), "nobody")
+
+
+@pytest.mark.parametrize(
+    "groups",
+    ["[sales, service]", "sales,service", "sales service", '["sales","service"]', ["sales", "service"]],
+)
+def test_cognito_groups_are_read_in_every_form_api_gateway_hands_them_over(groups):
+    found = caller_from_claims({"email": "u@example.test", "cognito:groups": groups})
+    assert found is not None and found.teams == {"sales", "service"}
+
+
+def test_claims_without_a_user_are_no_caller():
+    assert caller_from_claims({}) is None
+    assert caller_from_claims({"cognito:groups": "sales"}) is None
