@@ -44,7 +44,10 @@ def openapi_document(template_path: Path = ROOT / "template.yaml") -> str:
 def swagger_page(document: str) -> str:
     from aws_lambda_powertools.event_handler.openapi.swagger_ui.html import generate_swagger_html
 
-    assets = Path(sys.modules["aws_lambda_powertools.event_handler.openapi.merge"].__file__ or "").parent / "swagger_ui"
+    assets = (
+        Path(sys.modules["aws_lambda_powertools.event_handler.openapi.merge"].__file__ or "").parent
+        / "swagger_ui"
+    )
     return generate_swagger_html(
         spec=document,
         swagger_js=(assets / "swagger-ui-bundle.min.js").read_text(),

@@ -40,7 +40,10 @@ def stack() -> Iterator[LocalStack]:
     root = Path(tempfile.mkdtemp(prefix="mst-", dir="/tmp"))
     root.chmod(0o755)
     stack = LocalStack(
-        root, ports=StackPorts.free(), parameter_overrides={"SecretsMaxAge": SECRETS_MAX_AGE}, run_schedules=False
+        root,
+        ports=StackPorts.free(),
+        parameter_overrides={"SecretsMaxAge": SECRETS_MAX_AGE},
+        run_schedules=False,
     )
     try:
         stack.start()
@@ -64,7 +67,9 @@ def new_team(stack: LocalStack):
     def make(account: str = "main", **changes: Any) -> TeamAccount:
         mailbox = next(stack.mailbox_pool)  # type: ignore[attr-defined]
         team = f"team{next(_team_numbers)}-{uuid.uuid4().hex[:6]}"
-        stack.put_team_secret(team, {"type": "mail", "accounts": {account: stack.account_config(mailbox, **changes)}})
+        stack.put_team_secret(
+            team, {"type": "mail", "accounts": {account: stack.account_config(mailbox, **changes)}}
+        )
         return TeamAccount(team, account, mailbox)
 
     return make

@@ -13,7 +13,9 @@ def upload(stack, team: str, data: bytes | None = None, *, size: int | None = No
         body["content"] = base64.b64encode(data).decode()
     if size is not None:
         body["size"] = size
-    event = rest_event("POST", "/api/core/files", resource="/api/core/files", body=json.dumps(body), caller=claims(team))
+    event = rest_event(
+        "POST", "/api/core/files", resource="/api/core/files", body=json.dumps(body), caller=claims(team)
+    )
     answer = stack.invoke("StoreFunction", event)
     assert answer["statusCode"] == 201, answer
     return json.loads(answer["body"])
@@ -62,7 +64,9 @@ def test_a_file_not_uploaded_yet_cannot_be_attached(stack, new_team):
 
     team = new_team()
     registered = upload(stack, team.team, size=5)
-    status, answer = send(stack, team, {"to": team.mailbox.address, "body_text": "x", "attachments": registered["file"]["id"]})
+    status, answer = send(
+        stack, team, {"to": team.mailbox.address, "body_text": "x", "attachments": registered["file"]["id"]}
+    )
     assert status == 400 and "not been uploaded" in answer["error"]["message"]
 
 
@@ -97,6 +101,8 @@ def test_a_file_id_that_is_not_an_id_is_refused(stack, new_team):
 def test_file_content_that_is_not_base64_is_refused(stack, new_team):
     team = new_team()
     body = json.dumps({"name": "x.txt", "content": "not base64!", "team": team.team})
-    event = rest_event("POST", "/api/core/files", resource="/api/core/files", body=body, caller=claims(team.team))
+    event = rest_event(
+        "POST", "/api/core/files", resource="/api/core/files", body=body, caller=claims(team.team)
+    )
     answer = stack.invoke("StoreFunction", event)
     assert answer["statusCode"] == 400 and json.loads(answer["body"])["error"]["field"] == "content"

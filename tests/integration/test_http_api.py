@@ -32,7 +32,11 @@ def test_a_mail_with_an_attachment_goes_out_and_comes_back_through_a_pull(stack)
         "POST",
         "/api/core/files",
         token=token,
-        body={"name": "report.csv", "content_type": "text/csv", "content": base64.b64encode(b"a,b\n1,2\n").decode()},
+        body={
+            "name": "report.csv",
+            "content_type": "text/csv",
+            "content": base64.b64encode(b"a,b\n1,2\n").decode(),
+        },
     )
     assert status == 201, uploaded
     status, sent = call(
@@ -106,7 +110,10 @@ def test_a_body_that_is_not_json_is_refused(stack):
         stack.info["api_url"] + f"/api/core/mail/send/{stack.info['account']}",
         method="POST",
         data=b"{not json",
-        headers={"Authorization": "Bearer " + stack.info["tokens"]["member"], "Content-Type": "application/json"},
+        headers={
+            "Authorization": "Bearer " + stack.info["tokens"]["member"],
+            "Content-Type": "application/json",
+        },
     )
     try:
         urllib.request.urlopen(request, timeout=30)

@@ -30,7 +30,12 @@ def pull(stack, team, *, account=None, query=None, caller=None):
         path, resource = f"/api/core/mail/pull/{account}", "/api/core/mail/pull/{account}"
         params = {"account": account}
     event = rest_event(
-        "POST", path, resource=resource, path_parameters=params, query=query, caller=caller or claims(team.team)
+        "POST",
+        path,
+        resource=resource,
+        path_parameters=params,
+        query=query,
+        caller=caller or claims(team.team),
     )
     answer = stack.invoke("PullFunction", event)
     return answer["statusCode"], json.loads(answer["body"])
@@ -38,7 +43,12 @@ def pull(stack, team, *, account=None, query=None, caller=None):
 
 def test_a_pull_stores_each_new_message_with_text_and_safe_html(stack, new_team):
     team = new_team()
-    deliver(stack, team.mailbox.address, "Offer", html='<p onclick="x()">Deal <a href="https://e.test">here</a></p>')
+    deliver(
+        stack,
+        team.mailbox.address,
+        "Offer",
+        html='<p onclick="x()">Deal <a href="https://e.test">here</a></p>',
+    )
     wait_for_messages(stack, team.mailbox.address, 1)
     status, answer = pull(stack, team, account=team.account)
     assert status == 200
@@ -113,7 +123,9 @@ def test_the_pop3_transcript_redacts_the_password(stack, new_team):
 
 def test_pop3_with_stls_and_plain_work_too(stack, new_team):
     for security in ("starttls", "none"):
-        team = new_team(pop3={"host": "127.0.0.1", "port": stack.mail_servers.ports.pop3, "security": security})
+        team = new_team(
+            pop3={"host": "127.0.0.1", "port": stack.mail_servers.ports.pop3, "security": security}
+        )
         deliver(stack, team.mailbox.address, security)
         wait_for_messages(stack, team.mailbox.address, 1)
         _, answer = pull(stack, team, account=team.account)

@@ -34,7 +34,9 @@ def test_a_sent_mail_is_stored_with_its_raw_message_and_status_sent(stack, new_t
 
 def test_bcc_recipients_get_the_mail_but_never_see_the_header(stack, new_team):
     team, hidden = new_team(), new_team()
-    status, _ = send(stack, team, {"to": team.mailbox.address, "bcc": hidden.mailbox.address, "body_text": "x"})
+    status, _ = send(
+        stack, team, {"to": team.mailbox.address, "bcc": hidden.mailbox.address, "body_text": "x"}
+    )
     assert status == 200
     wait_for_messages(stack, hidden.mailbox.address, 1)
     (message,) = read_mailbox(stack, hidden.mailbox)
@@ -64,15 +66,15 @@ def test_a_wrong_password_fails_with_502_stores_the_mail_failed_and_never_shows_
     stack, new_team, capsys
 ):
     team = new_team(mail_password="wrong-password-x7")
-    status, answer = send(stack, team, {"to": team.mailbox.address, "body_text": "x"}, query={"debug": "true"})
+    status, answer = send(
+        stack, team, {"to": team.mailbox.address, "body_text": "x"}, query={"debug": "true"}
+    )
     assert status == 502
     assert answer["error"]["code"] == "mail_server_error"
     assert "authentication failed" in answer["error"]["message"]
     assert answer["mail"]["status"] == "failed"
     assert runtime.storage().mail.get(answer["mail"]["id"]).status == "failed"
-    assert any(line.startswith("C: AUTH PLAIN <redacted>") for line in answer["debug"]) or any(
-        "<redacted>" in line for line in answer["debug"]
-    )
+    assert "C: AUTH PLAIN <redacted>" in answer["debug"]
     logs = capsys.readouterr()
     for text in (json.dumps(answer), logs.out, logs.err):
         assert "wrong-password-x7" not in text
@@ -82,10 +84,13 @@ def test_the_debug_transcript_shows_the_conversation_without_credentials(stack, 
     import base64
 
     team = new_team()
-    status, answer = send(stack, team, {"to": team.mailbox.address, "body_text": "x"}, query={"debug": "true"})
+    status, answer = send(
+        stack, team, {"to": team.mailbox.address, "body_text": "x"}, query={"debug": "true"}
+    )
     assert status == 200
     transcript = "\n".join(answer["debug"])
-    assert "STARTTLS" in transcript and "MAIL FROM" in transcript and "<redacted>" in transcript
+    assert "c: starttls" in transcript.lower() and "c: mail from:" in transcript.lower()
+    assert "C: AUTH PLAIN <redacted>" in transcript
     password = team.mailbox.password
     plain = base64.b64encode(f"\0{team.mailbox.address}\0{password}".encode()).decode()
     assert password not in transcript and plain not in transcript
@@ -102,7 +107,9 @@ def test_an_attachment_of_another_team_is_refused(stack, new_team):
 
     mine, theirs = new_team(), new_team()
     file_id = upload(stack, theirs.team, b"secret plans")["file"]["id"]
-    status, answer = send(stack, mine, {"to": mine.mailbox.address, "body_text": "x", "attachments": [file_id]})
+    status, answer = send(
+        stack, mine, {"to": mine.mailbox.address, "body_text": "x", "attachments": [file_id]}
+    )
     assert status == 400 and answer["error"]["field"] == "attachments"
 
 
@@ -112,7 +119,11 @@ def test_two_teams_with_the_same_account_name_need_the_team_parameter(stack, new
     status, answer = send(stack, first, {"to": first.mailbox.address, "body_text": "x"}, caller=both)
     assert status == 409 and answer["error"]["field"] == "team"
     status, answer = send(
-        stack, first, {"to": first.mailbox.address, "body_text": "x"}, caller=both, query={"team": second.team}
+        stack,
+        first,
+        {"to": first.mailbox.address, "body_text": "x"},
+        caller=both,
+        query={"team": second.team},
     )
     assert status == 200 and answer["mail"]["team"] == second.team
 

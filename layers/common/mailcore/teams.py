@@ -91,7 +91,9 @@ class TeamDirectory:
         self._client = client
         # The list of teams is cached like the secrets themselves (Powertools' max age).
         self._list_max_age = (
-            list_max_age if list_max_age is not None else float(os.environ.get("POWERTOOLS_PARAMETERS_MAX_AGE", "300"))
+            list_max_age
+            if list_max_age is not None
+            else float(os.environ.get("POWERTOOLS_PARAMETERS_MAX_AGE", "300"))
         )
         self._listed: tuple[float, list[str]] | None = None
 
