@@ -455,23 +455,6 @@ _GATEWAY_ERRORS: dict[str, tuple[int, str, str]] = {
     "INTEGRATION_TIMEOUT": (504, "Endpoint request timed out", "InternalServerErrorException"),
 }
 
-_SWAGGER_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <title>Mail service API</title>
-  <!-- The browser loads Swagger UI from the CDN; only this page and /openapi.json are local. -->
-  <link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
-</head>
-<body>
-  <div id="swagger-ui"></div>
-  <script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js" crossorigin></script>
-  <script>
-    window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", persistAuthorization: true});
-  </script>
-</body>
-</html>
-"""
 
 
 class _Server(ThreadingHTTPServer):
@@ -677,7 +660,11 @@ class LocalGateway:
         assert self.openapi_path is not None
         if path == "/openapi.json":
             return _Reply(200, [("Content-Type", "application/json")], self.openapi_path.read_bytes())
-        return _Reply(200, [("Content-Type", "text/html; charset=utf-8")], _SWAGGER_PAGE.encode())
+        # Swagger UI from the assets Powertools ships: the page works with no network.
+        from local.openapi import swagger_page
+
+        page = swagger_page(self.openapi_path.read_text())
+        return _Reply(200, [("Content-Type", "text/html; charset=utf-8")], page.encode())
 
     def _read_body(self, handler: BaseHTTPRequestHandler) -> bytes | None:
         """The request body; None when it is over API Gateway's 10 MB."""
