@@ -9,6 +9,7 @@ from __future__ import annotations
 import ssl
 from functools import cache
 
+from mailcore.events import EventPublisher
 from mailcore.protocols.tls import client_tls_context
 from mailcore.settings import Settings
 from mailcore.storage import Storage
@@ -32,6 +33,13 @@ def directory() -> TeamDirectory:
     return TeamDirectory(settings().team_secret_prefix)
 
 
+@cache
+def events() -> EventPublisher:
+    from mailcore.events import EventBridgePublisher
+
+    return EventBridgePublisher(settings().event_bus)
+
+
 def tls_context() -> ssl.SSLContext:
     return client_tls_context(settings().tls_ca_file)
 
@@ -39,5 +47,5 @@ def tls_context() -> ssl.SSLContext:
 def reset() -> None:
     from mailcore.storage.aws import aws_client
 
-    for made in (settings, storage, directory, aws_client, client_tls_context):
+    for made in (settings, storage, directory, events, aws_client, client_tls_context):
         made.cache_clear()
