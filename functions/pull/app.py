@@ -1,19 +1,25 @@
-"""Pull new mail over POP3: one account or all of the caller's (API), or every account (schedule)."""
+"""Pull new mail over POP3: one account or all of the caller's (API), a pull's status (API), and
+the accounts the dispatcher put on the pull queue (SQS, partial batch failures)."""
 
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler.openapi.params import Query
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore import runtime
 from mailcore.api import current_caller, debug_transcript, make_resolver
 from mailcore.protocols.transcript import Transcript
-from mailcore.services.pull import pull_accounts
+from mailcore.services.dispatch import pull_queued_account, pull_status
+from mailcore.services.pull import pull_account, pull_accounts
 
 logger = Logger()
 app = make_resolver()
+processor = BatchProcessor(event_type=EventType.SQS)
 
 Debug = Annotated[bool, Query(description="add the POP3 conversation (credentials redacted)")]
+Team = Annotated[str | None, Query(description="the team, when two of yours have this account")]
 
 
 def _answer(reports: list[Any], transcript: Transcript, debug: bool) -> dict[str, Any]:
@@ -29,21 +35,28 @@ def _seconds_left() -> float:
 
 @app.get("/api/core/mail/pull/<account>", summary="Pull new mail of one account")
 @app.post("/api/core/mail/pull/<account>", summary="Pull new mail of one account")
-def pull_one(
-    account: str,
-    team: Annotated[str | None, Query(description="the team, when two of yours have this account")] = None,
-    debug: Debug = False,
-) -> dict[str, Any]:
+def pull_one(account: str, team: Team = None, debug: Debug = False) -> dict[str, Any]:
     target = runtime.directory().resolve_account(current_caller(app), account, team)
     with debug_transcript(debug) as transcript:
-        reports = pull_accounts(
-            [target],
+        report = pull_account(
+            target,
             storage=runtime.storage(),
             transcript=transcript,
             tls_context=runtime.tls_context(),
             seconds_left=_seconds_left,
+            events=runtime.events(),
         )
-    return _answer(reports, transcript, debug)
+    return _answer([report], transcript, debug)
+
+
+@app.get(
+    "/api/core/mail/pull/<account>/status", summary="The latest pull of an account, and whether one runs"
+)
+def pull_one_status(account: str, team: Team = None) -> dict[str, Any]:
+    status = pull_status(
+        current_caller(app), account, team, directory=runtime.directory(), storage=runtime.storage()
+    )
+    return {"status": status}
 
 
 @app.get("/api/core/mail/pull", summary="Pull new mail of every account of your mail teams")
@@ -57,29 +70,29 @@ def pull_mine(debug: Debug = False) -> dict[str, Any]:
             transcript=transcript,
             tls_context=runtime.tls_context(),
             seconds_left=_seconds_left,
+            events=runtime.events(),
         )
     return _answer(reports, transcript, debug)
 
 
-def scheduled_pull(context: LambdaContext) -> dict[str, Any]:
-    directory = runtime.directory()
-    reports = pull_accounts(
-        directory.accounts_of(directory.all_teams()),
+def _pull_record(record: SQSRecord) -> None:
+    context = processor.lambda_context
+    pull_queued_account(
+        record.json_body,
+        directory=runtime.directory(),
         storage=runtime.storage(),
-        transcript=Transcript(),
+        queue=runtime.pull_queue(),
         tls_context=runtime.tls_context(),
         seconds_left=lambda: context.get_remaining_time_in_millis() / 1000,
+        events=runtime.events(),
     )
-    for report in reports:
-        if report.error:
-            logger.warning(
-                "pull failed", extra={"team": report.team, "account": report.account, "reason": report.error}
-            )
-    return {"accounts": [report.model_dump(exclude={"mail_ids"}) for report in reports]}
 
 
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if "httpMethod" in event:
         return app.resolve(event, context)
-    return scheduled_pull(context)
+    answer = process_partial_response(
+        event=event, record_handler=_pull_record, processor=processor, context=context
+    )
+    return dict(answer)

@@ -1,15 +1,18 @@
-"""Files of a team and stored mail: POST /api/core/files, GET /api/core/files/{id}, GET /api/core/mail/{id}."""
+"""Files of a team and stored mail: POST /api/core/files, GET /api/core/files/{id}, GET /api/core/mail[/{id}]."""
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore import runtime
 from mailcore.api import current_caller, json_response, make_resolver
-from mailcore.models import ID_PATTERN, FileUpload
+from mailcore.models import ID_PATTERN, Direction, FileUpload, MailStatus
 from mailcore.services.files import store_file, team_file, team_mail
+from mailcore.services.mail_list import DEFAULT_LIMIT, MAX_LIMIT, list_mail, since_key
+from mailcore.storage import MailQuery
 
 logger = Logger()
 app = make_resolver()
@@ -36,6 +39,31 @@ def upload_file(upload: Annotated[FileUpload, Body()]) -> Response[str]:
 def get_file(file_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str, Any]:
     stored, url = team_file(current_caller(app), file_id, runtime.storage())
     return {"file": stored.public(url)}
+
+
+@app.get("/api/core/mail", summary="Your teams' mail, newest first (summaries; cursor pagination)")
+def list_team_mail(
+    team: Annotated[str | None, Query(description="only this team's mail")] = None,
+    account: Annotated[str | None, Query(max_length=64)] = None,
+    direction: Annotated[Direction | None, Query()] = None,
+    status: Annotated[MailStatus | None, Query()] = None,
+    since: Annotated[
+        datetime | None, Query(description="ISO date or time: mail created at or after it")
+    ] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=4096, description="the cursor of the previous page")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> dict[str, Any]:
+    query = MailQuery(
+        account=account,
+        direction=direction.value if direction else None,
+        status=status.value if status else None,
+        since=since_key(since) if since else None,
+    )
+    return list_mail(
+        current_caller(app), storage=runtime.storage(), team=team, query=query, cursor=cursor, limit=limit
+    )
 
 
 @app.get("/api/core/mail/<mail_id>", summary="A stored mail")

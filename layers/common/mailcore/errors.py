@@ -49,6 +49,12 @@ class Conflict(MailServiceError):
     code = "conflict"
 
 
+class PullRunning(Conflict):
+    """Another pull of the account holds its lease; this one did nothing."""
+
+    code = "pull_running"
+
+
 class TeamConfigInvalid(MailServiceError):
     """A team secret that does not validate: the operators must fix it, the caller cannot."""
 

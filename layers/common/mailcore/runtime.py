@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import ssl
 from functools import cache
+from typing import TYPE_CHECKING
 
 from mailcore.events import EventPublisher
 from mailcore.protocols.tls import client_tls_context
 from mailcore.settings import Settings
 from mailcore.storage import Storage
 from mailcore.teams import TeamDirectory
+
+if TYPE_CHECKING:
+    from mailcore.services.dispatch import PullQueue
 
 
 @cache
@@ -40,6 +44,13 @@ def events() -> EventPublisher:
     return EventBridgePublisher(settings().event_bus)
 
 
+@cache
+def pull_queue() -> PullQueue:
+    from mailcore.services.dispatch import SqsPullQueue
+
+    return SqsPullQueue(settings().pull_queue_url)
+
+
 def tls_context() -> ssl.SSLContext:
     return client_tls_context(settings().tls_ca_file)
 
@@ -47,5 +58,5 @@ def tls_context() -> ssl.SSLContext:
 def reset() -> None:
     from mailcore.storage.aws import aws_client
 
-    for made in (settings, storage, directory, events, aws_client, client_tls_context):
+    for made in (settings, storage, directory, events, pull_queue, aws_client, client_tls_context):
         made.cache_clear()

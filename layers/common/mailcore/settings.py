@@ -17,6 +17,7 @@ class Settings:
     system_secret_name: str = ""
     # An extra trust anchor for the mail servers' TLS (the local stack's own CA); empty in the cloud.
     tls_ca_file: str = ""
+    pull_queue_url: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -30,4 +31,5 @@ class Settings:
             event_bus=env.get("MAIL_EVENT_BUS", ""),
             system_secret_name=env.get("SYSTEM_MAIL_SECRET_NAME", ""),
             tls_ca_file=env.get("MAIL_TLS_CA_FILE", ""),
+            pull_queue_url=env.get("PULL_QUEUE_URL", ""),
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import poplib
 import ssl
+import tempfile
 from typing import Any
 
 from mailcore.models import MailAccount, Security
@@ -16,6 +17,7 @@ from mailcore.protocols.transcript import REDACTED, Transcript
 
 # Messages of 25 MB and more are normal in business mail; poplib's default line limit is 2 KB.
 poplib._MAXLINE = max(poplib._MAXLINE, 1024 * 1024)  # type: ignore[attr-defined]
+SPOOL_IN_MEMORY = 1024 * 1024
 
 
 class _Recording:
@@ -124,12 +126,26 @@ class Pop3Session:
         return listing
 
     def retrieve(self, number: int) -> bytes:
+        """The message's bytes, CRLF line ends. poplib's retr() would hold every line in a list
+        and then a joined copy (a 25 MB message costs ~3 times that); the lines go into a spool
+        (in memory while small, a temporary file beyond) and come back as one bytes object."""
+        pop = self.pop
         try:
-            _, lines, _ = self.pop.retr(number)
+            pop._putcmd(f"RETR {number}")  # type: ignore[attr-defined]
+            pop._getresp()  # type: ignore[attr-defined]
+            with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
+                while True:
+                    line, _ = pop._getline()  # type: ignore[attr-defined]
+                    if line == b".":
+                        break
+                    if line.startswith(b".."):
+                        line = line[1:]
+                    spool.write(line)
+                    spool.write(b"\r\n")
+                spool.seek(0)
+                return spool.read()
         except Exception as error:
             raise self._fail(error) from None
-        lines.append(b"")
-        return b"\r\n".join(lines)
 
     def delete(self, number: int) -> None:
         try:

@@ -3,7 +3,12 @@
 Order per message: raw bytes to the bucket, attachments to the file store, then the item with a
 conditional put, and only then (when the account asks for it) DELE. The item's id derives from
 the message's UIDL, so a message pulled again after a crash or by a concurrent pull is never
-stored twice: the conditional put refuses the second copy.
+stored twice: the conditional put refuses the second copy. A lease per account (see
+mailcore.storage.pull_state) keeps a second pull from downloading the mailbox at the same time.
+
+The writes of a message run on a small thread pool while the next message is fetched and
+parsed: against real S3/DynamoDB latencies a loop waiting for each write would spend most of its
+time waiting. DELE of a message is sent only once its own writes completed.
 """
 
 from __future__ import annotations
@@ -11,11 +16,16 @@ from __future__ import annotations
 import logging
 import mimetypes
 import ssl
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
+from typing import Protocol
 
-from mailcore.errors import MailServerError
-from mailcore.ids import incoming_mail_id
+from mailcore.errors import MailServerError, PullRunning
+from mailcore.events import MAIL_RECEIVED, EventPublisher, MailEvent
+from mailcore.ids import incoming_mail_id, new_id
 from mailcore.mime.parse import ParsedMail, parse_message
 from mailcore.models import AccountPullReport, Direction, Mail, MailStatus, StoredFile
 from mailcore.protocols.pop3 import Pop3Session
@@ -27,6 +37,26 @@ logger = logging.getLogger(__name__)
 
 # Stop fetching when fewer seconds than this are left: storing one large message takes a while.
 TIME_MARGIN_SECONDS = 10.0
+# A pull never runs longer than a Lambda can (15 min); its lease outlives it by a margin.
+MAX_PULL_SECONDS = 900.0
+LEASE_MARGIN_SECONDS = 30.0
+# Writes in flight: enough to hide S3/DynamoDB latency, bounded so memory stays small.
+WRITERS = 4
+MAX_IN_FLIGHT = 8
+MAX_BYTES_IN_FLIGHT = 48 * 1024 * 1024
+EVENT_BATCH = 10
+ALREADY_RUNNING = "a pull of this account is already running"
+
+
+class MailboxSession(Protocol):
+    def listing(self) -> list[tuple[int, str]]: ...
+
+    def retrieve(self, number: int) -> bytes: ...
+
+    def delete(self, number: int) -> None: ...
+
+
+SessionOpener = Callable[[ResolvedAccount], AbstractContextManager[MailboxSession]]
 
 
 def mailbox_identity(target: ResolvedAccount) -> str:
@@ -106,6 +136,31 @@ def store_incoming(
     return mail if storage.mail.put_new(mail) else None
 
 
+class _ReceivedEvents:
+    """MailReceived events of one pull, put on the bus in batches as mail is stored."""
+
+    def __init__(self, publisher: EventPublisher | None, team: str, account: str) -> None:
+        self.publisher, self.team, self.account = publisher, team, account
+        self.waiting: list[MailEvent] = []
+
+    def add(self, mail_id: str) -> None:
+        if self.publisher is None:
+            return
+        self.waiting.append(MailEvent(MAIL_RECEIVED, self.team, self.account, mail_id))
+        if len(self.waiting) >= EVENT_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.publisher is None or not self.waiting:
+            return
+        batch, self.waiting = self.waiting, []
+        try:
+            self.publisher.publish(batch)
+        except Exception:
+            # The mail is stored either way; an event is a notification, not the record.
+            logger.exception("could not put %d MailReceived events", len(batch))
+
+
 def pull_account(
     target: ResolvedAccount,
     *,
@@ -113,49 +168,126 @@ def pull_account(
     transcript: Transcript,
     tls_context: ssl.SSLContext,
     seconds_left: Callable[[], float] | None = None,
+    events: EventPublisher | None = None,
+    open_session: SessionOpener | None = None,
 ) -> AccountPullReport:
-    """Pulls the account's new messages; a failure of the server is reported, not raised."""
-    report = AccountPullReport(team=target.team, account=target.name)
+    """Pulls the account's new messages under its lease; a failure of the mail server is reported
+    (and recorded on the account's pull state), not raised. Raises PullRunning when another pull
+    of the account holds the lease, and storage failures as they are."""
+    team, account = target.team, target.name
+    holder = new_id()
+    budget = min(seconds_left(), MAX_PULL_SECONDS) if seconds_left is not None else MAX_PULL_SECONDS
+    if not storage.pull_state.acquire_lease(team, account, holder, budget + LEASE_MARGIN_SECONDS):
+        raise PullRunning(ALREADY_RUNNING, field="account")
+    try:
+        opener = open_session or (
+            lambda resolved: Pop3Session(resolved.account, transcript=transcript, tls_context=tls_context)
+        )
+        report = AccountPullReport(team=team, account=account)
+        try:
+            _pull(target, report, storage=storage, opener=opener, seconds_left=seconds_left, events=events)
+        except Exception:
+            _record(storage, report, error="storing the mail failed; the next pull retries")
+            raise
+        _record(storage, report, error=report.error)
+        return report
+    finally:
+        storage.pull_state.release_lease(team, account, holder)
+
+
+def _record(storage: Storage, report: AccountPullReport, *, error: str | None) -> None:
+    state = {
+        "last_pull_at": datetime.now(UTC).isoformat(),
+        "last_error": error,
+        "fetched": report.fetched,
+        "remaining": report.remaining,
+    }
+    try:
+        storage.pull_state.record(report.team, report.account, state)
+    except Exception:
+        if error is None:
+            raise
+        logger.exception("could not record the pull state of %s/%s", report.team, report.account)
+
+
+def _pull(
+    target: ResolvedAccount,
+    report: AccountPullReport,
+    *,
+    storage: Storage,
+    opener: SessionOpener,
+    seconds_left: Callable[[], float] | None,
+    events: EventPublisher | None,
+) -> None:
     identity = mailbox_identity(target)
     delete = not target.account.leave_on_server
+    received = _ReceivedEvents(events, target.team, target.name)
+    # (message number, its writes, its size): settled in order, so DELE follows its own writes.
+    pending: deque[tuple[int, Future[Mail | None], int]] = deque()
+
+    def settle_first(session: MailboxSession | None) -> None:
+        number, writes, _ = pending.popleft()
+        stored = writes.result()
+        if stored is None:
+            report.skipped += 1
+        else:
+            report.fetched += 1
+            report.mail_ids.append(stored.id)
+            received.add(stored.id)
+        if session is not None:
+            session.delete(number)
+            report.deleted += 1
+
     try:
-        with Pop3Session(target.account, transcript=transcript, tls_context=tls_context) as session:
-            listing = session.listing()
-            ids = {uidl: incoming_mail_id(target.team, target.name, identity, uidl) for _, uidl in listing}
-            stored_before = storage.mail.existing_ids(ids.values())
-            new = [(number, uidl) for number, uidl in listing if ids[uidl] not in stored_before]
-            report.skipped = len(listing) - len(new)
-            if delete:
-                for number, uidl in listing:
-                    if ids[uidl] in stored_before:
-                        session.delete(number)
-                        report.deleted += 1
-            for position, (number, uidl) in enumerate(new):
-                if seconds_left is not None and seconds_left() < TIME_MARGIN_SECONDS:
-                    report.remaining = len(new) - position
-                    break
-                stored = store_incoming(target, uidl, session.retrieve(number), storage=storage)
-                if stored is None:
-                    report.skipped += 1
-                else:
-                    report.fetched += 1
-                    report.mail_ids.append(stored.id)
-                if delete:
-                    session.delete(number)
-                    report.deleted += 1
+        with ThreadPoolExecutor(WRITERS, thread_name_prefix="pull-write") as writers:
+            try:
+                with opener(target) as session:
+                    listing = session.listing()
+                    ids = {
+                        uidl: incoming_mail_id(target.team, target.name, identity, uidl)
+                        for _, uidl in listing
+                    }
+                    stored_before = storage.mail.existing_ids(ids.values())
+                    new = [(number, uidl) for number, uidl in listing if ids[uidl] not in stored_before]
+                    report.skipped = len(listing) - len(new)
+                    if delete:
+                        for number, uidl in listing:
+                            if ids[uidl] in stored_before:
+                                session.delete(number)
+                                report.deleted += 1
+                    for position, (number, uidl) in enumerate(new):
+                        if seconds_left is not None and seconds_left() < TIME_MARGIN_SECONDS:
+                            report.remaining = len(new) - position
+                            break
+                        raw = session.retrieve(number)
+                        pending.append(
+                            (
+                                number,
+                                writers.submit(store_incoming, target, uidl, raw, storage=storage),
+                                len(raw),
+                            )
+                        )
+                        del raw
+                        while pending and (
+                            pending[0][1].done()
+                            or len(pending) >= MAX_IN_FLIGHT
+                            or sum(size for _, _, size in pending) > MAX_BYTES_IN_FLIGHT
+                        ):
+                            settle_first(session if delete else None)
+                    while pending:
+                        settle_first(session if delete else None)
+            finally:
+                # The line broke or a write failed: what is already written still counts (and
+                # is not deleted: this session will not QUIT, the next pull deletes it).
+                while pending:
+                    try:
+                        settle_first(None)
+                    except Exception:
+                        logger.exception("a write of %s/%s failed", target.team, target.name)
     except MailServerError as error:
         report.error = error.message
-    storage.pull_state.record(
-        target.team,
-        target.name,
-        {
-            "pulled_at": datetime.now(UTC).isoformat(),
-            "fetched": report.fetched,
-            "remaining": report.remaining,
-            "error": report.error,
-        },
-    )
-    return report
+    finally:
+        received.flush()
 
 
 def pull_accounts(
@@ -165,6 +297,7 @@ def pull_accounts(
     transcript: Transcript,
     tls_context: ssl.SSLContext,
     seconds_left: Callable[[], float] | None = None,
+    events: EventPublisher | None = None,
 ) -> list[AccountPullReport]:
     """Pulls each account in turn; one broken account never stops the others."""
     reports = []
@@ -177,8 +310,11 @@ def pull_accounts(
                     transcript=transcript,
                     tls_context=tls_context,
                     seconds_left=seconds_left,
+                    events=events,
                 )
             )
+        except PullRunning as running:
+            reports.append(AccountPullReport(team=target.team, account=target.name, error=running.message))
         except Exception:
             # Storage failing is not the account's fault; report it and go on with the others.
             logger.exception("pull of %s/%s failed", target.team, target.name)

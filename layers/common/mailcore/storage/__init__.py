@@ -18,6 +18,13 @@ class MailRepository(Protocol):
 
     def existing_ids(self, mail_ids: Iterable[str]) -> set[str]: ...
 
+    def list_team(
+        self, team: str, query: MailQuery, *, after: str | None, limit: int
+    ) -> tuple[list[Mail], bool]:
+        """The team's mail matching `query`, newest first, starting after the created_key
+        `after`; and whether more may follow the last one returned."""
+        ...
+
     def update_status(
         self,
         mail_id: str,
@@ -50,7 +57,40 @@ class BlobStore(Protocol):
     def upload_url(self, key: str, *, content_type: str) -> str: ...
 
 
+@dataclass(frozen=True)
+class MailQuery:
+    """Filters of a mail listing; None means any."""
+
+    account: str | None = None
+    direction: str | None = None
+    status: str | None = None
+    # created_key prefix to start at: "YYYY-MM-DDTHH:MM:SS" (keys of that second sort after it).
+    since: str | None = None
+
+    def matches(self, mail: Mail) -> bool:
+        return (
+            (self.account is None or mail.account == self.account)
+            and (self.direction is None or mail.direction == self.direction)
+            and (self.status is None or mail.status == self.status)
+        )
+
+
+def created_key(mail: Mail) -> str:
+    """The ByTeam sort key: creation time, then id (unique, and newest first when reversed)."""
+    return f"{mail.model_dump(mode='json', include={'created_at'})['created_at']}#{mail.id}"
+
+
 class PullStateRepository(Protocol):
+    def acquire_lease(self, team: str, account: str, holder: str, seconds: float) -> bool:
+        """Takes the account's pull lease for `seconds`; False when another live pull holds it."""
+        ...
+
+    def release_lease(self, team: str, account: str, holder: str) -> None:
+        """Gives the lease back, only if `holder` still holds it."""
+        ...
+
+    def lease_held(self, team: str, account: str) -> bool: ...
+
     def record(self, team: str, account: str, state: dict[str, Any]) -> None:
         """Keeps the outcome of an account's latest pull (time, counts, error) for status queries."""
         ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable, Mapping
 from functools import cache
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from mailcore.models import Mail, MailStatus, StoredFile
 from mailcore.settings import Settings
-from mailcore.storage import Storage, body_key
+from mailcore.storage import MailQuery, Storage, body_key
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
@@ -17,6 +18,17 @@ if TYPE_CHECKING:
 # DynamoDB items stop at 400 KB; bodies above this many bytes go to S3 and the item points there.
 BODY_INLINE_LIMIT = 200_000
 PRESIGN_SECONDS = 900
+MULTIPART_THRESHOLD = 8 * 1024 * 1024
+
+
+@cache
+def _transfer_config() -> Any:
+    from boto3.s3.transfer import TransferConfig
+
+    # Threads off: the pull already overlaps its writes; parts stream from the caller's buffer.
+    return TransferConfig(
+        multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD, use_threads=False
+    )
 
 
 @cache
@@ -57,7 +69,18 @@ class S3Blobs:
         return self._client or aws_client("s3")
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+        if len(data) <= MULTIPART_THRESHOLD:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+            return
+        # A large message goes up in parts read from the one copy in memory (BytesIO shares
+        # the bytes object), instead of one request body holding a second copy.
+        self.client.upload_fileobj(
+            io.BytesIO(data),
+            self.bucket,
+            key,
+            ExtraArgs={"ContentType": content_type},
+            Config=_transfer_config(),
+        )
 
     def get(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
@@ -154,6 +177,62 @@ class DynamoMail:
                 request = answer.get("UnprocessedKeys") or {}
         return found
 
+    def list_team(
+        self, team: str, query: MailQuery, *, after: str | None, limit: int
+    ) -> tuple[list[Mail], bool]:
+        """Queries the ByTeam index newest first. Filters apply after DynamoDB's Limit, so pages
+        are read until `limit` matches are found; the caller's next cursor is then the last
+        match's key (its created_key ends in its id, so the index's start key is rebuilt from it)."""
+        names: dict[str, str] = {"#team": "team", "#ck": "created_key"}
+        values: dict[str, Any] = {":team": {"S": team}}
+        condition = "#team = :team"
+        if query.since is not None:
+            condition += " AND #ck >= :since"
+            values[":since"] = {"S": query.since}
+        filters = []
+        for name, value in (
+            ("account", query.account),
+            ("direction", query.direction),
+            ("status", query.status),
+        ):
+            if value is not None:
+                names[f"#{name}"] = name
+                values[f":{name}"] = {"S": value}
+                filters.append(f"#{name} = :{name}")
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": "ByTeam",
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": False,
+            "Limit": limit + 1,
+        }
+        if filters:
+            request["FilterExpression"] = " AND ".join(filters)
+        if after is not None:
+            request["ExclusiveStartKey"] = {
+                "team": {"S": team},
+                "created_key": {"S": after},
+                "id": {"S": after.rpartition("#")[2]},
+            }
+        found: list[dict[str, Any]] = []
+        while True:
+            answer = self.client.query(**request)
+            found.extend(answer.get("Items", []))
+            if len(found) > limit or "LastEvaluatedKey" not in answer:
+                break
+            request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+        more = len(found) > limit or (len(found) == limit and "LastEvaluatedKey" in answer)
+        mails = []
+        for item in found[:limit]:
+            data = from_item(item)
+            data.pop("body_key", None)
+            data.pop("created_key", None)
+            data.pop("outbox", None)
+            mails.append(Mail.model_validate(data))
+        return mails, more
+
     def update_status(
         self,
         mail_id: str,
@@ -210,33 +289,9 @@ class DynamoFiles:
         return StoredFile.model_validate(from_item(answer["Item"])) if "Item" in answer else None
 
 
-class DynamoPullState:
-    def __init__(self, table: str, client: BaseClient | None = None) -> None:
-        self.table = table
-        self._client = client
-
-    @property
-    def client(self) -> BaseClient:
-        return self._client or aws_client("dynamodb")
-
-    @staticmethod
-    def _key(team: str, account: str) -> dict[str, Any]:
-        return {"pk": {"S": f"{team}#{account}"}, "sk": {"S": "STATE"}}
-
-    def record(self, team: str, account: str, state: dict[str, Any]) -> None:
-        item = {**to_item(state), **self._key(team, account)}
-        self.client.put_item(TableName=self.table, Item=item)
-
-    def get(self, team: str, account: str) -> dict[str, Any] | None:
-        answer = self.client.get_item(TableName=self.table, Key=self._key(team, account), ConsistentRead=True)
-        if "Item" not in answer:
-            return None
-        state = from_item(answer["Item"])
-        state.pop("pk"), state.pop("sk")
-        return state
-
-
 def aws_storage(settings: Settings) -> Storage:
+    from mailcore.storage.pull_state import DynamoPullState
+
     blobs = S3Blobs(settings.bucket)
     return Storage(
         mail=DynamoMail(settings.mail_table, blobs),

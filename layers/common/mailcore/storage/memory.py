@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mailcore.models import Mail, MailStatus, StoredFile
-from mailcore.storage import Storage
+from mailcore.storage import MailQuery, Storage, created_key
 
 
 class MemoryMail:
@@ -28,6 +29,23 @@ class MemoryMail:
 
     def existing_ids(self, mail_ids: Iterable[str]) -> set[str]:
         return {mail_id for mail_id in mail_ids if mail_id in self.items}
+
+    def list_team(
+        self, team: str, query: MailQuery, *, after: str | None, limit: int
+    ) -> tuple[list[Mail], bool]:
+        keyed = sorted(
+            ((created_key(mail), mail) for mail in list(self.items.values()) if mail.team == team),
+            key=lambda pair: pair[0],
+            reverse=True,
+        )
+        found = [
+            mail.model_copy(deep=True)
+            for key, mail in keyed
+            if (after is None or key < after)
+            and (query.since is None or key >= query.since)
+            and query.matches(mail)
+        ]
+        return found[:limit], len(found) > limit
 
     def update_status(
         self,
@@ -79,8 +97,29 @@ class MemoryBlobs:
 
 
 class MemoryPullState:
+    """Same transitions as mailcore.storage.pull_state, under a lock instead of conditions."""
+
     def __init__(self) -> None:
         self.states: dict[tuple[str, str], dict[str, Any]] = {}
+        self.leases: dict[tuple[str, str], tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def acquire_lease(self, team: str, account: str, holder: str, seconds: float) -> bool:
+        with self._lock:
+            current = self.leases.get((team, account))
+            if current is not None and current[1] >= time.time():
+                return False
+            self.leases[(team, account)] = (holder, time.time() + seconds)
+            return True
+
+    def release_lease(self, team: str, account: str, holder: str) -> None:
+        with self._lock:
+            if self.leases.get((team, account), ("", 0.0))[0] == holder:
+                del self.leases[(team, account)]
+
+    def lease_held(self, team: str, account: str) -> bool:
+        current = self.leases.get((team, account))
+        return current is not None and current[1] >= time.time()
 
     def record(self, team: str, account: str, state: dict[str, Any]) -> None:
         self.states[(team, account)] = dict(state)

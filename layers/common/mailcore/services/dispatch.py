@@ -1,0 +1,145 @@
+"""Scheduled pulls at scale: the dispatcher puts one queue message per account, and the pull
+function takes them a few at a time (its maximum concurrency bounds the connections a mail
+server sees). A broken account costs only its own message."""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mailcore.errors import PullRunning, TeamConfigInvalid
+from mailcore.events import EventPublisher
+from mailcore.models import AccountPullReport
+from mailcore.protocols.transcript import Transcript
+from mailcore.services.pull import TIME_MARGIN_SECONDS, pull_account
+from mailcore.storage import Storage
+from mailcore.teams import Caller, ResolvedAccount, TeamDirectory
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
+
+logger = logging.getLogger(__name__)
+
+# SendMessageBatch takes at most 10 entries a call.
+_BATCH = 10
+
+
+class PullQueue(Protocol):
+    def send(self, accounts: list[dict[str, str]]) -> None:
+        """Enqueues one pull per {"team", "account"}; raises when some could not be enqueued."""
+        ...
+
+
+class SqsPullQueue:
+    def __init__(self, url: str, client: BaseClient | None = None) -> None:
+        self.url = url
+        self._client = client
+
+    @property
+    def client(self) -> BaseClient:
+        if self._client is None:
+            from mailcore.storage.aws import aws_client
+
+            self._client = aws_client("sqs")
+        return self._client
+
+    def send(self, accounts: list[dict[str, str]]) -> None:
+        failed = 0
+        for start in range(0, len(accounts), _BATCH):
+            entries = [
+                {"Id": str(index), "MessageBody": json.dumps(account, sort_keys=True)}
+                for index, account in enumerate(accounts[start : start + _BATCH])
+            ]
+            for _ in range(2):
+                answer = self.client.send_message_batch(QueueUrl=self.url, Entries=entries)
+                refused = {entry["Id"] for entry in answer.get("Failed", [])}
+                entries = [entry for entry in entries if entry["Id"] in refused]
+                if not entries:
+                    break
+            failed += len(entries)
+        if failed:
+            raise RuntimeError(f"{failed} of {len(accounts)} pulls could not be enqueued")
+
+
+class MemoryPullQueue:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, str]] = []
+
+    def send(self, accounts: list[dict[str, str]]) -> None:
+        self.sent.extend(accounts)
+
+
+def dispatch_pulls(directory: TeamDirectory, queue: PullQueue) -> int:
+    """Enqueues a pull of every account of every mail team; answers how many."""
+    accounts: list[dict[str, str]] = []
+    for team in directory.all_teams():
+        try:
+            resolved = directory.accounts_of([team])
+        except TeamConfigInvalid as error:
+            # One team's broken secret is its operators' problem; the other teams still pull.
+            logger.error("not pulling team %s: %s", team, error.message)
+            continue
+        accounts.extend({"team": found.team, "account": found.name} for found in resolved)
+    queue.send(accounts)
+    return len(accounts)
+
+
+def pull_queued_account(
+    message: dict[str, Any],
+    *,
+    directory: TeamDirectory,
+    storage: Storage,
+    queue: PullQueue,
+    tls_context: ssl.SSLContext,
+    seconds_left: Callable[[], float],
+    events: EventPublisher | None = None,
+) -> AccountPullReport | None:
+    """Pulls the account a queue message names. A mail-server failure is recorded on the
+    account's pull state and is not raised: retrying a wrong password every minute would only
+    get the mailbox locked. Storage failures raise, so the message comes back later."""
+    team, account = str(message.get("team", "")), str(message.get("account", ""))
+    config = directory.team(team)
+    if config is None or account not in config.accounts:
+        logger.warning("queued pull of %s/%s: no such account any more", team, account)
+        return None
+    if seconds_left() < TIME_MARGIN_SECONDS:
+        queue.send([{"team": team, "account": account}])
+        return None
+    target = ResolvedAccount(team, account, config.accounts[account])
+    try:
+        report = pull_account(
+            target,
+            storage=storage,
+            transcript=Transcript(),
+            tls_context=tls_context,
+            seconds_left=seconds_left,
+            events=events,
+        )
+    except PullRunning:
+        return None  # the pull already running covers this account
+    if report.error:
+        logger.warning("pull failed", extra={"team": team, "account": account, "reason": report.error})
+    if report.remaining:
+        # Out of time with mail left: the next invocation goes on where this one stopped.
+        queue.send([{"team": team, "account": account}])
+    return report
+
+
+def pull_status(
+    caller: Caller, account: str, team: str | None, *, directory: TeamDirectory, storage: Storage
+) -> dict[str, Any]:
+    """The outcome of the account's latest pull and whether one is running; members only."""
+    target = directory.resolve_account(caller, account, team)
+    state = storage.pull_state.get(target.team, target.name) or {}
+    return {
+        "team": target.team,
+        "account": target.name,
+        "last_pull_at": state.get("last_pull_at"),
+        "last_error": state.get("last_error"),
+        "fetched": state.get("fetched", 0),
+        "remaining": state.get("remaining", 0),
+        "running": storage.pull_state.lease_held(target.team, target.name),
+    }
