@@ -142,13 +142,3 @@ def test_a_changed_team_secret_takes_effect_without_a_restart(stack, new_team):
     time.sleep(1.2)  # the stack under test caches secrets for one second
     _, answer = pull(stack, team, account=team.account)
     assert answer["accounts"][0]["error"] is None
-
-
-def test_the_schedule_pulls_every_account_of_every_mail_team(stack, new_team):
-    team = new_team()
-    deliver(stack, team.mailbox.address, "scheduled")
-    wait_for_messages(stack, team.mailbox.address, 1)
-    time.sleep(1.2)  # the list of teams is cached like the secrets
-    answer = stack.invoke("PullFunction", {"source": "schedule"})
-    reports = {(r["team"], r["account"]): r for r in answer["accounts"]}
-    assert reports[(team.team, team.account)]["fetched"] == 1

@@ -183,11 +183,12 @@ class DynamoMail:
         """Queries the ByTeam index newest first. Filters apply after DynamoDB's Limit, so pages
         are read until `limit` matches are found; the caller's next cursor is then the last
         match's key (its created_key ends in its id, so the index's start key is rebuilt from it)."""
-        names: dict[str, str] = {"#team": "team", "#ck": "created_key"}
+        names: dict[str, str] = {"#team": "team"}
         values: dict[str, Any] = {":team": {"S": team}}
         condition = "#team = :team"
         if query.since is not None:
             condition += " AND #ck >= :since"
+            names["#ck"] = "created_key"
             values[":since"] = {"S": query.since}
         filters = []
         for name, value in (
