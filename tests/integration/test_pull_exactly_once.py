@@ -165,4 +165,6 @@ def test_the_service_refuses_a_second_pull_while_the_lease_is_held(stack, new_te
     (target,) = runtime.directory().accounts_of([team.team])
     assert runtime.storage().pull_state.acquire_lease(team.team, team.account, "other", 60)
     with pytest.raises(PullRunning):
-        pull_account(target, storage=runtime.storage(), transcript=Transcript(), tls_context=runtime.tls_context())
+        pull_account(
+            target, storage=runtime.storage(), transcript=Transcript(), tls_context=runtime.tls_context()
+        )

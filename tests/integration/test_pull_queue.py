@@ -1,0 +1,199 @@
+"""Scheduled pulls at scale: the dispatcher's queue messages, the SQS consumer with partial
+batch failures, pull state and status, MailReceived events. Real Dovecot, moto SQS/EventBridge."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import uuid
+from email.message import EmailMessage
+
+from mailcore import runtime
+from mailcore.storage.memory import memory_storage
+
+from local.maildir import deliver_files
+from tests.integration.conftest import claims, rest_event
+
+
+def one_message(subject: str) -> bytes:
+    message = EmailMessage()
+    message["From"] = "sender@example.test"
+    message["To"] = "box@example.test"
+    message["Subject"] = subject
+    message.set_content("hello")
+    return message.as_bytes()
+
+
+def unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def drain_pull_queue(stack) -> list[dict]:
+    sqs = stack.session.client("sqs")
+    url = stack.info["environment"]["PULL_QUEUE_URL"]
+    received = []
+    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        received.extend(batch)
+        sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(batch)],
+        )
+    return received
+
+
+def sqs_event(messages: list[dict]) -> dict:
+    """The event Lambda's SQS event source hands the function, built from received messages."""
+    return {
+        "Records": [
+            {
+                "messageId": message["MessageId"],
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"],
+                "attributes": {"ApproximateReceiveCount": "1"},
+                "messageAttributes": {},
+                "md5OfBody": message["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:pull",
+                "awsRegion": "us-east-1",
+            }
+            for message in messages
+        ]
+    }
+
+
+def status_of(stack, team):
+    event = rest_event(
+        "GET",
+        f"/api/core/mail/pull/{team.account}/status",
+        resource="/api/core/mail/pull/{account}/status",
+        path_parameters={"account": team.account},
+        caller=claims(team.team),
+    )
+    answer = stack.invoke("PullFunction", event)
+    return answer["statusCode"], json.loads(answer["body"])
+
+
+def test_the_dispatcher_enqueues_one_message_per_account_and_the_consumer_pulls_them(stack, new_team):
+    working, other = new_team(), new_team()
+    host_down = new_team(pop3={"host": "127.0.0.1", "port": unused_port(), "security": "none"})
+    for team in (working, other):
+        deliver_files(stack.mail_servers, team.mailbox.address, [one_message(f"for {team.team}")])
+    drain_pull_queue(stack)
+    time.sleep(1.2)  # the list of teams is cached like the secrets
+
+    answer = stack.invoke("PullDispatchFunction", {"source": "schedule"})
+    queued = drain_pull_queue(stack)
+    bodies = [json.loads(message["Body"]) for message in queued]
+    assert answer["enqueued"] == len(queued)
+    mine = {working.team, other.team, host_down.team}
+    assert sorted((b["team"], b["account"]) for b in bodies if b["team"] in mine) == sorted(
+        (team.team, team.account) for team in (working, other, host_down)
+    )
+    assert len({(b["team"], b["account"]) for b in bodies}) == len(bodies)  # one per account
+
+    result = stack.invoke("PullFunction", sqs_event([m for m, b in zip(queued, bodies) if b["team"] in mine]))
+    assert result == {"batchItemFailures": []}  # a broken account is recorded, not retried
+    assert status_of(stack, working)[1]["status"]["fetched"] == 1
+    assert status_of(stack, other)[1]["status"]["fetched"] == 1
+    status, broken = status_of(stack, host_down)
+    assert status == 200
+    assert broken["status"]["last_error"] and broken["status"]["fetched"] == 0
+    assert broken["status"]["running"] is False and broken["status"]["last_pull_at"]
+
+
+def test_a_storage_failure_makes_only_that_message_a_batch_item_failure(stack, new_team, monkeypatch):
+    team = new_team()
+    deliver_files(stack.mail_servers, team.mailbox.address, [one_message("storage down")])
+    broken = memory_storage()
+
+    def storage_down(*args, **kwargs):
+        raise ConnectionError("DynamoDB unreachable")
+
+    monkeypatch.setattr(broken.mail, "put_new", storage_down)
+    monkeypatch.setattr(runtime, "storage", lambda: broken)
+    messages = [
+        {
+            "MessageId": str(uuid.uuid4()),
+            "ReceiptHandle": "r",
+            "Body": json.dumps({"team": team.team, "account": team.account}),
+            "MD5OfBody": "",
+        },
+        {
+            "MessageId": str(uuid.uuid4()),
+            "ReceiptHandle": "r",
+            "Body": json.dumps({"team": "no-such-team", "account": "main"}),
+            "MD5OfBody": "",
+        },
+    ]
+    result = stack.invoke("PullFunction", sqs_event(messages))
+    assert result == {"batchItemFailures": [{"itemIdentifier": messages[0]["MessageId"]}]}
+    assert stack.mail_servers.message_count(team.mailbox.address) == 1  # nothing deleted, nothing lost
+
+
+def test_the_pull_status_is_for_members_only(stack, new_team):
+    team, stranger = new_team(), new_team()
+    event = rest_event(
+        "GET",
+        f"/api/core/mail/pull/{team.account}/status",
+        resource="/api/core/mail/pull/{account}/status",
+        path_parameters={"account": team.account},
+        query={"team": team.team},
+        caller=claims(stranger.team),
+    )
+    answer = stack.invoke("PullFunction", event)
+    assert answer["statusCode"] == 403
+    assert json.loads(answer["body"])["error"]["field"] == "team"
+
+
+def test_each_stored_mail_is_announced_on_the_bus_without_its_body(stack, new_team):
+    team = new_team()
+    sqs, events = stack.session.client("sqs"), stack.session.client("events")
+    bus = stack.info["environment"]["MAIL_EVENT_BUS"]
+    queue_url = sqs.create_queue(QueueName=f"received-{team.team}")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    rule = f"received-{team.team}"
+    events.put_rule(
+        Name=rule,
+        EventBusName=bus,
+        EventPattern=json.dumps({"detail-type": ["MailReceived"], "detail": {"team": [team.team]}}),
+    )
+    events.put_targets(Rule=rule, EventBusName=bus, Targets=[{"Id": "queue", "Arn": queue_arn}])
+    secret_body = "the body that must stay out of events"
+    raws = []
+    for number in range(12):  # more than one PutEvents batch
+        message = EmailMessage()
+        message["Subject"] = f"announced {number}"
+        message["From"] = "sender@example.test"
+        message.set_content(secret_body)
+        raws.append(message.as_bytes())
+    deliver_files(stack.mail_servers, team.mailbox.address, raws)
+
+    event = rest_event(
+        "POST",
+        f"/api/core/mail/pull/{team.account}",
+        resource="/api/core/mail/pull/{account}",
+        path_parameters={"account": team.account},
+        caller=claims(team.team),
+    )
+    report = json.loads(stack.invoke("PullFunction", event)["body"])["accounts"][0]
+    assert report["fetched"] == 12
+
+    delivered = []
+    while batch := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
+        delivered.extend(json.loads(message["Body"]) for message in batch)
+        sqs.delete_message_batch(
+            QueueUrl=queue_url,
+            Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(batch)],
+        )
+    assert sorted(event["detail"]["mail_id"] for event in delivered) == sorted(report["mail_ids"])
+    assert {event["source"] for event in delivered} == {"mail-service"}
+    assert all(
+        event["detail"] == {"team": team.team, "account": team.account, "mail_id": event["detail"]["mail_id"]}
+        for event in delivered
+    )
+    assert secret_body not in json.dumps(delivered)
