@@ -94,7 +94,9 @@ def test_the_dispatcher_enqueues_one_message_per_account_and_the_consumer_pulls_
     )
     assert len({(b["team"], b["account"]) for b in bodies}) == len(bodies)  # one per account
 
-    result = stack.invoke("PullFunction", sqs_event([m for m, b in zip(queued, bodies) if b["team"] in mine]))
+    result = stack.invoke(
+        "PullFunction", sqs_event([m for m, b in zip(queued, bodies, strict=True) if b["team"] in mine])
+    )
     assert result == {"batchItemFailures": []}  # a broken account is recorded, not retried
     assert status_of(stack, working)[1]["status"]["fetched"] == 1
     assert status_of(stack, other)[1]["status"]["fetched"] == 1
