@@ -212,3 +212,22 @@ def test_the_dispatcher_enqueues_every_account_once_and_skips_a_team_with_a_brok
         {"team": "a", "account": "sales"},
         {"team": "c", "account": "main"},
     ]
+
+
+def test_a_large_base64_attachment_decodes_to_the_same_bytes_as_the_email_package():
+    import email
+    import os
+    from email.message import EmailMessage
+
+    from mailcore.mime import parse_message
+
+    message = EmailMessage()
+    message["Subject"] = "scan"
+    message.set_content("attached")
+    message.add_attachment(
+        os.urandom(3 * 1024 * 1024 + 7), maintype="application", subtype="pdf", filename="a.pdf"
+    )
+    raw = message.as_bytes()
+    expected = list(email.message_from_bytes(raw).walk())[-1].get_payload(decode=True)
+    (attachment,) = parse_message(raw).attachments
+    assert attachment.data == expected

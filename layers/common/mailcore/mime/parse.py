@@ -20,6 +20,7 @@ truncated MIME, and a mail that parses badly must still be stored and shown as w
 from __future__ import annotations
 
 import base64
+import binascii
 import codecs
 import contextlib
 import mimetypes
@@ -40,7 +41,7 @@ from email.errors import (
 from email.header import decode_header, make_header
 from email.headerregistry import BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import Message
-from email.parser import BytesHeaderParser, BytesParser
+from email.parser import BytesFeedParser, BytesHeaderParser
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Any
@@ -80,7 +81,11 @@ class _HeaderClasses(HeaderRegistry):
 
 
 _POLICY = email_policy.default.clone(header_factory=_HeaderClasses())
-_PARSER = BytesParser(policy=_POLICY)
+_FEED_SLICE = 64 * 1024
+# Base64 payloads above this size are decoded in slices (see _large_base64).
+_LARGE_PAYLOAD = 1024 * 1024
+_BASE64_SLICE = 1024 * 1024
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
 _HEADER_PARSER = BytesHeaderParser(policy=_POLICY)
 # Embedded messages are written back out as they came (raw header values, no refolding).
 _RAW_OUT = email_policy.compat32.clone(linesep="\r\n")
@@ -348,10 +353,30 @@ def _content_id(part: Message) -> str | None:
 
 def _payload_bytes(part: Message) -> bytes:
     try:
+        if str(part.get("content-transfer-encoding", "")).strip().lower() == "base64":
+            payload = part.get_payload()
+            if isinstance(payload, str) and len(payload) > _LARGE_PAYLOAD:
+                with contextlib.suppress(binascii.Error, ValueError):
+                    return _large_base64(payload)
         data = part.get_payload(decode=True)
     except Exception:
         return b""
     return data if isinstance(data, bytes) else b""
+
+
+def _large_base64(text: str) -> bytes:
+    """Decodes a large base64 payload a slice at a time. get_payload(decode=True) holds the text
+    encoded, split into lines and joined again (~5x an attachment's size at once)."""
+    pieces: list[bytes] = []
+    carry = b""
+    for start in range(0, len(text), _BASE64_SLICE):
+        chunk = carry + _NOT_BASE64.sub(b"", text[start : start + _BASE64_SLICE].encode("ascii", "replace"))
+        usable = len(chunk) - len(chunk) % 4
+        pieces.append(binascii.a2b_base64(chunk[:usable]))
+        carry = chunk[usable:]
+    if len(carry) > 1:  # a truncated end: decode what there is, as the email package would
+        pieces.append(binascii.a2b_base64(carry + b"=" * (-len(carry) % 4)))
+    return b"".join(pieces)
 
 
 def _text_of(part: Message, subtype: str, charset: str | None) -> str:
@@ -481,8 +506,18 @@ def _headers_of(msg: Message) -> ParsedMail:
     )
 
 
+def _message_from(raw: bytes) -> Message:
+    """What BytesParser.parsebytes answers, fed in slices: parsebytes decodes the whole message to
+    one str and copies that into a StringIO (4 bytes a character), ~8x a large message at once."""
+    parser = BytesFeedParser(policy=_POLICY)
+    view = memoryview(raw)
+    for start in range(0, len(view), _FEED_SLICE):
+        parser.feed(bytes(view[start : start + _FEED_SLICE]))
+    return parser.close()
+
+
 def _parse(raw: bytes) -> ParsedMail:
-    msg = _PARSER.parsebytes(raw)
+    msg = _message_from(raw)
     mail = _headers_of(msg)
     text, html = _walk(msg, mail)
     if html is not None:
