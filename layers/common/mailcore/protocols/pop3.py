@@ -9,7 +9,7 @@ import contextlib
 import poplib
 import ssl
 import tempfile
-from typing import Any
+from typing import IO, Any
 
 from mailcore.models import MailAccount, Security
 from mailcore.protocols.diagnose import pop3_failure
@@ -17,7 +17,7 @@ from mailcore.protocols.transcript import REDACTED, Transcript
 
 # Messages of 25 MB and more are normal in business mail; poplib's default line limit is 2 KB.
 poplib._MAXLINE = max(poplib._MAXLINE, 1024 * 1024)  # type: ignore[attr-defined]
-SPOOL_IN_MEMORY = 1024 * 1024
+SPOOL_SLICE = 1024 * 1024
 
 
 class _Recording:
@@ -127,21 +127,35 @@ class Pop3Session:
 
     def retrieve(self, number: int) -> bytes:
         """The message's bytes, CRLF line ends. poplib's retr() would hold every line in a list
-        and then a joined copy (a 25 MB message costs ~3 times that); the lines go into a spool
-        (in memory while small, a temporary file beyond) and come back as one bytes object."""
+        and then a joined copy (a 25 MB message costs ~3.5 times that): here lines are joined a
+        megabyte at a time, into a spool (a temporary file) once a message outgrows that."""
         pop = self.pop
         try:
             pop._putcmd(f"RETR {number}")  # type: ignore[attr-defined]
             pop._getresp()  # type: ignore[attr-defined]
-            with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
+            lines: list[bytes] = []
+            pending = 0
+            with contextlib.ExitStack() as cleanup:
+                spool: IO[bytes] | None = None
                 while True:
-                    line, _ = pop._getline()  # type: ignore[attr-defined]
+                    line, octets = pop._getline()  # type: ignore[attr-defined]
                     if line == b".":
                         break
                     if line.startswith(b".."):
                         line = line[1:]
-                    spool.write(line)
-                    spool.write(b"\r\n")
+                    lines.append(line)
+                    pending += octets
+                    if pending > SPOOL_SLICE:
+                        if spool is None:
+                            spool = cleanup.enter_context(tempfile.TemporaryFile())
+                        lines.append(b"")
+                        spool.write(b"\r\n".join(lines))
+                        lines, pending = [], 0
+                lines.append(b"")
+                if spool is None:
+                    return b"\r\n".join(lines)
+                spool.write(b"\r\n".join(lines))
+                del lines
                 spool.seek(0)
                 return spool.read()
         except Exception as error:

@@ -8,7 +8,9 @@ mailcore.storage.pull_state) keeps a second pull from downloading the mailbox at
 
 The writes of a message run on a small thread pool while the next message is fetched and
 parsed: against real S3/DynamoDB latencies a loop waiting for each write would spend most of its
-time waiting. DELE of a message is sent only once its own writes completed.
+time waiting. Parsing stays on the pull's own thread: on a writer thread it would hold the GIL
+against the socket reads of the next RETR (each read then waits for the GIL). DELE of a message
+is sent only once its own writes completed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -64,15 +67,23 @@ def mailbox_identity(target: ResolvedAccount) -> str:
     return f"{pop3.host}:{pop3.port}/{target.account.pop3_login}"
 
 
-def store_incoming(
-    target: ResolvedAccount, uidl: str, raw: bytes, *, storage: Storage, now: datetime | None = None
-) -> Mail | None:
-    """Stores one pulled message; None when it was already stored (by an earlier or concurrent pull)."""
+@dataclass
+class IncomingMail:
+    """A pulled message, parsed: its item, its raw bytes and its attachments, ready to write."""
+
+    mail: Mail
+    raw_key: str
+    raw: bytes
+    files: list[tuple[StoredFile, bytes]]
+
+
+def prepare_incoming(
+    target: ResolvedAccount, uidl: str, raw: bytes, *, now: datetime | None = None
+) -> IncomingMail:
+    """Parses a pulled message (CPU only: the pull does this on its own thread, see _pull)."""
     team, account = target.team, target.name
     mail_id = incoming_mail_id(team, account, mailbox_identity(target), uidl)
     received = now or datetime.now(UTC)
-    key = raw_key(team, account, mail_id)
-    storage.blobs.put(key, raw, "message/rfc822")
 
     parsed: ParsedMail | None
     try:
@@ -81,28 +92,24 @@ def store_incoming(
     except Exception as error:  # the raw message is kept; a person can look at it
         parsed, parse_error = None, f"{type(error).__name__}: {error}"[:1000]
 
-    file_ids = []
+    files = []
     if parsed is not None:
         for index, attachment in enumerate(parsed.attachments):
             file_id = f"{mail_id}-{index}"
-            object_key = file_key(team, file_id)
             content_type = attachment.content_type or "application/octet-stream"
-            storage.blobs.put(object_key, attachment.data, content_type)
-            storage.files.put(
-                StoredFile(
-                    id=file_id,
-                    team=team,
-                    name=attachment.filename
-                    or f"attachment-{index}{mimetypes.guess_extension(content_type) or ''}",
-                    content_type=content_type,
-                    size=len(attachment.data),
-                    s3_key=object_key,
-                    created_at=received,
-                    content_id=attachment.content_id,
-                    mail_id=mail_id,
-                )
+            stored = StoredFile(
+                id=file_id,
+                team=team,
+                name=attachment.filename
+                or f"attachment-{index}{mimetypes.guess_extension(content_type) or ''}",
+                content_type=content_type,
+                size=len(attachment.data),
+                s3_key=file_key(team, file_id),
+                created_at=received,
+                content_id=attachment.content_id,
+                mail_id=mail_id,
             )
-            file_ids.append(file_id)
+            files.append((stored, attachment.data))
 
     mail = Mail(
         id=mail_id,
@@ -112,10 +119,10 @@ def store_incoming(
         status=MailStatus.RECEIVED,
         created_at=received,
         uidl=uidl,
-        raw_key=key,
+        raw_key=raw_key(team, account, mail_id),
         raw_size=len(raw),
         parse_error=parse_error,
-        attachments=file_ids,
+        attachments=[stored.id for stored, _ in files],
     )
     if parsed is not None:
         mail = mail.model_copy(
@@ -133,7 +140,26 @@ def store_incoming(
                 "body_html": parsed.body_html,
             }
         )
+    return IncomingMail(mail=mail, raw_key=raw_key(team, account, mail_id), raw=raw, files=files)
+
+
+def write_incoming(incoming: IncomingMail, storage: Storage) -> Mail | None:
+    """Raw bytes, then attachments, then the item with a conditional put (the exactly-once
+    guard: the item is written last, so an item never points at missing objects).
+    None when the message was already stored (by an earlier or a concurrent pull)."""
+    mail = incoming.mail
+    storage.blobs.put(incoming.raw_key, incoming.raw, "message/rfc822")
+    for stored, data in incoming.files:
+        storage.blobs.put(stored.s3_key, data, stored.content_type)
+        storage.files.put(stored)
     return mail if storage.mail.put_new(mail) else None
+
+
+def store_incoming(
+    target: ResolvedAccount, uidl: str, raw: bytes, *, storage: Storage, now: datetime | None = None
+) -> Mail | None:
+    """Stores one pulled message; None when it was already stored (by an earlier or concurrent pull)."""
+    return write_incoming(prepare_incoming(target, uidl, raw, now=now), storage)
 
 
 class _ReceivedEvents:
@@ -263,7 +289,7 @@ def _pull(
                         pending.append(
                             (
                                 number,
-                                writers.submit(store_incoming, target, uidl, raw, storage=storage),
+                                writers.submit(write_incoming, prepare_incoming(target, uidl, raw), storage),
                                 len(raw),
                             )
                         )
