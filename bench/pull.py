@@ -3,7 +3,7 @@ next to a raw poplib loop (UIDL + RETR, no parsing, no storage) in the same run.
 
     .venv/bin/python -m bench.pull            (or: make bench-pull)
 
-Pulls three ways: (a) into moto server, as the local stack does; (b) into the in-memory storage
+Pulls three ways: (a) into moto server (in a process of its own); (b) into the in-memory storage
 adapters (the pipeline's own cost); (c) into moto with cloud latency added to every AWS call
 (20 ms per S3 write, 8 ms per DynamoDB call), once with the overlapping writes and once with one
 write at a time. Then the peak memory of pulling one 25 MB message, in a fresh process.
@@ -18,6 +18,7 @@ import poplib
 import random
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -139,7 +140,29 @@ def latency_hooks(s3: Any, dynamodb: Any) -> None:
     dynamodb.meta.events.register("before-send.dynamodb", dynamodb_latency)
 
 
-def latency_storage(settings: Any) -> Any:
+def moto_process() -> tuple[subprocess.Popen[bytes], str]:
+    """moto server in a process of its own: the local stack runs it in-process, where its CPU
+    would compete with the pull for the GIL and blur what the pull itself costs."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit("moto server did not start")
+
+
+def moto_storage(settings: Any, endpoint: str, *, latency: bool) -> Any:
     import boto3
     from botocore.config import Config
     from mailcore.storage import Storage
@@ -147,9 +170,11 @@ def latency_storage(settings: Any) -> Any:
     from mailcore.storage.pull_state import DynamoPullState
 
     session = boto3.session.Session()
-    config = Config(max_pool_connections=20)
-    s3, dynamodb = session.client("s3", config=config), session.client("dynamodb", config=config)
-    latency_hooks(s3, dynamodb)
+    config = Config(max_pool_connections=20, retries={"mode": "standard", "max_attempts": 5})
+    s3 = session.client("s3", endpoint_url=endpoint, config=config)
+    dynamodb = session.client("dynamodb", endpoint_url=endpoint, config=config)
+    if latency:
+        latency_hooks(s3, dynamodb)
     blobs = S3Blobs(settings.bucket, client=s3)
     return Storage(
         mail=DynamoMail(settings.mail_table, blobs, client=dynamodb),
@@ -273,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     from mailcore import runtime
     from mailcore.storage.memory import memory_storage
 
+    from local.aws import create_resources
     from local.maildir import deliver_files
     from local.mailservers import Mailbox
     from local.stack import LocalStack, StackPorts
@@ -294,29 +320,26 @@ def main(argv: list[str] | None = None) -> int:
         raw_poplib(servers, bench.address, bench.password)  # warm Dovecot's index and cache
         baseline = raw_poplib(servers, bench.address, bench.password)
         rows = [baseline]
-        rows.append(
-            timed_pull("(a) pull into moto server", fresh_target(stack, bench), runtime.storage(), megabytes)
-        )
-        rows.append(
-            timed_pull(
-                "(b) pull into in-memory storage", fresh_target(stack, bench), memory_storage(), megabytes
+        moto, endpoint = moto_process()
+        try:
+            create_resources(stack.template, stack.session, endpoint)
+            settings = runtime.settings()
+            plain, slow = (
+                moto_storage(settings, endpoint, latency=False),
+                moto_storage(settings, endpoint, latency=True),
             )
-        )
-        latency = latency_storage(runtime.settings())
-        rows.append(
-            timed_pull(
-                "(c) moto + cloud latency, writes overlapped", fresh_target(stack, bench), latency, megabytes
-            )
-        )
-        with one_write_at_a_time():
-            rows.append(
-                timed_pull(
-                    "(c') moto + cloud latency, one write at a time",
-                    fresh_target(stack, bench),
-                    latency,
-                    megabytes,
-                )
-            )
+            for name, storage in (
+                ("(a) pull into moto server", plain),
+                ("(b) pull into in-memory storage", memory_storage()),
+                ("(c) moto + cloud latency, writes overlapped", slow),
+            ):
+                rows.append(timed_pull(name, fresh_target(stack, bench), storage, megabytes))
+            with one_write_at_a_time():
+                name = "(c') moto + cloud latency, one write at a time"
+                rows.append(timed_pull(name, fresh_target(stack, bench), slow, megabytes))
+        finally:
+            moto.terminate()
+            moto.wait(10)
         print_table(rows, baseline)
 
         deliver_files(servers, big.address, [big_message()])
