@@ -45,7 +45,7 @@ def tls_context() -> ssl.SSLContext:
 
 
 def reset() -> None:
-    from mailcore.storage.aws import aws_client
+    from mailcore.storage.aws import _session, aws_client
 
-    for made in (settings, storage, directory, events, aws_client, client_tls_context):
+    for made in (settings, storage, directory, events, aws_client, _session, client_tls_context):
         made.cache_clear()
