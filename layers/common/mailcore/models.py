@@ -59,9 +59,7 @@ class Pop3AuthForm(StrEnum):
 
 
 MICROSOFT_SCOPE = "https://outlook.office365.com/.default"
-MICROSOFT_DELEGATED_SCOPE = (
-    "https://outlook.office365.com/POP.AccessAsUser.All https://outlook.office365.com/SMTP.Send offline_access"
-)
+MICROSOFT_DELEGATED_SCOPE = "https://outlook.office365.com/POP.AccessAsUser.All https://outlook.office365.com/SMTP.Send offline_access"
 GOOGLE_SCOPE = "https://mail.google.com/"
 MICROSOFT_TOKEN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"

@@ -134,7 +134,9 @@ def send_mail(
 
     try:
         with _connection_slot(target, limiter):
-            delivery = _deliver(target, raw, request.recipients(), storage, transcript, tls_context, tokens, sleep)
+            delivery = _deliver(
+                target, raw, request.recipients(), storage, transcript, tls_context, tokens, sleep
+            )
     except MailServerError as error:
         storage.mail.update_status(
             mail_id, MailStatus.FAILED, expected=MailStatus.SENDING, error=error.message
