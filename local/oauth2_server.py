@@ -72,6 +72,8 @@ class OAuth2Server:
         # Per client: a lifetime other than token_lifetime, and whether to rotate its refresh tokens.
         self.lifetimes: dict[str, float] = {}
         self.rotating: set[str] = set()
+        # Every token handed out, so tests can prove none of them leaks anywhere.
+        self.issued: list[str] = []
 
     # ---------------------------------------------------------------- set-up
     @property
@@ -116,6 +118,7 @@ class OAuth2Server:
         token = "rt-" + secrets.token_urlsafe(24)
         with self._lock:
             self._refresh[token] = _RefreshToken(client.client_id, client.username)
+            self.issued.append(token)
         return token
 
     def revoke(self, token: str) -> None:
@@ -159,6 +162,7 @@ class OAuth2Server:
                     fresh = "rt-" + secrets.token_urlsafe(24)
                     self._refresh[fresh] = _RefreshToken(client.client_id, client.username)
                     answer["refresh_token"] = fresh
+                    self.issued.append(fresh)
                 return 200, answer
             return 400, {"error": "unsupported_grant_type"}
 
@@ -178,6 +182,7 @@ class OAuth2Server:
         if refresh_token is not None:
             self._jti_of_refresh.setdefault(refresh_token, set()).add(jti)
         token = jwt.encode({"alg": "HS256", "typ": "JWT"}, claims, self._key)
+        self.issued.append(token)
         return {"access_token": token, "token_type": "Bearer", "expires_in": max(1, int(lifetime))}
 
     def _claims(self, token: str) -> dict[str, Any] | None:
