@@ -103,7 +103,9 @@ class OAuth2Server:
             self._server.server_close()
             self._server = None
 
-    def add_client(self, username: str, *, client_id: str | None = None, client_secret: str | None = None) -> Client:
+    def add_client(
+        self, username: str, *, client_id: str | None = None, client_secret: str | None = None
+    ) -> Client:
         client = Client(
             client_id or "client-" + secrets.token_hex(6),
             client_secret or secrets.token_urlsafe(18),
@@ -148,7 +150,9 @@ class OAuth2Server:
                 return 200, self._access(client, None)
             if grant == "refresh_token":
                 given = form.get("refresh_token", "")
-                if "client_secret" in form and not secrets.compare_digest(form["client_secret"], client.client_secret):
+                if "client_secret" in form and not secrets.compare_digest(
+                    form["client_secret"], client.client_secret
+                ):
                     return 401, {"error": "invalid_client", "error_description": "wrong client secret"}
                 known = self._refresh.get(given)
                 if known is None or not known.active or known.client_id != client.client_id:
@@ -195,14 +199,23 @@ class OAuth2Server:
         self.calls["introspect"] += 1
         claims = self._claims(form.get("token", ""))
         with self._lock:
-            if claims is None or float(claims.get("exp", 0)) < time.time() or claims.get("jti") in self._revoked_jti:
+            if (
+                claims is None
+                or float(claims.get("exp", 0)) < time.time()
+                or claims.get("jti") in self._revoked_jti
+            ):
                 return {"active": False}
-        return {"active": True, "username": claims["username"], "exp": int(claims["exp"]), "client_id": claims["azp"]}
+        return {
+            "active": True,
+            "username": claims["username"],
+            "exp": int(claims["exp"]),
+            "client_id": claims["azp"],
+        }
 
 
 def _handler(server: OAuth2Server) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
             path = self.path.split("?", 1)[0]

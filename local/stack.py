@@ -277,7 +277,9 @@ class LocalStack:
         config.update(changes)
         return config
 
-    def oauth_account_config(self, address: str, *, refresh_token: bool = False, **changes: Any) -> dict[str, Any]:
+    def oauth_account_config(
+        self, address: str, *, refresh_token: bool = False, **changes: Any
+    ) -> dict[str, Any]:
         """An account of `address` in auth mode oauth2 against the local token endpoint: a new
         client of its own; client credentials (Microsoft app-only style), or with `refresh_token`
         a refresh token (Google style)."""

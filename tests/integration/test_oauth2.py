@@ -52,7 +52,10 @@ def as_a_new_process() -> None:
 def test_an_oauth2_account_sends_with_xoauth2_through_postfix_and_dovecot(stack, oauth_team):
     team = oauth_team()
     status, answer = send(
-        stack, team, {"to": team.mailbox.address, "subject": "Via OAuth2", "body_text": "x"}, query={"debug": "true"}
+        stack,
+        team,
+        {"to": team.mailbox.address, "subject": "Via OAuth2", "body_text": "x"},
+        query={"debug": "true"},
     )
     assert status == 200, answer
     assert "C: AUTH XOAUTH2 <redacted>" in answer["debug"]
@@ -84,7 +87,9 @@ def test_the_one_line_pop3_form_works_when_the_account_asks_for_it(stack, oauth_
 
 def test_a_refresh_token_account_sends_and_pulls_its_own_mail(stack, oauth_team):
     team = oauth_team(refresh_token=True)
-    status, answer = send(stack, team, {"to": team.mailbox.address, "subject": "Round trip", "body_text": "x"})
+    status, answer = send(
+        stack, team, {"to": team.mailbox.address, "subject": "Round trip", "body_text": "x"}
+    )
     assert status == 200, answer
     wait_for_messages(stack, team.mailbox.address, 1)
     status, answer = pull(stack, team, account=team.account)
@@ -180,6 +185,7 @@ def test_a_token_the_server_refuses_is_diagnosed_with_the_decoded_xoauth2_status
     config["auth"].update(client_id=other.client_id, client_secret=other.client_secret)
     stack.put_team_secret(team.team, {"type": "mail", "accounts": {team.account: config}})
     status, answer = pull(stack, team, account=team.account, query={"debug": "true"})
+    assert status == 200
     error = answer["accounts"][0]["error"]
     assert "OAuth2 (XOAUTH2) login" in error and "status 401" in error, answer
     assert any(line.startswith("S: -ERR") for line in answer["debug"])
@@ -191,7 +197,9 @@ def test_tokens_and_client_secrets_appear_in_no_answer_transcript_or_log(stack, 
     stack.oauth2.rotating.add(auth["client_id"])
     issued_before = len(stack.oauth2.issued)
     texts = []
-    status, answer = send(stack, team, {"to": team.mailbox.address, "body_text": "x"}, query={"debug": "true"})
+    status, answer = send(
+        stack, team, {"to": team.mailbox.address, "body_text": "x"}, query={"debug": "true"}
+    )
     assert status == 200, answer
     texts.append(json.dumps(answer))
     wait_for_messages(stack, team.mailbox.address, 1)
@@ -214,7 +222,9 @@ def test_the_demo_stack_has_an_oauth2_account_that_sends_and_pulls(stack):
     caller = claims("demo")
     team = TeamAccount("demo", info["account"], Mailbox(info["mailbox"], ""))
     stack.mail_servers.remove_all_mail(info["mailbox"])
-    status, answer = send(stack, team, {"to": info["mailbox"], "subject": "Demo", "body_text": "x"}, caller=caller)
+    status, answer = send(
+        stack, team, {"to": info["mailbox"], "subject": "Demo", "body_text": "x"}, caller=caller
+    )
     assert status == 200, answer
     wait_for_messages(stack, info["mailbox"], 1)
     status, answer = pull(stack, team, account=info["account"], caller=caller)
