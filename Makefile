@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: run stop test lint typecheck template unit integration openapi invoke bench install clean
+.PHONY: run stop test lint typecheck template unit integration openapi invoke bench bench-cold install clean
 
 install:
 	@bash scripts/bootstrap.sh
@@ -42,7 +42,10 @@ invoke:
 	@test -n "$(FUNCTION)" -a -n "$(EVENT)" || { echo "usage: make invoke FUNCTION=SendFunction EVENT=event.json"; exit 2; }
 	@$(PY) -m local.invoke "$(FUNCTION)" "$(EVENT)"
 
-bench: install
+bench: bench-cold
+
+# Cold init of every function against `import boto3` + its clients (bench/cold_init.py).
+bench-cold: install
 	@$(PY) -m bench.cold_init
 
 clean:
