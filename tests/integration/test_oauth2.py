@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import smtplib
 import time
 import uuid
+from email.message import EmailMessage
 from typing import Any
 
 import pytest
@@ -29,7 +31,8 @@ def oauth_team(stack):
         team = f"oauth{next(_numbers)}-{uuid.uuid4().hex[:6]}"
         config = stack.oauth_account_config(mailbox.address, refresh_token=refresh_token, **changes)
         stack.put_team_secret(team, {"type": "mail", "accounts": {account: config}})
-        return TeamAccount(team, account, Mailbox(mailbox.address, ""))
+        # The mailbox keeps its password for reading it in tests; the account never uses it.
+        return TeamAccount(team, account, mailbox)
 
     return make
 
@@ -231,9 +234,29 @@ def test_the_demo_stack_has_an_oauth2_account_that_sends_and_pulls(stack):
     assert status == 200 and answer["accounts"][0]["fetched"] >= 1, answer
 
 
-def test_mail_read_back_over_pop3_shows_the_oauth2_sender(stack, oauth_team):
+def test_a_shared_mailbox_address_is_kept_as_from_on_mail_sent_with_an_oauth2_login(stack, oauth_team):
     team = oauth_team(mail_from="Desk <desk@example.test>")
-    assert send(stack, team, {"to": "box0@example.test", "subject": "From desk", "body_text": "x"})[0] == 200
-    pool_box = next(box for box in stack.mail_servers.mailboxes() if box.address == "box0@example.test")
-    wait_for_messages(stack, pool_box.address, 1)
-    assert any(message["Subject"] == "From desk" for message in read_mailbox(stack, pool_box))
+    status, answer = send(stack, team, {"to": team.mailbox.address, "subject": "From desk", "body_text": "x"})
+    assert status == 200, answer
+    wait_for_messages(stack, team.mailbox.address, 1)
+    (message,) = read_mailbox(stack, team.mailbox)
+    assert message["From"] == "Desk <desk@example.test>"
+
+
+def test_a_pulled_sent_copy_with_from_rewritten_to_the_login_gives_a_warning(stack, oauth_team):
+    # What Gmail's `recent:` POP3 serves after it rewrote From: the account's own mail, with the
+    # login in From and the Message-ID the service made on the domain of mail_from.
+    team = oauth_team(mail_from="Desk <desk@desk.example>")
+    message = EmailMessage()
+    message["From"] = team.mailbox.address
+    message["To"] = "someone@example.test"
+    message["Subject"] = "Sent copy"
+    message["Message-ID"] = "<0123abcd@desk.example>"
+    message.set_content("x")
+    with smtplib.SMTP(stack.mail_servers.host, stack.mail_servers.ports.smtp, local_hostname="test") as smtp:
+        smtp.send_message(message, to_addrs=[team.mailbox.address])
+    wait_for_messages(stack, team.mailbox.address, 1)
+    status, answer = pull(stack, team, account=team.account)
+    assert status == 200, answer
+    (warning,) = answer["accounts"][0]["warnings"]
+    assert "rewrote From to the login" in warning and "desk@desk.example" in warning
