@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from mailcore import runtime
 
-from local.mailservers import Mailbox
-from tests.integration.conftest import TeamAccount, claims, read_mailbox, wait_for_messages
+from tests.integration.conftest import TeamAccount, read_mailbox, wait_for_messages
+from tests.integration.test_http_api import call
 from tests.integration.test_pull import deliver, pull
 from tests.integration.test_send import send
 
@@ -220,18 +220,22 @@ def test_tokens_and_client_secrets_appear_in_no_answer_transcript_or_log(stack, 
             assert secret not in text
 
 
-def test_the_demo_stack_has_an_oauth2_account_that_sends_and_pulls(stack):
-    info = stack.info["oauth_account"]
-    caller = claims("demo")
-    team = TeamAccount("demo", info["account"], Mailbox(info["mailbox"], ""))
+def test_the_demo_oauth2_account_sends_and_pulls_through_the_http_api(stack):
+    info, token = stack.info["oauth_account"], stack.info["tokens"]["member"]
     stack.mail_servers.remove_all_mail(info["mailbox"])
-    status, answer = send(
-        stack, team, {"to": info["mailbox"], "subject": "Demo", "body_text": "x"}, caller=caller
+    status, sent = call(
+        stack,
+        "POST",
+        f"/api/core/mail/send/{info['account']}",
+        token=token,
+        body={"to": info["mailbox"], "subject": "Demo via OAuth2", "body_text": "x"},
     )
-    assert status == 200, answer
+    assert status == 200, sent
     wait_for_messages(stack, info["mailbox"], 1)
-    status, answer = pull(stack, team, account=info["account"], caller=caller)
-    assert status == 200 and answer["accounts"][0]["fetched"] >= 1, answer
+    status, pulled = call(stack, "POST", f"/api/core/mail/pull/{info['account']}", token=token)
+    assert status == 200 and pulled["accounts"][0]["error"] is None, pulled
+    status, stored = call(stack, "GET", f"/api/core/mail/{pulled['accounts'][0]['mail_ids'][0]}", token=token)
+    assert status == 200 and stored["mail"]["message_id"] == sent["mail"]["message_id"]
 
 
 def test_a_shared_mailbox_address_is_kept_as_from_on_mail_sent_with_an_oauth2_login(stack, oauth_team):
