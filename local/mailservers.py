@@ -10,6 +10,7 @@ writing or touched (Debian's binaries and their read-only defaults in ``/usr`` a
       tls/server.pem, server.key the servers' certificate (SAN IP:127.0.0.1, DNS:localhost, DNS:mail.DOMAIN)
       dovecot/dovecot.conf       run as ``dovecot -F -c ROOT/dovecot/dovecot.conf``
       dovecot/users              passwd-file passdb/userdb
+      dovecot/dovecot-oauth2.conf.ext  oauth2 passdb (only with ``oauth2_introspection_url``: XOAUTH2/OAUTHBEARER)
       dovecot/run/               base_dir: master.pid, ``lmtp`` and ``auth-postfix`` sockets
       dovecot/state/             state_dir
       postfix/main.cf, master.cf run as ``/usr/lib/postfix/sbin/master -c ROOT/postfix -d``
