@@ -194,3 +194,17 @@ def test_an_unreachable_token_endpoint_is_temporary():
     with pytest.raises(OAuth2Error) as caught:
         TokenBroker().access_token("t", "a", auth)
     assert caught.value.temporary
+
+
+def test_a_failed_write_back_of_a_rotated_token_is_logged_and_the_login_goes_on(provider, caplog):
+    provider.rotate_refresh_tokens = True
+
+    def failing_writer(team: str, account: str, token: str) -> None:
+        raise RuntimeError("AccessDeniedException")
+
+    broker = TokenBroker(on_rotated=failing_writer)
+    auth = generic(provider)
+    assert broker.access_token("t", "a", auth)
+    assert "could not write the rotated refresh token of t/a" in caplog.text
+    for token in provider.issued:
+        assert token not in caplog.text

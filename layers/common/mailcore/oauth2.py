@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import ssl
 import threading
 import time
@@ -27,6 +28,8 @@ from typing import Any
 
 from mailcore.errors import MailServerError
 from mailcore.models import OAuth2Auth
+
+logger = logging.getLogger(__name__)
 
 # Renew this long before a token expires, so it never runs out between fetching and AUTH; for
 # short-lived tokens a quarter of their lifetime.
@@ -145,7 +148,14 @@ class TokenBroker:
             newest = rotated if isinstance(rotated, str) and rotated else refresh_token
             self._cache[key] = _Cached(token, self.clock() + lifetime - margin, secret_refresh, newest)
         if newest != refresh_token and newest and self.on_rotated is not None:
-            self.on_rotated(team, account, newest)
+            try:
+                self.on_rotated(team, account, newest)
+            except Exception:
+                # The login goes on with the new token (this process keeps it); the next process
+                # may find the old one refused, so an operator must hear of it.
+                logger.exception(
+                    "could not write the rotated refresh token of %s/%s to its team secret", team, account
+                )
         return token
 
     def forget(self, team: str, account: str) -> None:
