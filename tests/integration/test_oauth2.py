@@ -162,6 +162,20 @@ def test_a_revoked_refresh_token_marks_the_account_broken_without_a_retry_storm(
     assert stack.oauth2.calls["refresh_token"] - before == 1
 
 
+def test_a_cached_token_refused_after_a_revocation_leads_to_the_token_endpoints_verdict(stack, oauth_team):
+    team = oauth_team(refresh_token=True)
+    assert pull(stack, team, account=team.account)[1]["accounts"][0]["error"] is None  # a token is cached now
+    before = stack.oauth2.calls["refresh_token"]
+    # Revoking the refresh token revokes its access tokens: Dovecot refuses the cached one.
+    stack.oauth2.revoke(secret_auth(stack, team)["refresh_token"])
+    status, answer = pull(stack, team, account=team.account, query={"debug": "true"})
+    assert status == 200
+    assert "invalid_grant" in answer["accounts"][0]["error"], answer
+    assert sum(line == "C: AUTH XOAUTH2" for line in answer["debug"]) == 1  # one refused login, no more
+    assert stack.oauth2.calls["refresh_token"] - before == 1
+    assert runtime.storage().pull_state.get(team.team, team.account)["broken_reason"]
+
+
 def test_a_broken_account_works_again_once_its_secret_has_a_new_refresh_token(stack, oauth_team):
     team = oauth_team(refresh_token=True)
     auth = secret_auth(stack, team)

@@ -158,6 +158,12 @@ class TokenBroker:
                 )
         return token
 
+    def has_token(self, team: str, account: str) -> bool:
+        """Whether a login now would use a token from the cache."""
+        with self._lock:
+            entry = self._cache.get((team, account))
+            return entry is not None and self.clock() < entry.renew_at
+
     def forget(self, team: str, account: str) -> None:
         """Drops the cached token (e.g. after the server refused it), not the refusal memory."""
         with self._lock:

@@ -13,6 +13,10 @@ from mailcore.errors import MailServerError
 from mailcore.models import Mail, ServerEndpoint
 
 
+class OAuth2LoginRefused(MailServerError):
+    """The server refused an access token (expired or revoked early, wrong scope or mailbox)."""
+
+
 class SmtpAccountLike(Protocol):
     @property
     def mail_from(self) -> str: ...
@@ -122,7 +126,7 @@ def smtp_failure(
     if isinstance(error, smtplib.SMTPAuthenticationError) and oauth2:
         reply = _reply_text(error.smtp_error)
         said = f"; the server's XOAUTH2 error: {sasl_error}" if sasl_error else ""
-        return MailServerError(
+        return OAuth2LoginRefused(
             f"{where}: the OAuth2 (XOAUTH2) login of {username!r} was refused ({error.smtp_code} {reply}"
             f"{said}). Check that the token's scope allows SMTP (Microsoft: SMTP.SendAsApp for app-only, "
             "with the Exchange service principal granted on the mailbox; Google: https://mail.google.com/) "
@@ -196,7 +200,7 @@ def pop3_failure(
     if isinstance(error, poplib.error_proto) and oauth2:
         reply = _reply_text(error.args[0] if error.args else b"")
         said = f"; the server's XOAUTH2 error: {sasl_error}" if sasl_error else ""
-        return MailServerError(
+        return OAuth2LoginRefused(
             f"{where}: the OAuth2 (XOAUTH2) login of {username!r} was refused ({reply}{said}). Check the "
             "token's scope (Microsoft app-only: POP.AccessAsApp, with the Exchange service principal given "
             "FullAccess on the mailbox; delegated: POP.AccessAsUser.All; Google: https://mail.google.com/), "

@@ -127,6 +127,8 @@ class Pop3Session:
         raise poplib.error_proto(b"-ERR the server accepted the XOAUTH2 error answer as a login")
 
     def open(self) -> None:
+        if self._pop is not None:
+            return  # opened already (see services/credentials.open_session)
         endpoint = self.account.pop3
         timeout = self.account.timeout_seconds
         self.transcript.note(f"connecting to {endpoint.host}:{endpoint.port} ({endpoint.security.value})")

@@ -122,6 +122,8 @@ class SmtpSession:
         self.close()
 
     def open(self) -> None:
+        if self._smtp is not None:
+            return  # opened already (see services/credentials.open_session)
         endpoint = self.account.smtp
         self.transcript.note(f"connecting to {endpoint.host}:{endpoint.port} ({endpoint.security.value})")
         smtp: smtplib.SMTP | None = None

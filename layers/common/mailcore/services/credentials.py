@@ -3,10 +3,12 @@ OAuth2 ones, and the account's broken mark when its provider refused the grant f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from mailcore.oauth2 import OAuth2Error, TokenBroker, credential_fingerprint
+from mailcore.protocols.diagnose import OAuth2LoginRefused
 from mailcore.storage import PullStateRepository
 from mailcore.teams import ResolvedAccount
 
@@ -55,3 +57,34 @@ def access_token(
             }
             pull_state.record(target.team, target.name, {**(state or {}), "error": error.message, **mark})
         raise
+
+
+class _Session(Protocol):
+    def open(self) -> None: ...
+
+
+def open_session[SessionT: _Session](
+    target: ResolvedAccount,
+    make: Callable[[str | None], SessionT],
+    *,
+    tokens: TokenBroker | None,
+    pull_state: PullStateRepository,
+) -> SessionT:
+    """`make(access token or None)` opened and logged in.
+
+    A token from the cache that the server refuses (revoked early, e.g. with its refresh token) is
+    dropped and the login tried once more with a new one: the token endpoint then says what is
+    wrong (invalid_grant marks the account broken) instead of every login failing until expiry.
+    """
+    broker = (tokens or default_tokens()) if target.account.oauth2 is not None else None
+    for last_try in (False, True):
+        from_cache = broker is not None and broker.has_token(target.team, target.name)
+        session = make(access_token(target, tokens=broker, pull_state=pull_state))
+        try:
+            session.open()
+            return session
+        except OAuth2LoginRefused:
+            if last_try or not from_cache or broker is None:
+                raise
+            broker.forget(target.team, target.name)
+    raise AssertionError("unreachable")

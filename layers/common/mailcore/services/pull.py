@@ -22,7 +22,7 @@ from mailcore.oauth2 import OAuth2Error, TokenBroker
 from mailcore.protocols.diagnose import from_rewritten_warning
 from mailcore.protocols.pop3 import Pop3Session
 from mailcore.protocols.transcript import Transcript
-from mailcore.services.credentials import access_token, broken_mark
+from mailcore.services.credentials import broken_mark, open_session
 from mailcore.storage import Storage, file_key, raw_key
 from mailcore.teams import ResolvedAccount
 
@@ -124,10 +124,15 @@ def pull_account(
     delete = not target.account.leave_on_server
     broken: dict[str, object] = {}
     try:
-        token = access_token(target, tokens=tokens, pull_state=storage.pull_state)
-        with Pop3Session(
-            target.account, transcript=transcript, tls_context=tls_context, access_token=token
-        ) as session:
+        session = open_session(
+            target,
+            lambda token: Pop3Session(
+                target.account, transcript=transcript, tls_context=tls_context, access_token=token
+            ),
+            tokens=tokens,
+            pull_state=storage.pull_state,
+        )
+        with session:
             listing = session.listing()
             ids = {uidl: incoming_mail_id(target.team, target.name, identity, uidl) for _, uidl in listing}
             stored_before = storage.mail.existing_ids(ids.values())

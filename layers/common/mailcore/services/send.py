@@ -20,7 +20,7 @@ from mailcore.oauth2 import TokenBroker
 from mailcore.protocols.smtp import SmtpAccount, SmtpDelivery, SmtpSession
 from mailcore.protocols.transcript import Transcript
 from mailcore.sanitize import safe_html
-from mailcore.services.credentials import access_token
+from mailcore.services.credentials import open_session
 from mailcore.storage import Storage, raw_key
 from mailcore.teams import ResolvedAccount
 
@@ -175,15 +175,18 @@ def _deliver(
     sleep: Callable[[float], None],
 ) -> SmtpDelivery:
     for delay in (*BUSY_RETRY_DELAYS, None):
-        token = (
-            access_token(target, tokens=tokens, pull_state=storage.pull_state)
-            if isinstance(target, ResolvedAccount)
-            else None
-        )
-        try:
-            with SmtpSession(
+
+        def make(token: str | None) -> SmtpSession:
+            return SmtpSession(
                 target.account, transcript=transcript, tls_context=tls_context, access_token=token
-            ) as session:
+            )
+
+        try:
+            if isinstance(target, ResolvedAccount):
+                session = open_session(target, make, tokens=tokens, pull_state=storage.pull_state)
+            else:
+                session = make(None)
+            with session:
                 return session.send(raw, recipients)
         except MailServerError as error:
             if delay is None or not _is_busy(error):
