@@ -42,6 +42,7 @@ def pull_one(
             transcript=transcript,
             tls_context=runtime.tls_context(),
             seconds_left=_seconds_left,
+            tokens=runtime.tokens(),
         )
     return _answer(reports, transcript, debug)
 
@@ -57,6 +58,7 @@ def pull_mine(debug: Debug = False) -> dict[str, Any]:
             transcript=transcript,
             tls_context=runtime.tls_context(),
             seconds_left=_seconds_left,
+            tokens=runtime.tokens(),
         )
     return _answer(reports, transcript, debug)
 
@@ -69,6 +71,7 @@ def scheduled_pull(context: LambdaContext) -> dict[str, Any]:
         transcript=Transcript(),
         tls_context=runtime.tls_context(),
         seconds_left=lambda: context.get_remaining_time_in_millis() / 1000,
+        tokens=runtime.tokens(),
     )
     for report in reports:
         if report.error:

@@ -10,6 +10,8 @@ import ssl
 from functools import cache
 
 from mailcore.events import EventPublisher
+from mailcore.limits import AccountLimiter
+from mailcore.oauth2 import TokenBroker
 from mailcore.protocols.tls import client_tls_context
 from mailcore.settings import Settings
 from mailcore.storage import Storage
@@ -40,6 +42,20 @@ def events() -> EventPublisher:
     return EventBridgePublisher(settings().event_bus)
 
 
+@cache
+def tokens() -> TokenBroker:
+    """OAuth2 access tokens of this process; rotated refresh tokens go back to the team secret."""
+    return TokenBroker(on_rotated=directory().store_refresh_token)
+
+
+@cache
+def limiter() -> AccountLimiter:
+    """Per-account sending limits, counted in the pull state table (shared by all processes)."""
+    from mailcore.limits import DynamoLimitCounters
+
+    return AccountLimiter(DynamoLimitCounters(settings().pull_state_table))
+
+
 def tls_context() -> ssl.SSLContext:
     return client_tls_context(settings().tls_ca_file)
 
@@ -47,5 +63,5 @@ def tls_context() -> ssl.SSLContext:
 def reset() -> None:
     from mailcore.storage.aws import _session, aws_client
 
-    for made in (settings, storage, directory, events, aws_client, _session, client_tls_context):
+    for made in (settings, storage, directory, events, tokens, limiter, aws_client, _session, client_tls_context):
         made.cache_clear()

@@ -6,9 +6,22 @@ import poplib
 import smtplib
 import socket
 import ssl
+from email.utils import parseaddr
+from typing import Protocol
 
 from mailcore.errors import MailServerError
-from mailcore.models import ServerEndpoint
+from mailcore.models import Mail, ServerEndpoint
+
+
+class OAuth2LoginRefused(MailServerError):
+    """The server refused an access token (expired or revoked early, wrong scope or mailbox)."""
+
+
+class SmtpAccountLike(Protocol):
+    @property
+    def mail_from(self) -> str: ...
+    @property
+    def smtp_login(self) -> str: ...
 
 
 def _where(protocol: str, endpoint: ServerEndpoint) -> str:
@@ -48,8 +61,79 @@ def network_failure(error: BaseException, protocol: str, endpoint: ServerEndpoin
     return None
 
 
-def smtp_failure(error: BaseException, endpoint: ServerEndpoint, *, username: str = "") -> MailServerError:
+def _provider_diagnosis(
+    where: str, code: int, reply: str, *, username: str, mail_from: str, oauth2: bool
+) -> MailServerError | None:
+    """Replies of Microsoft 365 and Gmail that need a person to change a setting, in their words."""
+    if "5.7.139" in reply:
+        if not oauth2 and "basic" in reply.lower():
+            advice = "the tenant has turned off password (basic) logins for SMTP: switch the account to auth mode oauth2"
+        else:
+            advice = (
+                "SMTP AUTH is disabled for the tenant or for this mailbox: an Exchange admin must enable it "
+                "(Set-CASMailbox -Identity <mailbox> -SmtpClientAuthenticationDisabled $false, or "
+                "Set-TransportConfig -SmtpClientAuthenticationDisabled $false for the tenant)"
+            )
+        return MailServerError(f"{where}: {code} {reply}: {advice}", reply_code=code, reply=reply)
+    if "5.7.30" in reply or ("basic auth" in reply.lower() and code >= 500):
+        return MailServerError(
+            f"{where}: {code} {reply}: the server no longer accepts password (basic) logins; "
+            "switch the account to auth mode oauth2 (see the README)",
+            reply_code=code,
+            reply=reply,
+        )
+    if "5.2.252" in reply or "sendasdenied" in reply.lower().replace(" ", ""):
+        return MailServerError(
+            f"{where}: {code} {reply}: the login {username!r} may not send as {mail_from!r}; grant it "
+            "'Send As' on that mailbox (Exchange admin) or set mail_from to the login's own address. "
+            "Not retried: it fails the same way until the permission changes",
+            reply_code=code,
+            reply=reply,
+            temporary=False,
+        )
+    if (code == 432 and "4.3.2" in reply) or code == 421:
+        return MailServerError(
+            f"{where}: {code} {reply}: the server is busy or the mailbox is over its connection or "
+            "message limit (Exchange Online: 3 connections, 30 messages a minute); retry later",
+            reply_code=code,
+            reply=reply,
+            temporary=True,
+        )
+    return None
+
+
+def smtp_failure(
+    error: BaseException,
+    endpoint: ServerEndpoint,
+    *,
+    username: str = "",
+    mail_from: str = "",
+    oauth2: bool = False,
+    sasl_error: str | None = None,
+) -> MailServerError:
     where = _where("SMTP", endpoint)
+    if isinstance(error, smtplib.SMTPResponseException):
+        found = _provider_diagnosis(
+            where,
+            error.smtp_code,
+            _reply_text(error.smtp_error),
+            username=username,
+            mail_from=mail_from,
+            oauth2=oauth2,
+        )
+        if found is not None:
+            return found
+    if isinstance(error, smtplib.SMTPAuthenticationError) and oauth2:
+        reply = _reply_text(error.smtp_error)
+        said = f"; the server's XOAUTH2 error: {sasl_error}" if sasl_error else ""
+        return OAuth2LoginRefused(
+            f"{where}: the OAuth2 (XOAUTH2) login of {username!r} was refused ({error.smtp_code} {reply}"
+            f"{said}). Check that the token's scope allows SMTP (Microsoft: SMTP.SendAsApp for app-only, "
+            "with the Exchange service principal granted on the mailbox; Google: https://mail.google.com/) "
+            "and that the login is the mailbox's address",
+            reply_code=error.smtp_code,
+            reply=reply,
+        )
     if isinstance(error, smtplib.SMTPAuthenticationError):
         reply = _reply_text(error.smtp_error)
         return MailServerError(
@@ -71,6 +155,12 @@ def smtp_failure(error: BaseException, endpoint: ServerEndpoint, *, username: st
             temporary=True,
         )
     if isinstance(error, smtplib.SMTPRecipientsRefused):
+        for code, reply_bytes in error.recipients.values():
+            found = _provider_diagnosis(
+                where, code, _reply_text(reply_bytes), username=username, mail_from=mail_from, oauth2=oauth2
+            )
+            if found is not None:
+                return found
         refusals = [(code, _reply_text(reply)) for code, reply in error.recipients.values()]
         summary = "; ".join(
             f"{rcpt}: {code} {_reply_text(reply)}" for rcpt, (code, reply) in error.recipients.items()
@@ -98,8 +188,25 @@ def smtp_failure(error: BaseException, endpoint: ServerEndpoint, *, username: st
     return MailServerError(f"{where}: unexpected failure ({type(error).__name__}: {error})")
 
 
-def pop3_failure(error: BaseException, endpoint: ServerEndpoint, *, username: str = "") -> MailServerError:
+def pop3_failure(
+    error: BaseException,
+    endpoint: ServerEndpoint,
+    *,
+    username: str = "",
+    oauth2: bool = False,
+    sasl_error: str | None = None,
+) -> MailServerError:
     where = _where("POP3", endpoint)
+    if isinstance(error, poplib.error_proto) and oauth2:
+        reply = _reply_text(error.args[0] if error.args else b"")
+        said = f"; the server's XOAUTH2 error: {sasl_error}" if sasl_error else ""
+        return OAuth2LoginRefused(
+            f"{where}: the OAuth2 (XOAUTH2) login of {username!r} was refused ({reply}{said}). Check the "
+            "token's scope (Microsoft app-only: POP.AccessAsApp, with the Exchange service principal given "
+            "FullAccess on the mailbox; delegated: POP.AccessAsUser.All; Google: https://mail.google.com/), "
+            "that POP is enabled for the mailbox, and that the login is its address",
+            reply=reply,
+        )
     if isinstance(error, poplib.error_proto):
         reply = _reply_text(error.args[0] if error.args else b"")
         lowered = reply.lower()
@@ -120,3 +227,28 @@ def pop3_failure(error: BaseException, endpoint: ServerEndpoint, *, username: st
 def _reply_text(reply: bytes | str) -> str:
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
     return " ".join(text.split())
+
+
+def from_rewritten_warning(account: SmtpAccountLike, mail: Mail) -> str | None:
+    """A warning when `mail` looks like this account's own sent mail whose From the provider
+    rewrote to the login address, or None.
+
+    Gmail does that, silently, when `mail_from` is not a verified "Send mail as" alias of the
+    login. The copy shows it: Gmail's POP3 with the `recent:` login also serves sent mail, and a
+    mail sent to the account itself comes back. A copy is recognised by its Message-ID, which the
+    service makes on the domain of `mail_from`, and a From that is the login while mail_from is
+    another address.
+    """
+    wanted = parseaddr(account.mail_from)[1].lower()
+    login = parseaddr(account.smtp_login.removeprefix("recent:"))[1].lower()
+    shown = parseaddr(mail.from_)[1].lower()
+    if not wanted or not login or wanted == login or shown != login:
+        return None
+    message_domain = (mail.message_id or "").strip("<>").rpartition("@")[2].lower()
+    if message_domain != wanted.rpartition("@")[2]:
+        return None
+    return (
+        f"the provider rewrote From to the login {login!r} on a mail sent as {wanted!r} "
+        f"(Message-ID {mail.message_id}); make {wanted!r} a verified 'Send mail as' alias of the login "
+        "(Gmail settings, Accounts) or set mail_from to the login's address"
+    )
