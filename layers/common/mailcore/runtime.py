@@ -63,5 +63,15 @@ def tls_context() -> ssl.SSLContext:
 def reset() -> None:
     from mailcore.storage.aws import _session, aws_client
 
-    for made in (settings, storage, directory, events, tokens, limiter, aws_client, _session, client_tls_context):
+    for made in (
+        settings,
+        storage,
+        directory,
+        events,
+        tokens,
+        limiter,
+        aws_client,
+        _session,
+        client_tls_context,
+    ):
         made.cache_clear()
