@@ -290,3 +290,5 @@ class AccountPullReport(BaseModel):
     remaining: int = 0
     mail_ids: list[str] = Field(default_factory=list)
     error: str | None = None
+    # The diagnosis word of a server failure (protocols/diagnose.py): auth_failed, wrong_port, ...
+    problem: str | None = None

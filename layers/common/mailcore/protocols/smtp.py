@@ -92,10 +92,18 @@ def ehlo_name(account: SmtpAccount) -> str:
 class SmtpSession:
     """One authenticated SMTP connection of an account; sends any number of messages."""
 
-    def __init__(self, account: SmtpAccount, *, transcript: Transcript, tls_context: ssl.SSLContext) -> None:
+    def __init__(
+        self,
+        account: SmtpAccount,
+        *,
+        transcript: Transcript,
+        tls_context: ssl.SSLContext,
+        source_address: tuple[str, int] | None = None,
+    ) -> None:
         self.account = account
         self.transcript = transcript
         self.tls_context = tls_context
+        self.source_address = source_address
         self._smtp: smtplib.SMTP | None = None
         transcript.add_secret(account.mail_password.get_secret_value())
 
@@ -114,6 +122,7 @@ class SmtpSession:
             "local_hostname": ehlo_name(self.account),
             "timeout": self.account.timeout_seconds,
             "transcript": self.transcript,
+            "source_address": self.source_address,
         }
         try:
             if endpoint.security is Security.SSL:

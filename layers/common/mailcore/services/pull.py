@@ -145,6 +145,7 @@ def pull_account(
                     report.deleted += 1
     except MailServerError as error:
         report.error = error.message
+        report.problem = error.problem
     storage.pull_state.record(
         target.team,
         target.name,

@@ -32,7 +32,11 @@ class MailSendFailed(MailServerError):
 
     def __init__(self, cause: MailServerError, mail: Mail) -> None:
         super().__init__(
-            cause.message, reply_code=cause.reply_code, reply=cause.reply, temporary=cause.temporary
+            cause.message,
+            reply_code=cause.reply_code,
+            reply=cause.reply,
+            temporary=cause.temporary,
+            problem=cause.problem,
         )
         self.mail = mail
 
