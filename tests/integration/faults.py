@@ -57,5 +57,7 @@ def starttls_stripped(host: str, port: int) -> Iterator[int]:
         yield int(listener.getsockname()[1])
     finally:
         stopping.set()
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
         listener.close()
         thread.join(timeout=5)
