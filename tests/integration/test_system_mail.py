@@ -4,12 +4,19 @@ real Postfix/Dovecot (read back over POP3) and moto (storage, KMS, Secrets Manag
 from __future__ import annotations
 
 import base64
+import io
 import json
+import logging
+import os
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from mailcore import runtime
 from mailcore.services.system import SYSTEM_TEAM
 from mailcore.templates import PLACEHOLDER
@@ -213,7 +220,21 @@ def test_a_recipient_gets_at_most_the_limit_of_one_template_an_hour(stack, new_t
     assert stack.mail_servers.message_count(team.mailbox.address) == limit + 1
 
 
-def test_secrets_reach_the_recipient_but_never_the_log_the_item_or_the_raw_object(stack, new_team, capfd):
+@pytest.fixture
+def function_log():
+    """What the functions' Powertools Logger writes (JSON lines), from here on."""
+    service = logging.getLogger(os.environ["POWERTOOLS_SERVICE_NAME"])
+    written = io.StringIO()
+    handler = logging.StreamHandler(written)
+    handler.setFormatter(LambdaPowertoolsFormatter())
+    service.addHandler(handler)
+    yield written
+    service.removeHandler(handler)
+
+
+def test_secrets_reach_the_recipient_but_never_the_log_the_item_or_the_raw_object(
+    stack, new_team, function_log
+):
     team = new_team()
     detail = request(team.mailbox.address)
     reset_url = detail["variables"]["reset_url"]
@@ -229,9 +250,9 @@ def test_secrets_reach_the_recipient_but_never_the_log_the_item_or_the_raw_objec
     raw = runtime.storage().blobs.get(stored.raw_key).decode()
     assert reset_url not in stored.model_dump_json() and reset_url not in raw
     assert PLACEHOLDER in stored.body_text and PLACEHOLDER in stored.body_html
-    logs = capfd.readouterr()
-    assert '"template":"password_recovery"' in logs.out  # the function did log these two mails
-    assert reset_url not in logs.out + logs.err and code not in logs.out + logs.err
+    logs = function_log.getvalue()
+    assert logs.count('"template":"password_recovery"') == 2  # the function did log these two mails
+    assert reset_url not in logs and code not in logs
     wait_for_messages(stack, team.mailbox.address, 2)
     delivered = [bodies(message)[0] for message in read_mailbox(stack, team.mailbox)]
     assert any(reset_url in text for text in delivered) and any(code in text for text in delivered)
@@ -289,3 +310,21 @@ def test_a_changed_system_secret_is_used_within_its_cache_time(stack, new_team):
         message["From"].addresses[0].display_name for message in read_mailbox(stack, team.mailbox)
     )
     assert senders == ["Mail service (local)", "Renamed Sender"]
+
+
+def test_make_invoke_with_an_eventbridge_event_sends_through_the_local_postfix(stack, new_team, tmp_path):
+    team = new_team()
+    described, event_file = tmp_path / "stack.json", tmp_path / "event.json"
+    described.write_text(json.dumps(stack.info))
+    event_file.write_text(json.dumps(eventbridge_event(request(team.mailbox.address, name="Invoked"))))
+    done = subprocess.run(
+        [sys.executable, "-m", "local.invoke", FUNCTION, str(event_file), "--stack-json", str(described)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    # stdout: the function's log lines, then its result
+    assert done.stdout.rstrip().endswith('{\n  "status": "sent"\n}'), done.stdout
+    assert "Hello Invoked," in bodies(only_message(stack, team.mailbox))[0]
