@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: run stop test lint typecheck template unit integration openapi invoke check bench install clean
+.PHONY: run stop test lint typecheck template unit integration openapi invoke check bench bench-cold install clean
 
 install:
 	@bash scripts/bootstrap.sh
@@ -48,7 +48,10 @@ check:
 	@test -n "$(PROTOCOL)" || { echo "usage: make check PROTOCOL=pop3|smtp TEAM=<team> ACCOUNT=<account> (or SYSTEM=1) [SEND_TO=<address>]"; exit 2; }
 	@$(PY) -m local.check "$(PROTOCOL)" $(if $(TEAM),--team "$(TEAM)") $(if $(ACCOUNT),--account "$(ACCOUNT)") $(if $(SYSTEM),--system) $(if $(SEND_TO),--send-to "$(SEND_TO)")
 
-bench: install
+bench: bench-cold
+
+# Cold init of every function against `import boto3` + its clients (bench/cold_init.py).
+bench-cold: install
 	@$(PY) -m bench.cold_init
 
 clean:

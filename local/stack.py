@@ -24,6 +24,7 @@ from typing import Any
 import boto3
 
 from local.aws import cognito_user, create_resources, id_token, start_moto_server
+from local.event_sources import EventSources
 from local.gateway import CognitoVerifier, LocalGateway
 from local.mailservers import Mailbox, MailServerPorts, MailServers
 from local.template import Template
@@ -90,6 +91,8 @@ class LocalStack:
         self.moto: Any = None
         self.gateway: LocalGateway | None = None
         self.mail_servers: MailServers | None = None
+        self.event_sources: EventSources | None = None
+        self.driven: list[str] = []
         self.info: dict[str, Any] = {}
 
     # --- start and stop -------------------------------------------------------------------
@@ -174,6 +177,8 @@ class LocalStack:
         self.gateway.start()
         if self.run_schedules:
             self._start_schedules()
+        self.event_sources = EventSources(self.template, self.session, self.invoke, region=REGION)
+        self.driven = self.event_sources.start()
 
         servers = self.mail_servers
         self.info = {
@@ -217,6 +222,8 @@ class LocalStack:
 
     def stop(self) -> None:
         self._stopping.set()
+        if self.event_sources is not None:
+            self.event_sources.stop()
         if self.gateway is not None:
             self.gateway.stop()
         if self.mail_servers is not None:

@@ -75,7 +75,16 @@ def system_mailer(shipped_templates: Path) -> SystemMailer:
 
 
 def reset() -> None:
-    from mailcore.storage.aws import aws_client
+    from mailcore.storage.aws import _session, aws_client
 
-    for made in (settings, storage, directory, events, aws_client, client_tls_context, system_mailer):
+    for made in (
+        settings,
+        storage,
+        directory,
+        events,
+        aws_client,
+        _session,
+        client_tls_context,
+        system_mailer,
+    ):
         made.cache_clear()

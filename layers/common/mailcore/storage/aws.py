@@ -20,12 +20,19 @@ PRESIGN_SECONDS = 900
 
 
 @cache
-def aws_client(service: str) -> BaseClient:
+def _session() -> Any:
     import boto3
+
+    # One session for every client: each new session loads botocore's endpoint data again.
+    return boto3.session.Session()
+
+
+@cache
+def aws_client(service: str) -> BaseClient:
     from botocore.config import Config
 
     config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
-    return boto3.session.Session().client(service, config=config)
+    return _session().client(service, config=config)
 
 
 @cache
