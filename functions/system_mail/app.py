@@ -14,9 +14,9 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.cognito_user_pool_event import (
     CustomEmailSenderTriggerEvent,
 )
+from aws_lambda_powertools.utilities.data_classes.event_bridge_event import EventBridgeEvent
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.parser import ValidationError, parse
-from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore import runtime
 from mailcore.errors import InvalidInput, MailServiceError
@@ -80,6 +80,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
         return _cognito(event)
     if "detail-type" in event:
         # A failure raises: Lambda retries the asynchronous event, then hands it to the DLQ.
-        detail = parse(event=event, model=EventBridgeModel).detail
+        # The detail is validated; the envelope is taken as it comes (moto's lacks `account`).
+        detail = EventBridgeEvent(event).detail
         return {"status": deliver(SystemMailRequest.model_validate(detail)).status}
     return _direct(event)

@@ -328,3 +328,28 @@ def test_make_invoke_with_an_eventbridge_event_sends_through_the_local_postfix(s
     # stdout: the function's log lines, then its result
     assert done.stdout.rstrip().endswith('{\n  "status": "sent"\n}'), done.stdout
     assert "Hello Invoked," in bodies(only_message(stack, team.mailbox))[0]
+
+
+def test_an_event_put_on_the_mail_bus_reaches_the_function_through_its_rule(stack, new_team):
+    team = new_team()
+    detail = request(team.mailbox.address, name="Bus")
+    stack.session.client("events").put_events(
+        Entries=[
+            {
+                "EventBusName": stack.physical["MailEventBus"],
+                "Source": "my.application",
+                "DetailType": "SystemMailRequested",
+                "Detail": json.dumps(detail),
+            }
+        ]
+    )
+    message = only_message(stack, team.mailbox)
+    assert "Hello Bus," in bodies(message)[0] and detail["variables"]["reset_url"] in bodies(message)[0]
+
+
+def test_a_message_sent_to_the_system_mail_queue_is_sent(stack, new_team):
+    team = new_team()
+    sqs = stack.session.client("sqs")
+    queue_url = sqs.get_queue_url(QueueName=stack.physical["SystemMailQueue"])["QueueUrl"]
+    sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(request(team.mailbox.address, name="Queue")))
+    assert "Hello Queue," in bodies(only_message(stack, team.mailbox))[0]
