@@ -36,6 +36,7 @@ from mailcore.protocols.pop3 import Pop3Session
 from mailcore.protocols.smtp import SmtpAccount, SmtpSession, envelope_sender
 from mailcore.protocols.tls import client_tls_context
 from mailcore.protocols.transcript import Transcript
+from mailcore.services.system import SystemMailConfig, load_system_config
 from mailcore.teams import describe_validation_error
 
 LISTED_UIDLS = 5
@@ -68,7 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     flags.add_argument("--from", dest="mail_from", help="sender address for --send-to (default: --user)")
     parser.add_argument("--send-to", metavar="ADDRESS", help="SMTP: send a test mail to this address")
-    parser.add_argument("--timeout", type=float, default=15.0, help="seconds per server answer (15)")
+    parser.add_argument(
+        "--timeout", type=float, help="seconds per server answer (default: the account's, 15 with --host)"
+    )
     parser.add_argument("--ca-file", default=os.environ.get("MAIL_TLS_CA_FILE", ""), help="extra trusted CA")
     parser.add_argument("--source-address", metavar="IP", help="connect from this local address")
     parser.add_argument(
@@ -81,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _account(args: argparse.Namespace) -> SmtpAccount | MailAccount:
+    account = _configured_account(args)
+    if args.timeout is not None and isinstance(account, MailAccount | SystemMailConfig):
+        return account.model_copy(update={"timeout_seconds": args.timeout})
+    return account
+
+
+def _configured_account(args: argparse.Namespace) -> SmtpAccount | MailAccount:
     chosen = [bool(args.team or args.account), bool(args.system), bool(args.host)]
     if sum(chosen) != 1:
         raise ConfigurationError("name one account: --team and --account, --system, or --host")
@@ -101,8 +111,6 @@ def _account(args: argparse.Namespace) -> SmtpAccount | MailAccount:
             raise ConfigurationError("the system mail configuration has SMTP only")
         from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
-        from mailcore.services.system import load_system_config
-
         return load_system_config(SecretsProvider(), args.system_secret)
     missing = [flag for flag in ("port", "security", "user") if getattr(args, flag) is None]
     if missing:
@@ -115,7 +123,7 @@ def _account(args: argparse.Namespace) -> SmtpAccount | MailAccount:
             mail_password=SecretStr(_password(args)),
             smtp=ServerEndpoint.model_validate(endpoint),
             pop3=ServerEndpoint.model_validate(endpoint),
-            timeout_seconds=args.timeout,
+            timeout_seconds=args.timeout or 15.0,
         )
     except ValidationError as error:
         raise ConfigurationError(describe_validation_error(error)) from None

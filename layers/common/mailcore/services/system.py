@@ -29,7 +29,7 @@ from mailcore.protocols.transcript import Transcript
 from mailcore.services.send import SystemSender, send_mail
 from mailcore.storage import RateLimits, Storage
 from mailcore.teams import describe_validation_error
-from mailcore.templates import MailTemplates
+from mailcore.templates import MailTemplates, RenderedMail
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.parameters import SecretsProvider
@@ -169,7 +169,7 @@ class SystemMailer:
         return True
 
 
-def _as_send_request(request: SystemMailRequest, rendered: Any) -> SendRequest:
+def _as_send_request(request: SystemMailRequest, rendered: RenderedMail) -> SendRequest:
     return SendRequest(
         to=request.to,
         subject=rendered.subject,
