@@ -17,8 +17,9 @@ def closed_port() -> int:
 
 @contextlib.contextmanager
 def starttls_stripped(host: str, port: int) -> Iterator[int]:
-    """A loopback proxy to the real SMTP server at host:port that removes STARTTLS from the
-    server's EHLO answer, as a misconfigured server (or an attacker downgrading) would; yields its port."""
+    """A loopback proxy to the real SMTP or POP3 server at host:port that removes STARTTLS (SMTP
+    EHLO) and STLS (POP3 CAPA) from the server's capabilities, as a misconfigured server (or an
+    attacker downgrading) would; yields its port."""
     listener = socket.create_server(("127.0.0.1", 0))
     stopping = threading.Event()
 
@@ -35,7 +36,7 @@ def starttls_stripped(host: str, port: int) -> Iterator[int]:
             while data := server.recv(65536):
                 buffered += data
                 *lines, buffered = buffered.split(b"\r\n")
-                kept = [line for line in lines if line[4:].upper() != b"STARTTLS"]
+                kept = [line for line in lines if line[4:].upper() != b"STARTTLS" and line.upper() != b"STLS"]
                 if kept:
                     client.sendall(b"".join(line + b"\r\n" for line in kept))
         with contextlib.suppress(OSError):

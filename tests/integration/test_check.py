@@ -157,6 +157,14 @@ def test_a_server_not_offering_starttls_is_tls_expected_but_not_offered(stack, n
     assert "C: AUTH" not in output  # no login was sent in clear
 
 
+def test_a_pop3_server_not_offering_stls_is_tls_expected_but_not_offered(stack, new_team):
+    team = new_team()
+    with starttls_stripped(stack.mail_servers.host, stack.mail_servers.ports.pop3) as port:
+        status, output = check(*flags(stack, "pop3", team.mailbox, port=port, security="starttls"))
+    assert status == 1 and "FAILED (tls_not_offered)" in output
+    assert "C: USER" not in output and "C: PASS" not in output  # no login was sent in clear
+
+
 def test_a_host_refusing_connections_is_diagnosed(stack, new_team):
     team = new_team()
     status, output = check(*flags(stack, "smtp", team.mailbox, port=closed_port(), security="starttls"))
