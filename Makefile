@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: run stop test lint typecheck template unit integration openapi invoke bench bench-cold bench-oauth2 install clean
+.PHONY: run stop test lint typecheck template unit integration openapi invoke check bench bench-cold bench-oauth2 install clean
 
 install:
 	@bash scripts/bootstrap.sh
@@ -41,6 +41,12 @@ openapi: install
 invoke:
 	@test -n "$(FUNCTION)" -a -n "$(EVENT)" || { echo "usage: make invoke FUNCTION=SendFunction EVENT=event.json"; exit 2; }
 	@$(PY) -m local.invoke "$(FUNCTION)" "$(EVENT)"
+
+# Tests an account of the running local stack: make check PROTOCOL=pop3 TEAM=demo ACCOUNT=demo
+# (or SYSTEM=1 for the system mail configuration; SEND_TO=address sends an SMTP test mail).
+check:
+	@test -n "$(PROTOCOL)" || { echo "usage: make check PROTOCOL=pop3|smtp TEAM=<team> ACCOUNT=<account> (or SYSTEM=1) [SEND_TO=<address>]"; exit 2; }
+	@$(PY) -m local.check "$(PROTOCOL)" $(if $(TEAM),--team "$(TEAM)") $(if $(ACCOUNT),--account "$(ACCOUNT)") $(if $(SYSTEM),--system) $(if $(SEND_TO),--send-to "$(SEND_TO)")
 
 bench: bench-cold bench-oauth2
 

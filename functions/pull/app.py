@@ -20,6 +20,16 @@ def _answer(reports: list[Any], transcript: Transcript, debug: bool) -> dict[str
     answer: dict[str, Any] = {"accounts": [report.model_dump() for report in reports]}
     if debug:
         answer["debug"] = transcript.lines
+        answer["diagnosis"] = [
+            {
+                "team": report.team,
+                "account": report.account,
+                "problem": report.problem,
+                "message": report.error,
+            }
+            for report in reports
+            if report.error
+        ]
     return answer
 
 

@@ -28,7 +28,7 @@ __all__ = ["claims", "rest_event"]
 
 # Secrets are cached for a second only here, so a test can see a changed secret take effect.
 SECRETS_MAX_AGE = "1"
-MAILBOX_POOL = 80
+MAILBOX_POOL = 140
 
 
 @dataclass(frozen=True)

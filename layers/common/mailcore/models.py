@@ -413,3 +413,5 @@ class AccountPullReport(BaseModel):
     error: str | None = None
     # Things that went through but need a person's attention (e.g. Gmail rewrote From).
     warnings: list[str] = Field(default_factory=list)
+    # The diagnosis word of a server failure (protocols/diagnose.py): auth_failed, wrong_port, ...
+    problem: str | None = None

@@ -6,8 +6,11 @@ after pointing the environment at other resources.
 
 from __future__ import annotations
 
+import os
 import ssl
 from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailcore.events import EventPublisher
 from mailcore.limits import AccountLimiter
@@ -16,6 +19,9 @@ from mailcore.protocols.tls import client_tls_context
 from mailcore.settings import Settings
 from mailcore.storage import Storage
 from mailcore.teams import TeamDirectory
+
+if TYPE_CHECKING:
+    from mailcore.services.system import SystemMailer
 
 
 @cache
@@ -60,6 +66,30 @@ def tls_context() -> ssl.SSLContext:
     return client_tls_context(settings().tls_ca_file)
 
 
+@cache
+def system_mailer(shipped_templates: Path) -> SystemMailer:
+    from mailcore.services.system import SystemMailer, load_system_config
+    from mailcore.storage.aws import DynamoRateLimits
+    from mailcore.templates import MailTemplates
+
+    found = settings()
+    max_age = float(os.environ.get("POWERTOOLS_PARAMETERS_MAX_AGE", "60"))
+    return SystemMailer(
+        config=lambda: load_system_config(directory().provider, found.system_secret_name),
+        templates=MailTemplates(
+            shipped_templates,
+            blobs=storage().blobs,
+            prefix=found.system_templates_prefix,
+            max_age=max_age,
+        ),
+        storage=storage(),
+        rate_limits=DynamoRateLimits(found.pull_state_table),
+        tls_context=tls_context,
+        recipient_limit=found.system_recipient_limit,
+        store_secrets=found.store_system_mail_secrets,
+    )
+
+
 def reset() -> None:
     from mailcore.storage.aws import _session, aws_client
 
@@ -73,5 +103,6 @@ def reset() -> None:
         aws_client,
         _session,
         client_tls_context,
+        system_mailer,
     ):
         made.cache_clear()

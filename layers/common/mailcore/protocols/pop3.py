@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import poplib
+import socket
 import ssl
 from typing import Any
 
@@ -22,6 +23,17 @@ poplib._MAXLINE = max(poplib._MAXLINE, 1024 * 1024)  # type: ignore[attr-defined
 class _Recording:
     transcript: Transcript
     _continuation = False
+    source_address: tuple[str, int] | None = None
+
+    def _create_socket(self, timeout: float) -> socket.socket:
+        # poplib cannot bind the client's address; the check tool (and its tests) can ask for one.
+        if self.source_address is None:
+            return super()._create_socket(timeout)  # type: ignore[misc]
+        host, port = self.host, self.port  # type: ignore[attr-defined]
+        sock = socket.create_connection((host, port), timeout, source_address=self.source_address)
+        if isinstance(self, poplib.POP3_SSL):
+            sock = self.context.wrap_socket(sock, server_hostname=host)  # type: ignore[attr-defined]
+        return sock
 
     def _putcmd(self, line: str) -> None:
         words = line.split(" ", 2)
@@ -50,16 +62,31 @@ class _Recording:
 
 
 class RecordingPOP3(_Recording, poplib.POP3):
-    def __init__(self, transcript: Transcript, host: str, port: int, timeout: float) -> None:
+    def __init__(
+        self,
+        transcript: Transcript,
+        host: str,
+        port: int,
+        timeout: float,
+        source_address: tuple[str, int] | None = None,
+    ) -> None:
         self.transcript = transcript
+        self.source_address = source_address
         super().__init__(host, port, timeout=timeout)
 
 
 class RecordingPOP3SSL(_Recording, poplib.POP3_SSL):
     def __init__(
-        self, transcript: Transcript, host: str, port: int, timeout: float, context: ssl.SSLContext
+        self,
+        transcript: Transcript,
+        host: str,
+        port: int,
+        timeout: float,
+        context: ssl.SSLContext,
+        source_address: tuple[str, int] | None = None,
     ) -> None:
         self.transcript = transcript
+        self.source_address = source_address
         super().__init__(host, port, timeout=timeout, context=context)
 
 
@@ -73,12 +100,14 @@ class Pop3Session:
         transcript: Transcript,
         tls_context: ssl.SSLContext,
         access_token: str | None = None,
+        source_address: tuple[str, int] | None = None,
     ) -> None:
         """With `access_token` the session logs in with SASL XOAUTH2 in the account's POP3 form."""
         self.account = account
         self.transcript = transcript
         self.tls_context = tls_context
         self.access_token = access_token
+        self.source_address = source_address
         self._sasl_error: str | None = None
         self._pop: poplib.POP3 | None = None
         transcript.add_secret(account.mail_password.get_secret_value())
@@ -136,10 +165,17 @@ class Pop3Session:
         try:
             if endpoint.security is Security.SSL:
                 pop = RecordingPOP3SSL(
-                    self.transcript, endpoint.host, endpoint.port, timeout, self.tls_context
+                    self.transcript,
+                    endpoint.host,
+                    endpoint.port,
+                    timeout,
+                    self.tls_context,
+                    self.source_address,
                 )
             else:
-                pop = RecordingPOP3(self.transcript, endpoint.host, endpoint.port, timeout)
+                pop = RecordingPOP3(
+                    self.transcript, endpoint.host, endpoint.port, timeout, self.source_address
+                )
             if endpoint.security is Security.STARTTLS:
                 pop.stls(context=self.tls_context)
             if self.access_token:

@@ -101,12 +101,14 @@ class SmtpSession:
         transcript: Transcript,
         tls_context: ssl.SSLContext,
         access_token: str | None = None,
+        source_address: tuple[str, int] | None = None,
     ) -> None:
         """With `access_token` the session logs in with SASL XOAUTH2 instead of the password."""
         self.account = account
         self.transcript = transcript
         self.tls_context = tls_context
         self.access_token = access_token
+        self.source_address = source_address
         self._smtp: smtplib.SMTP | None = None
         self._sasl_error: str | None = None
         transcript.add_secret(account.mail_password.get_secret_value())
@@ -131,6 +133,7 @@ class SmtpSession:
             "local_hostname": ehlo_name(self.account),
             "timeout": self.account.timeout_seconds,
             "transcript": self.transcript,
+            "source_address": self.source_address,
         }
         try:
             if endpoint.security is Security.SSL:

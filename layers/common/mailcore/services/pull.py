@@ -165,6 +165,7 @@ def pull_account(
             broken = broken_mark(storage.pull_state.get(target.team, target.name))
     except MailServerError as error:
         report.error = error.message
+        report.problem = error.problem
     storage.pull_state.record(
         target.team,
         target.name,

@@ -39,7 +39,11 @@ class MailSendFailed(MailServerError):
 
     def __init__(self, cause: MailServerError, mail: Mail) -> None:
         super().__init__(
-            cause.message, reply_code=cause.reply_code, reply=cause.reply, temporary=cause.temporary
+            cause.message,
+            reply_code=cause.reply_code,
+            reply=cause.reply,
+            temporary=cause.temporary,
+            problem=cause.problem,
         )
         self.mail = mail
 
@@ -68,8 +72,12 @@ def send_mail(
     tokens: TokenBroker | None = None,
     limiter: AccountLimiter | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    stored_as: SendRequest | None = None,
 ) -> Mail:
     """Builds, stores and sends one mail; answers the stored mail with status `sent`.
+
+    `stored_as`, when given, is what storage keeps (item and raw object) in place of `request`:
+    the same mail with its secrets replaced (system mail), while `request` is what goes out.
 
     The raw message and the item (status `sending`) are stored before the first SMTP byte, so a
     crash mid-send leaves a trace instead of a mail nobody knows about. Raises MailSendFailed
@@ -94,21 +102,27 @@ def send_mail(
     mail_id = new_id()
     date = now or datetime.now(UTC)
     message_id = new_message_id(account.mail_from)
-    message = build_message(
-        mail_from=account.mail_from,
-        to=request.to,
-        cc=request.cc,
-        reply_to=request.reply_to,
-        subject=request.subject,
-        body_text=request.body_text,
-        body_html=request.body_html,
-        attachments=attachments,
-        message_id=message_id,
-        date=date,
-    )
-    raw = message.as_bytes(policy=policy.SMTP)
+
+    def raw_of(content: SendRequest) -> bytes:
+        message = build_message(
+            mail_from=account.mail_from,
+            to=content.to,
+            cc=content.cc,
+            reply_to=content.reply_to,
+            subject=content.subject,
+            body_text=content.body_text,
+            body_html=content.body_html,
+            attachments=attachments,
+            message_id=message_id,
+            date=date,
+        )
+        return message.as_bytes(policy=policy.SMTP)
+
+    raw = raw_of(request)
+    kept = stored_as or request
+    kept_raw = raw if stored_as is None else raw_of(stored_as)
     key = raw_key(target.team, target.name, mail_id)
-    storage.blobs.put(key, raw, "message/rfc822")
+    storage.blobs.put(key, kept_raw, "message/rfc822")
     mail = Mail(
         id=mail_id,
         team=target.team,
@@ -120,15 +134,15 @@ def send_mail(
         cc=request.cc,
         bcc=request.bcc,
         reply_to=request.reply_to,
-        subject=request.subject,
+        subject=kept.subject,
         date=date,
         message_id=message_id,
-        body_text=request.body_text or "",
-        body_html=safe_html(request.body_html) if request.body_html else "",
+        body_text=kept.body_text or "",
+        body_html=safe_html(kept.body_html) if kept.body_html else "",
         attachments=[stored.id for stored in files],
         created_at=date,
         raw_key=key,
-        raw_size=len(raw),
+        raw_size=len(kept_raw),
     )
     storage.mail.put_new(mail)
 

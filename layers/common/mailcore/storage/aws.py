@@ -243,6 +243,40 @@ class DynamoPullState:
         return state
 
 
+class DynamoRateLimits:
+    """Counters in the pull state table under the key prefix `ratelimit#` (one item per key and
+    window; the table's TTL attribute `expires_at` removes windows that are over)."""
+
+    def __init__(self, table: str, client: BaseClient | None = None) -> None:
+        self.table = table
+        self._client = client
+
+    @property
+    def client(self) -> BaseClient:
+        return self._client or aws_client("dynamodb")
+
+    def take(self, key: str, window: str, *, limit: int, expires_at: int) -> bool:
+        client = self.client
+        try:
+            client.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": f"ratelimit#{key}"}, "sk": {"S": window}},
+                UpdateExpression="ADD #count :one SET expires_at = :expires",
+                # Closes the race of two concurrent sends both reading count = limit - 1: the
+                # check and the increment are one atomic write, so at most `limit` succeed.
+                ConditionExpression="attribute_not_exists(#count) OR #count < :limit",
+                ExpressionAttributeNames={"#count": "count"},
+                ExpressionAttributeValues={
+                    ":one": {"N": "1"},
+                    ":limit": {"N": str(limit)},
+                    ":expires": {"N": str(expires_at)},
+                },
+            )
+        except client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+
 def aws_storage(settings: Settings) -> Storage:
     blobs = S3Blobs(settings.bucket)
     return Storage(
