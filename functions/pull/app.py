@@ -26,6 +26,16 @@ def _answer(reports: list[Any], transcript: Transcript, debug: bool) -> dict[str
     answer: dict[str, Any] = {"accounts": [report.model_dump() for report in reports]}
     if debug:
         answer["debug"] = transcript.lines
+        answer["diagnosis"] = [
+            {
+                "team": report.team,
+                "account": report.account,
+                "problem": report.problem,
+                "message": report.error,
+            }
+            for report in reports
+            if report.error
+        ]
     return answer
 
 
@@ -45,6 +55,7 @@ def pull_one(account: str, team: Team = None, debug: Debug = False) -> dict[str,
             tls_context=runtime.tls_context(),
             seconds_left=_seconds_left,
             events=runtime.events(),
+            tokens=runtime.tokens(),
         )
     return _answer([report], transcript, debug)
 
@@ -71,6 +82,7 @@ def pull_mine(debug: Debug = False) -> dict[str, Any]:
             tls_context=runtime.tls_context(),
             seconds_left=_seconds_left,
             events=runtime.events(),
+            tokens=runtime.tokens(),
         )
     return _answer(reports, transcript, debug)
 
@@ -85,6 +97,7 @@ def _pull_record(record: SQSRecord) -> None:
         tls_context=runtime.tls_context(),
         seconds_left=lambda: context.get_remaining_time_in_millis() / 1000,
         events=runtime.events(),
+        tokens=runtime.tokens(),
     )
 
 

@@ -29,6 +29,8 @@ def send(
             storage=runtime.storage(),
             transcript=transcript,
             tls_context=runtime.tls_context(),
+            tokens=runtime.tokens(),
+            limiter=runtime.limiter(),
         )
     return {"mail": mail.public(), **({"debug": transcript.lines} if debug else {})}
 

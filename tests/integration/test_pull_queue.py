@@ -10,6 +10,7 @@ import uuid
 from email.message import EmailMessage
 
 from mailcore import runtime
+from mailcore.services.dispatch import SqsPullQueue
 from mailcore.storage.memory import memory_storage
 
 from local.maildir import deliver_files
@@ -31,9 +32,8 @@ def unused_port() -> int:
         return probe.getsockname()[1]
 
 
-def drain_pull_queue(stack) -> list[dict]:
+def drain(stack, url: str) -> list[dict]:
     sqs = stack.session.client("sqs")
-    url = stack.info["environment"]["PULL_QUEUE_URL"]
     received = []
     while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
         received.extend(batch)
@@ -76,23 +76,29 @@ def status_of(stack, team):
     return answer["statusCode"], json.loads(answer["body"])
 
 
-def test_the_dispatcher_enqueues_one_message_per_account_and_the_consumer_pulls_them(stack, new_team):
+def test_the_dispatcher_enqueues_one_message_per_account_and_the_consumer_pulls_them(
+    stack, new_team, monkeypatch
+):
     working, other = new_team(), new_team()
     host_down = new_team(pop3={"host": "127.0.0.1", "port": unused_port(), "security": "none"})
     for team in (working, other):
         deliver_files(stack.mail_servers, team.mailbox.address, [one_message(f"for {team.team}")])
-    drain_pull_queue(stack)
+    # The stack's own PullQueue is consumed by its event-source driver, which would pull every
+    # other test's mailboxes too: the dispatcher writes to a queue of this test instead.
+    sqs = stack.session.client("sqs")
+    url = sqs.create_queue(QueueName=f"dispatch-{working.team}")["QueueUrl"]
+    monkeypatch.setattr(runtime, "pull_queue", lambda: SqsPullQueue(url, client=sqs))
     time.sleep(1.2)  # the list of teams is cached like the secrets
 
     answer = stack.invoke("PullDispatchFunction", {"source": "schedule"})
-    queued = drain_pull_queue(stack)
+    queued = drain(stack, url)
     bodies = [json.loads(message["Body"]) for message in queued]
     assert answer["enqueued"] == len(queued)
+    assert len({(b["team"], b["account"]) for b in bodies}) == len(bodies)  # one per account
     mine = {working.team, other.team, host_down.team}
     assert sorted((b["team"], b["account"]) for b in bodies if b["team"] in mine) == sorted(
         (team.team, team.account) for team in (working, other, host_down)
     )
-    assert len({(b["team"], b["account"]) for b in bodies}) == len(bodies)  # one per account
 
     result = stack.invoke(
         "PullFunction", sqs_event([m for m, b in zip(queued, bodies, strict=True) if b["team"] in mine])
@@ -104,6 +110,20 @@ def test_the_dispatcher_enqueues_one_message_per_account_and_the_consumer_pulls_
     assert status == 200
     assert broken["status"]["last_error"] and broken["status"]["fetched"] == 0
     assert broken["status"]["running"] is False and broken["status"]["last_pull_at"]
+
+
+def test_the_local_stack_drives_the_pull_queue_like_lambdas_event_source_mapping(stack, new_team):
+    team = new_team()
+    deliver_files(stack.mail_servers, team.mailbox.address, [one_message("through the queue")])
+    stack.session.client("sqs").send_message(
+        QueueUrl=stack.info["environment"]["PULL_QUEUE_URL"],
+        MessageBody=json.dumps({"team": team.team, "account": team.account}),
+    )
+    deadline = time.monotonic() + 20
+    while (runtime.storage().pull_state.get(team.team, team.account) or {}).get("fetched") != 1:
+        assert time.monotonic() < deadline, "the queued pull did not run"
+        time.sleep(0.2)
+    assert stack.mail_servers.message_count(team.mailbox.address) == 0
 
 
 def test_a_storage_failure_makes_only_that_message_a_batch_item_failure(stack, new_team, monkeypatch):

@@ -18,6 +18,11 @@ class Settings:
     # An extra trust anchor for the mail servers' TLS (the local stack's own CA); empty in the cloud.
     tls_ca_file: str = ""
     pull_queue_url: str = ""
+    # System mail (functions/system_mail): see services/system.py.
+    system_recipient_limit: int = 5
+    system_templates_prefix: str = ""
+    store_system_mail_secrets: bool = False
+    system_mail_key_arn: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -32,4 +37,8 @@ class Settings:
             system_secret_name=env.get("SYSTEM_MAIL_SECRET_NAME", ""),
             tls_ca_file=env.get("MAIL_TLS_CA_FILE", ""),
             pull_queue_url=env.get("PULL_QUEUE_URL", ""),
+            system_recipient_limit=int(env.get("SYSTEM_MAIL_RECIPIENT_LIMIT", "5")),
+            system_templates_prefix=env.get("SYSTEM_TEMPLATES_PREFIX", ""),
+            store_system_mail_secrets=env.get("STORE_SYSTEM_MAIL_SECRETS", "false").lower() == "true",
+            system_mail_key_arn=env.get("SYSTEM_MAIL_KEY_ARN", ""),
         )

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from mailcore.errors import PullRunning, TeamConfigInvalid
 from mailcore.events import EventPublisher
 from mailcore.models import AccountPullReport
+from mailcore.oauth2 import TokenBroker
 from mailcore.protocols.transcript import Transcript
 from mailcore.services.pull import TIME_MARGIN_SECONDS, pull_account
 from mailcore.storage import Storage
@@ -96,6 +97,7 @@ def pull_queued_account(
     tls_context: ssl.SSLContext,
     seconds_left: Callable[[], float],
     events: EventPublisher | None = None,
+    tokens: TokenBroker | None = None,
 ) -> AccountPullReport | None:
     """Pulls the account a queue message names. A mail-server failure is recorded on the
     account's pull state and is not raised: retrying a wrong password every minute would only
@@ -117,6 +119,7 @@ def pull_queued_account(
             tls_context=tls_context,
             seconds_left=seconds_left,
             events=events,
+            tokens=tokens,
         )
     except PullRunning:
         return None  # the pull already running covers this account
@@ -142,4 +145,6 @@ def pull_status(
         "fetched": state.get("fetched", 0),
         "remaining": state.get("remaining", 0),
         "running": storage.pull_state.lease_held(target.team, target.name),
+        # OAuth2 accounts whose grant was refused are not tried again until their secret changes.
+        "broken_reason": state.get("broken_reason"),
     }

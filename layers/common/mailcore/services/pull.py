@@ -31,8 +31,11 @@ from mailcore.events import MAIL_RECEIVED, EventPublisher, MailEvent
 from mailcore.ids import incoming_mail_id, new_id
 from mailcore.mime.parse import ParsedMail, parse_message
 from mailcore.models import AccountPullReport, Direction, Mail, MailStatus, StoredFile
+from mailcore.oauth2 import OAuth2Error, TokenBroker
+from mailcore.protocols.diagnose import from_rewritten_warning
 from mailcore.protocols.pop3 import Pop3Session
 from mailcore.protocols.transcript import Transcript
+from mailcore.services.credentials import broken_mark, open_session
 from mailcore.storage import Storage, file_key, raw_key
 from mailcore.teams import ResolvedAccount
 
@@ -196,6 +199,7 @@ def pull_account(
     seconds_left: Callable[[], float] | None = None,
     events: EventPublisher | None = None,
     open_session: SessionOpener | None = None,
+    tokens: TokenBroker | None = None,
 ) -> AccountPullReport:
     """Pulls the account's new messages under its lease; a failure of the mail server is reported
     (and recorded on the account's pull state), not raised. Raises PullRunning when another pull
@@ -206,27 +210,55 @@ def pull_account(
     if not storage.pull_state.acquire_lease(team, account, holder, budget + LEASE_MARGIN_SECONDS):
         raise PullRunning(ALREADY_RUNNING, field="account")
     try:
-        opener = open_session or (
-            lambda resolved: Pop3Session(resolved.account, transcript=transcript, tls_context=tls_context)
-        )
+        opener = open_session or _pop3_opener(transcript, tls_context, tokens, storage)
         report = AccountPullReport(team=team, account=account)
+        broken: dict[str, object] = {}
         try:
-            _pull(target, report, storage=storage, opener=opener, seconds_left=seconds_left, events=events)
+            _pull(
+                target,
+                report,
+                storage=storage,
+                opener=opener,
+                seconds_left=seconds_left,
+                events=events,
+                broken=broken,
+            )
         except Exception:
             _record(storage, report, error="storing the mail failed; the next pull retries")
             raise
-        _record(storage, report, error=report.error)
+        _record(storage, report, error=report.error, broken=broken)
         return report
     finally:
         storage.pull_state.release_lease(team, account, holder)
 
 
-def _record(storage: Storage, report: AccountPullReport, *, error: str | None) -> None:
+def _pop3_opener(
+    transcript: Transcript, tls_context: ssl.SSLContext, tokens: TokenBroker | None, storage: Storage
+) -> SessionOpener:
+    def opened(target: ResolvedAccount) -> Pop3Session:
+        return open_session(
+            target,
+            lambda token: Pop3Session(
+                target.account, transcript=transcript, tls_context=tls_context, access_token=token
+            ),
+            tokens=tokens,
+            pull_state=storage.pull_state,
+        )
+
+    return opened
+
+
+def _record(
+    storage: Storage, report: AccountPullReport, *, error: str | None, broken: dict[str, object] | None = None
+) -> None:
     state = {
         "last_pull_at": datetime.now(UTC).isoformat(),
         "last_error": error,
         "fetched": report.fetched,
         "remaining": report.remaining,
+        # An OAuth2 account marked broken stays marked (see services.credentials) until its
+        # secret changes; a pull that got further clears the mark.
+        **(broken or {}),
     }
     try:
         storage.pull_state.record(report.team, report.account, state)
@@ -244,6 +276,7 @@ def _pull(
     opener: SessionOpener,
     seconds_left: Callable[[], float] | None,
     events: EventPublisher | None,
+    broken: dict[str, object],
 ) -> None:
     identity = mailbox_identity(target)
     delete = not target.account.leave_on_server
@@ -260,6 +293,9 @@ def _pull(
             report.fetched += 1
             report.mail_ids.append(stored.id)
             received.add(stored.id)
+            if warning := from_rewritten_warning(target.account, stored):
+                report.warnings.append(warning)
+                logger.warning("%s/%s: %s", target.team, target.name, warning)
         if session is not None:
             session.delete(number)
             report.deleted += 1
@@ -310,8 +346,13 @@ def _pull(
                         settle_first(None)
                     except Exception:
                         logger.exception("a write of %s/%s failed", target.team, target.name)
+    except OAuth2Error as error:
+        report.error = error.message
+        if not error.temporary:
+            broken.update(broken_mark(storage.pull_state.get(target.team, target.name)))
     except MailServerError as error:
         report.error = error.message
+        report.problem = error.problem
     finally:
         received.flush()
 
@@ -324,6 +365,7 @@ def pull_accounts(
     tls_context: ssl.SSLContext,
     seconds_left: Callable[[], float] | None = None,
     events: EventPublisher | None = None,
+    tokens: TokenBroker | None = None,
 ) -> list[AccountPullReport]:
     """Pulls each account in turn; one broken account never stops the others."""
     reports = []
@@ -337,6 +379,7 @@ def pull_accounts(
                     tls_context=tls_context,
                     seconds_left=seconds_left,
                     events=events,
+                    tokens=tokens,
                 )
             )
         except PullRunning as running:
