@@ -47,8 +47,8 @@ TIME_MARGIN_SECONDS = 10.0
 MAX_PULL_SECONDS = 900.0
 LEASE_MARGIN_SECONDS = 30.0
 # Writes in flight: enough to hide S3/DynamoDB latency, bounded so memory stays small.
-WRITERS = 4
-MAX_IN_FLIGHT = 8
+WRITERS = 8
+MAX_IN_FLIGHT = 16
 MAX_BYTES_IN_FLIGHT = 48 * 1024 * 1024
 EVENT_BATCH = 10
 ALREADY_RUNNING = "a pull of this account is already running"
