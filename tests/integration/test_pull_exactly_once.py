@@ -80,11 +80,13 @@ def test_a_cut_connection_and_a_retry_store_every_message_exactly_once(stack, ne
         status, first = pull(stack, team)
         assert status == 200 and proxy.cuts == 1
         assert first["accounts"][0]["error"]  # the pull saw the line break and said so
+        assert stack.mail_servers.message_count(team.mailbox.address) == 8  # no QUIT: nothing deleted
+        stored_before_retry = len(stored_subjects(team.team))
         status, retry = pull(stack, team)
         assert status == 200 and retry["accounts"][0]["error"] is None
 
     outcome = counts(sent, team.team)
-    print(f"fault {cut_at}#{cut_on}: {outcome}")
+    print(f"fault {cut_at}#{cut_on}: stored before the retry {stored_before_retry}, in the end {outcome}")
     assert outcome == {"sent": 8, "stored": 8, "duplicated": 0, "lost": 0}
     assert stack.mail_servers.message_count(team.mailbox.address) == 0  # deleted once stored
 
