@@ -125,3 +125,21 @@ def test_bad_filters_are_a_400_naming_the_field(stack, two_teams, name, value):
     first, _, _ = two_teams
     status, answer = listing(stack, first, **{name: value})
     assert status == 400 and answer["error"]["field"] == name
+
+
+def test_over_http_a_member_lists_and_reads_its_teams_mail_and_an_outsider_sees_none(stack):
+    from tests.integration.test_http_api import call
+
+    member, outsider = stack.info["tokens"]["member"], stack.info["tokens"]["outsider"]
+    mail_id = put_mail(stack.info["team"], 50)
+    status, page = call(stack, "GET", "/api/core/mail?limit=100", token=member)
+    assert status == 200, page
+    assert {mail["team"] for mail in page["mail"]} == {stack.info["team"]}
+    assert mail_id in {mail["id"] for mail in page["mail"]}
+    assert call(stack, "GET", f"/api/core/mail/{mail_id}", token=member)[0] == 200
+    status, page = call(stack, "GET", "/api/core/mail", token=outsider)
+    assert status == 200 and page == {"mail": [], "cursor": None}
+    status, answer = call(stack, "GET", f"/api/core/mail/pull/{stack.info['account']}/status", token=member)
+    assert status == 200 and answer["status"]["team"] == stack.info["team"], answer
+    status, answer = call(stack, "GET", f"/api/core/mail/pull/{stack.info['account']}/status", token=outsider)
+    assert status == 403
