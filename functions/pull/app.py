@@ -9,7 +9,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore import runtime
-from mailcore.api import current_caller, debug_transcript, make_resolver
+from mailcore.api import current_caller, debug_transcript, make_resolver, seconds_left_for_caller
 from mailcore.protocols.transcript import Transcript
 from mailcore.services.dispatch import pull_queued_account, pull_status
 from mailcore.services.pull import pull_account, pull_accounts
@@ -40,7 +40,7 @@ def _answer(reports: list[Any], transcript: Transcript, debug: bool) -> dict[str
 
 
 def _seconds_left() -> float:
-    return app.lambda_context.get_remaining_time_in_millis() / 1000
+    return seconds_left_for_caller(app)
 
 
 @app.get("/api/core/mail/pull/<account>", summary="Pull new mail of one account")

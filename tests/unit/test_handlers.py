@@ -66,3 +66,24 @@ def test_an_unexpected_failure_answers_500_json_without_its_details(store_app):
     assert status == 500 and answer["error"]["code"] == "internal_error"
     assert "request id" in answer["error"]["message"]
     assert "secret-looking detail" not in json.dumps(answer)
+
+
+def test_work_for_an_http_caller_stops_before_api_gateway_gives_up():
+    import time
+
+    from mailcore.api import make_resolver, seconds_left_for_caller
+
+    app = make_resolver()
+    seen = {}
+
+    @app.get("/probe")
+    def probe() -> dict:
+        seen["left"] = seconds_left_for_caller(app)
+        return {}
+
+    event = rest_event("GET", "/probe", resource="/probe", caller=claims("sales"))
+    event["requestContext"]["requestTimeEpoch"] = int((time.time() - 25) * 1000)
+    context = LambdaContext()
+    context.get_remaining_time_in_millis = lambda: 280_000  # a 300 s function, freshly started
+    app.resolve(event, context)
+    assert 3.0 < seen["left"] < 4.5

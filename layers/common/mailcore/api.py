@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -83,6 +84,20 @@ def current_caller(app: APIGatewayRestResolver) -> Caller:
     if caller is None:
         raise NotAuthenticated("a valid token is required")
     return caller
+
+
+# API Gateway (REST) gives up on an integration after 29 s; work for an HTTP caller must stop
+# in time to answer, however long the function itself may run.
+API_INTEGRATION_SECONDS = 29.0
+
+
+def seconds_left_for_caller(app: APIGatewayRestResolver) -> float:
+    """What is left of the time in which the caller can still get an answer."""
+    left = app.lambda_context.get_remaining_time_in_millis() / 1000
+    received_ms = app.current_event.request_context.request_time_epoch
+    if received_ms:
+        left = min(left, received_ms / 1000 + API_INTEGRATION_SECONDS - time.time())
+    return left
 
 
 @contextmanager
