@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -38,6 +39,7 @@ def rest_event(
             "path": "/v1" + path,
             "stage": "v1",
             "requestId": str(uuid.uuid4()),
+            "requestTimeEpoch": int(time.time() * 1000),
             "identity": {"sourceIp": "127.0.0.1"},
             "authorizer": {"claims": caller} if caller else None,
         },

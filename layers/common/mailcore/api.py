@@ -94,7 +94,7 @@ API_INTEGRATION_SECONDS = 29.0
 def seconds_left_for_caller(app: APIGatewayRestResolver) -> float:
     """What is left of the time in which the caller can still get an answer."""
     left = app.lambda_context.get_remaining_time_in_millis() / 1000
-    received_ms = app.current_event.request_context.request_time_epoch
+    received_ms = app.current_event.request_context.get("requestTimeEpoch")
     if received_ms:
         left = min(left, received_ms / 1000 + API_INTEGRATION_SECONDS - time.time())
     return left
