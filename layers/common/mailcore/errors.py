@@ -74,3 +74,8 @@ class MailServerError(MailServiceError):
         self.reply_code = reply_code
         self.reply = reply
         self.temporary = temporary
+
+
+class DeliveryUnknown(MailServerError):
+    """The whole message went out but the connection failed before the server answered it: the
+    server may have taken it or not. Never retried on its own (see services/outbox.py)."""

@@ -17,6 +17,10 @@ class Settings:
     system_secret_name: str = ""
     # An extra trust anchor for the mail servers' TLS (the local stack's own CA); empty in the cloud.
     tls_ca_file: str = ""
+    # Where mail that ended failed after its retries is also put (SQS queue URL), and the table
+    # of the send API's Idempotency-Key records.
+    outbox_dlq_url: str = ""
+    idempotency_table: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -30,4 +34,6 @@ class Settings:
             event_bus=env.get("MAIL_EVENT_BUS", ""),
             system_secret_name=env.get("SYSTEM_MAIL_SECRET_NAME", ""),
             tls_ca_file=env.get("MAIL_TLS_CA_FILE", ""),
+            outbox_dlq_url=env.get("OUTBOX_DLQ_URL", ""),
+            idempotency_table=env.get("IDEMPOTENCY_TABLE", ""),
         )
