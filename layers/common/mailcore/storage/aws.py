@@ -170,8 +170,13 @@ class DynamoMail:
             parts += [f"attribute_not_exists({name(key)})" for key in clause.missing]
             parts += [f"{name(key)} < {value(limit)}" for key, limit in clause.before.items()]
             parts += [f"{name(key)} <= {value(limit)}" for key, limit in clause.not_after.items()]
-            clauses.append("(" + " AND ".join(parts or ["attribute_exists(id)"]) + ")")
-        condition = "attribute_exists(id) AND (" + " OR ".join(clauses) + ")"
+            clauses.append(" AND ".join(parts or ["attribute_exists(id)"]))
+        # DynamoDB refuses redundant parentheses: only alternatives get them.
+        if len(clauses) > 1:
+            alternatives = " OR ".join(f"({clause})" for clause in clauses)
+            condition = f"attribute_exists(id) AND ({alternatives})"
+        else:
+            condition = f"attribute_exists(id) AND {clauses[0]}"
         plain = {key: item for key, item in assign.items() if item is not None}
         update = "SET " + ", ".join(f"{name(key)} = {value(item)}" for key, item in plain.items())
         removed = [key for key in remove if key not in plain]
