@@ -393,3 +393,28 @@ def test_a_direct_send_puts_mail_sent_on_the_bus(stack, new_team, bus_queue):
     assert status == 200
     (event,) = drain(stack, bus_queue, 1)
     assert event["detail-type"] == "MailSent" and event["detail"]["mail_id"] == answer["mail"]["id"]
+
+
+def test_a_mail_claimed_by_a_sender_that_died_is_sent_by_the_next_sync_after_the_lease(stack, new_team):
+    from datetime import UTC, datetime, timedelta
+
+    from mailcore.services.outbox import LEASE, claim
+
+    team = new_team()
+    mail = queue(stack, team, subject="Orphan")
+    # A sender claimed it a lease ago and never came back.
+    assert claim(runtime.storage(), mail["id"], now=datetime.now(UTC) - LEASE - timedelta(seconds=1))
+    answer = sync(stack, team)
+    assert [sent["id"] for sent in answer["sent"]] == [mail["id"]]
+    wait_for_messages(stack, team.mailbox.address, 1)
+
+
+def test_a_mail_claimed_by_a_live_sender_is_left_to_it(stack, new_team):
+    from datetime import UTC, datetime
+
+    from mailcore.services.outbox import claim
+
+    team = new_team()
+    mail = queue(stack, team)
+    assert claim(runtime.storage(), mail["id"], now=datetime.now(UTC))
+    assert sync(stack, team)["skipped"] == [mail["id"]]
