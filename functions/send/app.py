@@ -136,9 +136,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         # Push: one connection per account for the whole batch; a record fails (and Lambda
         # retries it) only when its outcome could not be recorded, never for a refused mail.
         with runtime.outbox() as outbox:
+            ids = [DynamoDBRecord(record).dynamodb.keys["id"] for record in event["Records"]]  # type: ignore[union-attr]
+            report = outbox.send(ids, keep_going=True)
 
-            def send_record(record: DynamoDBRecord) -> None:
-                outbox.send([str(record.dynamodb.keys["id"])])  # type: ignore[union-attr]
+            def check_record(record: DynamoDBRecord) -> None:
+                mail_id = record.dynamodb.keys["id"]  # type: ignore[union-attr]
+                if mail_id in report.errors:
+                    raise RuntimeError(f"mail {mail_id}: {report.errors[mail_id]}")
 
-            return dict(process_partial_response(event, send_record, processor, context))
+            return dict(process_partial_response(event, check_record, processor, context))
     return scheduled_sync()

@@ -66,8 +66,12 @@ class FaultyProxy:
             server = socket.create_connection(self.upstream)
             self._sockets += [client, server]
             commands: deque[str] = deque()
-            threading.Thread(target=self._client_to_server, args=(client, server, commands), daemon=True).start()
-            threading.Thread(target=self._server_to_client, args=(server, client, commands), daemon=True).start()
+            threading.Thread(
+                target=self._client_to_server, args=(client, server, commands), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._server_to_client, args=(server, client, commands), daemon=True
+            ).start()
 
     def _client_to_server(self, client: socket.socket, server: socket.socket, commands: deque[str]) -> None:
         buffer, in_data = b"", False

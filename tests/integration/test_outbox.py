@@ -185,13 +185,17 @@ def test_a_minimal_item_another_service_writes_is_sent(stack, new_team):
 def test_push_and_sync_racing_for_the_same_50_mails_deliver_each_exactly_once(stack, new_team):
     team = new_team()
     ids = [queue(stack, team, subject=f"race {n}")["id"] for n in range(50)]
-    pushes = [stream_event(stack, ids), stream_event(stack, ids[::-1]), stream_event(stack, ids[25:] + ids[:25])]
+    pushes = [
+        stream_event(stack, ids),
+        stream_event(stack, ids[::-1]),
+        stream_event(stack, ids[25:] + ids[:25]),
+    ]
     errors: list[BaseException] = []
 
     def run(action) -> None:
         try:
             action()
-        except BaseException as error:  # noqa: BLE001 - reported by the test below
+        except BaseException as error:
             errors.append(error)
 
     actions = [lambda event=event: stack.invoke("SendFunction", event) for event in pushes]
@@ -226,7 +230,10 @@ def test_a_server_answering_451_twice_then_accepting_gets_the_mail_once_after_re
     assert item.status == "sent" and item.attempts == 3
     wait_for_messages(stack, team.mailbox.address, 1)
     time.sleep(0.5)
-    print("451 twice: queued 1, delivered 1, duplicated", stack.mail_servers.message_count(team.mailbox.address) - 1)
+    print(
+        "451 twice: queued 1, delivered 1, duplicated",
+        stack.mail_servers.message_count(team.mailbox.address) - 1,
+    )
     assert stack.mail_servers.message_count(team.mailbox.address) == 1
 
 
@@ -307,7 +314,12 @@ def test_a_reply_threads_to_the_stored_mail_and_gets_re_once(stack, new_team):
 def test_a_reply_to_a_mail_of_another_team_is_refused_naming_the_field(stack, new_team):
     mine, theirs = new_team(), new_team()
     other = queue(stack, theirs)
-    body = {"account": mine.account, "to": mine.mailbox.address, "body_text": "x", "reply_to_mail": other["id"]}
+    body = {
+        "account": mine.account,
+        "to": mine.mailbox.address,
+        "body_text": "x",
+        "reply_to_mail": other["id"],
+    }
     status, answer = call(stack, "POST", "/api/core/mail", "/api/core/mail", team=mine, body=body)
     assert status == 400 and answer["error"]["field"] == "reply_to_mail"
 
@@ -389,7 +401,9 @@ def test_every_finished_mail_puts_mail_sent_or_mail_failed_on_the_bus(stack, new
 
 def test_a_direct_send_puts_mail_sent_on_the_bus(stack, new_team, bus_queue):
     team = new_team()
-    status, answer = send_with_key(stack, team, uuid.uuid4().hex, {"to": team.mailbox.address, "body_text": "x"})
+    status, answer = send_with_key(
+        stack, team, uuid.uuid4().hex, {"to": team.mailbox.address, "body_text": "x"}
+    )
     assert status == 200
     (event,) = drain(stack, bus_queue, 1)
     assert event["detail-type"] == "MailSent" and event["detail"]["mail_id"] == answer["mail"]["id"]

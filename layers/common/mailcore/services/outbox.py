@@ -33,7 +33,7 @@ from mailcore.events import MAIL_FAILED, MAIL_SENT, EventPublisher, MailEvent
 from mailcore.models import Mail, MailAccount, MailStatus, SendRequest, parse_addresses
 from mailcore.protocols.smtp import SmtpSession
 from mailcore.protocols.transcript import Transcript
-from mailcore.storage import Clause, Guard, Storage, raw_key
+from mailcore.storage import Clause, Guard, Storage, Transition, raw_key
 from mailcore.teams import ResolvedAccount, TeamDirectory
 
 logger = logging.getLogger(__name__)
@@ -45,9 +45,11 @@ LEASE = timedelta(minutes=15)
 MAX_ATTEMPTS = 3
 BACKOFF = (0.5, 2.0)
 # Claims and storage writes run ahead of / behind the SMTP conversation on this many threads.
-WORKERS = 8
-# How many mails are claimed ahead of the one on the wire.
-LOOKAHEAD = 16
+WORKERS = 4
+# Mails claimed (and their outcomes recorded) per storage round trip, and how many such
+# batches are claimed ahead of the one on the wire.
+CLAIM_BATCH = 25
+CHUNKS_AHEAD = 2
 FINAL = (MailStatus.SENT, MailStatus.FAILED, MailStatus.UNKNOWN)
 
 
@@ -90,21 +92,29 @@ def owner_guard(owner: str) -> Guard:
     return (Clause(equals={"status": MailStatus.SENDING.value, "lease_owner": owner}),)
 
 
+def _claim_assignment(now: datetime, owner: str) -> dict[str, Any]:
+    return {"status": MailStatus.SENDING.value, "lease_owner": owner, "lease_until": _iso(now + LEASE)}
+
+
 def claim(storage: Storage, mail_id: str, *, now: datetime) -> tuple[Mail, str] | None:
     """Takes a queued mail for sending: (the mail, the claim's owner token), or None when
     another sender has it or it is no longer queued."""
     owner = secrets.token_hex(8)
     mail = storage.mail.transition(
-        mail_id,
-        claim_guard(now),
-        assign={
-            "status": MailStatus.SENDING.value,
-            "lease_owner": owner,
-            "lease_until": _iso(now + LEASE),
-        },
-        remove=("error",),
+        mail_id, claim_guard(now), assign=_claim_assignment(now, owner), remove=("error",)
     )
     return (mail, owner) if mail is not None else None
+
+
+def claim_many(storage: Storage, mail_ids: list[str], *, now: datetime) -> dict[str, str]:
+    """`claim` for many mails in few round trips: mail id -> owner token of those taken."""
+    owners = {mail_id: secrets.token_hex(8) for mail_id in mail_ids}
+    transitions = [
+        Transition(mail_id, claim_guard(now), _claim_assignment(now, owner), ("error",))
+        for mail_id, owner in owners.items()
+    ]
+    applied = storage.mail.transition_many(transitions)
+    return {t.mail_id: owners[t.mail_id] for t, done in zip(transitions, applied, strict=True) if done}
 
 
 def record_raw(storage: Storage, mail: Mail, owner: str) -> bool:
@@ -119,8 +129,7 @@ def record_raw(storage: Storage, mail: Mail, owner: str) -> bool:
     return storage.mail.transition(mail.id, owner_guard(owner), assign=changes) is not None
 
 
-def finish(storage: Storage, mail: Mail, owner: str) -> bool:
-    """Records the outcome; the mail leaves the outbox index (`outbox` removed) for good."""
+def _finish_transition(mail: Mail, owner: str) -> Transition:
     assert mail.status in FINAL
     assign = {
         "status": mail.status.value,
@@ -129,8 +138,20 @@ def finish(storage: Storage, mail: Mail, owner: str) -> bool:
         "refused": mail.refused,
         "attempts": mail.attempts,
     }
+    # The mail leaves the outbox index (`outbox` removed) only here, not at the claim: a claim
+    # whose sender died stays visible to sync, which takes it over once the lease is over.
     removed = ("outbox", "lease_owner", "lease_until", *(() if mail.error else ("error",)))
-    return storage.mail.transition(mail.id, owner_guard(owner), assign=assign, remove=removed) is not None
+    return Transition(mail.id, owner_guard(owner), assign, removed)
+
+
+def finish(storage: Storage, mail: Mail, owner: str) -> bool:
+    """Records the outcome of a claimed mail; False when the claim was superseded."""
+    t = _finish_transition(mail, owner)
+    return storage.mail.transition(t.mail_id, t.guard, assign=t.assign, remove=t.remove) is not None
+
+
+def finish_many(storage: Storage, outcomes: list[tuple[Mail, str]]) -> list[bool]:
+    return storage.mail.transition_many([_finish_transition(mail, owner) for mail, owner in outcomes])
 
 
 # ----------------------------------------------------------------------------- queueing
@@ -172,6 +193,8 @@ class OutboxReport:
     unknown: list[Mail] = field(default_factory=list)
     # Claimed by another sender, or no longer queued: not this run's to send.
     skipped: list[str] = field(default_factory=list)
+    # Mails whose claim or outcome could not be written (storage failed): mail id -> why.
+    errors: dict[str, str] = field(default_factory=dict)
 
     def add(self, mail: Mail) -> None:
         {MailStatus.SENT: self.sent, MailStatus.FAILED: self.failed, MailStatus.UNKNOWN: self.unknown}[
@@ -264,25 +287,46 @@ class Outbox:
         ids = [mail.id for mail in self.storage.mail.outbox(target.team, target.name)]
         return self.send(ids)
 
-    def send(self, mail_ids: Iterable[str]) -> OutboxReport:
-        """Claims and sends these mails, in order; answers what happened to each."""
+    def send(self, mail_ids: Iterable[str], *, keep_going: bool = False) -> OutboxReport:
+        """Claims and sends these mails, in order; answers what happened to each. With
+        `keep_going`, a storage failure of some mails is reported in `errors` instead of raised."""
         report = OutboxReport()
-        ahead: list[tuple[str, Future[_Claimed | None]]] = []
-        ids = iter(mail_ids)
-        while True:
-            while len(ahead) < LOOKAHEAD and (mail_id := next(ids, None)) is not None:
-                ahead.append((mail_id, self._pool.submit(self._claim, mail_id)))
-            if not ahead:
-                break
-            mail_id, claimed_future = ahead.pop(0)
-            claimed = claimed_future.result()
-            if claimed is None:
-                report.skipped.append(mail_id)
+        ids = list(dict.fromkeys(mail_ids))
+        chunks = [ids[start : start + CLAIM_BATCH] for start in range(0, len(ids), CLAIM_BATCH)]
+        ahead: list[tuple[list[str], Future[list[_Claimed]]]] = []
+        finished: list[tuple[Mail, str]] = []
+        while chunks or ahead:
+            while chunks and len(ahead) < CHUNKS_AHEAD:
+                chunk = chunks.pop(0)
+                ahead.append((chunk, self._pool.submit(self._claim_chunk, chunk)))
+            chunk, claimed_future = ahead.pop(0)
+            try:
+                taken = {claimed.mail.id: claimed for claimed in claimed_future.result()}
+            except Exception as error:
+                if not keep_going:
+                    raise
+                report.errors.update({mail_id: str(error) for mail_id in chunk})
                 continue
-            outcome = self._deliver(claimed)
-            self._writes.append(self._pool.submit(self._record, outcome, claimed.owner))
-            report.add(outcome)
-        self.flush()
+            for mail_id in chunk:
+                claimed = taken.get(mail_id)
+                if claimed is None:
+                    report.skipped.append(mail_id)
+                    continue
+                outcome = self._deliver(claimed)
+                finished.append((outcome, claimed.owner))
+                report.add(outcome)
+                if len(finished) >= CLAIM_BATCH:
+                    self._writes.append(self._pool.submit(self._record, finished))
+                    finished = []
+        if finished:
+            self._writes.append(self._pool.submit(self._record, finished))
+        try:
+            self.flush()
+        except Exception as error:
+            if not keep_going:
+                raise
+            done = [*report.sent, *report.failed, *report.unknown]
+            report.errors.update({mail.id: str(error) for mail in done})
         return report
 
     def flush(self) -> None:
@@ -298,16 +342,17 @@ class Outbox:
                 raise error
 
     # --- steps -----------------------------------------------------------------------------
-    def _claim(self, mail_id: str) -> _Claimed | None:
-        taken = claim(self.storage, mail_id, now=self.clock())
-        if taken is None:
-            return None
-        mail, owner = taken
-        claimed = _Claimed(mail, owner)
-        try:
-            claimed.raw = self._materialise(claimed)
-        except (MailServiceError, ValueError) as error:
-            claimed.problem = getattr(error, "message", None) or str(error)
+    def _claim_chunk(self, mail_ids: list[str]) -> list[_Claimed]:
+        owners = claim_many(self.storage, mail_ids, now=self.clock())
+        mails = self.storage.mail.get_many(owners) if owners else {}
+        claimed = []
+        for mail_id, owner in owners.items():
+            one = _Claimed(mails[mail_id], owner)
+            try:
+                one.raw = self._materialise(one)
+            except (MailServiceError, ValueError) as error:
+                one.problem = getattr(error, "message", None) or str(error)
+            claimed.append(one)
         return claimed
 
     def _account(self, mail: Mail) -> MailAccount | None:
@@ -392,18 +437,21 @@ class Outbox:
             return _outcome(mail, MailStatus.SENT, attempts, reply=delivery.reply, refused=delivery.refused)
         raise AssertionError("unreachable: the last attempt returns")
 
-    def _record(self, mail: Mail, owner: str) -> None:
-        if finish(self.storage, mail, owner):
-            # PutEvents takes ten entries a call: publish as soon as ten are ready.
-            with self._events_lock:
-                self._pending_events.append(completion_event(mail))
-                batch: list[MailEvent] = []
-                if len(self._pending_events) >= 10:
-                    batch, self._pending_events = self._pending_events, []
-            if batch:
-                self.events.publish(batch)
-        else:
-            logger.warning("outcome of mail %s not recorded: its claim was superseded", mail.id)
+    def _record(self, outcomes: list[tuple[Mail, str]]) -> None:
+        recorded = finish_many(self.storage, outcomes)
+        events = []
+        for (mail, _), done in zip(outcomes, recorded, strict=True):
+            if done:
+                events.append(completion_event(mail))
+            else:
+                logger.warning("outcome of mail %s not recorded: its claim was superseded", mail.id)
+        # PutEvents takes ten entries a call: publish whole tens now, the rest at the flush.
+        with self._events_lock:
+            self._pending_events.extend(events)
+            whole = len(self._pending_events) // 10 * 10
+            batch, self._pending_events = self._pending_events[:whole], self._pending_events[whole:]
+        if batch:
+            self.events.publish(batch)
 
     def _dead_letter(self, mail: Mail) -> None:
         self.dead_letters.put(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from mailcore.models import Mail, MailStatus, StoredFile
 from mailcore.settings import Settings
-from mailcore.storage import Guard, Storage, body_key, outbox_key
+from mailcore.storage import Guard, Storage, Transition, body_key, outbox_key
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
@@ -142,15 +142,10 @@ class DynamoMail:
             data.update(json.loads(self.blobs.get(key)))
         return Mail.model_validate(data)
 
-    def transition(
-        self,
-        mail_id: str,
-        guard: Guard,
-        *,
-        assign: Mapping[str, Any],
-        remove: Iterable[str] = (),
-    ) -> Mail | None:
-        client = self.client
+    def _update(
+        self, mail_id: str, guard: Guard, assign: Mapping[str, Any], remove: Iterable[str]
+    ) -> dict[str, Any]:
+        """The UpdateItem parameters of a guarded transition."""
         names: dict[str, str] = {}
         values: dict[str, Any] = {}
 
@@ -182,19 +177,58 @@ class DynamoMail:
         removed = [key for key in remove if key not in plain]
         if removed:
             update += " REMOVE " + ", ".join(name(key) for key in removed)
+        return {
+            "TableName": self.table,
+            "Key": {"id": {"S": mail_id}},
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+
+    def transition(
+        self,
+        mail_id: str,
+        guard: Guard,
+        *,
+        assign: Mapping[str, Any],
+        remove: Iterable[str] = (),
+    ) -> Mail | None:
+        client = self.client
         try:
             answer = client.update_item(
-                TableName=self.table,
-                Key={"id": {"S": mail_id}},
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
+                **self._update(mail_id, guard, assign, remove), ReturnValues="ALL_NEW"
             )
         except client.exceptions.ConditionalCheckFailedException:
             return None
         return self._mail(answer["Attributes"])
+
+    def transition_many(self, transitions: Sequence[Transition]) -> list[bool]:
+        # One conditional UpdateItem each, not TransactWriteItems: a transaction is all or
+        # nothing (one mail another sender took cancels the whole batch), costs twice the write
+        # units, and moto copies the whole table for each one (slow, and not thread-safe).
+        return [
+            self.transition(t.mail_id, t.guard, assign=t.assign, remove=t.remove) is not None
+            for t in transitions
+        ]
+
+    def get_many(self, mail_ids: Iterable[str]) -> dict[str, Mail]:
+        wanted = list(dict.fromkeys(mail_ids))
+        found: dict[str, Mail] = {}
+        for start in range(0, len(wanted), 100):
+            request: dict[str, Any] = {
+                self.table: {
+                    "Keys": [{"id": {"S": mail_id}} for mail_id in wanted[start : start + 100]],
+                    "ConsistentRead": True,
+                }
+            }
+            while request:
+                answer = self.client.batch_get_item(RequestItems=request)
+                for item in answer["Responses"].get(self.table, []):
+                    mail = self._mail(item)
+                    found[mail.id] = mail
+                request = answer.get("UnprocessedKeys") or {}
+        return found
 
     def outbox(self, team: str, account: str, *, limit: int = 1000) -> list[Mail]:
         found: list[Mail] = []

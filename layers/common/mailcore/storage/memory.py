@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from mailcore.models import Mail, MailStatus, StoredFile
-from mailcore.storage import Guard, Storage, outbox_key
+from mailcore.storage import Guard, Storage, Transition, outbox_key
 
 
 class MemoryMail:
@@ -61,6 +61,15 @@ class MemoryMail:
             self.items[mail_id] = mail
             self.extra[mail_id] = {key: value for key, value in item.items() if key not in Mail.model_fields}
             return mail.model_copy(deep=True)
+
+    def transition_many(self, transitions: Sequence[Transition]) -> list[bool]:
+        return [
+            self.transition(t.mail_id, t.guard, assign=t.assign, remove=t.remove) is not None
+            for t in transitions
+        ]
+
+    def get_many(self, mail_ids: Iterable[str]) -> dict[str, Mail]:
+        return {mail_id: mail for mail_id in mail_ids if (mail := self.get(mail_id)) is not None}
 
     def outbox(self, team: str, account: str, *, limit: int = 1000) -> list[Mail]:
         key = outbox_key(team, account)
