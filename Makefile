@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: run stop test lint typecheck template unit integration openapi invoke bench install clean
+.PHONY: run stop test lint typecheck template unit integration openapi invoke bench bench-send install clean
 
 install:
 	@bash scripts/bootstrap.sh
@@ -44,6 +44,9 @@ invoke:
 
 bench: install
 	@$(PY) -m bench.cold_init
+
+bench-send: install
+	@$(PY) -m bench.send
 
 clean:
 	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache

@@ -24,7 +24,13 @@ def aws_client(service: str) -> BaseClient:
     import boto3
     from botocore.config import Config
 
-    config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
+    # The outbox writes from a small thread pool: room for its connections beside the caller's.
+    config = Config(
+        retries={"mode": "standard", "max_attempts": 5},
+        connect_timeout=5,
+        read_timeout=30,
+        max_pool_connections=32,
+    )
     return boto3.session.Session().client(service, config=config)
 
 
