@@ -68,12 +68,10 @@ class MailRepository(Protocol):
         answers the mail as it is now, or None (and nothing written) when the guard failed."""
         ...
 
-    def transition_many(self, transitions: Sequence[Transition]) -> list[bool]:
-        """Applies each transition whose guard holds, each atomically on its own (fewer round
-        trips than one `transition` each); answers which were applied. Mail ids are distinct."""
+    def transition_many(self, transitions: Sequence[Transition]) -> list[Mail | None]:
+        """Applies each transition whose guard holds, each atomically on its own; answers each
+        mail as it is now, or None where the guard failed."""
         ...
-
-    def get_many(self, mail_ids: Iterable[str]) -> dict[str, Mail]: ...
 
     def outbox(self, team: str, account: str, *, limit: int = 1000) -> list[Mail]:
         """Mail of the account still queued, oldest first (the sparse Outbox index)."""

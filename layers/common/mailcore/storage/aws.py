@@ -209,32 +209,11 @@ class DynamoMail:
             return None
         return self._mail(answer["Attributes"])
 
-    def transition_many(self, transitions: Sequence[Transition]) -> list[bool]:
+    def transition_many(self, transitions: Sequence[Transition]) -> list[Mail | None]:
         # One conditional UpdateItem each, not TransactWriteItems: a transaction is all or
         # nothing (one mail another sender took cancels the whole batch), costs twice the write
         # units, and moto copies the whole table for each one (slow, and not thread-safe).
-        return [
-            self.transition(t.mail_id, t.guard, assign=t.assign, remove=t.remove) is not None
-            for t in transitions
-        ]
-
-    def get_many(self, mail_ids: Iterable[str]) -> dict[str, Mail]:
-        wanted = list(dict.fromkeys(mail_ids))
-        found: dict[str, Mail] = {}
-        for start in range(0, len(wanted), 100):
-            request: dict[str, Any] = {
-                self.table: {
-                    "Keys": [{"id": {"S": mail_id}} for mail_id in wanted[start : start + 100]],
-                    "ConsistentRead": True,
-                }
-            }
-            while request:
-                answer = self.client.batch_get_item(RequestItems=request)
-                for item in answer["Responses"].get(self.table, []):
-                    mail = self._mail(item)
-                    found[mail.id] = mail
-                request = answer.get("UnprocessedKeys") or {}
-        return found
+        return [self.transition(t.mail_id, t.guard, assign=t.assign, remove=t.remove) for t in transitions]
 
     def outbox(self, team: str, account: str, *, limit: int = 1000) -> list[Mail]:
         found: list[Mail] = []
