@@ -25,7 +25,7 @@ from local.stack import LocalStack, StackPorts
 
 # Secrets are cached for a second only here, so a test can see a changed secret take effect.
 SECRETS_MAX_AGE = "1"
-MAILBOX_POOL = 40
+MAILBOX_POOL = 100
 
 
 @dataclass(frozen=True)
