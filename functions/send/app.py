@@ -18,6 +18,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore import runtime
 from mailcore.api import current_caller, debug_transcript, error_body, json_response, make_resolver
+from mailcore.errors import MailServiceError
 from mailcore.models import QueueRequest, SendRequest
 from mailcore.services.outbox import queue_mail
 from mailcore.services.send import MailSendFailed, send_mail
@@ -117,14 +118,20 @@ def sync(account: str, team: Team = None) -> dict[str, Any]:
         return outbox.sync(target).public()
 
 
-def scheduled_sync() -> dict[str, Any]:
+def scheduled_sync() -> dict[str, int]:
     """The safety net behind push: mail still queued, or claimed by a sender that died."""
     directory = runtime.directory()
-    counts = {"sent": 0, "failed": 0, "unknown": 0, "skipped": 0}
+    counts = {"sent": 0, "failed": 0, "unknown": 0, "skipped": 0, "errors": 0}
     with runtime.outbox() as outbox:
-        for target in directory.accounts_of(directory.all_teams()):
-            for outcome, mails in outbox.sync(target).public().items():
-                counts[outcome] += len(mails)
+        for team in directory.all_teams():
+            try:  # one team's broken secret must not stop the others' mail
+                targets = directory.accounts_of([team])
+            except MailServiceError as error:
+                logger.warning("outbox sync skipped a team", extra={"team": team, "reason": error.message})
+                continue
+            for target in targets:
+                for outcome, mails in outbox.sync(target).public().items():
+                    counts[outcome] += len(mails)
     return counts
 
 
@@ -137,7 +144,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         # retries it) only when its outcome could not be recorded, never for a refused mail.
         with runtime.outbox() as outbox:
             ids = [DynamoDBRecord(record).dynamodb.keys["id"] for record in event["Records"]]  # type: ignore[union-attr]
-            report = outbox.send(ids, keep_going=True)
+            report = outbox.send(ids)
 
             def check_record(record: DynamoDBRecord) -> None:
                 mail_id = record.dynamodb.keys["id"]  # type: ignore[union-attr]

@@ -285,7 +285,7 @@ def test_a_connection_dropped_after_the_data_leaves_the_mail_unknown_and_never_r
         mail = queue(stack, team, subject="Did it arrive?")
         answer = sync(stack, team)
         assert [unknown["id"] for unknown in answer["unknown"]] == [mail["id"]]
-        assert sync(stack, team) == {"sent": [], "failed": [], "unknown": [], "skipped": []}
+        assert sync(stack, team) == {"sent": [], "failed": [], "unknown": [], "skipped": [], "errors": {}}
     item = stored(mail["id"])
     assert item.status == "unknown" and item.attempts == 1 and "may have been delivered" in item.error
     wait_for_messages(stack, team.mailbox.address, 1)  # Postfix had the whole message: it delivered
@@ -432,3 +432,46 @@ def test_a_mail_claimed_by_a_live_sender_is_left_to_it(stack, new_team):
     mail = queue(stack, team)
     assert claim(runtime.storage(), mail["id"], now=datetime.now(UTC))
     assert sync(stack, team)["skipped"] == [mail["id"]]
+
+
+def test_a_stream_record_whose_claim_cannot_be_written_is_reported_as_a_batch_item_failure(
+    stack, new_team, monkeypatch
+):
+    team = new_team()
+    broken, fine = queue(stack, team), queue(stack, team)
+    event = stream_event(stack, [broken["id"], fine["id"]])
+    sequence = event["Records"][0]["dynamodb"]["SequenceNumber"]
+    mail_class = type(runtime.storage().mail)
+    transition = mail_class.transition
+
+    def unavailable_for_one(self, mail_id, *args, **kwargs):
+        if mail_id == broken["id"]:
+            raise ConnectionError("DynamoDB is unavailable")
+        return transition(self, mail_id, *args, **kwargs)
+
+    monkeypatch.setattr(mail_class, "transition", unavailable_for_one)
+    answer = stack.invoke("SendFunction", event)
+    monkeypatch.undo()
+    assert answer == {"batchItemFailures": [{"itemIdentifier": sequence}]}
+    assert stored(broken["id"]).status == "queued"  # Lambda's retry of the record will send it
+    assert stored(fine["id"]).status == "sent"
+
+
+def test_a_wrong_password_fails_the_queued_mail_at_once_and_never_shows_the_password(stack, new_team, capsys):
+    team = new_team(mail_password="wrong-password-q9")
+    mail = queue(stack, team)
+    answer = sync(stack, team)
+    (failed,) = answer["failed"]
+    assert failed["id"] == mail["id"] and "authentication failed" in failed["error"]
+    item = stored(mail["id"])
+    logs = capsys.readouterr()
+    for text in (json.dumps(answer), item.model_dump_json(), logs.out, logs.err):
+        assert "wrong-password-q9" not in text
+
+
+def test_the_schedule_sends_what_is_still_queued(stack, new_team):
+    team = new_team()
+    mail = queue(stack, team)
+    counts = stack.invoke("SendFunction", {"source": "schedule"})
+    assert counts["sent"] >= 1
+    assert stored(mail["id"]).status == "sent"

@@ -82,3 +82,30 @@ def test_a_finished_mail_leaves_the_outbox_and_is_never_claimed_again():
 )
 def test_a_reply_subject_gets_re_once(subject, expected):
     assert reply_subject(subject) == expected
+
+
+def test_a_storage_failure_is_reported_per_mail_and_stops_no_other():
+    import ssl
+
+    from mailcore.events import MemoryPublisher
+    from mailcore.services.outbox import MemoryDeadLetters, Outbox
+
+    storage = memory_storage()
+    stored_mail(storage, mail_id="m1")
+    stored_mail(storage, mail_id="m2")
+
+    def unavailable(*args, **kwargs):
+        raise ConnectionError("DynamoDB is unavailable")
+
+    storage.mail.transition = unavailable  # type: ignore[method-assign]
+    outbox = Outbox(
+        storage=storage,
+        directory=None,
+        events=MemoryPublisher(),
+        dead_letters=MemoryDeadLetters(),
+        tls_context=ssl.create_default_context(),
+    )
+    with outbox:
+        report = outbox.send(["m1", "m2"])
+    assert set(report.errors) == {"m1", "m2"} and "unavailable" in report.errors["m1"]
+    assert report.sent == report.failed == []

@@ -107,17 +107,6 @@ def claim(storage: Storage, mail_id: str, *, now: datetime) -> tuple[Mail, str] 
     return (mail, owner) if mail is not None else None
 
 
-def claim_many(storage: Storage, mail_ids: list[str], *, now: datetime) -> list[tuple[Mail, str]]:
-    """`claim` for many mails: (mail, owner token) of those taken, in order."""
-    owners = {mail_id: secrets.token_hex(8) for mail_id in mail_ids}
-    transitions = [
-        Transition(mail_id, claim_guard(now), _claim_assignment(now, owner), ("error",))
-        for mail_id, owner in owners.items()
-    ]
-    taken = storage.mail.transition_many(transitions)
-    return [(mail, owners[mail.id]) for mail in taken if mail is not None]
-
-
 def record_raw(storage: Storage, mail: Mail, owner: str) -> bool:
     """Keeps the message built at send time for an item written without one (see `materialise`)."""
     changes = {
@@ -219,6 +208,7 @@ class OutboxReport:
             "failed": [brief(mail) for mail in self.failed],
             "unknown": [brief(mail) for mail in self.unknown],
             "skipped": self.skipped,
+            "errors": self.errors,
         }
 
 
@@ -289,30 +279,28 @@ class Outbox:
         ids = [mail.id for mail in self.storage.mail.outbox(target.team, target.name)]
         return self.send(ids)
 
-    def send(self, mail_ids: Iterable[str], *, keep_going: bool = False) -> OutboxReport:
-        """Claims and sends these mails, in order; answers what happened to each. With
-        `keep_going`, a storage failure of some mails is reported in `errors` instead of raised."""
+    def send(self, mail_ids: Iterable[str]) -> OutboxReport:
+        """Claims and sends these mails, in order; answers what happened to each. A mail whose
+        claim or outcome could not be written (storage failing) is reported in `errors`: it
+        stays queued, or is taken over by the next sync once its lease is over."""
         report = OutboxReport()
         ids = list(dict.fromkeys(mail_ids))
         chunks = [ids[start : start + CLAIM_BATCH] for start in range(0, len(ids), CLAIM_BATCH)]
-        ahead: list[tuple[list[str], Future[list[_Claimed]]]] = []
+        ahead: list[tuple[list[str], Future[tuple[list[_Claimed], dict[str, str]]]]] = []
         finished: list[tuple[Mail, str]] = []
         while chunks or ahead:
             while chunks and len(ahead) < CHUNKS_AHEAD:
                 chunk = chunks.pop(0)
                 ahead.append((chunk, self._pool.submit(self._claim_chunk, chunk)))
             chunk, claimed_future = ahead.pop(0)
-            try:
-                taken = {claimed.mail.id: claimed for claimed in claimed_future.result()}
-            except Exception as error:
-                if not keep_going:
-                    raise
-                report.errors.update({mail_id: str(error) for mail_id in chunk})
-                continue
+            claimed_list, failures = claimed_future.result()
+            report.errors.update(failures)
+            taken = {claimed.mail.id: claimed for claimed in claimed_list}
             for mail_id in chunk:
                 claimed = taken.get(mail_id)
                 if claimed is None:
-                    report.skipped.append(mail_id)
+                    if mail_id not in failures:
+                        report.skipped.append(mail_id)
                     continue
                 outcome = self._deliver(claimed)
                 finished.append((outcome, claimed.owner))
@@ -325,8 +313,7 @@ class Outbox:
         try:
             self.flush()
         except Exception as error:
-            if not keep_going:
-                raise
+            logger.exception("outcomes of this run could not all be written")
             done = [*report.sent, *report.failed, *report.unknown]
             report.errors.update({mail.id: str(error) for mail in done})
         return report
@@ -344,16 +331,25 @@ class Outbox:
                 raise error
 
     # --- steps -----------------------------------------------------------------------------
-    def _claim_chunk(self, mail_ids: list[str]) -> list[_Claimed]:
-        claimed = []
-        for mail, owner in claim_many(self.storage, mail_ids, now=self.clock()):
-            one = _Claimed(mail, owner)
+    def _claim_chunk(self, mail_ids: list[str]) -> tuple[list[_Claimed], dict[str, str]]:
+        """Claims (one conditional write each) and loads these mails: (claimed, failures). A
+        failure to write one claim never costs the others theirs."""
+        claimed, failures = [], {}
+        for mail_id in mail_ids:
+            try:
+                taken = claim(self.storage, mail_id, now=self.clock())
+            except Exception as error:
+                failures[mail_id] = str(error)
+                continue
+            if taken is None:
+                continue
+            one = _Claimed(*taken)
             try:
                 one.raw = self._materialise(one)
             except (MailServiceError, ValueError) as error:
                 one.problem = getattr(error, "message", None) or str(error)
             claimed.append(one)
-        return claimed
+        return claimed, failures
 
     def _account(self, mail: Mail) -> MailAccount | None:
         key = (mail.team, mail.account)
