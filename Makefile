@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: run stop test lint typecheck template unit integration openapi invoke bench bench-send install clean
+.PHONY: run stop test lint typecheck template unit integration openapi invoke check bench bench-cold bench-oauth2 bench-send install clean
 
 install:
 	@bash scripts/bootstrap.sh
@@ -42,9 +42,21 @@ invoke:
 	@test -n "$(FUNCTION)" -a -n "$(EVENT)" || { echo "usage: make invoke FUNCTION=SendFunction EVENT=event.json"; exit 2; }
 	@$(PY) -m local.invoke "$(FUNCTION)" "$(EVENT)"
 
-bench: install
+# Tests an account of the running local stack: make check PROTOCOL=pop3 TEAM=demo ACCOUNT=demo
+# (or SYSTEM=1 for the system mail configuration; SEND_TO=address sends an SMTP test mail).
+check:
+	@test -n "$(PROTOCOL)" || { echo "usage: make check PROTOCOL=pop3|smtp TEAM=<team> ACCOUNT=<account> (or SYSTEM=1) [SEND_TO=<address>]"; exit 2; }
+	@$(PY) -m local.check "$(PROTOCOL)" $(if $(TEAM),--team "$(TEAM)") $(if $(ACCOUNT),--account "$(ACCOUNT)") $(if $(SYSTEM),--system) $(if $(SEND_TO),--send-to "$(SEND_TO)")
+
+bench: bench-cold bench-oauth2
+
+# Cold init of every function against `import boto3` + its clients (bench/cold_init.py).
+bench-cold: install
 	@$(PY) -m bench.cold_init
 
+# XOAUTH2 logins (both POP3 forms, SMTP through Postfix) against password logins (bench/oauth2_login.py).
+bench-oauth2: install
+	@$(PY) -m bench.oauth2_login
 bench-send: install
 	@$(PY) -m bench.send
 

@@ -109,6 +109,8 @@ def create_resources(template: Template, session: boto3.Session, endpoint_url: s
             _queue(template, sqs, logical_id, with_redrive=True)
     for logical_id in template.resources_of_type("AWS::Events::EventBus"):
         created[logical_id] = _event_bus(template, client("events"), logical_id)
+    for logical_id in template.resources_of_type("AWS::KMS::Key"):
+        created[logical_id] = _kms_key(template, client("kms"), logical_id)
     cognito_types = (
         "AWS::Cognito::UserPool",
         "AWS::Cognito::UserPoolClient",
@@ -364,6 +366,25 @@ def _queue(template: Template, sqs: Any, logical_id: str, *, with_redrive: bool)
     template.set_attribute(logical_id, "Arn", arn)
     template.set_attribute(logical_id, "QueueName", name)
     return name
+
+
+def _kms_key(template: Template, kms: Any, logical_id: str) -> str:
+    """A symmetric key, found again by its alias `alias/<physical name>` (no key policy: moto
+    does not enforce them)."""
+    properties = _properties(template, logical_id)
+    alias = "alias/" + template.physical_name(logical_id)
+    try:
+        key_id = kms.describe_key(KeyId=alias)["KeyMetadata"]["KeyId"]
+    except ClientError as error:
+        if _error_code(error) != "NotFoundException":
+            raise
+        key_id = kms.create_key(Description=str(properties.get("Description", "")))["KeyMetadata"]["KeyId"]
+        kms.create_alias(AliasName=alias, TargetKeyId=key_id)
+    template.set_attribute(logical_id, "Ref", key_id)
+    template.set_attribute(
+        logical_id, "Arn", f"arn:aws:kms:{template.region}:{template.account_id}:key/{key_id}"
+    )
+    return str(key_id)
 
 
 def _event_bus(template: Template, events: Any, logical_id: str) -> str:

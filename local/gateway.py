@@ -456,7 +456,6 @@ _GATEWAY_ERRORS: dict[str, tuple[int, str, str]] = {
 }
 
 
-
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True

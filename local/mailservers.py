@@ -10,6 +10,7 @@ writing or touched (Debian's binaries and their read-only defaults in ``/usr`` a
       tls/server.pem, server.key the servers' certificate (SAN IP:127.0.0.1, DNS:localhost, DNS:mail.DOMAIN)
       dovecot/dovecot.conf       run as ``dovecot -F -c ROOT/dovecot/dovecot.conf``
       dovecot/users              passwd-file passdb/userdb
+      dovecot/dovecot-oauth2.conf.ext  oauth2 passdb (only with ``oauth2_introspection_url``: XOAUTH2/OAUTHBEARER)
       dovecot/run/               base_dir: master.pid, ``lmtp`` and ``auth-postfix`` sockets
       dovecot/state/             state_dir
       postfix/main.cf, master.cf run as ``/usr/lib/postfix/sbin/master -c ROOT/postfix -d``
@@ -131,7 +132,12 @@ class MailServers:
         domain: str = "example.test",
         ports: MailServerPorts | None = None,
         host: str = "127.0.0.1",
+        oauth2_introspection_url: str | None = None,
     ) -> None:
+        """With `oauth2_introspection_url` (an RFC 7662 endpoint on loopback, e.g. local/oauth2_server.py)
+        Dovecot, and Postfix's SASL through it, also accept XOAUTH2 and OAUTHBEARER logins of any
+        mailbox with a bearer token that endpoint calls active for it; passwords keep working."""
+        self.oauth2_introspection_url = oauth2_introspection_url
         self.root = Path(root).absolute()
         self.domain = domain.lower()
         self.host = host
@@ -151,6 +157,7 @@ class MailServers:
         self.dovecot_dir = self.root / "dovecot"
         self.dovecot_conf = self.dovecot_dir / "dovecot.conf"
         self.dovecot_users = self.dovecot_dir / "users"
+        self.dovecot_oauth2_conf = self.dovecot_dir / "dovecot-oauth2.conf.ext"
         self.dovecot_run = self.dovecot_dir / "run"
         self.lmtp_socket = self.dovecot_run / "lmtp"
         self.auth_socket = self.dovecot_run / "auth-postfix"
@@ -361,6 +368,8 @@ class MailServers:
         self.mail_dir.mkdir(mode=0o700, exist_ok=True)
         os.chown(self.mail_dir, MAIL_UID, MAIL_GID)
         self._write(self.dovecot_conf, self._dovecot_config(), 0o644)
+        if self.oauth2_introspection_url:
+            self._write(self.dovecot_oauth2_conf, self._dovecot_oauth2_config(), 0o644)
         # Postfix
         self._make_postfix_dirs()
         self._write(self.postfix_dir / "main.cf", self._postfix_main_cf(), 0o644)
@@ -492,15 +501,16 @@ ssl = yes
 ssl_cert = <{self.cert_file}
 ssl_key = <{self.key_file}
 {dh}
-auth_mechanisms = plain login
+auth_mechanisms = plain login{" xoauth2 oauthbearer" if self.oauth2_introspection_url else ""}
 disable_plaintext_auth = no
 auth_failure_delay = 0
 auth_cache_size = 0
 passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = username_format=%Lu {self.dovecot_users}
 }}
-userdb {{
+{self._dovecot_oauth2_passdb()}userdb {{
   driver = passwd-file
   args = username_format=%Lu {self.dovecot_users}
 }}
@@ -548,6 +558,30 @@ service auth {{
     group = postfix
   }}
 }}
+"""
+
+    def _dovecot_oauth2_passdb(self) -> str:
+        if not self.oauth2_introspection_url:
+            return ""
+        return f"""passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {self.dovecot_oauth2_conf}
+}}
+"""
+
+    def _dovecot_oauth2_config(self) -> str:
+        # Introspection on every login (auth_cache_size = 0), so a revoked token fails at once.
+        # Dovecot 2.3 could also check the JWTs itself (introspection_mode = local with
+        # local_validation_key_dict), but then it would never learn of a revocation.
+        return f"""# Written by local/mailservers.py; rewritten on every start.
+introspection_mode = post
+introspection_url = {self.oauth2_introspection_url}
+username_attribute = username
+active_attribute = active
+active_value = true
+force_introspection = yes
+timeout_msecs = 5000
 """
 
     def _postfix_main_cf(self) -> str:

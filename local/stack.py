@@ -24,8 +24,10 @@ from typing import Any
 import boto3
 
 from local.aws import cognito_user, create_resources, id_token, start_moto_server
+from local.event_sources import EventSources
 from local.gateway import CognitoVerifier, LocalGateway
 from local.mailservers import Mailbox, MailServerPorts, MailServers
+from local.oauth2_server import OAuth2Server
 from local.template import Template
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +38,7 @@ REGION = "us-east-1"
 
 DEMO_TEAM = "demo"
 DEMO_ACCOUNT = "demo"
+OAUTH_ACCOUNT = "oauth"
 DEMO_DOMAIN = "example.test"
 MEMBER_EMAIL = "member@example.test"
 OUTSIDER_EMAIL = "outsider@example.test"
@@ -45,13 +48,14 @@ OUTSIDER_EMAIL = "outsider@example.test"
 class StackPorts:
     api: int = 3000
     moto: int = 4566
+    oauth2: int = 2980  # the local OAuth2 token endpoint (local/oauth2_server.py)
     mail: MailServerPorts = field(
         default_factory=lambda: MailServerPorts(pop3=2110, pop3s=2995, imap=2143, smtp=2587, smtps=2465)
     )
 
     @classmethod
     def free(cls) -> StackPorts:
-        return cls(api=0, moto=0, mail=MailServerPorts.free())
+        return cls(api=0, moto=0, oauth2=0, mail=MailServerPorts.free())
 
 
 def _stable_secrets(state: Path) -> dict[str, str]:
@@ -90,6 +94,9 @@ class LocalStack:
         self.moto: Any = None
         self.gateway: LocalGateway | None = None
         self.mail_servers: MailServers | None = None
+        self.oauth2: OAuth2Server | None = None
+        self.event_sources: EventSources | None = None
+        self.driven: list[str] = []
         self.info: dict[str, Any] = {}
 
     # --- start and stop -------------------------------------------------------------------
@@ -115,10 +122,18 @@ class LocalStack:
         self.physical = create_resources(self.template, self.session, endpoint)
 
         (self.state / "mail").mkdir(mode=0o755, exist_ok=True)
-        self.mail_servers = MailServers(self.state / "mail", domain=DEMO_DOMAIN, ports=self.ports.mail)
+        self.oauth2 = OAuth2Server(port=self.ports.oauth2).start()
+        self.mail_servers = MailServers(
+            self.state / "mail",
+            domain=DEMO_DOMAIN,
+            ports=self.ports.mail,
+            oauth2_introspection_url=self.oauth2.introspection_url,
+        )
         mailbox = Mailbox(f"{DEMO_ACCOUNT}@{DEMO_DOMAIN}", passwords["mailbox"])
         system_mailbox = Mailbox(f"noreply@{DEMO_DOMAIN}", passwords["system"])
-        self.mail_servers.add_mailboxes([mailbox, system_mailbox])
+        # Its password is never used: the account logs in with OAuth2 tokens only.
+        oauth_mailbox = Mailbox(f"{OAUTH_ACCOUNT}@{DEMO_DOMAIN}", secrets.token_urlsafe(12))
+        self.mail_servers.add_mailboxes([mailbox, system_mailbox, oauth_mailbox])
         self.mail_servers.start()
 
         environment = self.function_environment()
@@ -130,7 +145,14 @@ class LocalStack:
 
         self.team_secret_prefix = environment["TEAM_SECRET_PREFIX"]
         self.put_team_secret(
-            DEMO_TEAM, {"type": "mail", "accounts": {DEMO_ACCOUNT: self.account_config(mailbox)}}
+            DEMO_TEAM,
+            {
+                "type": "mail",
+                "accounts": {
+                    DEMO_ACCOUNT: self.account_config(mailbox),
+                    OAUTH_ACCOUNT: self.oauth_account_config(oauth_mailbox.address),
+                },
+            },
         )
         self.put_secret(
             environment["SYSTEM_MAIL_SECRET_NAME"],
@@ -174,6 +196,8 @@ class LocalStack:
         self.gateway.start()
         if self.run_schedules:
             self._start_schedules()
+        self.event_sources = EventSources(self.template, self.session, self.invoke, region=REGION)
+        self.driven = self.event_sources.start()
 
         servers = self.mail_servers
         self.info = {
@@ -197,6 +221,13 @@ class LocalStack:
                 "user": mailbox.address,
                 "password": mailbox.password,
             },
+            "oauth_account": {
+                "account": OAUTH_ACCOUNT,
+                "mailbox": oauth_mailbox.address,
+                "token_url": self.oauth2.token_url,
+                "introspection_url": self.oauth2.introspection_url,
+                "auth": "client credentials (like a Microsoft 365 app-only account); see the team secret",
+            },
             "ca_file": str(servers.ca_file),
             "user_pool_id": pool_id,
             "user_pool_client_id": client_id,
@@ -217,10 +248,14 @@ class LocalStack:
 
     def stop(self) -> None:
         self._stopping.set()
+        if self.event_sources is not None:
+            self.event_sources.stop()
         if self.gateway is not None:
             self.gateway.stop()
         if self.mail_servers is not None:
             self.mail_servers.stop()
+        if self.oauth2 is not None:
+            self.oauth2.stop()
         if self.moto is not None:
             self.moto.stop()
         for thread in self._threads:
@@ -247,6 +282,30 @@ class LocalStack:
             "leave_on_server": False,
         }
         config.update(changes)
+        return config
+
+    def oauth_account_config(
+        self, address: str, *, refresh_token: bool = False, **changes: Any
+    ) -> dict[str, Any]:
+        """An account of `address` in auth mode oauth2 against the local token endpoint: a new
+        client of its own; client credentials (Microsoft app-only style), or with `refresh_token`
+        a refresh token (Google style)."""
+        assert self.mail_servers is not None and self.oauth2 is not None
+        client = self.oauth2.add_client(address)
+        auth: dict[str, Any] = {
+            "mode": "oauth2",
+            "provider": "generic",
+            "client_id": client.client_id,
+            "client_secret": client.client_secret,
+            "token_url": self.oauth2.token_url,
+            "scope": "mail",
+        }
+        if refresh_token:
+            auth["refresh_token"] = self.oauth2.issue_refresh_token(client)
+        auth.update(changes.pop("auth", {}))
+        config = self.account_config(Mailbox(address, ""), **changes)
+        del config["mail_password"]
+        config["auth"] = auth
         return config
 
     def put_team_secret(self, team: str, config: dict[str, Any]) -> None:
@@ -315,6 +374,9 @@ The mail service runs on {info["api_url"]}  (Swagger UI: {info["api_url"]}/swagg
   demo team {info["team"]!r}, account {info["account"]!r}, mailbox {info["mailbox"]}
   POP3 {info["pop3"]["host"]}:{info["pop3"]["port"]} (TLS), SMTP {info["smtp"]["host"]}:{info["smtp"]["port"]} (STARTTLS)
   AWS (moto) at {info["aws_endpoint"]}; everything is described in .local/stack.json
+
+  OAuth2 demo account {info["oauth_account"]["account"]!r} (mailbox {info["oauth_account"]["mailbox"]}) logs in
+  with tokens from {info["oauth_account"]["token_url"]}
 
 Send a mail to the demo mailbox, then pull it:
   TOKEN=$(jq -r .tokens.member .local/stack.json)

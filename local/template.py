@@ -490,6 +490,9 @@ class Template:
                 return self._arn("logs", f"log-group:{name}:*")
             case (("AWS::Serverless::Api" | "AWS::ApiGateway::RestApi"), "RootResourceId"):
                 return self._api_id(logical_id + "/")
+            case "AWS::KMS::Key", "Arn":
+                # The key id is moto's (local.aws sets it); before that, a stand-in of the same form.
+                return self._arn("kms", f"key/{self._ref(logical_id)}")
             case "AWS::DynamoDB::Table", "StreamArn":
                 raise self._unknown_yet(logical_id, "StreamArn")
         raise TemplateError(f"Fn::GetAtt {logical_id}.{attribute} ({type_}) is not supported locally")

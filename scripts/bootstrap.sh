@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(dovecot-core dovecot-pop3d dovecot-imapd dovecot-lmtpd postfix openssl make)
+apt_packages=(dovecot-core dovecot-pop3d dovecot-imapd dovecot-lmtpd postfix openssl make curl jq)
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

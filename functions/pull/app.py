@@ -20,6 +20,16 @@ def _answer(reports: list[Any], transcript: Transcript, debug: bool) -> dict[str
     answer: dict[str, Any] = {"accounts": [report.model_dump() for report in reports]}
     if debug:
         answer["debug"] = transcript.lines
+        answer["diagnosis"] = [
+            {
+                "team": report.team,
+                "account": report.account,
+                "problem": report.problem,
+                "message": report.error,
+            }
+            for report in reports
+            if report.error
+        ]
     return answer
 
 
@@ -42,6 +52,7 @@ def pull_one(
             transcript=transcript,
             tls_context=runtime.tls_context(),
             seconds_left=_seconds_left,
+            tokens=runtime.tokens(),
         )
     return _answer(reports, transcript, debug)
 
@@ -57,6 +68,7 @@ def pull_mine(debug: Debug = False) -> dict[str, Any]:
             transcript=transcript,
             tls_context=runtime.tls_context(),
             seconds_left=_seconds_left,
+            tokens=runtime.tokens(),
         )
     return _answer(reports, transcript, debug)
 
@@ -69,6 +81,7 @@ def scheduled_pull(context: LambdaContext) -> dict[str, Any]:
         transcript=Transcript(),
         tls_context=runtime.tls_context(),
         seconds_left=lambda: context.get_remaining_time_in_millis() / 1000,
+        tokens=runtime.tokens(),
     )
     for report in reports:
         if report.error:

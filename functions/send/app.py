@@ -55,6 +55,8 @@ def _send(*, request: dict[str, Any], target: ResolvedAccount, debug: bool) -> d
                 storage=runtime.storage(),
                 transcript=transcript,
                 tls_context=runtime.tls_context(),
+                tokens=runtime.tokens(),
+                limiter=runtime.limiter(),
                 events=runtime.events(),
             )
         except MailSendFailed as failure:

@@ -1,41 +1,86 @@
-"""System mail (no team): invoked directly with {"to", "subject", "body_text" and/or "body_html"};
-sent with the system SMTP configuration from the secret SYSTEM_MAIL_SECRET_NAME."""
+"""System mail (no team) from a template, sent with the system SMTP configuration.
 
+Triggers (template.yaml): an EventBridge rule (detail-type SystemMailRequested, detail
+{"template", "to", "variables"}), the queue SystemMailQueue (the same JSON as message body; partial
+batch failures), direct invocation (the same JSON; answers the outcome), and the Cognito user
+pool's custom email sender (its code decrypted with the stack's KMS key).
+"""
+
+from pathlib import Path
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.cognito_user_pool_event import (
+    CustomEmailSenderTriggerEvent,
+)
+from aws_lambda_powertools.utilities.data_classes.event_bridge_event import EventBridgeEvent
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.parser import ValidationError, parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore import runtime
-from mailcore.errors import MailServiceError
-from mailcore.models import SendRequest
-from mailcore.protocols.transcript import Transcript
-from mailcore.services.system import load_system_config, send_system_mail
+from mailcore.errors import InvalidInput, MailServiceError
+from mailcore.services.system import (
+    SystemMailRequest,
+    SystemMailResult,
+    cognito_request,
+    decrypt_cognito_code,
+)
 from mailcore.teams import describe_validation_error
 
+TEMPLATES = Path(__file__).parent / "templates"
 logger = Logger()
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def deliver(request: SystemMailRequest) -> SystemMailResult:
+    result = runtime.system_mailer(TEMPLATES).deliver(request)
+    # Never the variables: they carry codes and links.
+    logger.info("system mail", extra={"template": request.template, "status": result.status})
+    return result
+
+
+def _queued(record: SQSRecord) -> None:
+    body = record.json_body
+    # A queue fed by an EventBridge rule holds whole events: take their detail.
+    deliver(SystemMailRequest.model_validate(body.get("detail", body) if "detail-type" in body else body))
+
+
+def _cognito(event: dict[str, Any]) -> dict[str, Any]:
+    trigger = CustomEmailSenderTriggerEvent(event)
+    code = trigger.request.get("code")
+    plain = decrypt_cognito_code(code, runtime.settings().system_mail_key_arn) if code else None
+    deliver(
+        cognito_request(trigger.trigger_source, trigger.user_name, trigger.request.user_attributes, plain)
+    )
+    return event
+
+
+def _direct(event: dict[str, Any]) -> dict[str, Any]:
+    try:
+        result = deliver(parse(event=event, model=SystemMailRequest))
+    except ValidationError as error:
+        return {"status": "invalid", "error": describe_validation_error(error)}
+    except InvalidInput as error:
+        return {"status": "invalid", "error": error.message, "field": error.field}
+    except MailServiceError as error:
+        logger.warning("system mail failed", extra={"code": error.code, "reason": error.message})
+        mail = getattr(error, "mail", None)
+        return {"status": "failed", "error": error.message, "mail_id": getattr(mail, "id", None)}
+    return {"status": result.status, "mail_id": result.mail_id}
 
 
 @logger.inject_lambda_context
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    try:
-        request = parse(event=event, model=SendRequest)
-    except ValidationError as error:
-        return {"status": "invalid", "error": describe_validation_error(error)}
-    try:
-        config = load_system_config(runtime.directory().provider, runtime.settings().system_secret_name)
-        mail = send_system_mail(
-            config,
-            request,
-            storage=runtime.storage(),
-            transcript=Transcript(),
-            tls_context=runtime.tls_context(),
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
+    if "Records" in event:
+        return process_partial_response(
+            event=event, record_handler=_queued, processor=processor, context=context
         )
-    except MailServiceError as error:
-        logger.warning("system mail failed", extra={"code": error.code, "reason": error.message})
-        return {
-            "status": "failed",
-            "error": error.message,
-            "mail_id": getattr(getattr(error, "mail", None), "id", None),
-        }
-    return {"status": mail.status.value, "mail_id": mail.id}
+    if str(event.get("triggerSource", "")).startswith("CustomEmailSender_"):
+        return _cognito(event)
+    if "detail-type" in event:
+        # A failure raises: Lambda retries the asynchronous event, then hands it to the DLQ.
+        # The detail is validated; the envelope is taken as it comes (moto's lacks `account`).
+        detail = EventBridgeEvent(event).detail
+        return {"status": deliver(SystemMailRequest.model_validate(detail)).status}
+    return _direct(event)

@@ -22,10 +22,13 @@ import pytest
 
 from local.mailservers import Mailbox
 from local.stack import LocalStack, StackPorts
+from tests.support import claims, rest_event
+
+__all__ = ["claims", "rest_event"]
 
 # Secrets are cached for a second only here, so a test can see a changed secret take effect.
 SECRETS_MAX_AGE = "1"
-MAILBOX_POOL = 100
+MAILBOX_POOL = 140
 
 
 @dataclass(frozen=True)
@@ -73,46 +76,6 @@ def new_team(stack: LocalStack):
         return TeamAccount(team, account, mailbox)
 
     return make
-
-
-def claims(*teams: str, user: str = "user@example.test") -> dict[str, str]:
-    """Claims as API Gateway (REST) hands them to a function: strings, groups as "[a b]"."""
-    return {"email": user, "cognito:username": user, "cognito:groups": "[" + " ".join(teams) + "]"}
-
-
-def rest_event(
-    method: str,
-    path: str,
-    *,
-    resource: str,
-    path_parameters: dict[str, str] | None = None,
-    query: dict[str, str] | None = None,
-    body: str | None = None,
-    caller: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """A REST API (payload v1) proxy event, for calling a handler directly."""
-    return {
-        "resource": resource,
-        "path": path,
-        "httpMethod": method,
-        "headers": {"Content-Type": "application/json"},
-        "multiValueHeaders": {"Content-Type": ["application/json"]},
-        "queryStringParameters": query,
-        "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} if query else None,
-        "pathParameters": path_parameters,
-        "stageVariables": None,
-        "requestContext": {
-            "resourcePath": resource,
-            "httpMethod": method,
-            "path": "/v1" + path,
-            "stage": "v1",
-            "requestId": str(uuid.uuid4()),
-            "identity": {"sourceIp": "127.0.0.1"},
-            "authorizer": {"claims": caller} if caller else None,
-        },
-        "body": body,
-        "isBase64Encoded": False,
-    }
 
 
 def wait_for_messages(stack: LocalStack, address: str, count: int, timeout: float = 15.0) -> None:

@@ -301,7 +301,8 @@ def test_docs_and_extra_routes(stack):
     status, _, data = call(stack, "GET", "/openapi.json")
     assert status == 200 and json.loads(data) == {"openapi": "3.0.1"}
     status, _, data = call(stack, "GET", "/swagger")
-    assert status == 200 and b"swagger-ui" in data and b"/openapi.json" in data
+    # The page embeds the document and the UI assets Powertools ships: no network needed.
+    assert status == 200 and b"SwaggerUIBundle" in data and b"3.0.1" in data
     assert call(stack, "GET", "/health")[2] == b"ok"
 
 

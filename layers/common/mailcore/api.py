@@ -11,7 +11,8 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
-from mailcore.errors import MailServiceError, NotAuthenticated
+from mailcore.errors import MailServerError, MailServiceError, NotAuthenticated
+from mailcore.protocols.diagnose import diagnosis
 from mailcore.protocols.transcript import Transcript
 from mailcore.teams import Caller, caller_from_claims
 
@@ -61,6 +62,8 @@ def make_resolver() -> APIGatewayRestResolver:
             body["mail"] = mail.public()
         if error.debug is not None:
             body["debug"] = error.debug
+            if isinstance(error, MailServerError):
+                body["diagnosis"] = diagnosis(error)
         return json_response(error.status, body)
 
     @app.exception_handler(Exception)

@@ -69,11 +69,14 @@ class MailServerError(MailServiceError):
         reply_code: int | None = None,
         reply: str | None = None,
         temporary: bool = False,
+        problem: str = "server_error",
     ) -> None:
         super().__init__(message)
         self.reply_code = reply_code
         self.reply = reply
         self.temporary = temporary
+        # What went wrong, as a stable word (auth_failed, wrong_port, ...): see protocols/diagnose.py.
+        self.problem = problem
 
 
 class DeliveryUnknown(MailServerError):

@@ -10,7 +10,7 @@ from datetime import datetime
 from email.headerregistry import Address
 from email.utils import getaddresses
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -44,22 +44,143 @@ class ServerEndpoint(BaseModel):
     username: str | None = Field(default=None, min_length=1)
 
 
+class OAuth2Provider(StrEnum):
+    MICROSOFT = "microsoft"
+    GOOGLE = "google"
+    GENERIC = "generic"
+
+
+class Pop3AuthForm(StrEnum):
+    """How POP3 sends the XOAUTH2 payload: after the server's `+` (RFC 5034's exchange, the only
+    form Microsoft accepts) or as an initial response on the AUTH line (one round trip less)."""
+
+    TWO_STEP = "two-step"
+    ONE_LINE = "one-line"
+
+
+MICROSOFT_SCOPE = "https://outlook.office365.com/.default"
+MICROSOFT_DELEGATED_SCOPE = "https://outlook.office365.com/POP.AccessAsUser.All https://outlook.office365.com/SMTP.Send offline_access"
+GOOGLE_SCOPE = "https://mail.google.com/"
+MICROSOFT_TOKEN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"
+GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
+# Exchange Online's limits per mailbox: 3 concurrent SMTP connections, 30 messages a minute.
+MICROSOFT_MAX_CONNECTIONS = 3
+MICROSOFT_MAX_MESSAGES_PER_MINUTE = 30
+
+
+class PasswordAuth(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["password"] = "password"
+
+
+class OAuth2Auth(BaseModel):
+    """OAuth2 (SASL XOAUTH2) logins. With a `refresh_token` the refresh-token grant is used
+    (Google; Microsoft delegated), without one the client-credentials grant (Microsoft app-only)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["oauth2"]
+    provider: OAuth2Provider
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr | None = None
+    refresh_token: SecretStr | None = None
+    tenant_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]{1,128}$")
+    token_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
+    scope: str | None = Field(default=None, min_length=1)
+    pop3_auth_form: Pop3AuthForm = Pop3AuthForm.TWO_STEP
+
+    @model_validator(mode="after")
+    def _enough_to_get_a_token(self) -> OAuth2Auth:
+        if self.refresh_token is None:
+            if self.provider is OAuth2Provider.GOOGLE:
+                raise ValueError("a google account needs refresh_token (Gmail has no app-only grant)")
+            if self.client_secret is None:
+                raise ValueError("the client-credentials grant needs client_secret (or give refresh_token)")
+        elif self.provider is OAuth2Provider.GOOGLE and self.client_secret is None:
+            raise ValueError("a google account needs client_secret")
+        if self.provider is OAuth2Provider.MICROSOFT and self.token_url is None and not self.tenant_id:
+            raise ValueError("a microsoft account needs tenant_id (or token_url)")
+        if self.provider is OAuth2Provider.GENERIC and (self.token_url is None or self.scope is None):
+            raise ValueError("a generic provider needs token_url and scope")
+        if self.token_url and self.token_url.startswith("http://"):
+            host = self.token_url[len("http://") :].split("/", 1)[0].rsplit(":", 1)[0]
+            if host not in ("127.0.0.1", "localhost"):
+                raise ValueError("token_url must be https (plain http only on 127.0.0.1)")
+        return self
+
+    @property
+    def grant_type(self) -> str:
+        return "client_credentials" if self.refresh_token is None else "refresh_token"
+
+    @property
+    def effective_token_url(self) -> str:
+        if self.token_url:
+            return self.token_url
+        if self.provider is OAuth2Provider.GOOGLE:
+            return GOOGLE_TOKEN_URL
+        return MICROSOFT_TOKEN_URL.format(tenant=self.tenant_id)
+
+    @property
+    def effective_scope(self) -> str:
+        if self.scope:
+            return self.scope
+        if self.provider is OAuth2Provider.GOOGLE:
+            return GOOGLE_SCOPE
+        return MICROSOFT_SCOPE if self.refresh_token is None else MICROSOFT_DELEGATED_SCOPE
+
+
+AccountAuth = Annotated[PasswordAuth | OAuth2Auth, Field(discriminator="mode")]
+
+
 class MailAccount(BaseModel):
     """One mail account of a team, as its team secret holds it.
 
     `mail_from` may differ from `mail_username`: a shared mailbox sent through a real user's login.
+    Without `auth` an account logs in with `mail_password`, as accounts always did.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     mail_from: str = Field(min_length=3)
     mail_username: str = Field(min_length=1)
-    mail_password: SecretStr
+    mail_password: SecretStr = SecretStr("")
     smtp: ServerEndpoint
     pop3: ServerEndpoint
     # Leaving mail on the server is the default: deleting is the one step that can lose mail.
     leave_on_server: bool = True
     timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+    auth: AccountAuth = Field(default_factory=PasswordAuth)
+    max_connections: int | None = Field(default=None, ge=1, le=100)
+    max_messages_per_minute: int | None = Field(default=None, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _password_when_password_mode(self) -> MailAccount:
+        if isinstance(self.auth, PasswordAuth) and "mail_password" not in self.model_fields_set:
+            raise ValueError("mail_password is required unless auth.mode is oauth2")
+        return self
+
+    @property
+    def oauth2(self) -> OAuth2Auth | None:
+        return self.auth if isinstance(self.auth, OAuth2Auth) else None
+
+    @property
+    def is_microsoft_oauth2(self) -> bool:
+        return self.oauth2 is not None and self.oauth2.provider is OAuth2Provider.MICROSOFT
+
+    @property
+    def connection_limit(self) -> int | None:
+        """Concurrent SMTP connections allowed (None: no limit)."""
+        if self.max_connections is not None:
+            return self.max_connections
+        return MICROSOFT_MAX_CONNECTIONS if self.is_microsoft_oauth2 else None
+
+    @property
+    def message_rate_limit(self) -> int | None:
+        """Messages a minute allowed (None: no limit)."""
+        if self.max_messages_per_minute is not None:
+            return self.max_messages_per_minute
+        return MICROSOFT_MAX_MESSAGES_PER_MINUTE if self.is_microsoft_oauth2 else None
 
     @field_validator("mail_from")
     @classmethod
@@ -308,3 +429,7 @@ class AccountPullReport(BaseModel):
     remaining: int = 0
     mail_ids: list[str] = Field(default_factory=list)
     error: str | None = None
+    # Things that went through but need a person's attention (e.g. Gmail rewrote From).
+    warnings: list[str] = Field(default_factory=list)
+    # The diagnosis word of a server failure (protocols/diagnose.py): auth_failed, wrong_port, ...
+    problem: str | None = None

@@ -6,11 +6,15 @@ after pointing the environment at other resources.
 
 from __future__ import annotations
 
+import os
 import ssl
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailcore.events import EventPublisher
+from mailcore.limits import AccountLimiter
+from mailcore.oauth2 import TokenBroker
 from mailcore.protocols.tls import client_tls_context
 from mailcore.settings import Settings
 from mailcore.storage import Storage
@@ -21,6 +25,7 @@ if TYPE_CHECKING:
 
     from mailcore.protocols.transcript import Transcript
     from mailcore.services.outbox import Outbox
+    from mailcore.services.system import SystemMailer
 
 
 @cache
@@ -71,15 +76,66 @@ def outbox(transcript: Transcript | None = None) -> Outbox:
         dead_letters=SqsDeadLetters(settings().outbox_dlq_url),
         tls_context=tls_context(),
         transcript=transcript,
+        tokens=tokens(),
     )
+
+
+@cache
+def tokens() -> TokenBroker:
+    """OAuth2 access tokens of this process; rotated refresh tokens go back to the team secret."""
+    return TokenBroker(on_rotated=directory().store_refresh_token)
+
+
+@cache
+def limiter() -> AccountLimiter:
+    """Per-account sending limits, counted in the pull state table (shared by all processes)."""
+    from mailcore.limits import DynamoLimitCounters
+
+    return AccountLimiter(DynamoLimitCounters(settings().pull_state_table))
 
 
 def tls_context() -> ssl.SSLContext:
     return client_tls_context(settings().tls_ca_file)
 
 
-def reset() -> None:
-    from mailcore.storage.aws import aws_client
+@cache
+def system_mailer(shipped_templates: Path) -> SystemMailer:
+    from mailcore.services.system import SystemMailer, load_system_config
+    from mailcore.storage.aws import DynamoRateLimits
+    from mailcore.templates import MailTemplates
 
-    for made in (settings, storage, directory, events, idempotency_store, aws_client, client_tls_context):
+    found = settings()
+    max_age = float(os.environ.get("POWERTOOLS_PARAMETERS_MAX_AGE", "60"))
+    return SystemMailer(
+        config=lambda: load_system_config(directory().provider, found.system_secret_name),
+        templates=MailTemplates(
+            shipped_templates,
+            blobs=storage().blobs,
+            prefix=found.system_templates_prefix,
+            max_age=max_age,
+        ),
+        storage=storage(),
+        rate_limits=DynamoRateLimits(found.pull_state_table),
+        tls_context=tls_context,
+        recipient_limit=found.system_recipient_limit,
+        store_secrets=found.store_system_mail_secrets,
+    )
+
+
+def reset() -> None:
+    from mailcore.storage.aws import _session, aws_client
+
+    for made in (
+        settings,
+        storage,
+        directory,
+        events,
+        tokens,
+        limiter,
+        idempotency_store,
+        aws_client,
+        _session,
+        client_tls_context,
+        system_mailer,
+    ):
         made.cache_clear()

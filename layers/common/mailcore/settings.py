@@ -21,6 +21,11 @@ class Settings:
     # of the send API's Idempotency-Key records.
     outbox_dlq_url: str = ""
     idempotency_table: str = ""
+    # System mail (functions/system_mail): see services/system.py.
+    system_recipient_limit: int = 5
+    system_templates_prefix: str = ""
+    store_system_mail_secrets: bool = False
+    system_mail_key_arn: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -36,4 +41,8 @@ class Settings:
             tls_ca_file=env.get("MAIL_TLS_CA_FILE", ""),
             outbox_dlq_url=env.get("OUTBOX_DLQ_URL", ""),
             idempotency_table=env.get("IDEMPOTENCY_TABLE", ""),
+            system_recipient_limit=int(env.get("SYSTEM_MAIL_RECIPIENT_LIMIT", "5")),
+            system_templates_prefix=env.get("SYSTEM_TEMPLATES_PREFIX", ""),
+            store_system_mail_secrets=env.get("STORE_SYSTEM_MAIL_SECRETS", "false").lower() == "true",
+            system_mail_key_arn=env.get("SYSTEM_MAIL_KEY_ARN", ""),
         )

@@ -136,6 +136,22 @@ class TeamDirectory:
             message = f"the secret of team {name!r} is invalid: {describe_validation_error(error)}"
             raise TeamConfigInvalid(message) from None
 
+    def store_refresh_token(self, team: str, account: str, refresh_token: str) -> None:
+        """Writes a rotated OAuth2 refresh token into the team secret (PutSecretValue).
+
+        Read fresh, not from the cache: the write must not undo a change made since. Two processes
+        rotating at once both write a valid token (providers keep the previous one valid a while).
+        """
+        name = self.prefix + team
+        config = json.loads(self.client.get_secret_value(SecretId=name)["SecretString"])
+        auth = config.get("accounts", {}).get(account, {}).get("auth")
+        if not isinstance(auth, dict) or auth.get("mode") != "oauth2":
+            return
+        auth["refresh_token"] = refresh_token
+        self.client.put_secret_value(SecretId=name, SecretString=json.dumps(config))
+        # The next read must see the new token, not Powertools' cached copy with the old one.
+        self.provider.clear_cache()
+
     def all_teams(self) -> list[str]:
         """Every team that has a secret under the prefix (the listing is cached like the secrets)."""
         now = time.monotonic()

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import poplib
+import socket
 import ssl
 from typing import Any
 
-from mailcore.models import MailAccount, Security
+from mailcore.models import MailAccount, Pop3AuthForm, Security
+from mailcore.oauth2 import describe_sasl_error, xoauth2_base64
 from mailcore.protocols.diagnose import pop3_failure
 from mailcore.protocols.transcript import REDACTED, Transcript
 
@@ -21,6 +23,17 @@ poplib._MAXLINE = max(poplib._MAXLINE, 1024 * 1024)  # type: ignore[attr-defined
 class _Recording:
     transcript: Transcript
     _continuation = False
+    source_address: tuple[str, int] | None = None
+
+    def _create_socket(self, timeout: float) -> socket.socket:
+        # poplib cannot bind the client's address; the check tool (and its tests) can ask for one.
+        if self.source_address is None:
+            return super()._create_socket(timeout)  # type: ignore[misc]
+        host, port = self.host, self.port  # type: ignore[attr-defined]
+        sock = socket.create_connection((host, port), timeout, source_address=self.source_address)
+        if isinstance(self, poplib.POP3_SSL):
+            sock = self.context.wrap_socket(sock, server_hostname=host)  # type: ignore[attr-defined]
+        return sock
 
     def _putcmd(self, line: str) -> None:
         words = line.split(" ", 2)
@@ -49,28 +62,58 @@ class _Recording:
 
 
 class RecordingPOP3(_Recording, poplib.POP3):
-    def __init__(self, transcript: Transcript, host: str, port: int, timeout: float) -> None:
+    def __init__(
+        self,
+        transcript: Transcript,
+        host: str,
+        port: int,
+        timeout: float,
+        source_address: tuple[str, int] | None = None,
+    ) -> None:
         self.transcript = transcript
+        self.source_address = source_address
         super().__init__(host, port, timeout=timeout)
 
 
 class RecordingPOP3SSL(_Recording, poplib.POP3_SSL):
     def __init__(
-        self, transcript: Transcript, host: str, port: int, timeout: float, context: ssl.SSLContext
+        self,
+        transcript: Transcript,
+        host: str,
+        port: int,
+        timeout: float,
+        context: ssl.SSLContext,
+        source_address: tuple[str, int] | None = None,
     ) -> None:
         self.transcript = transcript
+        self.source_address = source_address
         super().__init__(host, port, timeout=timeout, context=context)
 
 
 class Pop3Session:
     """One logged-in POP3 session of an account."""
 
-    def __init__(self, account: MailAccount, *, transcript: Transcript, tls_context: ssl.SSLContext) -> None:
+    def __init__(
+        self,
+        account: MailAccount,
+        *,
+        transcript: Transcript,
+        tls_context: ssl.SSLContext,
+        access_token: str | None = None,
+        source_address: tuple[str, int] | None = None,
+    ) -> None:
+        """With `access_token` the session logs in with SASL XOAUTH2 in the account's POP3 form."""
         self.account = account
         self.transcript = transcript
         self.tls_context = tls_context
+        self.access_token = access_token
+        self.source_address = source_address
+        self._sasl_error: str | None = None
         self._pop: poplib.POP3 | None = None
         transcript.add_secret(account.mail_password.get_secret_value())
+        if access_token:
+            transcript.add_secret(access_token)
+            transcript.add_secret(xoauth2_base64(account.pop3_login, access_token))
 
     def __enter__(self) -> Pop3Session:
         self.open()
@@ -87,9 +130,34 @@ class Pop3Session:
         return self._pop
 
     def _fail(self, error: BaseException) -> Exception:
-        return pop3_failure(error, self.account.pop3, username=self.account.pop3_login)
+        return pop3_failure(
+            error,
+            self.account.pop3,
+            username=self.account.pop3_login,
+            oauth2=bool(self.access_token),
+            sasl_error=self._sasl_error,
+        )
+
+    def _xoauth2(self, pop: poplib.POP3, token: str) -> None:
+        oauth2 = self.account.oauth2
+        form = oauth2.pop3_auth_form if oauth2 is not None else Pop3AuthForm.TWO_STEP
+        payload = xoauth2_base64(self.account.pop3_login, token)
+        if form is Pop3AuthForm.ONE_LINE:
+            reply = pop._shortcmd(f"AUTH XOAUTH2 {payload}")  # type: ignore[attr-defined]
+        else:
+            pop._shortcmd("AUTH XOAUTH2")  # type: ignore[attr-defined]
+            reply = pop._shortcmd(payload)  # type: ignore[attr-defined]
+        if reply.startswith(b"+OK"):
+            return
+        # `+ <base64 JSON>`: the server's error; answer it with an empty line (RFC 7628 §3.2.3),
+        # then it sends -ERR, which poplib raises.
+        self._sasl_error = describe_sasl_error(reply[1:].strip()) or "unreadable"
+        pop._shortcmd("")  # type: ignore[attr-defined]
+        raise poplib.error_proto(b"-ERR the server accepted the XOAUTH2 error answer as a login")
 
     def open(self) -> None:
+        if self._pop is not None:
+            return  # opened already (see services/credentials.open_session)
         endpoint = self.account.pop3
         timeout = self.account.timeout_seconds
         self.transcript.note(f"connecting to {endpoint.host}:{endpoint.port} ({endpoint.security.value})")
@@ -97,14 +165,24 @@ class Pop3Session:
         try:
             if endpoint.security is Security.SSL:
                 pop = RecordingPOP3SSL(
-                    self.transcript, endpoint.host, endpoint.port, timeout, self.tls_context
+                    self.transcript,
+                    endpoint.host,
+                    endpoint.port,
+                    timeout,
+                    self.tls_context,
+                    self.source_address,
                 )
             else:
-                pop = RecordingPOP3(self.transcript, endpoint.host, endpoint.port, timeout)
+                pop = RecordingPOP3(
+                    self.transcript, endpoint.host, endpoint.port, timeout, self.source_address
+                )
             if endpoint.security is Security.STARTTLS:
                 pop.stls(context=self.tls_context)
-            pop.user(self.account.pop3_login)
-            pop.pass_(self.account.mail_password.get_secret_value())
+            if self.access_token:
+                self._xoauth2(pop, self.access_token)
+            else:
+                pop.user(self.account.pop3_login)
+                pop.pass_(self.account.mail_password.get_secret_value())
         except Exception as error:
             if pop is not None:
                 _close_quietly(pop)

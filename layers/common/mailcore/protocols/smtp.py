@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import smtplib
 import ssl
@@ -13,6 +14,7 @@ from pydantic import SecretStr
 
 from mailcore.errors import DeliveryUnknown
 from mailcore.models import Security, ServerEndpoint
+from mailcore.oauth2 import describe_sasl_error, xoauth2_base64, xoauth2_payload
 from mailcore.protocols.diagnose import smtp_failure
 from mailcore.protocols.transcript import REDACTED, Transcript
 
@@ -98,12 +100,27 @@ def ehlo_name(account: SmtpAccount) -> str:
 class SmtpSession:
     """One authenticated SMTP connection of an account; sends any number of messages."""
 
-    def __init__(self, account: SmtpAccount, *, transcript: Transcript, tls_context: ssl.SSLContext) -> None:
+    def __init__(
+        self,
+        account: SmtpAccount,
+        *,
+        transcript: Transcript,
+        tls_context: ssl.SSLContext,
+        access_token: str | None = None,
+        source_address: tuple[str, int] | None = None,
+    ) -> None:
+        """With `access_token` the session logs in with SASL XOAUTH2 instead of the password."""
         self.account = account
         self.transcript = transcript
         self.tls_context = tls_context
+        self.access_token = access_token
+        self.source_address = source_address
         self._smtp: smtplib.SMTP | None = None
+        self._sasl_error: str | None = None
         transcript.add_secret(account.mail_password.get_secret_value())
+        if access_token:
+            transcript.add_secret(access_token)
+            transcript.add_secret(xoauth2_base64(account.smtp_login, access_token))
 
     def __enter__(self) -> SmtpSession:
         self.open()
@@ -113,6 +130,8 @@ class SmtpSession:
         self.close()
 
     def open(self) -> None:
+        if self._smtp is not None:
+            return  # opened already (see services/credentials.open_session)
         endpoint = self.account.smtp
         self.transcript.note(f"connecting to {endpoint.host}:{endpoint.port} ({endpoint.security.value})")
         smtp: smtplib.SMTP | None = None
@@ -120,6 +139,7 @@ class SmtpSession:
             "local_hostname": ehlo_name(self.account),
             "timeout": self.account.timeout_seconds,
             "transcript": self.transcript,
+            "source_address": self.source_address,
         }
         try:
             if endpoint.security is Security.SSL:
@@ -130,14 +150,36 @@ class SmtpSession:
             if endpoint.security is Security.STARTTLS:
                 smtp.starttls(context=self.tls_context)
                 smtp.ehlo()
-            password = self.account.mail_password.get_secret_value()
-            if password:
-                smtp.login(self.account.smtp_login, password)
+            if self.access_token:
+                smtp.auth("XOAUTH2", self._xoauth2, initial_response_ok=True)
+            else:
+                password = self.account.mail_password.get_secret_value()
+                if password:
+                    smtp.login(self.account.smtp_login, password)
         except Exception as error:
             if smtp is not None:
                 _close_quietly(smtp)
-            raise smtp_failure(error, endpoint, username=self.account.smtp_login) from None
+            raise self._failure(error) from None
         self._smtp = smtp
+
+    def _xoauth2(self, challenge: bytes | None = None) -> str:
+        if challenge is None:
+            assert self.access_token is not None
+            return xoauth2_payload(self.account.smtp_login, self.access_token)
+        # A challenge after the initial response is the server's error (base64 JSON, already decoded
+        # by smtplib); RFC 7628 wants an empty answer, after which the server sends its 535.
+        self._sasl_error = describe_sasl_error(base64.b64encode(challenge)) or "unreadable"
+        return ""
+
+    def _failure(self, error: BaseException) -> Exception:
+        return smtp_failure(
+            error,
+            self.account.smtp,
+            username=self.account.smtp_login,
+            mail_from=self.account.mail_from,
+            oauth2=bool(self.access_token),
+            sasl_error=self._sasl_error,
+        )
 
     def send(self, message: bytes, recipients: list[str]) -> SmtpDelivery:
         """Sends one message; raises MailServerError when the server refuses it as a whole."""
@@ -154,10 +196,10 @@ class SmtpSession:
                 # The connection is in an unknown state: drop it; the next send opens a new one.
                 _close_quietly(smtp)
                 self._smtp = None
-            failure = smtp_failure(error, self.account.smtp, username=self.account.smtp_login)
+            failure = self._failure(error)
             if not answered and getattr(smtp, "message_written", False):
                 raise DeliveryUnknown(
-                    f"{failure.message}; the whole message was sent before the server answered, so "
+                    f"{failure}; the whole message was sent before the server answered, so "
                     "it may have been delivered",
                 ) from None
             raise failure from None

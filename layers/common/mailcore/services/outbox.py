@@ -31,8 +31,10 @@ from typing import Any, Protocol
 from mailcore.errors import DeliveryUnknown, InvalidInput, MailServerError, MailServiceError
 from mailcore.events import MAIL_FAILED, MAIL_SENT, EventPublisher, MailEvent
 from mailcore.models import Mail, MailAccount, MailStatus, SendRequest, parse_addresses
+from mailcore.oauth2 import TokenBroker
 from mailcore.protocols.smtp import SmtpSession
 from mailcore.protocols.transcript import Transcript
+from mailcore.services.credentials import open_session
 from mailcore.storage import Clause, Guard, Storage, Transition, raw_key
 from mailcore.teams import ResolvedAccount, TeamDirectory
 
@@ -238,6 +240,7 @@ class Outbox:
         sleep: Callable[[float], None] = time.sleep,
         backoff: tuple[float, ...] = BACKOFF,
         max_attempts: int = MAX_ATTEMPTS,
+        tokens: TokenBroker | None = None,
     ) -> None:
         self.storage = storage
         self.directory = directory
@@ -249,6 +252,7 @@ class Outbox:
         self.sleep = sleep
         self.backoff = backoff
         self.max_attempts = max_attempts
+        self.tokens = tokens
         self._sessions: dict[tuple[str, str], SmtpSession] = {}
         self._accounts: dict[tuple[str, str], MailAccount | None] = {}
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="outbox")
@@ -393,10 +397,19 @@ class Outbox:
         return raw
 
     def _session(self, mail: Mail, account: MailAccount) -> SmtpSession:
+        """The run's open connection of the mail's account (logged in with a password or an
+        OAuth2 token); raises MailServerError when it cannot be opened."""
         key = (mail.team, mail.account)
         if key not in self._sessions:
-            self._sessions[key] = SmtpSession(
-                account, transcript=self.transcript, tls_context=self.tls_context
+
+            def make(token: str | None) -> SmtpSession:
+                return SmtpSession(
+                    account, transcript=self.transcript, tls_context=self.tls_context, access_token=token
+                )
+
+            target = ResolvedAccount(mail.team, mail.account, account)
+            self._sessions[key] = open_session(
+                target, make, tokens=self.tokens, pull_state=self.storage.pull_state
             )
         return self._sessions[key]
 
@@ -412,11 +425,10 @@ class Outbox:
             recipients = _envelope(mail)
         except ValueError as error:
             return _outcome(mail, MailStatus.FAILED, attempts, error=str(error))
-        session = self._session(mail, account)
         for attempt in range(self.max_attempts):
             attempts += 1
             try:
-                delivery = session.send(claimed.raw, recipients)
+                delivery = self._session(mail, account).send(claimed.raw, recipients)
             except DeliveryUnknown as error:
                 # Sending again could deliver it twice; not sending could lose it. A person
                 # decides, with the transcript's hint (see the README).

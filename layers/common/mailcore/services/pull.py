@@ -18,8 +18,11 @@ from mailcore.errors import MailServerError
 from mailcore.ids import incoming_mail_id
 from mailcore.mime.parse import ParsedMail, parse_message
 from mailcore.models import AccountPullReport, Direction, Mail, MailStatus, StoredFile
+from mailcore.oauth2 import OAuth2Error, TokenBroker
+from mailcore.protocols.diagnose import from_rewritten_warning
 from mailcore.protocols.pop3 import Pop3Session
 from mailcore.protocols.transcript import Transcript
+from mailcore.services.credentials import broken_mark, open_session
 from mailcore.storage import Storage, file_key, raw_key
 from mailcore.teams import ResolvedAccount
 
@@ -113,13 +116,23 @@ def pull_account(
     transcript: Transcript,
     tls_context: ssl.SSLContext,
     seconds_left: Callable[[], float] | None = None,
+    tokens: TokenBroker | None = None,
 ) -> AccountPullReport:
     """Pulls the account's new messages; a failure of the server is reported, not raised."""
     report = AccountPullReport(team=target.team, account=target.name)
     identity = mailbox_identity(target)
     delete = not target.account.leave_on_server
+    broken: dict[str, object] = {}
     try:
-        with Pop3Session(target.account, transcript=transcript, tls_context=tls_context) as session:
+        session = open_session(
+            target,
+            lambda token: Pop3Session(
+                target.account, transcript=transcript, tls_context=tls_context, access_token=token
+            ),
+            tokens=tokens,
+            pull_state=storage.pull_state,
+        )
+        with session:
             listing = session.listing()
             ids = {uidl: incoming_mail_id(target.team, target.name, identity, uidl) for _, uidl in listing}
             stored_before = storage.mail.existing_ids(ids.values())
@@ -143,8 +156,16 @@ def pull_account(
                 if delete:
                     session.delete(number)
                     report.deleted += 1
+                if stored is not None and (warning := from_rewritten_warning(target.account, stored)):
+                    report.warnings.append(warning)
+                    logger.warning("%s/%s: %s", target.team, target.name, warning)
+    except OAuth2Error as error:
+        report.error = error.message
+        if not error.temporary:
+            broken = broken_mark(storage.pull_state.get(target.team, target.name))
     except MailServerError as error:
         report.error = error.message
+        report.problem = error.problem
     storage.pull_state.record(
         target.team,
         target.name,
@@ -153,6 +174,7 @@ def pull_account(
             "fetched": report.fetched,
             "remaining": report.remaining,
             "error": report.error,
+            **broken,
         },
     )
     return report
@@ -165,6 +187,7 @@ def pull_accounts(
     transcript: Transcript,
     tls_context: ssl.SSLContext,
     seconds_left: Callable[[], float] | None = None,
+    tokens: TokenBroker | None = None,
 ) -> list[AccountPullReport]:
     """Pulls each account in turn; one broken account never stops the others."""
     reports = []
@@ -177,6 +200,7 @@ def pull_accounts(
                     transcript=transcript,
                     tls_context=tls_context,
                     seconds_left=seconds_left,
+                    tokens=tokens,
                 )
             )
         except Exception:

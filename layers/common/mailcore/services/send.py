@@ -7,20 +7,26 @@ build the MIME message and store its raw bytes.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import ssl
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mailcore.errors import InvalidInput, MailServerError, NotFound
 from mailcore.ids import new_id
+from mailcore.limits import AccountLimiter
 from mailcore.mime.build import OutgoingAttachment, build_message, new_message_id
-from mailcore.models import Direction, Mail, MailStatus, SendRequest, StoredFile, parse_addresses
-from mailcore.protocols.smtp import SmtpAccount, SmtpSession
+from mailcore.models import Direction, Mail, MailStatus, SendRequest, StoredFile
+from mailcore.oauth2 import TokenBroker
+from mailcore.protocols.smtp import SmtpAccount, SmtpDelivery, SmtpSession
 from mailcore.protocols.transcript import Transcript
 from mailcore.sanitize import safe_html
+from mailcore.services.credentials import open_session
 from mailcore.storage import Storage, raw_key
 from mailcore.teams import ResolvedAccount
 
@@ -47,7 +53,11 @@ class MailSendFailed(MailServerError):
 
     def __init__(self, cause: MailServerError, mail: Mail) -> None:
         super().__init__(
-            cause.message, reply_code=cause.reply_code, reply=cause.reply, temporary=cause.temporary
+            cause.message,
+            reply_code=cause.reply_code,
+            reply=cause.reply,
+            temporary=cause.temporary,
+            problem=cause.problem,
         )
         self.mail = mail
 
@@ -161,12 +171,6 @@ def compose(
     return mail.model_copy(update={"raw_size": len(raw), "body_html": body_html})
 
 
-def recipients_of(mail: Mail) -> list[str]:
-    """The envelope recipients of a stored mail: to, cc and bcc, once each."""
-    addresses = parse_addresses([*mail.to, *mail.cc, *mail.bcc])
-    return SendRequest(to=addresses).recipients()
-
-
 def send_mail(
     target: ResolvedAccount | SystemSender,
     request: SendRequest,
@@ -175,25 +179,48 @@ def send_mail(
     transcript: Transcript,
     tls_context: ssl.SSLContext,
     now: datetime | None = None,
+    tokens: TokenBroker | None = None,
+    limiter: AccountLimiter | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    stored_as: SendRequest | None = None,
     events: EventPublisher | None = None,
 ) -> Mail:
     """Builds, stores and sends one mail; answers the stored mail with status `sent`.
 
+    `stored_as`, when given, is what storage keeps (item and raw object) in place of `request`:
+    the same mail with its secrets replaced (system mail), while `request` is what goes out.
+
     The raw message and the item (status `sending`) are stored before the first SMTP byte, so a
     crash mid-send leaves a trace instead of a mail nobody knows about. Raises MailSendFailed
     (the mail stored as `failed`, with the server's reply) when the server does not take it.
-    With `events`, MailSent / MailFailed go on the bus.
+    With a `limiter`, a team account over its provider's limits gets RateLimited (429) before
+    anything is stored; a busy server (421, 432 4.3.2) is tried again after a pause. With
+    `events`, MailSent / MailFailed go on the bus.
     """
     from mailcore.services.outbox import completion_event
 
-    mail = compose(target, request, storage=storage, status=MailStatus.SENDING, now=now)
+    if missing := request.missing():
+        raise InvalidInput(missing[1], field=missing[0])
+    if limiter is not None and isinstance(target, ResolvedAccount):
+        limiter.take_message(target)
+    mail = compose(target, stored_as or request, storage=storage, status=MailStatus.SENDING, now=now)
+    if stored_as is None:
+        assert mail.raw_key is not None
+        raw = storage.blobs.get(mail.raw_key)
+    else:
+        sent_content = {
+            "subject": request.subject,
+            "body_text": request.body_text or "",
+            "body_html": request.body_html or "",
+        }
+        raw = render(mail.model_copy(update=sent_content), storage)
     storage.mail.put_new(mail)
-    assert mail.raw_key is not None
-    raw = storage.blobs.get(mail.raw_key)
 
     try:
-        with SmtpSession(target.account, transcript=transcript, tls_context=tls_context) as session:
-            delivery = session.send(raw, request.recipients())
+        with _connection_slot(target, limiter):
+            delivery = _deliver(
+                target, raw, request.recipients(), storage, transcript, tls_context, tokens, sleep
+            )
     except MailServerError as error:
         reply = f"{error.reply_code} {error.reply}" if error.reply_code else error.reply
         storage.mail.update_status(
@@ -227,3 +254,49 @@ def send_mail(
     if events is not None:
         events.publish([completion_event(sent)])
     return sent
+
+
+# Pauses before trying a busy server again (421, 432 4.3.2): short, the caller is waiting.
+BUSY_RETRY_DELAYS = (1.0, 3.0)
+
+
+def _is_busy(error: MailServerError) -> bool:
+    return error.reply_code == 421 or (error.reply_code == 432 and "4.3.2" in (error.reply or ""))
+
+
+def _connection_slot(target: ResolvedAccount | SystemSender, limiter: AccountLimiter | None) -> Any:
+    if limiter is not None and isinstance(target, ResolvedAccount):
+        return limiter.connection(target)
+    return contextlib.nullcontext()
+
+
+def _deliver(
+    target: ResolvedAccount | SystemSender,
+    raw: bytes,
+    recipients: list[str],
+    storage: Storage,
+    transcript: Transcript,
+    tls_context: ssl.SSLContext,
+    tokens: TokenBroker | None,
+    sleep: Callable[[float], None],
+) -> SmtpDelivery:
+    for delay in (*BUSY_RETRY_DELAYS, None):
+
+        def make(token: str | None) -> SmtpSession:
+            return SmtpSession(
+                target.account, transcript=transcript, tls_context=tls_context, access_token=token
+            )
+
+        try:
+            if isinstance(target, ResolvedAccount):
+                session = open_session(target, make, tokens=tokens, pull_state=storage.pull_state)
+            else:
+                session = make(None)
+            with session:
+                return session.send(raw, recipients)
+        except MailServerError as error:
+            if delay is None or not _is_busy(error):
+                raise
+            transcript.note(f"the server is busy ({error.reply_code}); trying again in {delay:g} s")
+            sleep(delay)
+    raise AssertionError("unreachable")

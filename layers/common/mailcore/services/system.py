@@ -1,20 +1,35 @@
 """System mail: messages that belong to no team (password recovery, notifications), sent with
-the system SMTP configuration from its own secret, and stored under the reserved team `system`."""
+the system SMTP configuration from its own secret, and stored under the reserved team `system`.
+
+A request names a template and its variables (see mailcore.templates); every recipient gets at
+most `recipient_limit` mails of one template an hour; the values of secret variables (codes,
+reset links) go out in the mail but are stored, and logged, only as a placeholder, unless the
+deployment asks to store them (StoreSystemMailSecrets).
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email.headerregistry import Address
-from typing import TYPE_CHECKING
+from email.utils import getaddresses
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from mailcore.errors import TeamConfigInvalid
-from mailcore.models import Mail, Security, SendRequest, ServerEndpoint, parse_addresses
+from mailcore.errors import InvalidInput, TeamConfigInvalid
+from mailcore.models import AddressList, Mail, Security, SendRequest, ServerEndpoint, parse_addresses
 from mailcore.protocols.transcript import Transcript
 from mailcore.services.send import SystemSender, send_mail
-from mailcore.storage import Storage
+from mailcore.storage import RateLimits, Storage
 from mailcore.teams import describe_validation_error
+from mailcore.templates import MailTemplates, RenderedMail
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.parameters import SecretsProvider
@@ -79,6 +94,147 @@ def send_system_mail(
     storage: Storage,
     transcript: Transcript,
     tls_context: ssl.SSLContext,
+    stored_as: SendRequest | None = None,
 ) -> Mail:
     sender = SystemSender(team=SYSTEM_TEAM, name=SYSTEM_ACCOUNT, account=config)
-    return send_mail(sender, request, storage=storage, transcript=transcript, tls_context=tls_context)
+    return send_mail(
+        sender, request, storage=storage, transcript=transcript, tls_context=tls_context, stored_as=stored_as
+    )
+
+
+class SystemMailRequest(BaseModel):
+    """What an application asks for: `{"template", "to", "variables"}` (EventBridge detail, SQS
+    message body or direct invocation)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    template: str = Field(min_length=1, max_length=64)
+    to: AddressList = Field(min_length=1, max_length=10)
+    variables: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SystemMailResult:
+    # "sent", or "rate_limited": a recipient had its share of the template this hour; dropped, not retried.
+    status: str
+    mail_id: str | None = None
+
+
+@dataclass
+class SystemMailer:
+    """Everything system mail needs; `config` re-reads the (cached) secret on every call."""
+
+    config: Callable[[], SystemMailConfig]
+    templates: MailTemplates
+    storage: Storage
+    rate_limits: RateLimits
+    tls_context: Callable[[], ssl.SSLContext]
+    recipient_limit: int = 5
+    store_secrets: bool = False
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    def deliver(self, request: SystemMailRequest) -> SystemMailResult:
+        """Renders, rate-limits, stores and sends one system mail.
+
+        Raises InvalidInput (unknown template, missing variable), TeamConfigInvalid (broken
+        secret or template) and MailServerError (the mail is then stored as failed)."""
+        rendering = self.templates.render(request.template, request.variables)
+        if not self._within_limit(request):
+            return SystemMailResult(status="rate_limited")
+        sent = _as_send_request(request, rendering.sent)
+        stored = None if self.store_secrets else _as_send_request(request, rendering.stored)
+        transcript = Transcript(rendering.secret_values)
+        mail = send_system_mail(
+            self.config(),
+            sent,
+            storage=self.storage,
+            transcript=transcript,
+            tls_context=self.tls_context(),
+            stored_as=stored,
+        )
+        return SystemMailResult(status=mail.status.value, mail_id=mail.id)
+
+    def _within_limit(self, request: SystemMailRequest) -> bool:
+        now = self.clock()
+        window = now.replace(minute=0, second=0, microsecond=0)
+        expires_at = int((window + timedelta(hours=2)).timestamp())
+        for _, address in getaddresses(request.to):
+            # Hashed: the state table never holds a recipient's address in clear.
+            recipient = hashlib.sha256(address.strip().lower().encode()).hexdigest()[:32]
+            key = f"system#{request.template}#{recipient}"
+            if not self.rate_limits.take(
+                key, window.strftime("%Y-%m-%dT%H"), limit=self.recipient_limit, expires_at=expires_at
+            ):
+                return False
+        return True
+
+
+def _as_send_request(request: SystemMailRequest, rendered: RenderedMail) -> SendRequest:
+    return SendRequest(
+        to=request.to,
+        subject=rendered.subject,
+        body_text=rendered.body_text,
+        body_html=rendered.body_html,
+    )
+
+
+# ---------------------------------------------------------------- Cognito custom email sender
+# Which template each Cognito trigger source sends; the code is the variable `code` of each.
+COGNITO_TEMPLATES = {
+    "CustomEmailSender_ForgotPassword": "password_recovery",
+    "CustomEmailSender_SignUp": "verification",
+    "CustomEmailSender_ResendCode": "verification",
+    "CustomEmailSender_VerifyUserAttribute": "verification",
+    "CustomEmailSender_UpdateUserAttribute": "verification",
+    "CustomEmailSender_AdminCreateUser": "invitation",
+    "CustomEmailSender_AccountTakeOverNotification": "notification",
+}
+
+
+def cognito_request(
+    trigger_source: str, user_name: str, user_attributes: dict[str, str], code: str | None
+) -> SystemMailRequest:
+    """The system mail Cognito asks for with this trigger, to the user's e-mail address."""
+    template = COGNITO_TEMPLATES.get(trigger_source)
+    if template is None:
+        raise InvalidInput(f"Cognito trigger {trigger_source!r} is not handled", field="triggerSource")
+    email = user_attributes.get("email", "")
+    if not email:
+        raise InvalidInput("the user has no email attribute", field="request.userAttributes.email")
+    name = user_attributes.get("name") or user_attributes.get("given_name") or email.partition("@")[0]
+    variables: dict[str, Any] = {"name": name, "username": user_name}
+    if template == "notification":
+        variables |= {
+            "title": "Unusual sign-in to your account",
+            "message": "We noticed a sign-in to your account that looked unusual. If it was not "
+            "you, change your password now.",
+        }
+    elif code is not None:
+        variables["code"] = code
+    return SystemMailRequest(template=template, to=[email], variables=variables)
+
+
+def decrypt_cognito_code(encrypted: str, key_arn: str) -> str:
+    """The code Cognito encrypted with the AWS Encryption SDK under the stack's KMS key."""
+    try:
+        ciphertext = base64.b64decode(encrypted, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput("the code is not base64", field="request.code") from None
+    client, provider = _encryption_sdk(key_arn)
+    plaintext, _ = client.decrypt(source=ciphertext, key_provider=provider)
+    return bytes(plaintext).decode("utf-8")
+
+
+@cache
+def _encryption_sdk(key_arn: str) -> tuple[Any, Any]:
+    # Made once per process: the provider keeps its KMS client.
+    import aws_encryption_sdk
+    from aws_encryption_sdk.identifiers import CommitmentPolicy
+
+    if not key_arn:
+        raise TeamConfigInvalid("SYSTEM_MAIL_KEY_ARN is not set: the Cognito code cannot be decrypted")
+    client = aws_encryption_sdk.EncryptionSDKClient(
+        commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_ALLOW_DECRYPT
+    )
+    provider = aws_encryption_sdk.StrictAwsKmsMasterKeyProvider(key_ids=[key_arn])
+    return client, provider

@@ -104,6 +104,13 @@ class PullStateRepository(Protocol):
     def get(self, team: str, account: str) -> dict[str, Any] | None: ...
 
 
+class RateLimits(Protocol):
+    def take(self, key: str, window: str, *, limit: int, expires_at: int) -> bool:
+        """Counts one use of `key` in `window`; False, and nothing counted, when `limit` uses were
+        counted already. The count disappears after `expires_at` (epoch seconds)."""
+        ...
+
+
 @dataclass
 class Storage:
     mail: MailRepository

@@ -20,8 +20,15 @@ PRESIGN_SECONDS = 900
 
 
 @cache
-def aws_client(service: str) -> BaseClient:
+def _session() -> Any:
     import boto3
+
+    # One session for every client: each new session loads botocore's endpoint data again.
+    return boto3.session.Session()
+
+
+@cache
+def aws_client(service: str) -> BaseClient:
     from botocore.config import Config
 
     # The outbox writes from a small thread pool: room for its connections beside the caller's.
@@ -31,7 +38,7 @@ def aws_client(service: str) -> BaseClient:
         read_timeout=30,
         max_pool_connections=32,
     )
-    return boto3.session.Session().client(service, config=config)
+    return _session().client(service, config=config)
 
 
 @cache
@@ -328,6 +335,40 @@ class DynamoPullState:
         state = from_item(answer["Item"])
         state.pop("pk"), state.pop("sk")
         return state
+
+
+class DynamoRateLimits:
+    """Counters in the pull state table under the key prefix `ratelimit#` (one item per key and
+    window; the table's TTL attribute `expires_at` removes windows that are over)."""
+
+    def __init__(self, table: str, client: BaseClient | None = None) -> None:
+        self.table = table
+        self._client = client
+
+    @property
+    def client(self) -> BaseClient:
+        return self._client or aws_client("dynamodb")
+
+    def take(self, key: str, window: str, *, limit: int, expires_at: int) -> bool:
+        client = self.client
+        try:
+            client.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": f"ratelimit#{key}"}, "sk": {"S": window}},
+                UpdateExpression="ADD #count :one SET expires_at = :expires",
+                # Closes the race of two concurrent sends both reading count = limit - 1: the
+                # check and the increment are one atomic write, so at most `limit` succeed.
+                ConditionExpression="attribute_not_exists(#count) OR #count < :limit",
+                ExpressionAttributeNames={"#count": "count"},
+                ExpressionAttributeValues={
+                    ":one": {"N": "1"},
+                    ":limit": {"N": str(limit)},
+                    ":expires": {"N": str(expires_at)},
+                },
+            )
+        except client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
 
 
 class SqsDeadLetters:

@@ -97,6 +97,20 @@ class MemoryMail:
             return True
 
 
+class MemoryRateLimits:
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str, window: str, *, limit: int, expires_at: int) -> bool:
+        with self._lock:
+            used = self.counts.get((key, window), 0)
+            if used >= limit:
+                return False
+            self.counts[(key, window)] = used + 1
+            return True
+
+
 class MemoryFiles:
     def __init__(self) -> None:
         self.items: dict[str, StoredFile] = {}

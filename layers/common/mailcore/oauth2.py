@@ -1,0 +1,247 @@
+"""OAuth2 access tokens for XOAUTH2 logins: fetched when needed, cached per process, refreshed.
+
+Tokens are opaque strings here (nothing is decoded or verified: the mail server does that). A
+token endpoint that hands out a new refresh token (rotation) gets it written back to the team
+secret through `on_rotated`, so the next process starts from the newest one.
+
+A refused grant (`invalid_grant`: the refresh token expired or was revoked; `invalid_client`: the
+client secret is wrong or expired) is permanent until someone changes the secret: the broker
+remembers it per credential fingerprint and answers the same error without asking the endpoint
+again, so a broken account never hammers the provider (which may lock the mailbox).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mailcore.errors import MailServerError
+from mailcore.models import OAuth2Auth
+
+logger = logging.getLogger(__name__)
+
+# Renew this long before a token expires, so it never runs out between fetching and AUTH; for
+# short-lived tokens a quarter of their lifetime.
+EXPIRY_MARGIN_SECONDS = 60.0
+TOKEN_TIMEOUT_SECONDS = 15.0
+# Errors of RFC 6749 §5.2 that no retry can fix: the secret must change.
+PERMANENT_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client", "invalid_scope"})
+
+RotatedRefreshToken = Callable[[str, str, str], None]
+"""(team, account, new refresh token) -> None: keeps the rotated token in the team secret."""
+
+
+class OAuth2Error(MailServerError):
+    """The token endpoint refused or failed; `error` is its RFC 6749 error code when it gave one."""
+
+    code = "oauth2_error"
+
+    def __init__(self, message: str, *, error: str | None = None, temporary: bool = False) -> None:
+        super().__init__(message, temporary=temporary)
+        self.error = error
+
+
+def xoauth2_payload(user: str, token: str) -> str:
+    """The SASL XOAUTH2 initial response, unencoded (the protocols base64 it)."""
+    return f"user={user}\x01auth=Bearer {token}\x01\x01"
+
+
+def xoauth2_base64(user: str, token: str) -> str:
+    return base64.b64encode(xoauth2_payload(user, token).encode()).decode("ascii")
+
+
+def describe_sasl_error(challenge: bytes | str) -> str | None:
+    """The server's XOAUTH2 error challenge (base64 JSON like {"status":"401",...}) in words."""
+    try:
+        raw = base64.b64decode(challenge, validate=False) if challenge else b""
+        data = json.loads(raw.decode("utf-8")) if raw else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    parts = [f"{key} {data[key]}" for key in ("status", "schemes", "scope") if data.get(key)]
+    return ", ".join(parts) or None
+
+
+def credential_fingerprint(auth: OAuth2Auth) -> str:
+    """A short digest of what decides whether a grant can succeed: it changes when someone fixes
+    the secret. Not reversible into the credentials."""
+    material = "\0".join(
+        [
+            auth.effective_token_url,
+            auth.client_id,
+            auth.tenant_id or "",
+            auth.client_secret.get_secret_value() if auth.client_secret else "",
+            auth.refresh_token.get_secret_value() if auth.refresh_token else "",
+        ]
+    )
+    return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+
+@dataclass
+class _Cached:
+    access_token: str
+    renew_at: float
+    # The refresh token the secret held when this entry was made, and the newest one known here.
+    secret_refresh_token: str | None
+    refresh_token: str | None
+
+
+class TokenBroker:
+    """Access tokens of every OAuth2 account this process logs in with."""
+
+    def __init__(
+        self,
+        *,
+        on_rotated: RotatedRefreshToken | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.on_rotated = on_rotated
+        self.clock = clock
+        self.tls_context = tls_context
+        self._cache: dict[tuple[str, str], _Cached] = {}
+        self._refused: dict[tuple[str, str], tuple[str, OAuth2Error]] = {}
+        self._lock = threading.Lock()
+        self.requests = 0  # token endpoint calls, for the status of this process
+
+    def access_token(self, team: str, account: str, auth: OAuth2Auth) -> str:
+        key = (team, account)
+        fingerprint = credential_fingerprint(auth)
+        secret_refresh = auth.refresh_token.get_secret_value() if auth.refresh_token else None
+        with self._lock:
+            refused = self._refused.get(key)
+            if refused is not None and refused[0] == fingerprint:
+                raise refused[1]
+            cached = self._cache.get(key)
+            # A secret that changed by our own write-back keeps the entry; one a person changed drops it.
+            if cached is not None and secret_refresh not in (
+                cached.secret_refresh_token,
+                cached.refresh_token,
+            ):
+                cached = None
+            if cached is not None and self.clock() < cached.renew_at:
+                return cached.access_token
+            refresh_token = cached.refresh_token if cached is not None else secret_refresh
+            try:
+                answer = self._request(auth, refresh_token)
+            except OAuth2Error as error:
+                if not error.temporary:
+                    self._refused[key] = (fingerprint, error)
+                    self._cache.pop(key, None)
+                raise
+            token = answer["access_token"]
+            lifetime = float(answer.get("expires_in") or 3600)
+            margin = min(EXPIRY_MARGIN_SECONDS, lifetime / 4)
+            rotated = answer.get("refresh_token")
+            newest = rotated if isinstance(rotated, str) and rotated else refresh_token
+            self._cache[key] = _Cached(token, self.clock() + lifetime - margin, secret_refresh, newest)
+        if newest != refresh_token and newest and self.on_rotated is not None:
+            try:
+                self.on_rotated(team, account, newest)
+            except Exception:
+                # The login goes on with the new token (this process keeps it); the next process
+                # may find the old one refused, so an operator must hear of it.
+                logger.exception(
+                    "could not write the rotated refresh token of %s/%s to its team secret", team, account
+                )
+        return token
+
+    def has_token(self, team: str, account: str) -> bool:
+        """Whether a login now would use a token from the cache."""
+        with self._lock:
+            entry = self._cache.get((team, account))
+            return entry is not None and self.clock() < entry.renew_at
+
+    def forget(self, team: str, account: str) -> None:
+        """Drops the cached token (e.g. after the server refused it), not the refusal memory."""
+        with self._lock:
+            entry = self._cache.get((team, account))
+            if entry is not None:
+                entry.renew_at = 0.0
+
+    def _request(self, auth: OAuth2Auth, refresh_token: str | None) -> dict[str, Any]:
+        form: dict[str, str] = {"client_id": auth.client_id, "scope": auth.effective_scope}
+        if auth.client_secret is not None:
+            form["client_secret"] = auth.client_secret.get_secret_value()
+        if refresh_token is not None:
+            form.update(grant_type="refresh_token", refresh_token=refresh_token)
+        else:
+            form["grant_type"] = "client_credentials"
+        url = auth.effective_token_url
+        request = urllib.request.Request(
+            url,
+            data=urllib.parse.urlencode(form).encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
+            method="POST",
+        )
+        where = f"the OAuth2 token endpoint {urllib.parse.urlsplit(url).netloc}"
+        secrets = [value for key, value in form.items() if key in ("client_secret", "refresh_token")]
+        self.requests += 1
+        try:
+            with urllib.request.urlopen(
+                request, timeout=TOKEN_TIMEOUT_SECONDS, context=self.tls_context
+            ) as reply:
+                body = reply.read()
+        except urllib.error.HTTPError as error:
+            raise _refusal(where, error.code, error.read(), auth, secrets) from None
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise OAuth2Error(
+                f"{where} could not be reached ({reason}); retry later", temporary=True
+            ) from None
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            raise OAuth2Error(f"{where} answered something that is not JSON", temporary=True) from None
+        if not isinstance(answer, dict) or not isinstance(answer.get("access_token"), str):
+            raise OAuth2Error(f"{where} answered without an access_token", temporary=True)
+        return answer
+
+
+def _refusal(where: str, status: int, body: bytes, auth: OAuth2Auth, secrets: list[str]) -> OAuth2Error:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = {}
+    error = str(data.get("error") or "") if isinstance(data, dict) else ""
+    description = str(data.get("error_description") or "") if isinstance(data, dict) else ""
+    for secret in secrets:
+        description = description.replace(secret, "<redacted>")
+    description = " ".join(description.split())[:300]
+    detail = f"{error}: {description}" if description else error or f"HTTP {status}"
+    if error == "invalid_grant":
+        if auth.refresh_token is not None:
+            advice = (
+                "the refresh token has expired or was revoked (a changed password, revoked consent, "
+                "or months unused); get a new refresh token and put it into the team secret"
+            )
+        else:
+            advice = "the grant was refused; check tenant_id and that the app has admin consent"
+        return OAuth2Error(f"{where} refused the login ({detail}): {advice}", error=error)
+    if error in ("invalid_client", "unauthorized_client"):
+        return OAuth2Error(
+            f"{where} refused the client ({detail}): check client_id and client_secret (secrets of an "
+            "Entra ID app expire; make a new one in its 'Certificates & secrets')",
+            error=error,
+        )
+    if error == "invalid_scope":
+        return OAuth2Error(f"{where} refused the scope {auth.effective_scope!r} ({detail})", error=error)
+    temporary = status >= 500 or status == 429 or error in ("temporarily_unavailable", "server_error")
+    permanent = error in PERMANENT_ERRORS
+    return OAuth2Error(
+        f"{where} answered HTTP {status} ({detail})",
+        error=error or None,
+        temporary=temporary and not permanent,
+    )

@@ -1,0 +1,46 @@
+"""Builders shared by unit and integration tests."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+
+def claims(*teams: str, user: str = "user@example.test") -> dict[str, str]:
+    """Claims as API Gateway (REST) hands them to a function: strings, groups as "[a b]"."""
+    return {"email": user, "cognito:username": user, "cognito:groups": "[" + " ".join(teams) + "]"}
+
+
+def rest_event(
+    method: str,
+    path: str,
+    *,
+    resource: str,
+    path_parameters: dict[str, str] | None = None,
+    query: dict[str, str] | None = None,
+    body: str | None = None,
+    caller: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A REST API (payload v1) proxy event, for calling a handler directly."""
+    return {
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
+        "headers": {"Content-Type": "application/json"},
+        "multiValueHeaders": {"Content-Type": ["application/json"]},
+        "queryStringParameters": query,
+        "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} if query else None,
+        "pathParameters": path_parameters,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": resource,
+            "httpMethod": method,
+            "path": "/v1" + path,
+            "stage": "v1",
+            "requestId": str(uuid.uuid4()),
+            "identity": {"sourceIp": "127.0.0.1"},
+            "authorizer": {"claims": caller} if caller else None,
+        },
+        "body": body,
+        "isBase64Encoded": False,
+    }
