@@ -17,7 +17,14 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore import runtime
-from mailcore.api import current_caller, debug_transcript, error_body, json_response, make_resolver
+from mailcore.api import (
+    current_caller,
+    debug_transcript,
+    error_body,
+    json_response,
+    make_resolver,
+    service_error_body,
+)
 from mailcore.errors import MailServiceError
 from mailcore.models import QueueRequest, SendRequest
 from mailcore.services.outbox import queue_mail
@@ -60,11 +67,9 @@ def _send(*, request: dict[str, Any], target: ResolvedAccount, debug: bool) -> d
                 events=runtime.events(),
             )
         except MailSendFailed as failure:
-            body = error_body(failure.code, failure.message, failure.field)
-            body["mail"] = failure.mail.public()
             if debug:
-                body["debug"] = transcript.lines
-            return {"status": failure.status, "body": body}
+                failure.debug = transcript.lines
+            return {"status": failure.status, "body": service_error_body(failure)}
     return {"status": 200, "body": {"mail": mail.public(), **({"debug": transcript.lines} if debug else {})}}
 
 
