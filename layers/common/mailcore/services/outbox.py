@@ -351,7 +351,12 @@ class Outbox:
             try:
                 one.raw = self._materialise(one)
             except (MailServiceError, ValueError) as error:
-                one.problem = getattr(error, "message", None) or str(error)
+                one.problem = getattr(error, "message", None) or str(error)  # fails the mail
+            except Exception as error:
+                # S3 or the secrets could not be read: not the mail's fault. It stays claimed
+                # and is taken over once the lease is over, rather than failed for good.
+                failures[mail_id] = str(error)
+                continue
             claimed.append(one)
         return claimed, failures
 
