@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: run stop test lint typecheck template unit integration openapi invoke check bench bench-cold bench-oauth2 install clean
+.PHONY: run stop test lint typecheck template unit integration openapi invoke check bench bench-cold bench-oauth2 bench-send install clean
 
 install:
 	@bash scripts/bootstrap.sh
@@ -57,6 +57,8 @@ bench-cold: install
 # XOAUTH2 logins (both POP3 forms, SMTP through Postfix) against password logins (bench/oauth2_login.py).
 bench-oauth2: install
 	@$(PY) -m bench.oauth2_login
+bench-send: install
+	@$(PY) -m bench.send
 
 clean:
 	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache

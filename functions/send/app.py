@@ -1,40 +1,162 @@
-"""POST /api/core/mail/send/{account}: send one mail with a team account over SMTP."""
+"""Outgoing mail: send one now, queue one, sync an account's outbox, and the MailTable stream
+(push) that sends what gets queued."""
 
+import hashlib
+import json
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
+from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyValidationError,
+)
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore import runtime
-from mailcore.api import current_caller, debug_transcript, make_resolver
-from mailcore.models import SendRequest
-from mailcore.services.send import send_mail
+from mailcore.api import (
+    current_caller,
+    debug_transcript,
+    error_body,
+    json_response,
+    make_resolver,
+    service_error_body,
+)
+from mailcore.errors import MailServiceError
+from mailcore.models import QueueRequest, SendRequest
+from mailcore.services.outbox import queue_mail
+from mailcore.services.send import MailSendFailed, send_mail
+from mailcore.teams import ResolvedAccount
 
 logger = Logger()
 app = make_resolver()
+processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+
+IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600
+Team = Annotated[str | None, Query(description="the team, when two of yours have this account")]
+
+
+@app.exception_handler(IdempotencyValidationError)
+def _key_reused(_: IdempotencyValidationError) -> Response[str]:
+    message = "this Idempotency-Key was used for a different request; use a new key"
+    return json_response(422, error_body("idempotency_key_reused", message, "Idempotency-Key"))
+
+
+@app.exception_handler(IdempotencyAlreadyInProgressError)
+def _key_in_progress(_: IdempotencyAlreadyInProgressError) -> Response[str]:
+    message = "a request with this Idempotency-Key is still being sent; ask again in a moment"
+    return json_response(409, error_body("idempotency_key_in_progress", message, "Idempotency-Key"))
+
+
+def _send(*, request: dict[str, Any], target: ResolvedAccount, debug: bool) -> dict[str, Any]:
+    """The answer (status and body) to a send; a failed send is an answer too, so a replayed
+    Idempotency-Key gets it back instead of sending again."""
+    with debug_transcript(debug) as transcript:
+        try:
+            mail = send_mail(
+                target,
+                SendRequest.model_validate(request["body"]),
+                storage=runtime.storage(),
+                transcript=transcript,
+                tls_context=runtime.tls_context(),
+                tokens=runtime.tokens(),
+                limiter=runtime.limiter(),
+                events=runtime.events(),
+            )
+        except MailSendFailed as failure:
+            if debug:
+                failure.debug = transcript.lines
+            return {"status": failure.status, "body": service_error_body(failure)}
+    return {"status": 200, "body": {"mail": mail.public(), **({"debug": transcript.lines} if debug else {})}}
 
 
 @app.post("/api/core/mail/send/<account>", summary="Send one mail with a team's account")
 def send(
     account: str,
     request: Annotated[SendRequest, Body()],
-    team: Annotated[str | None, Query(description="the team, when two of yours have this account")] = None,
+    team: Team = None,
     debug: Annotated[bool, Query(description="add the SMTP conversation (credentials redacted)")] = False,
-) -> dict[str, Any]:
+) -> Response[str]:
+    caller = current_caller(app)
+    target = runtime.directory().resolve_account(caller, account, team)
+    body = request.model_dump(mode="json")
+    key = app.current_event.headers.get("Idempotency-Key")
+    if not key:
+        answer = _send(request={"body": body}, target=target, debug=debug)
+        return json_response(answer["status"], answer["body"])
+    # Keyed on the header, the caller and the account; the body's hash is checked, so the same
+    # key with another body is refused rather than answered with the first mail.
+    digest = hashlib.sha256(json.dumps([body, debug], sort_keys=True).encode()).hexdigest()
+    config = IdempotencyConfig(
+        event_key_jmespath="[key, caller, team, account]",
+        payload_validation_jmespath="digest",
+        expires_after_seconds=IDEMPOTENCY_WINDOW_SECONDS,
+    )
+    config.register_lambda_context(app.lambda_context)
+    once = idempotent_function(
+        _send, data_keyword_argument="request", persistence_store=runtime.idempotency_store(), config=config
+    )
+    request_data = {
+        "key": key,
+        "caller": caller.user,
+        "team": target.team,
+        "account": target.name,
+        "digest": digest,
+        "body": body,
+    }
+    answer = once(request=request_data, target=target, debug=debug)
+    return json_response(answer["status"], answer["body"])
+
+
+@app.post("/api/core/mail", summary="Queue a mail of an account; it is sent within seconds (push)")
+def queue(request: Annotated[QueueRequest, Body()]) -> Response[str]:
+    target = runtime.directory().resolve_account(current_caller(app), request.account, request.team)
+    mail = queue_mail(target, request.send_request(), storage=runtime.storage())
+    return json_response(202, {"mail": mail.public()})
+
+
+@app.post("/api/core/mail/sync/<account>", summary="Send everything still queued for an account")
+def sync(account: str, team: Team = None) -> dict[str, Any]:
     target = runtime.directory().resolve_account(current_caller(app), account, team)
-    with debug_transcript(debug) as transcript:
-        mail = send_mail(
-            target,
-            request,
-            storage=runtime.storage(),
-            transcript=transcript,
-            tls_context=runtime.tls_context(),
-            tokens=runtime.tokens(),
-            limiter=runtime.limiter(),
-        )
-    return {"mail": mail.public(), **({"debug": transcript.lines} if debug else {})}
+    with runtime.outbox() as outbox:
+        return outbox.sync(target).public()
+
+
+def scheduled_sync() -> dict[str, int]:
+    """The safety net behind push: mail still queued, or claimed by a sender that died."""
+    directory = runtime.directory()
+    counts = {"sent": 0, "failed": 0, "unknown": 0, "skipped": 0, "errors": 0}
+    with runtime.outbox() as outbox:
+        for team in directory.all_teams():
+            try:  # one team's broken secret must not stop the others' mail
+                targets = directory.accounts_of([team])
+            except MailServiceError as error:
+                logger.warning("outbox sync skipped a team", extra={"team": team, "reason": error.message})
+                continue
+            for target in targets:
+                for outcome, mails in outbox.sync(target).public().items():
+                    counts[outcome] += len(mails)
+    return counts
 
 
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    if "httpMethod" in event:
+        return app.resolve(event, context)
+    if "Records" in event:
+        # Push: one connection per account for the whole batch; a record fails (and Lambda
+        # retries it) only when its outcome could not be recorded, never for a refused mail.
+        with runtime.outbox() as outbox:
+            ids = [DynamoDBRecord(record).dynamodb.keys["id"] for record in event["Records"]]  # type: ignore[union-attr]
+            report = outbox.send(ids)
+
+            def check_record(record: DynamoDBRecord) -> None:
+                mail_id = record.dynamodb.keys["id"]  # type: ignore[union-attr]
+                if mail_id in report.errors:
+                    raise RuntimeError(f"mail {mail_id}: {report.errors[mail_id]}")
+
+            return dict(process_partial_response(event, check_record, processor, context))
+    return scheduled_sync()

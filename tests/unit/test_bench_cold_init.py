@@ -10,7 +10,7 @@ from local.template import Template
 def test_clients_of_a_function_are_the_services_its_policies_grant() -> None:
     template = Template.load(TEMPLATE)
 
-    assert granted_services(template, "SendFunction") == ("dynamodb", "events", "s3", "secretsmanager")
+    assert granted_services(template, "SendFunction") == ("dynamodb", "events", "s3", "secretsmanager", "sqs")
 
 
 def test_send_handler_imports_from_the_assembled_layout_in_a_fresh_process(tmp_path: Path) -> None:

@@ -28,6 +28,20 @@ def error_body(code: str, message: str, field: str | None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "field": field}}
 
 
+def service_error_body(error: MailServiceError) -> dict[str, Any]:
+    """The answer's body for a domain error: the error, the stored mail it concerns, and with
+    ?debug=true the transcript and diagnosis."""
+    body = error_body(error.code, error.message, error.field)
+    mail = getattr(error, "mail", None)
+    if mail is not None:
+        body["mail"] = mail.public()
+    if error.debug is not None:
+        body["debug"] = error.debug
+        if isinstance(error, MailServerError):
+            body["diagnosis"] = diagnosis(error)
+    return body
+
+
 def _field_of(location: Any) -> str | None:
     # Powertools prefixes the place the value came from: ("body", "to", 0), ("query", "debug").
     parts = [str(part) for part in location[1:] if not isinstance(part, int)]
@@ -57,15 +71,7 @@ def make_resolver() -> APIGatewayRestResolver:
     def _service_error(error: MailServiceError) -> Response[str]:
         if error.status >= 500:
             logger.warning("request failed", extra={"code": error.code, "reason": error.message})
-        body = error_body(error.code, error.message, error.field)
-        mail = getattr(error, "mail", None)
-        if mail is not None:
-            body["mail"] = mail.public()
-        if error.debug is not None:
-            body["debug"] = error.debug
-            if isinstance(error, MailServerError):
-                body["diagnosis"] = diagnosis(error)
-        return json_response(error.status, body)
+        return json_response(error.status, service_error_body(error))
 
     @app.exception_handler(Exception)
     def _unexpected(error: Exception) -> Response[str]:

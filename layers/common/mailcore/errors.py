@@ -83,3 +83,8 @@ class MailServerError(MailServiceError):
         self.temporary = temporary
         # What went wrong, as a stable word (auth_failed, wrong_port, ...): see protocols/diagnose.py.
         self.problem = problem
+
+
+class DeliveryUnknown(MailServerError):
+    """The whole message went out but the connection failed before the server answered it: the
+    server may have taken it or not. Never retried on its own (see services/outbox.py)."""

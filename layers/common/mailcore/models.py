@@ -291,6 +291,8 @@ class SendRequest(BaseModel):
     body_text: str | None = None
     body_html: str | None = None
     attachments: FileIdList = Field(default_factory=list, max_length=100)
+    # The id of a stored mail of the same team this one answers: sets In-Reply-To, References, "Re:".
+    reply_to_mail: str | None = Field(default=None, pattern=ID_PATTERN)
 
     def missing(self) -> tuple[str, str] | None:
         """(field, message) of what a sendable mail still lacks, or None."""
@@ -304,6 +306,16 @@ class SendRequest(BaseModel):
         """The envelope recipients: every address of to, cc and bcc, once each."""
         addresses = [address for _, address in getaddresses([*self.to, *self.cc, *self.bcc])]
         return [address for address in dict.fromkeys(addresses) if address]
+
+
+class QueueRequest(SendRequest):
+    """A mail to put in the outbox of `account` (of `team`, when two of the caller's have one)."""
+
+    account: str = Field(pattern=NAME_PATTERN)
+    team: str | None = Field(default=None, max_length=128)
+
+    def send_request(self) -> SendRequest:
+        return SendRequest.model_validate(self.model_dump(exclude={"account", "team"}))
 
 
 class FileUpload(BaseModel):
@@ -339,6 +351,9 @@ class MailStatus(StrEnum):
     SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
+    # The connection dropped after the whole message went out, before the server's answer: it may
+    # or may not have been delivered, so a person decides (see the README's outbox section).
+    UNKNOWN = "unknown"
 
 
 class Mail(BaseModel):
@@ -368,6 +383,9 @@ class Mail(BaseModel):
     error: str | None = None
     # Recipients the SMTP server refused while it accepted the others: address -> its reply.
     refused: dict[str, str] = Field(default_factory=dict)
+    # Outgoing: the server's last answer to the message, and how many times sending was tried.
+    reply: str | None = None
+    attempts: int = 0
     uidl: str | None = None
     raw_key: str | None = None
     raw_size: int | None = None

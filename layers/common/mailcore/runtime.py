@@ -21,7 +21,11 @@ from mailcore.storage import Storage
 from mailcore.teams import TeamDirectory
 
 if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
+    from mailcore.protocols.transcript import Transcript
     from mailcore.services.dispatch import PullQueue
+    from mailcore.services.outbox import Outbox
     from mailcore.services.system import SystemMailer
 
 
@@ -54,6 +58,34 @@ def pull_queue() -> PullQueue:
     from mailcore.services.dispatch import SqsPullQueue
 
     return SqsPullQueue(settings().pull_queue_url)
+
+
+@cache
+def idempotency_store() -> DynamoDBPersistenceLayer:
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
+    from mailcore.storage.aws import aws_client
+
+    return DynamoDBPersistenceLayer(
+        table_name=settings().idempotency_table,
+        boto3_client=aws_client("dynamodb"),
+    )
+
+
+def outbox(transcript: Transcript | None = None) -> Outbox:
+    """A sender of queued mail for one invocation (it holds that run's SMTP connections)."""
+    from mailcore.services.outbox import Outbox
+    from mailcore.storage.aws import SqsDeadLetters
+
+    return Outbox(
+        storage=storage(),
+        directory=directory(),
+        events=events(),
+        dead_letters=SqsDeadLetters(settings().outbox_dlq_url),
+        tls_context=tls_context(),
+        transcript=transcript,
+        tokens=tokens(),
+    )
 
 
 @cache
@@ -109,6 +141,7 @@ def reset() -> None:
         pull_queue,
         tokens,
         limiter,
+        idempotency_store,
         aws_client,
         _session,
         client_tls_context,

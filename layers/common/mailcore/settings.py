@@ -18,6 +18,10 @@ class Settings:
     # An extra trust anchor for the mail servers' TLS (the local stack's own CA); empty in the cloud.
     tls_ca_file: str = ""
     pull_queue_url: str = ""
+    # Where mail that ended failed after its retries is also put (SQS queue URL), and the table
+    # of the send API's Idempotency-Key records.
+    outbox_dlq_url: str = ""
+    idempotency_table: str = ""
     # System mail (functions/system_mail): see services/system.py.
     system_recipient_limit: int = 5
     system_templates_prefix: str = ""
@@ -37,6 +41,8 @@ class Settings:
             system_secret_name=env.get("SYSTEM_MAIL_SECRET_NAME", ""),
             tls_ca_file=env.get("MAIL_TLS_CA_FILE", ""),
             pull_queue_url=env.get("PULL_QUEUE_URL", ""),
+            outbox_dlq_url=env.get("OUTBOX_DLQ_URL", ""),
+            idempotency_table=env.get("IDEMPOTENCY_TABLE", ""),
             system_recipient_limit=int(env.get("SYSTEM_MAIL_RECIPIENT_LIMIT", "5")),
             system_templates_prefix=env.get("SYSTEM_TEMPLATES_PREFIX", ""),
             store_system_mail_secrets=env.get("STORE_SYSTEM_MAIL_SECRETS", "false").lower() == "true",

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from pydantic import SecretStr
 
+from mailcore.errors import DeliveryUnknown
 from mailcore.models import Security, ServerEndpoint
 from mailcore.oauth2 import describe_sasl_error, xoauth2_base64, xoauth2_payload
 from mailcore.protocols.diagnose import smtp_failure
@@ -22,6 +23,9 @@ class _Recording:
     """Records every command and reply; AUTH payloads and message data never enter the transcript."""
 
     _last_code: int = 0
+    # Set once the message's last byte (the final "." of DATA) is written; an error after that
+    # leaves the mail's fate unknown.
+    message_written: bool = False
 
     def __init__(self, *args: Any, transcript: Transcript, **kwargs: Any) -> None:
         # Set before smtplib's constructor connects, so the banner is recorded too.
@@ -42,6 +46,8 @@ class _Recording:
                     line = REDACTED
                 self.transcript.client(line)
         super().send(s)  # type: ignore[misc]
+        if self._last_code == 354:
+            self.message_written = True
 
     def getreply(self) -> tuple[int, bytes]:
         code, message = super().getreply()  # type: ignore[misc]
@@ -180,14 +186,23 @@ class SmtpSession:
         if self._smtp is None:
             self.open()
         assert self._smtp is not None
+        smtp = self._smtp
+        smtp.message_written = False  # type: ignore[attr-defined]
         try:
-            refused = self._smtp.sendmail(envelope_sender(self.account), recipients, message)
+            refused = smtp.sendmail(envelope_sender(self.account), recipients, message)
         except Exception as error:
-            if not isinstance(error, smtplib.SMTPResponseException | smtplib.SMTPRecipientsRefused):
+            answered = isinstance(error, smtplib.SMTPResponseException | smtplib.SMTPRecipientsRefused)
+            if not answered or getattr(error, "smtp_code", 0) == 421:
                 # The connection is in an unknown state: drop it; the next send opens a new one.
-                _close_quietly(self._smtp)
+                _close_quietly(smtp)
                 self._smtp = None
-            raise self._failure(error) from None
+            failure = self._failure(error)
+            if not answered and getattr(smtp, "message_written", False):
+                raise DeliveryUnknown(
+                    f"{failure}; the whole message was sent before the server answered, so "
+                    "it may have been delivered",
+                ) from None
+            raise failure from None
         return SmtpDelivery(
             refused={rcpt: f"{code} {_text(reply)}" for rcpt, (code, reply) in refused.items()},
             reply=self.transcript.last_server_line() or "",

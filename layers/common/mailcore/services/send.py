@@ -1,15 +1,21 @@
-"""Sending one mail of a team's account over SMTP, and keeping it in storage."""
+"""Sending one mail of a team's account over SMTP, and keeping it in storage.
+
+`compose` is the `mail_set` step every outgoing mail goes through, sent at once (`send_mail`) or
+queued (`services.outbox.queue_mail`): validate and normalise, resolve the mail it replies to,
+build the MIME message and store its raw bytes.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import re
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailcore.errors import InvalidInput, MailServerError, NotFound
 from mailcore.ids import new_id
@@ -23,6 +29,14 @@ from mailcore.sanitize import safe_html
 from mailcore.services.credentials import open_session
 from mailcore.storage import Storage, raw_key
 from mailcore.teams import ResolvedAccount
+
+if TYPE_CHECKING:
+    from mailcore.events import EventPublisher
+
+# "Re:", "RE:", "re :", "Aw:" (German), "Sv:" (Nordic), "Antw:" (Dutch), also "Re[2]:".
+_REPLY_PREFIX = re.compile(r"^\s*(re|aw|sv|antw)\s*(\[\d+\])?\s*:", re.IGNORECASE)
+# References keeps the thread's first id and the latest ones; mail clients cut long chains too.
+_MAX_REFERENCES = 20
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,102 @@ def team_files(team: str, file_ids: list[str], storage: Storage) -> list[StoredF
     return found
 
 
+def reply_subject(subject: str) -> str:
+    """The subject of a reply: "Re: " in front once, never "Re: Re:"."""
+    return subject if _REPLY_PREFIX.match(subject) else f"Re: {subject}".rstrip()
+
+
+def thread_of(team: str, mail_id: str, storage: Storage) -> Mail:
+    """The stored mail of `team` a reply answers."""
+    original = storage.mail.get(mail_id)
+    if original is None or original.team != team:
+        raise InvalidInput(f"no mail {mail_id!r} in team {team!r}", field="reply_to_mail")
+    return original
+
+
+def render(mail: Mail, storage: Storage) -> bytes:
+    """The raw RFC 5322 bytes of a composed mail (its attachments read from storage)."""
+    attachments = []
+    for stored in team_files(mail.team, mail.attachments, storage):
+        try:
+            data = storage.blobs.get(stored.s3_key)
+        except Exception as error:
+            raise NotFound(f"the content of file {stored.id!r} is missing", field="attachments") from error
+        attachments.append(OutgoingAttachment(stored.name, stored.content_type, data))
+    assert mail.date is not None and mail.message_id is not None
+    message = build_message(
+        mail_from=mail.from_,
+        to=mail.to,
+        cc=mail.cc,
+        reply_to=mail.reply_to,
+        subject=mail.subject,
+        body_text=mail.body_text if mail.body_text or not mail.body_html else None,
+        body_html=mail.body_html or None,
+        attachments=attachments,
+        message_id=mail.message_id,
+        date=mail.date,
+        in_reply_to=mail.in_reply_to,
+        references=mail.references,
+    )
+    return message.as_bytes(policy=policy.SMTP)
+
+
+def compose(
+    target: ResolvedAccount | SystemSender,
+    request: SendRequest,
+    *,
+    storage: Storage,
+    status: MailStatus,
+    now: datetime | None = None,
+) -> Mail:
+    """The `mail_set` step: a validated, normalised mail with its raw message stored, not yet
+    the item (the caller stores it with `status`)."""
+    if missing := request.missing():
+        raise InvalidInput(missing[1], field=missing[0])
+    account = target.account
+    team_files(target.team, request.attachments, storage)
+    subject, in_reply_to, references = request.subject, None, []
+    if request.reply_to_mail:
+        original = thread_of(target.team, request.reply_to_mail, storage)
+        subject = reply_subject(subject or original.subject)
+        if original.message_id:
+            in_reply_to = original.message_id
+            chain = [*original.references, original.message_id]
+            references = (
+                chain if len(chain) <= _MAX_REFERENCES else [chain[0], *chain[-_MAX_REFERENCES + 1 :]]
+            )
+    date = now or datetime.now(UTC)
+    mail_id = new_id()
+    mail = Mail(
+        id=mail_id,
+        team=target.team,
+        account=target.name,
+        direction=Direction.OUT,
+        status=status,
+        from_=account.mail_from,
+        to=request.to,
+        cc=request.cc,
+        bcc=request.bcc,
+        reply_to=request.reply_to,
+        subject=subject,
+        date=date,
+        message_id=new_message_id(account.mail_from),
+        in_reply_to=in_reply_to,
+        references=references,
+        body_text=request.body_text or "",
+        body_html=request.body_html or "",
+        attachments=request.attachments,
+        created_at=date,
+        raw_key=raw_key(target.team, target.name, mail_id),
+    )
+    raw = render(mail, storage)
+    assert mail.raw_key is not None
+    storage.blobs.put(mail.raw_key, raw, "message/rfc822")
+    # The stored HTML is the safe one; the message keeps what the caller wrote.
+    body_html = safe_html(request.body_html) if request.body_html else ""
+    return mail.model_copy(update={"raw_size": len(raw), "body_html": body_html})
+
+
 def send_mail(
     target: ResolvedAccount | SystemSender,
     request: SendRequest,
@@ -73,6 +183,7 @@ def send_mail(
     limiter: AccountLimiter | None = None,
     sleep: Callable[[float], None] = time.sleep,
     stored_as: SendRequest | None = None,
+    events: EventPublisher | None = None,
 ) -> Mail:
     """Builds, stores and sends one mail; answers the stored mail with status `sent`.
 
@@ -83,67 +194,26 @@ def send_mail(
     crash mid-send leaves a trace instead of a mail nobody knows about. Raises MailSendFailed
     (the mail stored as `failed`, with the server's reply) when the server does not take it.
     With a `limiter`, a team account over its provider's limits gets RateLimited (429) before
-    anything is stored; a busy server (421, 432 4.3.2) is tried again after a pause.
+    anything is stored; a busy server (421, 432 4.3.2) is tried again after a pause. With
+    `events`, MailSent / MailFailed go on the bus.
     """
+    from mailcore.services.outbox import completion_event
+
     if missing := request.missing():
         raise InvalidInput(missing[1], field=missing[0])
-    account = target.account
     if limiter is not None and isinstance(target, ResolvedAccount):
         limiter.take_message(target)
-    files = team_files(target.team, request.attachments, storage)
-    attachments = []
-    for stored in files:
-        try:
-            data = storage.blobs.get(stored.s3_key)
-        except Exception as error:
-            raise NotFound(f"the content of file {stored.id!r} is missing", field="attachments") from error
-        attachments.append(OutgoingAttachment(stored.name, stored.content_type, data))
-
-    mail_id = new_id()
-    date = now or datetime.now(UTC)
-    message_id = new_message_id(account.mail_from)
-
-    def raw_of(content: SendRequest) -> bytes:
-        message = build_message(
-            mail_from=account.mail_from,
-            to=content.to,
-            cc=content.cc,
-            reply_to=content.reply_to,
-            subject=content.subject,
-            body_text=content.body_text,
-            body_html=content.body_html,
-            attachments=attachments,
-            message_id=message_id,
-            date=date,
-        )
-        return message.as_bytes(policy=policy.SMTP)
-
-    raw = raw_of(request)
-    kept = stored_as or request
-    kept_raw = raw if stored_as is None else raw_of(stored_as)
-    key = raw_key(target.team, target.name, mail_id)
-    storage.blobs.put(key, kept_raw, "message/rfc822")
-    mail = Mail(
-        id=mail_id,
-        team=target.team,
-        account=target.name,
-        direction=Direction.OUT,
-        status=MailStatus.SENDING,
-        from_=account.mail_from,
-        to=request.to,
-        cc=request.cc,
-        bcc=request.bcc,
-        reply_to=request.reply_to,
-        subject=kept.subject,
-        date=date,
-        message_id=message_id,
-        body_text=kept.body_text or "",
-        body_html=safe_html(kept.body_html) if kept.body_html else "",
-        attachments=[stored.id for stored in files],
-        created_at=date,
-        raw_key=key,
-        raw_size=len(kept_raw),
-    )
+    mail = compose(target, stored_as or request, storage=storage, status=MailStatus.SENDING, now=now)
+    if stored_as is None:
+        assert mail.raw_key is not None
+        raw = storage.blobs.get(mail.raw_key)
+    else:
+        sent_content = {
+            "subject": request.subject,
+            "body_text": request.body_text or "",
+            "body_html": request.body_html or "",
+        }
+        raw = render(mail.model_copy(update=sent_content), storage)
     storage.mail.put_new(mail)
 
     try:
@@ -152,16 +222,38 @@ def send_mail(
                 target, raw, request.recipients(), storage, transcript, tls_context, tokens, sleep
             )
     except MailServerError as error:
+        reply = f"{error.reply_code} {error.reply}" if error.reply_code else error.reply
         storage.mail.update_status(
-            mail_id, MailStatus.FAILED, expected=MailStatus.SENDING, error=error.message
+            mail.id,
+            MailStatus.FAILED,
+            expected=MailStatus.SENDING,
+            error=error.message,
+            changes={"reply": reply, "attempts": 1},
         )
-        failed = mail.model_copy(update={"status": MailStatus.FAILED, "error": error.message})
+        failed = mail.model_copy(
+            update={"status": MailStatus.FAILED, "error": error.message, "reply": reply, "attempts": 1}
+        )
+        if events is not None:
+            events.publish([completion_event(failed)])
         raise MailSendFailed(error, failed) from None
 
     storage.mail.update_status(
-        mail_id, MailStatus.SENT, expected=MailStatus.SENDING, changes={"refused": delivery.refused}
+        mail.id,
+        MailStatus.SENT,
+        expected=MailStatus.SENDING,
+        changes={"refused": delivery.refused, "reply": delivery.reply, "attempts": 1},
     )
-    return mail.model_copy(update={"status": MailStatus.SENT, "refused": delivery.refused})
+    sent = mail.model_copy(
+        update={
+            "status": MailStatus.SENT,
+            "refused": delivery.refused,
+            "reply": delivery.reply,
+            "attempts": 1,
+        }
+    )
+    if events is not None:
+        events.publish([completion_event(sent)])
+    return sent
 
 
 # Pauses before trying a busy server again (421, 432 4.3.2): short, the caller is waiting.

@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mailcore.models import Mail, MailStatus, StoredFile
+
+
+@dataclass(frozen=True)
+class Clause:
+    """Conditions that must all hold on a stored item: attribute equals, is absent, or (ISO time
+    strings, which compare in time order) is before / not after a value."""
+
+    equals: Mapping[str, str] = field(default_factory=dict)
+    missing: tuple[str, ...] = ()
+    before: Mapping[str, str] = field(default_factory=dict)
+    not_after: Mapping[str, str] = field(default_factory=dict)
+
+
+# A transition applies when any one of its clauses holds (the adapters translate this to a
+# DynamoDB ConditionExpression, or evaluate it in memory). The transitions themselves, and the
+# races their guards close, are in mailcore.services.outbox.
+Guard = tuple[Clause, ...]
+
+
+@dataclass(frozen=True)
+class Transition:
+    mail_id: str
+    guard: Guard
+    assign: Mapping[str, Any]
+    remove: tuple[str, ...] = ()
 
 
 class MailRepository(Protocol):
@@ -36,6 +61,27 @@ class MailRepository(Protocol):
     ) -> bool:
         """Moves a mail to `status` (setting `error` and any `changes`); with `expected`, only
         from that status: False, and nothing written, otherwise."""
+        ...
+
+    def transition(
+        self,
+        mail_id: str,
+        guard: Guard,
+        *,
+        assign: Mapping[str, Any],
+        remove: Iterable[str] = (),
+    ) -> Mail | None:
+        """Sets `assign` and removes `remove` when the item exists and `guard` holds, atomically;
+        answers the mail as it is now, or None (and nothing written) when the guard failed."""
+        ...
+
+    def transition_many(self, transitions: Sequence[Transition]) -> list[Mail | None]:
+        """Applies each transition whose guard holds, each atomically on its own; answers each
+        mail as it is now, or None where the guard failed."""
+        ...
+
+    def outbox(self, team: str, account: str, *, limit: int = 1000) -> list[Mail]:
+        """Mail of the account still queued, oldest first (the sparse Outbox index)."""
         ...
 
 
@@ -111,6 +157,11 @@ class Storage:
     files: FileRepository
     blobs: BlobStore
     pull_state: PullStateRepository
+
+
+def outbox_key(team: str, account: str) -> str:
+    """The Outbox index key: only queued mail carries it, so the index holds the queue alone."""
+    return f"{team}#{account}"
 
 
 def raw_key(team: str, account: str, mail_id: str) -> str:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from mailcore.models import Mail, MailStatus, StoredFile
 from mailcore.settings import Settings
-from mailcore.storage import MailQuery, Storage, body_key
+from mailcore.storage import Guard, MailQuery, Storage, Transition, body_key, outbox_key
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
@@ -43,7 +43,13 @@ def _session() -> Any:
 def aws_client(service: str) -> BaseClient:
     from botocore.config import Config
 
-    config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
+    # The outbox writes from a small thread pool: room for its connections beside the caller's.
+    config = Config(
+        retries={"mode": "standard", "max_attempts": 5},
+        connect_timeout=5,
+        read_timeout=30,
+        max_pool_connections=32,
+    )
     return _session().client(service, config=config)
 
 
@@ -138,6 +144,8 @@ class DynamoMail:
         data = mail.model_dump(mode="json")
         data["from"] = data.pop("from_")
         data["created_key"] = f"{data['created_at']}#{mail.id}"
+        if mail.status == MailStatus.QUEUED:
+            data["outbox"] = outbox_key(mail.team, mail.account)
         body_size = len(mail.body_text.encode()) + len(mail.body_html.encode())
         if body_size > BODY_INLINE_LIMIT:
             key = body_key(mail.team, mail.id)
@@ -162,10 +170,96 @@ class DynamoMail:
         answer = self.client.get_item(TableName=self.table, Key={"id": {"S": mail_id}}, ConsistentRead=True)
         if "Item" not in answer:
             return None
-        data = from_item(answer["Item"])
+        return self._mail(answer["Item"])
+
+    def _mail(self, item: dict[str, Any]) -> Mail:
+        data = from_item(item)
         if key := data.pop("body_key", None):
             data.update(json.loads(self.blobs.get(key)))
         return Mail.model_validate(data)
+
+    def _update(
+        self, mail_id: str, guard: Guard, assign: Mapping[str, Any], remove: Iterable[str]
+    ) -> dict[str, Any]:
+        """The UpdateItem parameters of a guarded transition."""
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+
+        def name(attribute: str) -> str:
+            placeholder = f"#n{len(names)}"
+            names[placeholder] = attribute
+            return placeholder
+
+        def value(plain: Any) -> str:
+            placeholder = f":v{len(values)}"
+            values[placeholder] = to_item({"v": plain})["v"]
+            return placeholder
+
+        clauses = []
+        for clause in guard:
+            parts = [f"{name(key)} = {value(wanted)}" for key, wanted in clause.equals.items()]
+            parts += [f"attribute_not_exists({name(key)})" for key in clause.missing]
+            parts += [f"{name(key)} < {value(limit)}" for key, limit in clause.before.items()]
+            parts += [f"{name(key)} <= {value(limit)}" for key, limit in clause.not_after.items()]
+            clauses.append(" AND ".join(parts or ["attribute_exists(id)"]))
+        # DynamoDB refuses redundant parentheses: only alternatives get them.
+        if len(clauses) > 1:
+            alternatives = " OR ".join(f"({clause})" for clause in clauses)
+            condition = f"attribute_exists(id) AND ({alternatives})"
+        else:
+            condition = f"attribute_exists(id) AND {clauses[0]}"
+        plain = {key: item for key, item in assign.items() if item is not None}
+        update = "SET " + ", ".join(f"{name(key)} = {value(item)}" for key, item in plain.items())
+        removed = [key for key in remove if key not in plain]
+        if removed:
+            update += " REMOVE " + ", ".join(name(key) for key in removed)
+        return {
+            "TableName": self.table,
+            "Key": {"id": {"S": mail_id}},
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+
+    def transition(
+        self,
+        mail_id: str,
+        guard: Guard,
+        *,
+        assign: Mapping[str, Any],
+        remove: Iterable[str] = (),
+    ) -> Mail | None:
+        client = self.client
+        try:
+            answer = client.update_item(
+                **self._update(mail_id, guard, assign, remove), ReturnValues="ALL_NEW"
+            )
+        except client.exceptions.ConditionalCheckFailedException:
+            return None
+        return self._mail(answer["Attributes"])
+
+    def transition_many(self, transitions: Sequence[Transition]) -> list[Mail | None]:
+        # One conditional UpdateItem each, not TransactWriteItems: a transaction is all or
+        # nothing (one mail another sender took cancels the whole batch), costs twice the write
+        # units, and moto copies the whole table for each one (slow, and not thread-safe).
+        return [self.transition(t.mail_id, t.guard, assign=t.assign, remove=t.remove) for t in transitions]
+
+    def outbox(self, team: str, account: str, *, limit: int = 1000) -> list[Mail]:
+        found: list[Mail] = []
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": "Outbox",
+            "KeyConditionExpression": "outbox = :key",
+            "ExpressionAttributeValues": {":key": {"S": outbox_key(team, account)}},
+        }
+        while len(found) < limit:
+            answer = self.client.query(**request, Limit=limit - len(found))
+            found.extend(self._mail(item) for item in answer.get("Items", []))
+            if "LastEvaluatedKey" not in answer:
+                break
+            request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+        return found
 
     def existing_ids(self, mail_ids: Iterable[str]) -> set[str]:
         wanted = list(dict.fromkeys(mail_ids))
@@ -329,6 +423,21 @@ class DynamoRateLimits:
         except client.exceptions.ConditionalCheckFailedException:
             return False
         return True
+
+
+class SqsDeadLetters:
+    """The outbox's dead-letter queue: one JSON message per mail that ended failed after retries."""
+
+    def __init__(self, queue_url: str, client: BaseClient | None = None) -> None:
+        self.queue_url = queue_url
+        self._client = client
+
+    @property
+    def client(self) -> BaseClient:
+        return self._client or aws_client("sqs")
+
+    def put(self, body: dict[str, Any]) -> None:
+        self.client.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps(body))
 
 
 def aws_storage(settings: Settings) -> Storage:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from mailcore.models import Mail, MailStatus, StoredFile
-from mailcore.storage import MailQuery, Storage, created_key
+from mailcore.storage import Guard, MailQuery, Storage, Transition, created_key, outbox_key
 
 
 class MemoryMail:
     def __init__(self) -> None:
         self.items: dict[str, Mail] = {}
+        # Attributes an item has beside the Mail's fields (outbox key, lease), as DynamoDB keeps them.
+        self.extra: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     def put_new(self, mail: Mail) -> bool:
@@ -21,7 +23,55 @@ class MemoryMail:
             if mail.id in self.items:
                 return False
             self.items[mail.id] = mail.model_copy(deep=True)
+            self.extra[mail.id] = (
+                {"outbox": outbox_key(mail.team, mail.account)} if mail.status == MailStatus.QUEUED else {}
+            )
             return True
+
+    def _attributes(self, mail_id: str) -> dict[str, Any]:
+        plain = self.items[mail_id].model_dump(mode="json")
+        return {**{k: v for k, v in plain.items() if v is not None}, **self.extra.get(mail_id, {})}
+
+    def transition(
+        self,
+        mail_id: str,
+        guard: Guard,
+        *,
+        assign: Mapping[str, Any],
+        remove: Iterable[str] = (),
+    ) -> Mail | None:
+        with self._lock:
+            if mail_id not in self.items:
+                return None
+            item = self._attributes(mail_id)
+
+            def holds(clause: Any) -> bool:
+                return (
+                    all(item.get(key) == wanted for key, wanted in clause.equals.items())
+                    and all(key not in item for key in clause.missing)
+                    and all(key in item and item[key] < limit for key, limit in clause.before.items())
+                    and all(key in item and item[key] <= limit for key, limit in clause.not_after.items())
+                )
+
+            if not any(holds(clause) for clause in guard):
+                return None
+            for key in remove:
+                item.pop(key, None)
+            item.update({key: value for key, value in assign.items() if value is not None})
+            mail = Mail.model_validate(item)
+            self.items[mail_id] = mail
+            self.extra[mail_id] = {key: value for key, value in item.items() if key not in Mail.model_fields}
+            return mail.model_copy(deep=True)
+
+    def transition_many(self, transitions: Sequence[Transition]) -> list[Mail | None]:
+        return [self.transition(t.mail_id, t.guard, assign=t.assign, remove=t.remove) for t in transitions]
+
+    def outbox(self, team: str, account: str, *, limit: int = 1000) -> list[Mail]:
+        key = outbox_key(team, account)
+        queued = [self.items[i] for i, extra in self.extra.items() if extra.get("outbox") == key]
+        return [mail.model_copy(deep=True) for mail in sorted(queued, key=lambda m: (m.created_at, m.id))][
+            :limit
+        ]
 
     def get(self, mail_id: str) -> Mail | None:
         mail = self.items.get(mail_id)

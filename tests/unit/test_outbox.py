@@ -1,0 +1,111 @@
+"""The outbox's transitions on the in-memory storage: who may claim, who may finish."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from mailcore.models import Direction, Mail, MailStatus
+from mailcore.services.outbox import LEASE, claim, finish
+from mailcore.services.send import reply_subject
+from mailcore.storage.memory import memory_storage
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def stored_mail(storage, status=MailStatus.QUEUED, mail_id="m1"):
+    mail = Mail(
+        id=mail_id,
+        team="t",
+        account="a",
+        direction=Direction.OUT,
+        status=status,
+        to=["x@example.test"],
+        created_at=NOW,
+    )
+    storage.mail.put_new(mail)
+    return mail
+
+
+def test_only_the_first_of_two_claims_gets_a_queued_mail():
+    storage = memory_storage()
+    stored_mail(storage)
+    assert claim(storage, "m1", now=NOW) is not None
+    assert claim(storage, "m1", now=NOW) is None
+
+
+def test_a_claim_whose_lease_ran_out_can_be_taken_over():
+    storage = memory_storage()
+    stored_mail(storage)
+    claim(storage, "m1", now=NOW)
+    assert claim(storage, "m1", now=NOW + LEASE - timedelta(seconds=1)) is None
+    assert claim(storage, "m1", now=NOW + LEASE + timedelta(seconds=1)) is not None
+
+
+def test_a_superseded_claim_cannot_record_its_outcome():
+    storage = memory_storage()
+    stored_mail(storage)
+    mail, stale = claim(storage, "m1", now=NOW)
+    _, current = claim(storage, "m1", now=NOW + LEASE + timedelta(seconds=1))
+    sent = mail.model_copy(update={"status": MailStatus.SENT})
+    assert not finish(storage, sent, stale)
+    assert finish(storage, sent, current)
+    assert storage.mail.get("m1").status == MailStatus.SENT
+
+
+def test_a_mail_sent_through_the_direct_api_is_never_claimed():
+    storage = memory_storage()
+    stored_mail(storage, status=MailStatus.SENDING)
+    assert claim(storage, "m1", now=NOW + timedelta(days=1)) is None
+
+
+def test_a_finished_mail_leaves_the_outbox_and_is_never_claimed_again():
+    storage = memory_storage()
+    stored_mail(storage)
+    mail, owner = claim(storage, "m1", now=NOW)
+    assert [queued.id for queued in storage.mail.outbox("t", "a")] == ["m1"]  # claimed, not finished
+    finish(storage, mail.model_copy(update={"status": MailStatus.FAILED, "error": "550"}), owner)
+    assert storage.mail.outbox("t", "a") == []
+    assert claim(storage, "m1", now=NOW + LEASE * 2) is None
+
+
+@pytest.mark.parametrize(
+    ("subject", "expected"),
+    [
+        ("Offer", "Re: Offer"),
+        ("Re: Offer", "Re: Offer"),
+        ("RE: Offer", "RE: Offer"),
+        ("re:Offer", "re:Offer"),
+        ("Aw: Angebot", "Aw: Angebot"),
+        ("Re[2]: Offer", "Re[2]: Offer"),
+        ("Regarding the offer", "Re: Regarding the offer"),
+        ("", "Re:"),
+    ],
+)
+def test_a_reply_subject_gets_re_once(subject, expected):
+    assert reply_subject(subject) == expected
+
+
+def test_a_storage_failure_is_reported_per_mail_and_stops_no_other():
+    import ssl
+
+    from mailcore.events import MemoryPublisher
+    from mailcore.services.outbox import MemoryDeadLetters, Outbox
+
+    storage = memory_storage()
+    stored_mail(storage, mail_id="m1")
+    stored_mail(storage, mail_id="m2")
+
+    def unavailable(*args, **kwargs):
+        raise ConnectionError("DynamoDB is unavailable")
+
+    storage.mail.transition = unavailable  # type: ignore[method-assign]
+    outbox = Outbox(
+        storage=storage,
+        directory=None,
+        events=MemoryPublisher(),
+        dead_letters=MemoryDeadLetters(),
+        tls_context=ssl.create_default_context(),
+    )
+    with outbox:
+        report = outbox.send(["m1", "m2"])
+    assert set(report.errors) == {"m1", "m2"} and "unavailable" in report.errors["m1"]
+    assert report.sent == report.failed == []
