@@ -23,6 +23,7 @@ from mailcore.api import (
     error_body,
     json_response,
     make_resolver,
+    seconds_left_for_caller,
     service_error_body,
 )
 from mailcore.errors import MailServiceError
@@ -121,15 +122,15 @@ def queue(request: Annotated[QueueRequest, Body()]) -> Response[str]:
 @app.post("/api/core/mail/sync/<account>", summary="Send everything still queued for an account")
 def sync(account: str, team: Team = None) -> dict[str, Any]:
     target = runtime.directory().resolve_account(current_caller(app), account, team)
-    with runtime.outbox() as outbox:
+    with runtime.outbox(seconds_left=lambda: seconds_left_for_caller(app)) as outbox:
         return outbox.sync(target).public()
 
 
-def scheduled_sync() -> dict[str, int]:
+def scheduled_sync(context: LambdaContext) -> dict[str, int]:
     """The safety net behind push: mail still queued, or claimed by a sender that died."""
     directory = runtime.directory()
-    counts = {"sent": 0, "failed": 0, "unknown": 0, "skipped": 0, "errors": 0}
-    with runtime.outbox() as outbox:
+    counts = {"sent": 0, "failed": 0, "unknown": 0, "skipped": 0, "errors": 0, "deferred": 0}
+    with runtime.outbox(seconds_left=lambda: context.get_remaining_time_in_millis() / 1000) as outbox:
         for team in directory.all_teams():
             try:  # one team's broken secret must not stop the others' mail
                 targets = directory.accounts_of([team])
@@ -149,7 +150,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if "Records" in event:
         # Push: one connection per account for the whole batch; a record fails (and Lambda
         # retries it) only when its outcome could not be recorded, never for a refused mail.
-        with runtime.outbox() as outbox:
+        with runtime.outbox(seconds_left=lambda: context.get_remaining_time_in_millis() / 1000) as outbox:
             ids = [DynamoDBRecord(record).dynamodb.keys["id"] for record in event["Records"]]  # type: ignore[union-attr]
             report = outbox.send(ids)
 
@@ -159,4 +160,4 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
                     raise RuntimeError(f"mail {mail_id}: {report.errors[mail_id]}")
 
             return dict(process_partial_response(event, check_record, processor, context))
-    return scheduled_sync()
+    return scheduled_sync(context)

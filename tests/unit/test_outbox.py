@@ -109,3 +109,92 @@ def test_a_storage_failure_is_reported_per_mail_and_stops_no_other():
         report = outbox.send(["m1", "m2"])
     assert set(report.errors) == {"m1", "m2"} and "unavailable" in report.errors["m1"]
     assert report.sent == report.failed == []
+
+
+# ----------------------------------------------------------------------------- provider limits
+
+
+class _PacedOutbox:
+    """An outbox whose SMTP delivery always succeeds: what is tested is the pacing around it."""
+
+    @staticmethod
+    def make(storage, *, per_minute, seconds_left, clock):
+        from mailcore.events import MemoryPublisher
+        from mailcore.limits import AccountLimiter, MemoryLimitCounters
+        from mailcore.models import MailAccount
+        from mailcore.protocols.tls import client_tls_context
+        from mailcore.services import outbox as outbox_module
+
+        account = MailAccount.model_validate(
+            {
+                "mail_from": "a@example.test",
+                "mail_username": "a@example.test",
+                "mail_password": "pw",
+                "smtp": {"host": "127.0.0.1", "port": 25, "security": "none"},
+                "pop3": {"host": "127.0.0.1", "port": 110, "security": "none"},
+                "max_messages_per_minute": per_minute,
+            }
+        )
+
+        class Paced(outbox_module.Outbox):
+            def _account(self, mail):
+                return account
+
+            def _materialise(self, claimed):
+                return b"raw"
+
+            def _deliver(self, claimed):
+                self.delivered.append(claimed.mail.id)
+                return outbox_module._outcome(claimed.mail, MailStatus.SENT, 1, reply="250 ok")
+
+        outbox = Paced(
+            storage=storage,
+            directory=None,
+            events=MemoryPublisher(),
+            dead_letters=outbox_module.MemoryDeadLetters(),
+            tls_context=client_tls_context(),
+            limiter=AccountLimiter(MemoryLimitCounters(), clock=clock),
+            seconds_left=seconds_left,
+            sleep=clock.sleep,
+        )
+        outbox.delivered = []
+        return outbox
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0  # the start of a minute
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_the_outbox_waits_for_the_next_minute_when_the_account_is_at_its_limit():
+    storage = memory_storage()
+    for n in range(5):
+        stored_mail(storage, mail_id=f"m{n}")
+    clock = FakeClock()
+    with _PacedOutbox.make(storage, per_minute=2, seconds_left=lambda: 300.0, clock=clock) as outbox:
+        report = outbox.send([f"m{n}" for n in range(5)])
+    assert len(report.sent) == 5 and report.deferred == []
+    assert len(clock.slept) == 2  # two minute boundaries for five mails at two a minute
+
+
+def test_without_time_to_wait_the_outbox_gives_the_rest_back_queued():
+    storage = memory_storage()
+    for n in range(5):
+        stored_mail(storage, mail_id=f"m{n}")
+    clock = FakeClock()
+    with _PacedOutbox.make(storage, per_minute=2, seconds_left=lambda: 20.0, clock=clock) as outbox:
+        report = outbox.send([f"m{n}" for n in range(5)])
+    assert [mail.id for mail in report.sent] == ["m0", "m1"]
+    assert report.deferred == ["m2", "m3", "m4"]
+    assert {storage.mail.get(f"m{n}").status for n in range(2, 5)} == {MailStatus.QUEUED}
+    assert clock.slept == []
+    # Given back, they are the next run's to claim.
+    assert claim(storage, "m2", now=NOW) is not None

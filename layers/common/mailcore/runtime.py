@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import ssl
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,7 +73,7 @@ def idempotency_store() -> DynamoDBPersistenceLayer:
     )
 
 
-def outbox(transcript: Transcript | None = None) -> Outbox:
+def outbox(transcript: Transcript | None = None, seconds_left: Callable[[], float] | None = None) -> Outbox:
     """A sender of queued mail for one invocation (it holds that run's SMTP connections)."""
     from mailcore.services.outbox import Outbox
     from mailcore.storage.aws import SqsDeadLetters
@@ -85,6 +86,8 @@ def outbox(transcript: Transcript | None = None) -> Outbox:
         tls_context=tls_context(),
         transcript=transcript,
         tokens=tokens(),
+        limiter=limiter(),
+        seconds_left=seconds_left,
     )
 
 

@@ -24,12 +24,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from mailcore.errors import DeliveryUnknown, InvalidInput, MailServerError, MailServiceError
 from mailcore.events import MAIL_FAILED, MAIL_SENT, EventPublisher, MailEvent
+from mailcore.limits import AccountLimiter, RateLimited
 from mailcore.models import Mail, MailAccount, MailStatus, SendRequest, parse_addresses
 from mailcore.oauth2 import TokenBroker
 from mailcore.protocols.smtp import SmtpSession
@@ -52,6 +54,10 @@ WORKERS = 10
 # Mails per claim job (and per outcome job), and how many claim jobs run ahead of the mail on
 # the wire (so at most CLAIM_BATCH * CHUNKS_AHEAD mails wait claimed, well within the lease).
 CLAIM_BATCH = 5
+# A run waits for the account's next minute (provider limits) only while it keeps this much time.
+PACE_MARGIN_SECONDS = 15.0
+# Waits for a free SMTP connection slot of the account before the run gives its claims back.
+CONNECTION_TRIES = 3
 CHUNKS_AHEAD = 8
 FINAL = (MailStatus.SENT, MailStatus.FAILED, MailStatus.UNKNOWN)
 
@@ -142,6 +148,20 @@ def finish(storage: Storage, mail: Mail, owner: str) -> bool:
     return storage.mail.transition(t.mail_id, t.guard, assign=t.assign, remove=t.remove) is not None
 
 
+def release(storage: Storage, mail: Mail, owner: str) -> bool:
+    """Gives a claimed mail back to the outbox unsent (its account is at its provider's limit);
+    the stream's MODIFY to `queued` or the next sync picks it up again."""
+    # Only the current claim may give the mail back: a stalled sender whose lease was taken over
+    # must not undo the newer claim (which may be sending it this moment).
+    released = storage.mail.transition(
+        mail.id,
+        owner_guard(owner),
+        assign={"status": MailStatus.QUEUED.value},
+        remove=("lease_owner", "lease_until"),
+    )
+    return released is not None
+
+
 def finish_many(storage: Storage, outcomes: list[tuple[Mail, str]]) -> list[bool]:
     recorded = storage.mail.transition_many([_finish_transition(mail, owner) for mail, owner in outcomes])
     return [mail is not None for mail in recorded]
@@ -188,6 +208,9 @@ class OutboxReport:
     skipped: list[str] = field(default_factory=list)
     # Mails whose claim or outcome could not be written (storage failed): mail id -> why.
     errors: dict[str, str] = field(default_factory=dict)
+    # Mails given back to the outbox unsent: the account reached its provider's limits and this
+    # run had no time left to wait for them.
+    deferred: list[str] = field(default_factory=list)
 
     def add(self, mail: Mail) -> None:
         {MailStatus.SENT: self.sent, MailStatus.FAILED: self.failed, MailStatus.UNKNOWN: self.unknown}[
@@ -211,7 +234,12 @@ class OutboxReport:
             "unknown": [brief(mail) for mail in self.unknown],
             "skipped": self.skipped,
             "errors": self.errors,
+            "deferred": self.deferred,
         }
+
+
+class _Deferred(Exception):
+    """The account is at its provider's limits and the run has no time to wait."""
 
 
 @dataclass
@@ -241,8 +269,13 @@ class Outbox:
         backoff: tuple[float, ...] = BACKOFF,
         max_attempts: int = MAX_ATTEMPTS,
         tokens: TokenBroker | None = None,
+        limiter: AccountLimiter | None = None,
+        seconds_left: Callable[[], float] | None = None,
     ) -> None:
         self.storage = storage
+        self.limiter = limiter
+        self.seconds_left = seconds_left
+        self._slots = ExitStack()
         self.directory = directory
         self.events = events
         self.dead_letters = dead_letters
@@ -273,6 +306,7 @@ class Outbox:
             for session in self._sessions.values():
                 session.close()
             self._sessions.clear()
+            self._slots.close()
             self._pool.shutdown(wait=True)
 
     # --- the two ways in -------------------------------------------------------------------
@@ -292,8 +326,9 @@ class Outbox:
         chunks = [ids[start : start + CLAIM_BATCH] for start in range(0, len(ids), CLAIM_BATCH)]
         ahead: list[tuple[list[str], Future[tuple[list[_Claimed], dict[str, str]]]]] = []
         finished: list[tuple[Mail, str]] = []
-        while chunks or ahead:
-            while chunks and len(ahead) < CHUNKS_AHEAD:
+        deferred = False
+        while ahead or (chunks and not deferred):
+            while chunks and len(ahead) < CHUNKS_AHEAD and not deferred:
                 chunk = chunks.pop(0)
                 ahead.append((chunk, self._pool.submit(self._claim_chunk, chunk)))
             chunk, claimed_future = ahead.pop(0)
@@ -306,7 +341,17 @@ class Outbox:
                     if mail_id not in failures:
                         report.skipped.append(mail_id)
                     continue
-                outcome = self._deliver(claimed)
+                try:
+                    if deferred:
+                        raise _Deferred
+                    self._pace(claimed)
+                    outcome = self._deliver(claimed)
+                except _Deferred:
+                    # Once the account is at its limit, the rest of this run's claims go back.
+                    deferred = True
+                    release(self.storage, claimed.mail, claimed.owner)
+                    report.deferred.append(mail_id)
+                    continue
                 finished.append((outcome, claimed.owner))
                 report.add(outcome)
                 if len(finished) >= CLAIM_BATCH:
@@ -401,6 +446,37 @@ class Outbox:
         claimed.mail = built
         return raw
 
+    def _pace(self, claimed: _Claimed) -> None:
+        """Keeps the account within its provider's messages a minute: waits for the next minute
+        while the run has time for it, else raises _Deferred."""
+        account = self._account(claimed.mail) if claimed.problem is None else None
+        if self.limiter is None or account is None:
+            return
+        target = ResolvedAccount(claimed.mail.team, claimed.mail.account, account)
+        while True:
+            try:
+                self.limiter.take_message(target)
+                return
+            except RateLimited as limited:
+                self._wait_or_defer(limited)
+
+    def _wait_or_defer(self, limited: RateLimited) -> None:
+        if self.seconds_left is not None and self.seconds_left() - limited.retry_after < PACE_MARGIN_SECONDS:
+            raise _Deferred(limited.message)
+        self.sleep(limited.retry_after)
+
+    def _connection_slot(self, target: ResolvedAccount) -> None:
+        """Holds one of the account's SMTP connection slots until the run closes."""
+        if self.limiter is None:
+            return
+        for _ in range(CONNECTION_TRIES):
+            try:
+                self._slots.enter_context(self.limiter.connection(target))
+                return
+            except RateLimited as limited:
+                self._wait_or_defer(limited)
+        raise _Deferred("no SMTP connection slot of the account came free")
+
     def _session(self, mail: Mail, account: MailAccount) -> SmtpSession:
         """The run's open connection of the mail's account (logged in with a password or an
         OAuth2 token); raises MailServerError when it cannot be opened."""
@@ -413,6 +489,7 @@ class Outbox:
                 )
 
             target = ResolvedAccount(mail.team, mail.account, account)
+            self._connection_slot(target)
             self._sessions[key] = open_session(
                 target, make, tokens=self.tokens, pull_state=self.storage.pull_state
             )
