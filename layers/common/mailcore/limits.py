@@ -70,25 +70,10 @@ class DynamoLimitCounters:
         return self._client or aws_client("dynamodb")
 
     def take(self, pk: str, minute: int, limit: int, expires_at: int) -> bool:
-        client = self.client
-        try:
-            # Closes the race of concurrent senders in one minute: the check and the increment are
-            # one atomic update, so the (limit+1)th message fails the condition instead of passing.
-            client.update_item(
-                TableName=self.table,
-                Key={"pk": {"S": pk}, "sk": {"S": f"RATE#{minute}"}},
-                UpdateExpression="ADD #count :one SET expires_at = :expires",
-                ConditionExpression="attribute_not_exists(#count) OR #count < :limit",
-                ExpressionAttributeNames={"#count": "count"},
-                ExpressionAttributeValues={
-                    ":one": {"N": "1"},
-                    ":limit": {"N": str(limit)},
-                    ":expires": {"N": str(expires_at)},
-                },
-            )
-        except client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+        from mailcore.storage.aws import count_below
+
+        key = {"pk": {"S": pk}, "sk": {"S": f"RATE#{minute}"}}
+        return count_below(self.client, self.table, key, limit=limit, expires_at=expires_at)
 
     def lease(self, pk: str, slot: int, holder: str, now: float, until: float) -> bool:
         client = self.client

@@ -404,25 +404,33 @@ class DynamoRateLimits:
         return self._client or aws_client("dynamodb")
 
     def take(self, key: str, window: str, *, limit: int, expires_at: int) -> bool:
-        client = self.client
-        try:
-            client.update_item(
-                TableName=self.table,
-                Key={"pk": {"S": f"ratelimit#{key}"}, "sk": {"S": window}},
-                UpdateExpression="ADD #count :one SET expires_at = :expires",
-                # Closes the race of two concurrent sends both reading count = limit - 1: the
-                # check and the increment are one atomic write, so at most `limit` succeed.
-                ConditionExpression="attribute_not_exists(#count) OR #count < :limit",
-                ExpressionAttributeNames={"#count": "count"},
-                ExpressionAttributeValues={
-                    ":one": {"N": "1"},
-                    ":limit": {"N": str(limit)},
-                    ":expires": {"N": str(expires_at)},
-                },
-            )
-        except client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+        item_key = {"pk": {"S": f"ratelimit#{key}"}, "sk": {"S": window}}
+        return count_below(self.client, self.table, item_key, limit=limit, expires_at=expires_at)
+
+
+def count_below(client: BaseClient, table: str, key: dict[str, Any], *, limit: int, expires_at: int) -> bool:
+    """Adds one to the counter item `key` unless it already reached `limit`; False then.
+
+    Closes the race of concurrent senders both reading count = limit - 1: the check and the
+    increment are one atomic conditional write, so at most `limit` of them succeed. The item
+    carries `expires_at` for the table's TTL, which removes windows that are over.
+    """
+    try:
+        client.update_item(
+            TableName=table,
+            Key=key,
+            UpdateExpression="ADD #count :one SET expires_at = :expires",
+            ConditionExpression="attribute_not_exists(#count) OR #count < :limit",
+            ExpressionAttributeNames={"#count": "count"},
+            ExpressionAttributeValues={
+                ":one": {"N": "1"},
+                ":limit": {"N": str(limit)},
+                ":expires": {"N": str(expires_at)},
+            },
+        )
+    except client.exceptions.ConditionalCheckFailedException:
+        return False
+    return True
 
 
 class SqsDeadLetters:
