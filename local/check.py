@@ -9,9 +9,10 @@ from .local/stack.json, which `make run` writes; every other argument goes to ma
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
+
+from local.environment import use_local_aws
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,16 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stack = json.loads(stack_json.read_text(encoding="utf-8"))
     region = str(stack.get("region") or "us-east-1")
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": region,
-        "AWS_DEFAULT_REGION": region,
-    }.items():
-        os.environ.setdefault(key, value)
-    os.environ.pop("AWS_PROFILE", None)
-    os.environ.update({str(key): str(value) for key, value in (stack.get("environment") or {}).items()})
-    os.environ["AWS_ENDPOINT_URL"] = str(stack["aws_endpoint"])
+    use_local_aws(region, str(stack["aws_endpoint"]), stack.get("environment"))
 
     from mailcore.check import main as check
 

@@ -19,6 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from local.environment import use_local_aws
 from local.gateway import FunctionRuntime, HandlerError, InvocationError
 from local.template import Template, TemplateError
 
@@ -55,17 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     event = _read_event(args.event)
 
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": region,
-        "AWS_DEFAULT_REGION": region,
-    }.items():
-        os.environ.setdefault(key, value)
-    os.environ.pop("AWS_PROFILE", None)
-    os.environ.update({str(key): str(value) for key, value in (stack.get("environment") or {}).items()})
-    if stack.get("aws_endpoint"):
-        os.environ["AWS_ENDPOINT_URL"] = str(stack["aws_endpoint"])
+    use_local_aws(region, str(stack.get("aws_endpoint") or "") or None, stack.get("environment"))
 
     runtime = FunctionRuntime(spec, region=region, account_id=template.account_id)
     try:

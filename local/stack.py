@@ -24,6 +24,7 @@ from typing import Any
 import boto3
 
 from local.aws import cognito_user, create_resources, id_token, start_moto_server
+from local.environment import use_local_aws
 from local.event_sources import EventSources
 from local.gateway import CognitoVerifier, LocalGateway
 from local.mailservers import Mailbox, MailServerPorts, MailServers
@@ -104,17 +105,9 @@ class LocalStack:
         self.state.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state, 0o755)  # Postfix and Dovecot refuse folders others cannot enter
         passwords = _stable_secrets(self.state)
-        for key, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": REGION,
-            "AWS_REGION": REGION,
-        }.items():
-            os.environ.setdefault(key, value)
-        os.environ.pop("AWS_PROFILE", None)
-
+        use_local_aws(REGION)
         self.moto, endpoint = start_moto_server(self.ports.moto)
-        os.environ["AWS_ENDPOINT_URL"] = endpoint
+        use_local_aws(REGION, endpoint)
         self.session = boto3.session.Session(region_name=REGION)
         self.template = Template.load(
             TEMPLATE, parameter_overrides=self.parameter_overrides, region=REGION, endpoint_url=endpoint
