@@ -6,6 +6,8 @@ batch failures), direct invocation (the same JSON; answers the outcome), and the
 pool's custom email sender (its code decrypted with the stack's KMS key).
 """
 
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from aws_lambda_powertools.utilities.data_classes.cognito_user_pool_event import
 )
 from aws_lambda_powertools.utilities.data_classes.event_bridge_event import EventBridgeEvent
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from aws_lambda_powertools.utilities.parser import ValidationError, parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore import runtime
@@ -40,10 +43,30 @@ def deliver(request: SystemMailRequest) -> SystemMailResult:
     return result
 
 
+# SQS and EventBridge deliver at least once: a message or event that comes again (same id)
+# answers what the first delivery did instead of mailing the recipient a second time.
+once = IdempotencyConfig(event_key_jmespath="delivery_id", expires_after_seconds=24 * 3600)
+
+
+@cache
+def deliver_once() -> Callable[..., dict[str, Any]]:
+    # Made on first use: the persistence layer's client is not worth a cold start for other events.
+    @idempotent_function(
+        data_keyword_argument="delivery", persistence_store=runtime.idempotency_store(), config=once
+    )
+    def deliver_delivery(delivery: dict[str, Any]) -> dict[str, Any]:
+        result = deliver(SystemMailRequest.model_validate(delivery["request"]))
+        return {"status": result.status, "mail_id": result.mail_id}
+
+    return deliver_delivery
+
+
 def _queued(record: SQSRecord) -> None:
     body = record.json_body
     # A queue fed by an EventBridge rule holds whole events: take their detail.
-    deliver(SystemMailRequest.model_validate(body.get("detail", body) if "detail-type" in body else body))
+    request = body.get("detail", body) if "detail-type" in body else body
+    SystemMailRequest.model_validate(request)  # a bad request fails its record, never the cache
+    deliver_once()(delivery={"delivery_id": f"sqs:{record.message_id}", "request": request})
 
 
 def _cognito(event: dict[str, Any]) -> dict[str, Any]:
@@ -72,6 +95,8 @@ def _direct(event: dict[str, Any]) -> dict[str, Any]:
 
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
+    # A delivery still "in progress" when its Lambda died may be retried once this run's time is up.
+    once.register_lambda_context(context)
     if "Records" in event:
         return process_partial_response(
             event=event, record_handler=_queued, processor=processor, context=context
@@ -81,6 +106,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
     if "detail-type" in event:
         # A failure raises: Lambda retries the asynchronous event, then hands it to the DLQ.
         # The detail is validated; the envelope is taken as it comes (moto's lacks `account`).
-        detail = EventBridgeEvent(event).detail
-        return {"status": deliver(SystemMailRequest.model_validate(detail)).status}
+        bridged = EventBridgeEvent(event)
+        SystemMailRequest.model_validate(bridged.detail)
+        answer = deliver_once()(
+            delivery={"delivery_id": f"event:{bridged.get_id}", "request": bridged.detail}
+        )
+        return {"status": answer["status"]}
     return _direct(event)

@@ -50,10 +50,11 @@ def eventbridge_event(detail: dict[str, Any]) -> dict[str, Any]:
 
 
 def sqs_event(*bodies: str) -> dict[str, Any]:
+    batch = uuid.uuid4().hex[:8]
     return {
         "Records": [
             {
-                "messageId": f"message-{number}",
+                "messageId": f"message-{batch}-{number}",
                 "receiptHandle": f"handle-{number}",
                 "body": body,
                 "attributes": {
@@ -136,8 +137,9 @@ def test_queued_requests_report_only_the_failed_records(stack, new_team):
     team = new_team()
     good = json.dumps(request(team.mailbox.address))
     missing_variable = json.dumps({"template": "password_recovery", "to": team.mailbox.address})
-    answer = stack.invoke(FUNCTION, sqs_event(good, missing_variable))
-    assert answer == {"batchItemFailures": [{"itemIdentifier": "message-1"}]}
+    event = sqs_event(good, missing_variable)
+    answer = stack.invoke(FUNCTION, event)
+    assert answer == {"batchItemFailures": [{"itemIdentifier": event["Records"][1]["messageId"]}]}
     assert only_message(stack, team.mailbox)["Subject"] == "Reset your password"
 
 
@@ -370,3 +372,23 @@ def test_a_message_sent_to_the_system_mail_queue_is_sent(stack, new_team):
     queue_url = sqs.get_queue_url(QueueName=stack.physical["SystemMailQueue"])["QueueUrl"]
     sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(request(team.mailbox.address, name="Queue")))
     assert "Hello Queue," in bodies(only_message(stack, team.mailbox))[0]
+
+
+def test_a_queue_message_delivered_twice_sends_one_mail(stack, new_team):
+    team = new_team()
+    event = sqs_event(json.dumps(request(team.mailbox.address)))
+    assert stack.invoke(FUNCTION, event) == {"batchItemFailures": []}
+    assert stack.invoke(FUNCTION, event) == {"batchItemFailures": []}  # SQS delivers at least once
+    wait_for_messages(stack, team.mailbox.address, 1)
+    time.sleep(0.5)
+    assert stack.mail_servers.message_count(team.mailbox.address) == 1
+
+
+def test_an_event_delivered_twice_sends_one_mail(stack, new_team):
+    team = new_team()
+    event = eventbridge_event(request(team.mailbox.address))
+    assert stack.invoke(FUNCTION, event) == {"status": "sent"}
+    assert stack.invoke(FUNCTION, event) == {"status": "sent"}  # EventBridge delivers at least once
+    wait_for_messages(stack, team.mailbox.address, 1)
+    time.sleep(0.5)
+    assert stack.mail_servers.message_count(team.mailbox.address) == 1

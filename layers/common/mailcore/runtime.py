@@ -61,8 +61,9 @@ def pull_queue() -> PullQueue:
     return SqsPullQueue(settings().pull_queue_url)
 
 
-@cache
 def idempotency_store() -> DynamoDBPersistenceLayer:
+    """A persistence layer for ONE idempotency configuration: Powertools keeps the first
+    configuration a layer is given, so two uses (send's keys, system mail's) must not share one."""
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
     from mailcore.storage.aws import aws_client
@@ -144,7 +145,6 @@ def reset() -> None:
         pull_queue,
         tokens,
         limiter,
-        idempotency_store,
         aws_client,
         _session,
         client_tls_context,
