@@ -4,7 +4,6 @@ of time. Real Dovecot (through a fault proxy where a fault is injected) and moto
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 from email.message import EmailMessage
 
@@ -17,8 +16,8 @@ from mailcore.services.pull import pull_account
 from mailcore.storage import MailQuery
 
 from local.maildir import deliver_files
-from tests.integration.conftest import claims, rest_event
 from tests.integration.pop3_fault_proxy import Pop3FaultProxy
+from tests.integration.test_pull import pull as pull_through_the_api
 
 
 def messages(prefix: str, count: int) -> dict[str, bytes]:
@@ -54,15 +53,7 @@ def proxied_team(stack, new_team, proxy: Pop3FaultProxy):
 
 
 def pull(stack, team):
-    event = rest_event(
-        "POST",
-        f"/api/core/mail/pull/{team.account}",
-        resource="/api/core/mail/pull/{account}",
-        path_parameters={"account": team.account},
-        caller=claims(team.team),
-    )
-    answer = stack.invoke("PullFunction", event)
-    return answer["statusCode"], json.loads(answer["body"])
+    return pull_through_the_api(stack, team, account=team.account)
 
 
 @pytest.mark.parametrize(

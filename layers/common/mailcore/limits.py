@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mailcore.errors import MailServiceError
+from mailcore.storage.aws import AwsAdapter, count_below
 from mailcore.teams import ResolvedAccount
 
 if TYPE_CHECKING:
@@ -58,20 +59,14 @@ class LimitCounters(Protocol):
     def release(self, pk: str, slot: int, holder: str) -> None: ...
 
 
-class DynamoLimitCounters:
+class DynamoLimitCounters(AwsAdapter):
+    service = "dynamodb"
+
     def __init__(self, table: str, client: BaseClient | None = None) -> None:
         self.table = table
-        self._client = client
-
-    @property
-    def client(self) -> BaseClient:
-        from mailcore.storage.aws import aws_client
-
-        return self._client or aws_client("dynamodb")
+        super().__init__(client)
 
     def take(self, pk: str, minute: int, limit: int, expires_at: int) -> bool:
-        from mailcore.storage.aws import count_below
-
         key = {"pk": {"S": pk}, "sk": {"S": f"RATE#{minute}"}}
         return count_below(self.client, self.table, key, limit=limit, expires_at=expires_at)
 

@@ -6,7 +6,7 @@ import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from mailcore.models import Mail, MailStatus, StoredFile
 from mailcore.settings import Settings
@@ -53,6 +53,20 @@ def aws_client(service: str) -> BaseClient:
     return _session().client(service, config=config)
 
 
+class AwsAdapter:
+    """An adapter's AWS client: the one a test hands in, else the process's shared client of
+    `service`, made on first use (a cold start pays only for the clients it uses)."""
+
+    service: ClassVar[str]
+
+    def __init__(self, client: BaseClient | None = None) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> BaseClient:
+        return self._client or aws_client(self.service)
+
+
 @cache
 def _codec() -> tuple[Any, Any]:
     from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -72,14 +86,12 @@ def from_item(item: dict[str, Any]) -> dict[str, Any]:
     return {key: int(value) if type(value).__name__ == "Decimal" else value for key, value in plain.items()}
 
 
-class S3Blobs:
+class S3Blobs(AwsAdapter):
+    service = "s3"
+
     def __init__(self, bucket: str, client: BaseClient | None = None) -> None:
         self.bucket = bucket
-        self._client = client
-
-    @property
-    def client(self) -> BaseClient:
-        return self._client or aws_client("s3")
+        super().__init__(client)
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
         if len(data) <= MULTIPART_THRESHOLD:
@@ -130,15 +142,13 @@ class S3Blobs:
         )
 
 
-class DynamoMail:
+class DynamoMail(AwsAdapter):
+    service = "dynamodb"
+
     def __init__(self, table: str, blobs: S3Blobs, client: BaseClient | None = None) -> None:
         self.table = table
         self.blobs = blobs
-        self._client = client
-
-    @property
-    def client(self) -> BaseClient:
-        return self._client or aws_client("dynamodb")
+        super().__init__(client)
 
     def _item(self, mail: Mail) -> dict[str, Any]:
         data = mail.model_dump(mode="json")
@@ -374,14 +384,12 @@ class DynamoMail:
         return True
 
 
-class DynamoFiles:
+class DynamoFiles(AwsAdapter):
+    service = "dynamodb"
+
     def __init__(self, table: str, client: BaseClient | None = None) -> None:
         self.table = table
-        self._client = client
-
-    @property
-    def client(self) -> BaseClient:
-        return self._client or aws_client("dynamodb")
+        super().__init__(client)
 
     def put(self, stored: StoredFile) -> None:
         self.client.put_item(TableName=self.table, Item=to_item(stored.model_dump(mode="json")))
@@ -391,17 +399,15 @@ class DynamoFiles:
         return StoredFile.model_validate(from_item(answer["Item"])) if "Item" in answer else None
 
 
-class DynamoRateLimits:
+class DynamoRateLimits(AwsAdapter):
     """Counters in the pull state table under the key prefix `ratelimit#` (one item per key and
     window; the table's TTL attribute `expires_at` removes windows that are over)."""
 
+    service = "dynamodb"
+
     def __init__(self, table: str, client: BaseClient | None = None) -> None:
         self.table = table
-        self._client = client
-
-    @property
-    def client(self) -> BaseClient:
-        return self._client or aws_client("dynamodb")
+        super().__init__(client)
 
     def take(self, key: str, window: str, *, limit: int, expires_at: int) -> bool:
         item_key = {"pk": {"S": f"ratelimit#{key}"}, "sk": {"S": window}}
@@ -433,16 +439,14 @@ def count_below(client: BaseClient, table: str, key: dict[str, Any], *, limit: i
     return True
 
 
-class SqsDeadLetters:
+class SqsDeadLetters(AwsAdapter):
     """The outbox's dead-letter queue: one JSON message per mail that ended failed after retries."""
+
+    service = "sqs"
 
     def __init__(self, queue_url: str, client: BaseClient | None = None) -> None:
         self.queue_url = queue_url
-        self._client = client
-
-    @property
-    def client(self) -> BaseClient:
-        return self._client or aws_client("sqs")
+        super().__init__(client)
 
     def put(self, body: dict[str, Any]) -> None:
         self.client.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps(body))

@@ -13,7 +13,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
-from mailcore.storage.aws import aws_client, from_item, to_item
+from mailcore.storage.aws import AwsAdapter, from_item, to_item
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
@@ -21,14 +21,12 @@ if TYPE_CHECKING:
 LEASE, STATE = "LEASE", "STATE"
 
 
-class DynamoPullState:
+class DynamoPullState(AwsAdapter):
+    service = "dynamodb"
+
     def __init__(self, table: str, client: BaseClient | None = None) -> None:
         self.table = table
-        self._client = client
-
-    @property
-    def client(self) -> BaseClient:
-        return self._client or aws_client("dynamodb")
+        super().__init__(client)
 
     @staticmethod
     def _key(team: str, account: str, kind: str) -> dict[str, Any]:
