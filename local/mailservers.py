@@ -171,6 +171,8 @@ class MailServers:
         self.dovecot_log = self.log_dir / "dovecot.log"
         self.postfix_log = self.log_dir / "postfix.log"
         self._procs: dict[str, _Proc] = {}
+        # Mailboxes whose RCPT gets another answer than OK for now (see ``answer_rcpt``).
+        self._rcpt_answers: dict[str, str] = {}
 
     # ---------------------------------------------------------------- context manager
     def __enter__(self) -> Self:
@@ -273,6 +275,23 @@ class MailServers:
         for mailbox in added:
             self._wait_auth(mailbox, deadline)
             self._wait_rcpt_accepted(mailbox.address, deadline)
+
+    def answer_rcpt(self, address: str, reply: str | None) -> None:
+        """Make Postfix answer ``RCPT TO:<address>`` with ``reply`` (an access(5) action such as
+        ``450 4.2.1 Mailbox busy, try later``) until called again with None (back to OK). Takes
+        effect before returning: Postfix reloads, then a probe sees the new answer."""
+        local, domain = self._split(address)
+        address = f"{local}@{domain}"
+        if reply is None:
+            self._rcpt_answers.pop(address, None)
+        else:
+            self._rcpt_answers[address] = reply
+        self._write_mailbox_tables(self._load_mailboxes())
+        if not self.is_running():
+            return
+        self._reload_postfix()
+        expected = int(reply.split()[0]) if reply else 250
+        self._retry(lambda: self._probe_rcpt(address, expected), time.monotonic() + 15)
 
     def mailboxes(self) -> list[Mailbox]:
         return [Mailbox(address, password) for address, password in self._load_mailboxes().items()]
@@ -396,8 +415,11 @@ class MailServers:
             shutil.chown(self.dovecot_users, "root", "dovecot")
         table = "".join(f"{address} OK\n" for address in sorted(mailboxes))
         self._write(self.virtual_map, table, 0o644)
+        answers = "".join(
+            f"{address} {self._rcpt_answers.get(address, 'OK')}\n" for address in sorted(mailboxes)
+        )
         unknown = f"{self.domain} 550 5.1.1 User unknown in virtual mailbox table\n"
-        self._write(self.recipient_access, table + unknown, 0o644)
+        self._write(self.recipient_access, answers + unknown, 0o644)
 
     @staticmethod
     def _write(path: Path, text: str, mode: int, *, backdate: bool = True) -> bool:
@@ -825,15 +847,15 @@ smtpd_recipient_restrictions = check_recipient_access texthash:{self.recipient_a
                 raise _NotReady("SMTPS offers no AUTH yet")
 
     def _wait_rcpt_accepted(self, address: str, deadline: float) -> None:
-        def probe() -> None:
-            with smtplib.SMTP(self.host, self.ports.smtp, timeout=5) as smtp:
-                smtp.ehlo()
-                smtp.mail("")
-                code, reply = smtp.rcpt(address)
-                if code != 250:
-                    raise _NotReady(f"RCPT TO:<{address}> answered {code} {reply!r}")
+        self._retry(lambda: self._probe_rcpt(address, 250), deadline)
 
-        self._retry(probe, deadline)
+    def _probe_rcpt(self, address: str, expected: int) -> None:
+        with smtplib.SMTP(self.host, self.ports.smtp, timeout=5) as smtp:
+            smtp.ehlo()
+            smtp.mail("")
+            code, reply = smtp.rcpt(address)
+            if code != expected:
+                raise _NotReady(f"RCPT TO:<{address}> answered {code} {reply!r}")
 
 
 class _NotReady(Exception):

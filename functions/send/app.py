@@ -3,6 +3,7 @@
 
 import hashlib
 import json
+from datetime import timedelta
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
@@ -27,7 +28,7 @@ from mailcore.api import (
     service_error_body,
 )
 from mailcore.errors import MailServiceError
-from mailcore.models import QueueRequest, SendRequest
+from mailcore.models import MailStatus, QueueRequest, SendRequest
 from mailcore.services.outbox import queue_mail
 from mailcore.services.send import MailSendFailed, send_mail
 from mailcore.teams import ResolvedAccount
@@ -71,7 +72,12 @@ def _send(*, request: dict[str, Any], target: ResolvedAccount, debug: bool) -> d
             if debug:
                 failure.debug = transcript.lines
             return {"status": failure.status, "body": service_error_body(failure)}
-    return {"status": 200, "body": {"mail": mail.public(), **({"debug": transcript.lines} if debug else {})}}
+    # A temporary failure hands the mail to the outbox: accepted (202), not delivered yet.
+    status = 202 if mail.status == MailStatus.DEFERRED else 200
+    return {
+        "status": status,
+        "body": {"mail": mail.public(), **({"debug": transcript.lines} if debug else {})},
+    }
 
 
 @app.post("/api/core/mail/send/<account>", summary="Send one mail with a team's account")
@@ -112,10 +118,18 @@ def send(
     return json_response(answer["status"], answer["body"])
 
 
-@app.post("/api/core/mail", summary="Queue a mail of an account; it is sent within seconds (push)")
+@app.post("/api/core/mail", summary="Queue a mail of an account; sent within seconds (push), or at send_at")
 def queue(request: Annotated[QueueRequest, Body()]) -> Response[str]:
     target = runtime.directory().resolve_account(current_caller(app), request.account, request.team)
-    mail = queue_mail(target, request.send_request(), storage=runtime.storage())
+    max_age = request.retry_max_age_hours
+    mail = queue_mail(
+        target,
+        request.send_request(),
+        storage=runtime.storage(),
+        now=runtime.clock(),
+        send_at=request.send_at,
+        retry_max_age=timedelta(hours=max_age) if max_age else None,
+    )
     return json_response(202, {"mail": mail.public()})
 
 
@@ -129,7 +143,7 @@ def sync(account: str, team: Team = None) -> dict[str, Any]:
 def scheduled_sync(context: LambdaContext) -> dict[str, int]:
     """The safety net behind push: mail still queued, or claimed by a sender that died."""
     directory = runtime.directory()
-    counts = {"sent": 0, "failed": 0, "unknown": 0, "skipped": 0, "errors": 0, "deferred": 0}
+    counts = {"sent": 0, "failed": 0, "unknown": 0, "skipped": 0, "errors": 0, "deferred": 0, "released": 0}
     with runtime.outbox(seconds_left=lambda: context.get_remaining_time_in_millis() / 1000) as outbox:
         for team in directory.all_teams():
             try:  # one team's broken secret must not stop the others' mail

@@ -88,10 +88,10 @@ def stored(mail_id: str):
 
 
 def settled(mail_id: str, timeout: float = 20.0):
-    """The mail once it reached a final status: the local stack's stream driver pushes queued
+    """The mail once a run finished with it (final, or deferred): the local stack's stream driver pushes queued
     mail by itself, so a test's own sync may find it already taken (it is then `skipped`)."""
     deadline = time.monotonic() + timeout
-    while (mail := stored(mail_id)).status not in ("sent", "failed", "unknown"):
+    while (mail := stored(mail_id)).status not in ("sent", "failed", "unknown", "deferred"):
         assert time.monotonic() < deadline, f"mail {mail_id} still {mail.status}"
         time.sleep(0.1)
     return mail
@@ -279,10 +279,11 @@ def test_a_server_answering_451_twice_then_accepting_gets_the_mail_once_after_re
     assert stack.mail_servers.message_count(team.mailbox.address) == 1
 
 
-def test_a_mail_still_refused_after_its_retries_fails_and_lands_on_the_dead_letter_queue(stack, new_team):
+def test_a_mail_still_refused_at_its_maximum_age_fails_and_lands_on_the_dead_letter_queue(stack, new_team):
     with proxy_to_postfix(stack, Fault("RCPT", 10, b"451 4.7.1 Try again later\r\n")) as proxy:
         team = proxied_team(new_team, stack, proxy)
-        mail = queue(stack, team)
+        # A maximum age shorter than the first deferral (1 minute): no later attempt is allowed.
+        mail = queue(stack, team, retry_max_age_hours=0.01)
         sync(stack, team)
         item = settled(mail["id"])
     assert item.status == "failed" and item.attempts == 3 and "451" in item.reply
@@ -329,9 +330,10 @@ def test_a_connection_dropped_after_the_data_leaves_the_mail_unknown_and_never_r
             "sent": [],
             "failed": [],
             "unknown": [],
+            "deferred": [],
             "skipped": [],
             "errors": {},
-            "deferred": [],
+            "released": [],
         }
     assert item.status == "unknown" and item.attempts == 1 and "may have been delivered" in item.error
     wait_for_messages(stack, team.mailbox.address, 1)  # Postfix had the whole message: it delivered

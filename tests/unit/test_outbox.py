@@ -145,7 +145,7 @@ class _PacedOutbox:
 
             def _deliver(self, claimed):
                 self.delivered.append(claimed.mail.id)
-                return outbox_module._outcome(claimed.mail, MailStatus.SENT, 1, reply="250 ok")
+                return outbox_module._outcome(claimed.mail, MailStatus.SENT, reply="250 ok")
 
         outbox = Paced(
             storage=storage,
@@ -181,7 +181,7 @@ def test_the_outbox_waits_for_the_next_minute_when_the_account_is_at_its_limit()
     clock = FakeClock()
     with _PacedOutbox.make(storage, per_minute=2, seconds_left=lambda: 300.0, clock=clock) as outbox:
         report = outbox.send([f"m{n}" for n in range(5)])
-    assert len(report.sent) == 5 and report.deferred == []
+    assert len(report.sent) == 5 and report.released == []
     assert len(clock.slept) == 2  # two minute boundaries for five mails at two a minute
 
 
@@ -193,7 +193,7 @@ def test_without_time_to_wait_the_outbox_gives_the_rest_back_queued():
     with _PacedOutbox.make(storage, per_minute=2, seconds_left=lambda: 20.0, clock=clock) as outbox:
         report = outbox.send([f"m{n}" for n in range(5)])
     assert [mail.id for mail in report.sent] == ["m0", "m1"]
-    assert report.deferred == ["m2", "m3", "m4"]
+    assert report.released == ["m2", "m3", "m4"]
     assert {storage.mail.get(f"m{n}").status for n in range(2, 5)} == {MailStatus.QUEUED}
     assert clock.slept == []
     # Given back, they are the next run's to claim.

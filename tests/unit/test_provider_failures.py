@@ -12,7 +12,7 @@ import pytest
 from mailcore.models import Direction, Mail, MailAccount, MailStatus, SendRequest, ServerEndpoint
 from mailcore.protocols.diagnose import from_rewritten_warning, smtp_failure
 from mailcore.protocols.transcript import Transcript
-from mailcore.services.send import MailSendFailed, send_mail
+from mailcore.services.send import send_mail
 from mailcore.storage.memory import memory_storage
 from mailcore.teams import ResolvedAccount
 
@@ -213,19 +213,21 @@ def test_a_busy_server_is_tried_again_after_a_pause_and_the_mail_goes_out(busy_s
     assert busy_server.accepted == 1 and pauses == [1.0]
 
 
-def test_a_server_busy_on_every_try_fails_the_mail_as_temporary():
+def test_a_server_busy_on_every_try_hands_the_mail_to_the_outbox_deferred():
     server = BusyOnceSmtpServer(busy_connections=10)
+    storage = memory_storage()
     try:
-        with pytest.raises(MailSendFailed) as caught:
-            send_mail(
-                target_on(server.port),
-                SendRequest(to="x@example.test", body_text="x"),
-                storage=memory_storage(),
-                transcript=Transcript(),
-                tls_context=None,  # type: ignore[arg-type]
-                sleep=lambda _: None,
-            )
+        mail = send_mail(
+            target_on(server.port),
+            SendRequest(to="x@example.test", body_text="x"),
+            storage=storage,
+            transcript=Transcript(),
+            tls_context=None,  # type: ignore[arg-type]
+            sleep=lambda _: None,
+        )
     finally:
         server.close()
-    assert caught.value.temporary and caught.value.mail.status == MailStatus.FAILED
+    assert mail.status == MailStatus.DEFERRED and mail.next_attempt_at is not None
+    assert storage.mail.get(mail.id).status == MailStatus.DEFERRED
+    assert [entry["reply"][:3] for entry in mail.attempt_log] == ["421"]
     assert server.connections == 3

@@ -17,6 +17,8 @@ SOURCE = "mail-service"
 MAIL_RECEIVED = "MailReceived"
 MAIL_SENT = "MailSent"
 MAIL_FAILED = "MailFailed"
+MAIL_DEFERRED = "MailDeferred"
+MAIL_CANCELLED = "MailCancelled"
 # PutEvents takes at most 10 entries a call.
 _BATCH = 10
 

@@ -153,6 +153,8 @@ class MailAccount(BaseModel):
     auth: AccountAuth = Field(default_factory=PasswordAuth)
     max_connections: int | None = Field(default=None, ge=1, le=100)
     max_messages_per_minute: int | None = Field(default=None, ge=1, le=10_000)
+    # How long a mail of this account keeps trying after temporary failures (default 48 h).
+    retry_max_age_hours: float | None = Field(default=None, gt=0, le=120)
 
     @model_validator(mode="after")
     def _password_when_password_mode(self) -> MailAccount:
@@ -313,9 +315,16 @@ class QueueRequest(SendRequest):
 
     account: str = Field(pattern=NAME_PATTERN)
     team: str | None = Field(default=None, max_length=128)
+    # When to send (ISO 8601; without an offset, UTC): in the past means now, at most
+    # SEND_AT_LIMIT_DAYS ahead (docs/delivery.md).
+    send_at: datetime | None = None
+    # How long the mail keeps trying after temporary failures, in place of the account's limit.
+    retry_max_age_hours: float | None = Field(default=None, gt=0, le=120)
 
     def send_request(self) -> SendRequest:
-        return SendRequest.model_validate(self.model_dump(exclude={"account", "team"}))
+        return SendRequest.model_validate(
+            self.model_dump(exclude={"account", "team", "send_at", "retry_max_age_hours"})
+        )
 
 
 class FileUpload(BaseModel):
@@ -354,6 +363,9 @@ class MailStatus(StrEnum):
     # The connection dropped after the whole message went out, before the server's answer: it may
     # or may not have been delivered, so a person decides (see the README's outbox section).
     UNKNOWN = "unknown"
+    # A temporary failure (4xx, no connection): tried again at `next_attempt_at` (services/retry.py).
+    DEFERRED = "deferred"
+    CANCELLED = "cancelled"
 
 
 class Mail(BaseModel):
@@ -386,6 +398,13 @@ class Mail(BaseModel):
     # Outgoing: the server's last answer to the message, and how many times sending was tried.
     reply: str | None = None
     attempts: int = 0
+    # Every try of an outgoing mail: time, outcome, the server's reply, the recipients tried.
+    attempt_log: list[dict[str, Any]] = Field(default_factory=list)
+    # Scheduled sending, and the retry schedule after temporary failures (services/retry.py).
+    send_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    retry_until: datetime | None = None
+    deferrals: int = 0
     uidl: str | None = None
     raw_key: str | None = None
     raw_size: int | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +29,15 @@ if TYPE_CHECKING:
     from mailcore.services.dispatch import PullQueue
     from mailcore.services.outbox import Outbox
     from mailcore.services.system import SystemMailer
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# The time of the outbox's schedules (send_at, next attempts, leases): tests replace it to move
+# time by hours without sleeping.
+clock: Callable[[], datetime] = _utc_now
 
 
 @cache
@@ -89,6 +99,7 @@ def outbox(transcript: Transcript | None = None, seconds_left: Callable[[], floa
         tokens=tokens(),
         limiter=limiter(),
         seconds_left=seconds_left,
+        clock=lambda: clock(),
     )
 
 

@@ -1,18 +1,21 @@
 """The outbox: queued mail sent exactly once, however many senders race for it.
 
-A queued mail moves `queued -> sending -> sent | failed | unknown`, each step one conditional
-write on its item (DynamoDB evaluates the condition and the write atomically). Every transition
-of the outbox is in this module, with the race its guard closes:
+A queued mail moves `queued -> sending -> sent | failed | unknown | deferred`, and a deferred
+one `deferred -> sending -> ...` again when it is due, each step one conditional write on its
+item (DynamoDB evaluates the condition and the write atomically). Every transition of the outbox
+is in this module, with the race its guard closes:
 
-- claim: `queued` (or `sending` whose lease ran out) -> `sending`, with a fresh lease owner and
-  expiry. Push (the table's stream), sync (the API or a schedule) and a redelivered stream batch
-  all claim before they send; exactly one of them wins, the others skip the mail.
-- finish: `sending` owned by *this* claim -> `sent` / `failed` / `unknown`. A sender whose lease
-  ran out (it stalled; another reclaimed the mail) cannot overwrite the newer outcome.
+- claim: `queued` whose time came, `deferred` whose next attempt is due (or `sending` whose
+  lease ran out) -> `sending`, with a fresh lease owner and expiry. Push (the table's stream),
+  sync (the API or a schedule) and a redelivered stream batch all claim before they send;
+  exactly one of them wins, the others skip the mail.
+- finish: `sending` owned by *this* claim -> `sent` / `failed` / `unknown` / `deferred`. A sender
+  whose lease ran out (it stalled; another reclaimed the mail) cannot overwrite the newer outcome.
 
-Retries happen inside the claim, in the same run, with a short backoff (temporary failures:
-4xx replies, refused or dropped connections, timeouts); a Lambda never sleeps for minutes, so
-greylisting that wants a second attempt much later ends as `failed` and on the dead-letter queue.
+Short blips are retried inside the claim, in the same run, with a backoff of seconds (temporary
+failures: 4xx replies, refused or dropped connections, timeouts). After those the mail is
+`deferred` to a later run by the one retry policy (services/retry.py), until its maximum age;
+only then does it end `failed` and on the dead-letter queue.
 """
 
 from __future__ import annotations
@@ -30,14 +33,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from mailcore.errors import DeliveryUnknown, InvalidInput, MailServerError, MailServiceError
-from mailcore.events import MAIL_FAILED, MAIL_SENT, EventPublisher, MailEvent
+from mailcore.events import MAIL_DEFERRED, MAIL_FAILED, MAIL_SENT, EventPublisher, MailEvent
 from mailcore.limits import AccountLimiter, RateLimited
 from mailcore.models import Mail, MailAccount, MailStatus, SendRequest, parse_addresses
 from mailcore.oauth2 import TokenBroker
 from mailcore.protocols.smtp import SmtpSession
 from mailcore.protocols.transcript import Transcript
 from mailcore.services.credentials import open_session
-from mailcore.storage import Clause, Guard, Storage, Transition, raw_key
+from mailcore.services.retry import RetryPolicy, attempt_entry, capped, deferred, server_reply
+from mailcore.storage import Clause, Guard, Storage, Transition, iso_time, outbox_key, raw_key
 from mailcore.teams import ResolvedAccount, TeamDirectory
 
 logger = logging.getLogger(__name__)
@@ -60,6 +64,8 @@ PACE_MARGIN_SECONDS = 15.0
 CONNECTION_TRIES = 3
 CHUNKS_AHEAD = 8
 FINAL = (MailStatus.SENT, MailStatus.FAILED, MailStatus.UNKNOWN)
+# The index attributes of a mail still to send (storage.index_attributes), and of a claim.
+QUEUE_ATTRIBUTES = ("outbox", "waiting", "due_at", "lease_owner", "lease_until")
 
 
 class DeadLetters(Protocol):
@@ -76,8 +82,7 @@ class MemoryDeadLetters:
         self.bodies.append(body)
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat()
+_iso = iso_time
 
 
 # ----------------------------------------------------------------------------- transitions
@@ -87,7 +92,14 @@ def claim_guard(now: datetime) -> Guard:
     return (
         # Push, sync and a redelivered batch race for the same queued mail: only the first
         # update finds it still `queued`; every other sender sees `sending` and skips it.
-        Clause(equals={"status": MailStatus.QUEUED.value}),
+        # Mail queued to go now carries no `due_at`.
+        Clause(equals={"status": MailStatus.QUEUED.value}, missing=("due_at",)),
+        # Scheduled mail: a push of its INSERT (or an early sync) must not send it before its
+        # send_at; only a run at or after that time finds the guard true.
+        Clause(equals={"status": MailStatus.QUEUED.value}, not_after={"due_at": _iso(now)}),
+        # Deferred mail, once its next attempt is due. While another run tries it, it is
+        # `sending` (not `deferred`), so a second run that found it due in the index skips it.
+        Clause(equals={"status": MailStatus.DEFERRED.value}, not_after={"due_at": _iso(now)}),
         # A sender that died holding the claim (crash, timeout) must not strand the mail: once
         # its lease is over the mail can be claimed again. Mail sent through the direct API is
         # `sending` without a lease and is never taken here.
@@ -102,7 +114,15 @@ def owner_guard(owner: str) -> Guard:
 
 
 def _claim_assignment(now: datetime, owner: str) -> dict[str, Any]:
-    return {"status": MailStatus.SENDING.value, "lease_owner": owner, "lease_until": _iso(now + LEASE)}
+    # `due_at` moves to the lease's end: a waiting mail whose sender dies stays in the Waiting
+    # index and becomes due (to the sync that takes it over) exactly when its lease is over.
+    lease_until = _iso(now + LEASE)
+    return {
+        "status": MailStatus.SENDING.value,
+        "lease_owner": owner,
+        "lease_until": lease_until,
+        "due_at": lease_until,
+    }
 
 
 def claim(storage: Storage, mail_id: str, *, now: datetime) -> tuple[Mail, str] | None:
@@ -128,18 +148,46 @@ def record_raw(storage: Storage, mail: Mail, owner: str) -> bool:
 
 
 def _finish_transition(mail: Mail, owner: str) -> Transition:
-    assert mail.status in FINAL
-    assign = {
+    return _outcome_transition(mail, owner_guard(owner))
+
+
+def _outcome_transition(mail: Mail, guard: Guard) -> Transition:
+    assert mail.status in (*FINAL, MailStatus.DEFERRED)
+    assign: dict[str, Any] = {
         "status": mail.status.value,
         "error": mail.error,
         "reply": mail.reply,
         "refused": mail.refused,
         "attempts": mail.attempts,
+        "attempt_log": mail.attempt_log,
     }
-    # The mail leaves the outbox index (`outbox` removed) only here, not at the claim: a claim
-    # whose sender died stays visible to sync, which takes it over once the lease is over.
-    removed = ("outbox", "lease_owner", "lease_until", *(() if mail.error else ("error",)))
-    return Transition(mail.id, owner_guard(owner), assign, removed)
+    # The mail leaves the outbox's indexes only here, not at the claim: a claim whose sender
+    # died stays visible to sync, which takes it over once the lease is over.
+    removed = [*QUEUE_ATTRIBUTES, *(() if mail.error else ("error",))]
+    if mail.status == MailStatus.DEFERRED:
+        assert mail.next_attempt_at is not None
+        # Deferred: out of the Outbox index (no sync reads it until it is due), into Waiting.
+        assign |= {
+            "waiting": outbox_key(mail.team, mail.account),
+            "due_at": _iso(mail.next_attempt_at),
+            "next_attempt_at": _iso(mail.next_attempt_at),
+            "deferrals": mail.deferrals,
+            "retry_until": _iso(mail.retry_until) if mail.retry_until else None,
+        }
+        removed = [key for key in removed if key not in assign]
+    else:
+        removed.append("next_attempt_at")
+    return Transition(mail.id, guard, assign, tuple(removed))
+
+
+def hand_over(storage: Storage, mail: Mail) -> bool:
+    """Hands a mail the direct send could not deliver (a temporary failure) to the outbox as
+    `deferred`; False when it is no longer the direct send's to hand over."""
+    # A direct send holds its mail as `sending` without a lease (claim_guard never takes such a
+    # mail): only the send that stored it moves it on, so this cannot race an outbox run.
+    guard = (Clause(equals={"status": MailStatus.SENDING.value}, missing=("lease_owner",)),)
+    t = _outcome_transition(mail, guard)
+    return storage.mail.transition(t.mail_id, t.guard, assign=t.assign, remove=t.remove) is not None
 
 
 def finish(storage: Storage, mail: Mail, owner: str) -> bool:
@@ -148,16 +196,18 @@ def finish(storage: Storage, mail: Mail, owner: str) -> bool:
     return storage.mail.transition(t.mail_id, t.guard, assign=t.assign, remove=t.remove) is not None
 
 
-def release(storage: Storage, mail: Mail, owner: str) -> bool:
+def release(storage: Storage, mail: Mail, owner: str, *, now: datetime) -> bool:
     """Gives a claimed mail back to the outbox unsent (its account is at its provider's limit);
     the stream's MODIFY to `queued` or the next sync picks it up again."""
     # Only the current claim may give the mail back: a stalled sender whose lease was taken over
-    # must not undo the newer claim (which may be sending it this moment).
+    # must not undo the newer claim (which may be sending it this moment). A scheduled or
+    # deferred mail goes back due now (in the Waiting index); a plain queued one without `due_at`.
+    waits = mail.send_at is not None or mail.deferrals > 0
     released = storage.mail.transition(
         mail.id,
         owner_guard(owner),
-        assign={"status": MailStatus.QUEUED.value},
-        remove=("lease_owner", "lease_until"),
+        assign={"status": MailStatus.QUEUED.value, "due_at": _iso(now) if waits else None},
+        remove=("lease_owner", "lease_until", *(() if waits else ("due_at",))),
     )
     return released is not None
 
@@ -170,25 +220,46 @@ def finish_many(storage: Storage, outcomes: list[tuple[Mail, str]]) -> list[bool
 # ----------------------------------------------------------------------------- queueing
 
 
+# The furthest ahead a mail may be scheduled (send_at); docs/delivery.md.
+SEND_AT_LIMIT = timedelta(days=30)
+
+
 def queue_mail(
     target: ResolvedAccount,
     request: SendRequest,
     *,
     storage: Storage,
     now: datetime | None = None,
+    send_at: datetime | None = None,
+    retry_max_age: timedelta | None = None,
 ) -> Mail:
     """Stores a mail as `queued` (raw message built now, so the Message-ID, Date and attachments
-    are fixed at queue time); the table's stream (push) or a sync sends it."""
+    are fixed at queue time); the table's stream (push) or a sync sends it, at `send_at` when
+    that is ahead (a time in the past means now)."""
     from mailcore.services.send import compose
 
+    now = now or datetime.now(UTC)
+    if send_at is not None:
+        send_at = send_at if send_at.tzinfo else send_at.replace(tzinfo=UTC)
+        if send_at - now > SEND_AT_LIMIT:
+            limit = SEND_AT_LIMIT.days
+            raise InvalidInput(f"send_at may be at most {limit} days ahead", field="send_at")
+        send_at = send_at if send_at > now else None
     mail = compose(target, request, storage=storage, status=MailStatus.QUEUED, now=now)
+    if send_at is not None or retry_max_age is not None:
+        retry_until = (send_at or now) + retry_max_age if retry_max_age is not None else None
+        mail = mail.model_copy(update={"send_at": send_at, "retry_until": retry_until})
     storage.mail.put_new(mail)
     return mail
 
 
 def completion_event(mail: Mail) -> MailEvent:
-    detail_type = MAIL_SENT if mail.status == MailStatus.SENT else MAIL_FAILED
+    detail_type = {MailStatus.SENT: MAIL_SENT, MailStatus.DEFERRED: MAIL_DEFERRED}.get(
+        mail.status, MAIL_FAILED
+    )
     extra: dict[str, Any] = {"status": mail.status.value, "reply": mail.reply, "message_id": mail.message_id}
+    if mail.next_attempt_at is not None and mail.status == MailStatus.DEFERRED:
+        extra |= {"next_attempt_at": _iso(mail.next_attempt_at), "attempts": mail.attempts}
     if mail.refused:
         extra["refused"] = mail.refused
     if mail.error:
@@ -204,18 +275,23 @@ class OutboxReport:
     sent: list[Mail] = field(default_factory=list)
     failed: list[Mail] = field(default_factory=list)
     unknown: list[Mail] = field(default_factory=list)
+    # Met a temporary failure: waits for its next attempt (`next_attempt_at`).
+    deferred: list[Mail] = field(default_factory=list)
     # Claimed by another sender, or no longer queued: not this run's to send.
     skipped: list[str] = field(default_factory=list)
     # Mails whose claim or outcome could not be written (storage failed): mail id -> why.
     errors: dict[str, str] = field(default_factory=dict)
     # Mails given back to the outbox unsent: the account reached its provider's limits and this
     # run had no time left to wait for them.
-    deferred: list[str] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
 
     def add(self, mail: Mail) -> None:
-        {MailStatus.SENT: self.sent, MailStatus.FAILED: self.failed, MailStatus.UNKNOWN: self.unknown}[
-            mail.status
-        ].append(mail)
+        {
+            MailStatus.SENT: self.sent,
+            MailStatus.FAILED: self.failed,
+            MailStatus.UNKNOWN: self.unknown,
+            MailStatus.DEFERRED: self.deferred,
+        }[mail.status].append(mail)
 
     def public(self) -> dict[str, Any]:
         def brief(mail: Mail) -> dict[str, Any]:
@@ -226,15 +302,17 @@ class OutboxReport:
                 "error": mail.error,
                 "refused": mail.refused,
                 "attempts": mail.attempts,
+                **({"next_attempt_at": _iso(mail.next_attempt_at)} if mail.next_attempt_at else {}),
             }
 
         return {
             "sent": [brief(mail) for mail in self.sent],
             "failed": [brief(mail) for mail in self.failed],
             "unknown": [brief(mail) for mail in self.unknown],
+            "deferred": [brief(mail) for mail in self.deferred],
             "skipped": self.skipped,
             "errors": self.errors,
-            "deferred": self.deferred,
+            "released": self.released,
         }
 
 
@@ -271,8 +349,10 @@ class Outbox:
         tokens: TokenBroker | None = None,
         limiter: AccountLimiter | None = None,
         seconds_left: Callable[[], float] | None = None,
+        policy: RetryPolicy | None = None,
     ) -> None:
         self.storage = storage
+        self.policy = policy or RetryPolicy()
         self.limiter = limiter
         self.seconds_left = seconds_left
         self._slots = ExitStack()
@@ -312,10 +392,11 @@ class Outbox:
     # --- the two ways in -------------------------------------------------------------------
     def sync(self, target: ResolvedAccount) -> OutboxReport:
         """Sends everything still in the account's outbox (queued, or claimed by a sender whose
-        lease ran out)."""
+        lease ran out) and its waiting mail that is due (scheduled, deferred)."""
         self._accounts[(target.team, target.name)] = target.account
         ids = [mail.id for mail in self.storage.mail.outbox(target.team, target.name)]
-        return self.send(ids)
+        due = self.storage.mail.due(target.team, target.name, _iso(self.clock()))
+        return self.send([*ids, *(mail.id for mail in due)])
 
     def send(self, mail_ids: Iterable[str]) -> OutboxReport:
         """Claims and sends these mails, in order; answers what happened to each. A mail whose
@@ -349,8 +430,8 @@ class Outbox:
                 except _Deferred:
                     # Once the account is at its limit, the rest of this run's claims go back.
                     deferred = True
-                    release(self.storage, claimed.mail, claimed.owner)
-                    report.deferred.append(mail_id)
+                    release(self.storage, claimed.mail, claimed.owner, now=self.clock())
+                    report.released.append(mail_id)
                     continue
                 finished.append((outcome, claimed.owner))
                 report.add(outcome)
@@ -363,7 +444,7 @@ class Outbox:
             self.flush()
         except Exception as error:
             logger.exception("outcomes of this run could not all be written")
-            done = [*report.sent, *report.failed, *report.unknown]
+            done = [*report.sent, *report.failed, *report.unknown, *report.deferred]
             report.errors.update({mail.id: str(error) for mail in done})
         return report
 
@@ -496,36 +577,47 @@ class Outbox:
         return self._sessions[key]
 
     def _deliver(self, claimed: _Claimed) -> Mail:
-        """Sends one claimed mail, retrying temporary failures; answers it with its outcome."""
+        """Sends one claimed mail, retrying short blips; answers it with its outcome (deferred
+        when it still failed temporarily and is young enough to be tried again later)."""
         mail = claimed.mail
-        attempts = mail.attempts
         if claimed.problem is not None:
-            return _outcome(mail, MailStatus.FAILED, attempts, error=claimed.problem)
+            return _outcome(mail, MailStatus.FAILED, error=claimed.problem)
         account = self._account(mail)
         assert account is not None
         try:
             recipients = _envelope(mail)
         except ValueError as error:
-            return _outcome(mail, MailStatus.FAILED, attempts, error=str(error))
+            return _outcome(mail, MailStatus.FAILED, error=str(error))
         for attempt in range(self.max_attempts):
-            attempts += 1
+            at = self.clock()
             try:
                 delivery = self._session(mail, account).send(claimed.raw, recipients)
             except DeliveryUnknown as error:
                 # Sending again could deliver it twice; not sending could lose it. A person
                 # decides, with the transcript's hint (see the README).
-                return _outcome(mail, MailStatus.UNKNOWN, attempts, error=error.message)
+                mail = _tried(mail, at, recipients, "unknown", None, error.message)
+                return _outcome(mail, MailStatus.UNKNOWN, error=error.message)
             except MailServerError as error:
-                reply = f"{error.reply_code} {error.reply}" if error.reply_code else error.reply
+                mail = _tried(mail, at, recipients, "failed", server_reply(error), error.message)
                 if error.temporary and attempt + 1 < self.max_attempts:
                     self.sleep(self.backoff[min(attempt, len(self.backoff) - 1)])
                     continue
-                failed = _outcome(mail, MailStatus.FAILED, attempts, error=error.message, reply=reply)
-                if error.temporary:
-                    self._writes.append(self._pool.submit(self._dead_letter, failed))
-                return failed
-            return _outcome(mail, MailStatus.SENT, attempts, reply=delivery.reply, refused=delivery.refused)
+                return self._after_failure(mail, error, account)
+            mail = _tried(mail, at, recipients, "sent", delivery.reply, None)
+            return _outcome(mail, MailStatus.SENT, reply=delivery.reply, refused=delivery.refused)
         raise AssertionError("unreachable: the last attempt returns")
+
+    def _after_failure(self, mail: Mail, error: MailServerError, account: MailAccount) -> Mail:
+        """A temporary failure defers the mail while it is young enough; a permanent one, or a
+        temporary one past the mail's maximum age, fails it (and the latter is dead-lettered)."""
+        reply = server_reply(error)
+        waiting = deferred(self.policy, mail, error, self.clock(), account)
+        if waiting is not None:
+            return _outcome(waiting, MailStatus.DEFERRED, error=error.message, reply=reply)
+        failed = _outcome(mail, MailStatus.FAILED, error=error.message, reply=reply)
+        if error.temporary:
+            self._writes.append(self._pool.submit(self._dead_letter, failed))
+        return failed
 
     def _record(self, outcomes: list[tuple[Mail, str]]) -> None:
         recorded = finish_many(self.storage, outcomes)
@@ -563,10 +655,19 @@ def _envelope(mail: Mail) -> list[str]:
     return recipients
 
 
+def _tried(
+    mail: Mail, at: datetime, recipients: list[str], outcome: str, reply: str | None, error: str | None
+) -> Mail:
+    """The mail with one more attempt counted and logged."""
+    entry = attempt_entry(at, recipients, outcome=outcome, reply=reply, error=error)
+    return mail.model_copy(
+        update={"attempts": mail.attempts + 1, "attempt_log": capped([*mail.attempt_log, entry])}
+    )
+
+
 def _outcome(
     mail: Mail,
     status: MailStatus,
-    attempts: int,
     *,
     error: str | None = None,
     reply: str | None = None,
@@ -575,9 +676,9 @@ def _outcome(
     return mail.model_copy(
         update={
             "status": status,
-            "attempts": attempts,
             "error": error,
             "reply": reply,
             "refused": refused or {},
+            **({} if status == MailStatus.DEFERRED else {"next_attempt_at": None}),
         }
     )

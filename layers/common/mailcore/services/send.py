@@ -27,6 +27,7 @@ from mailcore.protocols.smtp import SmtpAccount, SmtpDelivery, SmtpSession
 from mailcore.protocols.transcript import Transcript
 from mailcore.sanitize import safe_html
 from mailcore.services.credentials import open_session
+from mailcore.services.retry import attempt_entry, server_reply
 from mailcore.storage import Storage, raw_key
 from mailcore.teams import ResolvedAccount
 
@@ -194,8 +195,9 @@ def send_mail(
     crash mid-send leaves a trace instead of a mail nobody knows about. Raises MailSendFailed
     (the mail stored as `failed`, with the server's reply) when the server does not take it.
     With a `limiter`, a team account over its provider's limits gets RateLimited (429) before
-    anything is stored; a busy server (421, 432 4.3.2) is tried again after a pause. With
-    `events`, MailSent / MailFailed go on the bus.
+    anything is stored; a busy server (421, 432 4.3.2) is tried again after a pause. A team
+    mail still failing temporarily after that is answered `deferred`: the outbox tries it again
+    (services/retry.py). With `events`, MailSent / MailFailed / MailDeferred go on the bus.
     """
     from mailcore.services.outbox import completion_event
 
@@ -216,32 +218,43 @@ def send_mail(
         raw = render(mail.model_copy(update=sent_content), storage)
     storage.mail.put_new(mail)
 
+    attempted_at = now or datetime.now(UTC)
     try:
         with _connection_slot(target, limiter):
             delivery = _deliver(
                 target, raw, request.recipients(), storage, transcript, tls_context, tokens, sleep
             )
     except MailServerError as error:
-        reply = f"{error.reply_code} {error.reply}" if error.reply_code else error.reply
+        reply = server_reply(error)
+        entry = attempt_entry(
+            attempted_at, request.recipients(), outcome="failed", reply=reply, error=error.message
+        )
+        tried = mail.model_copy(
+            update={"attempts": 1, "attempt_log": [entry], "error": error.message, "reply": reply}
+        )
+        waiting = _handed_to_outbox(target, tried, error, storage, attempted_at)
+        if waiting is not None:
+            if events is not None:
+                events.publish([completion_event(waiting)])
+            return waiting
         storage.mail.update_status(
             mail.id,
             MailStatus.FAILED,
             expected=MailStatus.SENDING,
             error=error.message,
-            changes={"reply": reply, "attempts": 1},
+            changes={"reply": reply, "attempts": 1, "attempt_log": [entry]},
         )
-        failed = mail.model_copy(
-            update={"status": MailStatus.FAILED, "error": error.message, "reply": reply, "attempts": 1}
-        )
+        failed = tried.model_copy(update={"status": MailStatus.FAILED})
         if events is not None:
             events.publish([completion_event(failed)])
         raise MailSendFailed(error, failed) from None
 
+    entry = attempt_entry(attempted_at, request.recipients(), outcome="sent", reply=delivery.reply)
     storage.mail.update_status(
         mail.id,
         MailStatus.SENT,
         expected=MailStatus.SENDING,
-        changes={"refused": delivery.refused, "reply": delivery.reply, "attempts": 1},
+        changes={"refused": delivery.refused, "reply": delivery.reply, "attempts": 1, "attempt_log": [entry]},
     )
     sent = mail.model_copy(
         update={
@@ -249,11 +262,34 @@ def send_mail(
             "refused": delivery.refused,
             "reply": delivery.reply,
             "attempts": 1,
+            "attempt_log": [entry],
         }
     )
     if events is not None:
         events.publish([completion_event(sent)])
     return sent
+
+
+def _handed_to_outbox(
+    target: ResolvedAccount | SystemSender,
+    mail: Mail,
+    error: MailServerError,
+    storage: Storage,
+    now: datetime,
+) -> Mail | None:
+    """A team mail that met a temporary failure, now `deferred` in the outbox (the same retry
+    policy as queued mail); None when it must fail instead (or is system mail, which has no
+    outbox account to be retried with)."""
+    from mailcore.services.outbox import hand_over
+    from mailcore.services.retry import RetryPolicy, deferred
+
+    if not isinstance(target, ResolvedAccount):
+        return None
+    waiting = deferred(RetryPolicy(), mail, error, now, target.account)
+    if waiting is None:
+        return None
+    waiting = waiting.model_copy(update={"status": MailStatus.DEFERRED})
+    return waiting if hand_over(storage, waiting) else None
 
 
 # Pauses before trying a busy server again (421, 432 4.3.2): short, the caller is waiting.

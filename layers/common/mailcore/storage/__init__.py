@@ -84,6 +84,11 @@ class MailRepository(Protocol):
         """Mail of the account still queued, oldest first (the sparse Outbox index)."""
         ...
 
+    def due(self, team: str, account: str, now: str, *, limit: int = 1000) -> list[Mail]:
+        """Waiting mail of the account (scheduled, deferred, or claimed from either) whose
+        `due_at` is not after `now`, earliest first (the sparse Waiting index)."""
+        ...
+
 
 class FileRepository(Protocol):
     def put(self, stored: StoredFile) -> None: ...
@@ -162,6 +167,27 @@ class Storage:
 def outbox_key(team: str, account: str) -> str:
     """The Outbox index key: only queued mail carries it, so the index holds the queue alone."""
     return f"{team}#{account}"
+
+
+def index_attributes(mail: Mail) -> dict[str, str]:
+    """The sparse index keys a new item carries. Mail to send now is in the Outbox index; mail
+    that waits (scheduled, or deferred after a temporary failure) is in the Waiting index, keyed
+    by when it is due, so a sync reads only the mail that is due, never the days-long tail of
+    deferred mail. The outbox's transitions move a mail between them (services/outbox.py)."""
+    key = outbox_key(mail.team, mail.account)
+    waiting_since = mail.send_at if mail.status == MailStatus.QUEUED else mail.next_attempt_at
+    if mail.status not in (MailStatus.QUEUED, MailStatus.DEFERRED):
+        return {}
+    if waiting_since is None:
+        return {"outbox": key} if mail.status == MailStatus.QUEUED else {}
+    return {"waiting": key, "due_at": iso_time(waiting_since)}
+
+
+def iso_time(moment: Any) -> str:
+    """Times as stored and compared in guards and index keys: ISO 8601 in UTC."""
+    from datetime import UTC
+
+    return str(moment.astimezone(UTC).isoformat())
 
 
 def raw_key(team: str, account: str, mail_id: str) -> str:

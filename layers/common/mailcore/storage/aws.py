@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from mailcore.models import Mail, MailStatus, StoredFile
 from mailcore.settings import Settings
-from mailcore.storage import Guard, MailQuery, Storage, Transition, body_key, outbox_key
+from mailcore.storage import Guard, MailQuery, Storage, Transition, body_key, index_attributes, outbox_key
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
@@ -154,8 +154,7 @@ class DynamoMail(AwsAdapter):
         data = mail.model_dump(mode="json")
         data["from"] = data.pop("from_")
         data["created_key"] = f"{data['created_at']}#{mail.id}"
-        if mail.status == MailStatus.QUEUED:
-            data["outbox"] = outbox_key(mail.team, mail.account)
+        data.update(index_attributes(mail))
         body_size = len(mail.body_text.encode()) + len(mail.body_html.encode())
         if body_size > BODY_INLINE_LIMIT:
             key = body_key(mail.team, mail.id)
@@ -256,13 +255,16 @@ class DynamoMail(AwsAdapter):
         return [self.transition(t.mail_id, t.guard, assign=t.assign, remove=t.remove) for t in transitions]
 
     def outbox(self, team: str, account: str, *, limit: int = 1000) -> list[Mail]:
-        found: list[Mail] = []
         request: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": "Outbox",
             "KeyConditionExpression": "outbox = :key",
             "ExpressionAttributeValues": {":key": {"S": outbox_key(team, account)}},
         }
+        return self._query_index(request, limit)
+
+    def _query_index(self, request: dict[str, Any], limit: int) -> list[Mail]:
+        found: list[Mail] = []
         while len(found) < limit:
             answer = self.client.query(**request, Limit=limit - len(found))
             found.extend(self._mail(item) for item in answer.get("Items", []))
@@ -270,6 +272,20 @@ class DynamoMail(AwsAdapter):
                 break
             request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
         return found
+
+    def due(self, team: str, account: str, now: str, *, limit: int = 1000) -> list[Mail]:
+        return self._query_index(
+            {
+                "TableName": self.table,
+                "IndexName": "Waiting",
+                "KeyConditionExpression": "waiting = :key AND due_at <= :now",
+                "ExpressionAttributeValues": {
+                    ":key": {"S": outbox_key(team, account)},
+                    ":now": {"S": now},
+                },
+            },
+            limit,
+        )
 
     def existing_ids(self, mail_ids: Iterable[str]) -> set[str]:
         wanted = list(dict.fromkeys(mail_ids))

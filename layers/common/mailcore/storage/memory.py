@@ -8,7 +8,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from mailcore.models import Mail, MailStatus, StoredFile
-from mailcore.storage import Guard, MailQuery, Storage, Transition, created_key, outbox_key
+from mailcore.storage import (
+    Guard,
+    MailQuery,
+    Storage,
+    Transition,
+    created_key,
+    index_attributes,
+    outbox_key,
+)
 
 
 class MemoryMail:
@@ -23,9 +31,7 @@ class MemoryMail:
             if mail.id in self.items:
                 return False
             self.items[mail.id] = mail.model_copy(deep=True)
-            self.extra[mail.id] = (
-                {"outbox": outbox_key(mail.team, mail.account)} if mail.status == MailStatus.QUEUED else {}
-            )
+            self.extra[mail.id] = index_attributes(mail)
             return True
 
     def _attributes(self, mail_id: str) -> dict[str, Any]:
@@ -72,6 +78,16 @@ class MemoryMail:
         return [mail.model_copy(deep=True) for mail in sorted(queued, key=lambda m: (m.created_at, m.id))][
             :limit
         ]
+
+    def due(self, team: str, account: str, now: str, *, limit: int = 1000) -> list[Mail]:
+        key = outbox_key(team, account)
+        with self._lock:
+            waiting = [
+                (extra["due_at"], self.items[i])
+                for i, extra in self.extra.items()
+                if extra.get("waiting") == key and extra.get("due_at", "~") <= now
+            ]
+        return [mail.model_copy(deep=True) for _, mail in sorted(waiting, key=lambda pair: pair[0])][:limit]
 
     def get(self, mail_id: str) -> Mail | None:
         mail = self.items.get(mail_id)

@@ -1,0 +1,123 @@
+"""Temporary failures over hours against the real Postfix: its recipient access map answers 450
+for the mailbox for a while (the test changes it while running), then accepts. Time is the
+service's clock (`runtime.clock`), moved by the test: no sleeping for minutes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from mailcore import runtime
+
+from tests.integration.test_outbox import call, queue, stored, sync, wait_for_messages
+
+BUSY = "450 4.2.1 Mailbox busy, try again later"
+
+
+class MovableClock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock(monkeypatch) -> MovableClock:
+    moved = MovableClock()
+    monkeypatch.setattr(runtime, "clock", moved)
+    return moved
+
+
+@pytest.fixture
+def busy_team(stack, new_team) -> Iterator:
+    """A team whose mailbox Postfix answers 450 at RCPT until the test says otherwise."""
+    team = new_team()
+    stack.mail_servers.answer_rcpt(team.mailbox.address, BUSY)
+    yield team
+    stack.mail_servers.answer_rcpt(team.mailbox.address, None)
+
+
+def waiting(mail_id: str, status: str, timeout: float = 20.0):
+    """The mail once it has `status` (push or the schedule may be the run that got it there)."""
+    deadline = time.monotonic() + timeout
+    while (mail := stored(mail_id)).status != status:
+        assert time.monotonic() < deadline, f"mail {mail_id} still {mail.status}"
+        time.sleep(0.1)
+    return mail
+
+
+def test_a_mailbox_answering_450_for_a_while_gets_the_mail_once_after_deferrals(stack, busy_team, clock):
+    mail = queue(stack, busy_team, subject="Busy for a while")
+    first = waiting(mail["id"], "deferred")  # pushed at once: three tries in the run, then deferred
+    assert first.next_attempt_at is not None and first.attempts == 3
+    assert first.next_attempt_at - clock() >= timedelta(minutes=1)
+
+    sync(stack, busy_team)  # not due yet: left alone
+    assert stored(mail["id"]).attempts == 3
+
+    clock.now = first.next_attempt_at
+    sync(stack, busy_team)  # due, still busy: deferred again, further out
+    second = waiting(mail["id"], "deferred")
+    assert second.attempts == 6 and second.next_attempt_at - clock() >= timedelta(minutes=5)
+
+    stack.mail_servers.answer_rcpt(busy_team.mailbox.address, None)
+    clock.now = second.next_attempt_at
+    sync(stack, busy_team)
+    sent = waiting(mail["id"], "sent")
+    wait_for_messages(stack, busy_team.mailbox.address, 1)
+    sync(stack, busy_team)
+    time.sleep(0.5)
+    delivered = stack.mail_servers.message_count(busy_team.mailbox.address)
+    print(
+        f"450 for two rounds: queued 1, delivered {delivered}, duplicated {delivered - 1}, attempts {sent.attempts}"
+    )
+    assert delivered == 1 and sent.attempts == 7 and sent.next_attempt_at is None
+    assert [entry["reply"][:3] for entry in sent.attempt_log] == ["450"] * 6 + ["250"]
+    assert all(entry["recipients"] == [busy_team.mailbox.address] for entry in sent.attempt_log)
+
+
+def test_a_direct_send_meeting_a_450_answers_202_with_the_mail_deferred(stack, busy_team, clock):
+    status, answer = call(
+        stack,
+        "POST",
+        f"/api/core/mail/send/{busy_team.account}",
+        "/api/core/mail/send/{account}",
+        team=busy_team,
+        params={"account": busy_team.account},
+        body={"to": busy_team.mailbox.address, "body_text": "now, or later"},
+    )
+    assert status == 202 and answer["mail"]["status"] == "deferred", answer
+    assert answer["mail"]["attempt_log"][0]["reply"].startswith("450")
+    stack.mail_servers.answer_rcpt(busy_team.mailbox.address, None)
+    clock.advance(minutes=2)
+    sync(stack, busy_team)
+    assert waiting(answer["mail"]["id"], "sent").attempts == 2
+    wait_for_messages(stack, busy_team.mailbox.address, 1)
+
+
+def test_a_scheduled_mail_is_sent_by_the_first_sync_at_its_send_at(stack, new_team, clock):
+    team = new_team()
+    send_at = clock() + timedelta(hours=3)
+    mail = queue(stack, team, send_at=send_at.isoformat())
+    assert mail["status"] == "queued" and mail["send_at"] is not None
+    clock.advance(hours=2, minutes=59)
+    sync(stack, team)
+    assert stored(mail["id"]).status == "queued"
+    clock.now = send_at
+    sync(stack, team)
+    waiting(mail["id"], "sent")
+    wait_for_messages(stack, team.mailbox.address, 1)
+
+
+def test_a_send_at_too_far_ahead_is_refused_naming_the_field(stack, new_team, clock):
+    team = new_team()
+    body = {"account": team.account, "to": team.mailbox.address, "body_text": "x"}
+    body["send_at"] = (clock() + timedelta(days=31)).isoformat()
+    status, answer = call(stack, "POST", "/api/core/mail", "/api/core/mail", team=team, body=body)
+    assert status == 400 and "send_at" in str(answer), answer

@@ -1,0 +1,316 @@
+"""Temporary failures over hours: the retry policy, deferred mail in the outbox, scheduled mail.
+
+The outbox runs on the in-memory storage with a clock the test moves and an SMTP session that
+answers a script (a 4xx for a while, then 250); the real-server version is in
+tests/integration/test_deferred_delivery.py.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from mailcore.errors import DeliveryUnknown, InvalidInput, MailServerError
+from mailcore.events import MemoryPublisher
+from mailcore.models import Direction, Mail, MailAccount, MailStatus, SendRequest
+from mailcore.protocols.smtp import SmtpDelivery
+from mailcore.services import outbox as outbox_module
+from mailcore.services.outbox import MemoryDeadLetters, claim, queue_mail
+from mailcore.services.retry import DEFERRAL_STEPS, HOURLY, RetryPolicy
+from mailcore.storage.memory import memory_storage
+from mailcore.teams import ResolvedAccount
+
+START = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+BUSY = MailServerError("the server said 451", reply_code=451, reply="4.7.1 Try again later", temporary=True)
+REFUSED = MailServerError("the server said 550", reply_code=550, reply="5.1.1 User unknown")
+
+
+def account(**changes) -> MailAccount:
+    return MailAccount.model_validate(
+        {
+            "mail_from": "desk@example.test",
+            "mail_username": "desk@example.test",
+            "mail_password": "pw",
+            "smtp": {"host": "127.0.0.1", "port": 25, "security": "none"},
+            "pop3": {"host": "127.0.0.1", "port": 110, "security": "none"},
+            **changes,
+        }
+    )
+
+
+class Clock:
+    def __init__(self, now: datetime = START) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+class ScriptedServer:
+    """Answers each message with the next scripted failure, then accepts; counts deliveries."""
+
+    def __init__(self, *failures: MailServerError) -> None:
+        self.failures = list(failures)
+        self.delivered: list[bytes] = []
+        self.lock = threading.Lock()
+
+    def send(self, raw: bytes, recipients: list[str]) -> SmtpDelivery:
+        with self.lock:
+            if self.failures:
+                raise self.failures.pop(0)
+            self.delivered.append(raw)
+        return SmtpDelivery(reply="250 2.0.0 Ok: queued")
+
+    def close(self) -> None:
+        pass
+
+
+class Harness:
+    """The outbox of one account against a ScriptedServer, on memory storage and a test clock."""
+
+    def __init__(self, server: ScriptedServer, **account_changes) -> None:
+        self.storage = memory_storage()
+        self.clock = Clock()
+        self.server = server
+        self.events = MemoryPublisher()
+        self.dead_letters = MemoryDeadLetters()
+        self.target = ResolvedAccount("t", "desk", account(**account_changes))
+
+    def queue(self, **options) -> Mail:
+        request = SendRequest(to="x@example.test", body_text="hello")
+        return queue_mail(self.target, request, storage=self.storage, now=self.clock(), **options)
+
+    def outbox(self) -> outbox_module.Outbox:
+        harness = self
+
+        class Scripted(outbox_module.Outbox):
+            def _account(self, mail):
+                return harness.target.account
+
+            def _session(self, mail, account):
+                return harness.server
+
+        return Scripted(
+            storage=self.storage,
+            directory=None,
+            events=self.events,
+            dead_letters=self.dead_letters,
+            tls_context=ssl.create_default_context(),
+            clock=self.clock,
+            sleep=lambda _: None,
+            policy=RetryPolicy(uniform=lambda low, high: low),
+        )
+
+    def sync(self) -> outbox_module.OutboxReport:
+        with self.outbox() as outbox:
+            return outbox.sync(self.target)
+
+    def mail(self, mail_id: str) -> Mail:
+        found = self.storage.mail.get(mail_id)
+        assert found is not None
+        return found
+
+
+# ----------------------------------------------------------------------------- the policy
+
+
+def stored(created: datetime = START, **fields) -> Mail:
+    return Mail(
+        id="m1",
+        team="t",
+        account="a",
+        direction=Direction.OUT,
+        status=MailStatus.SENDING,
+        created_at=created,
+        **fields,
+    )
+
+
+def test_the_pause_grows_1_5_15_30_minutes_then_hourly_with_jitter_below_two_hours():
+    policy = RetryPolicy(uniform=lambda low, high: low)
+    assert [policy.pause(n) for n in range(1, 5)] == list(DEFERRAL_STEPS)
+    late = RetryPolicy().pause(9)
+    assert HOURLY[0] <= late <= HOURLY[1]
+
+
+def test_jitter_spreads_mails_deferred_together():
+    pauses = {RetryPolicy().pause(2) for _ in range(20)}
+    assert len(pauses) > 1 and all(timedelta(minutes=5) <= p <= timedelta(minutes=6) for p in pauses)
+
+
+def test_a_mail_past_its_default_two_days_gets_no_next_attempt():
+    policy = RetryPolicy(uniform=lambda low, high: low)
+    assert policy.next_attempt(stored(), START + timedelta(hours=47), None) is not None
+    assert policy.next_attempt(stored(), START + timedelta(hours=48), None) is None
+
+
+def test_the_accounts_max_age_and_the_mails_own_limit_replace_the_default():
+    policy = RetryPolicy(uniform=lambda low, high: low)
+    assert policy.next_attempt(stored(), START + timedelta(hours=3), timedelta(hours=3)) is None
+    own = stored(retry_until=START + timedelta(days=4))
+    assert policy.next_attempt(own, START + timedelta(days=3), timedelta(hours=3)) is not None
+
+
+# ----------------------------------------------------------------------------- deferred mail
+
+
+def test_a_4xx_after_the_runs_own_retries_defers_the_mail_with_its_next_attempt_and_log():
+    harness = Harness(ScriptedServer(BUSY, BUSY, BUSY))
+    mail = harness.queue()
+    report = harness.sync()
+    item = harness.mail(mail.id)
+    assert [m.id for m in report.deferred] == [mail.id]
+    assert item.status == MailStatus.DEFERRED and item.attempts == 3
+    assert item.next_attempt_at == START + timedelta(minutes=1)
+    assert [entry["reply"] for entry in item.attempt_log] == ["451 4.7.1 Try again later"] * 3
+    assert item.attempt_log[0]["recipients"] == ["x@example.test"]
+    assert [event.detail_type for event in harness.events.events] == ["MailDeferred"]
+    assert harness.dead_letters.bodies == []
+
+
+def test_a_deferred_mail_is_left_alone_until_its_next_attempt_is_due():
+    harness = Harness(ScriptedServer(BUSY, BUSY, BUSY))
+    mail = harness.queue()
+    harness.sync()
+    harness.clock.advance(seconds=59)
+    assert harness.sync().public()["skipped"] == [] and harness.server.delivered == []
+    assert claim(harness.storage, mail.id, now=harness.clock()) is None
+
+
+def test_a_deferred_mail_is_sent_exactly_once_when_due_with_every_attempt_recorded():
+    harness = Harness(ScriptedServer(BUSY, BUSY, BUSY))
+    mail = harness.queue()
+    harness.sync()
+    harness.clock.advance(minutes=1, seconds=1)
+    report = harness.sync()
+    harness.clock.advance(hours=3)
+    harness.sync()
+    item = harness.mail(mail.id)
+    assert [m.id for m in report.sent] == [mail.id] and len(harness.server.delivered) == 1
+    assert item.status == MailStatus.SENT and item.attempts == 4 and item.next_attempt_at is None
+    assert [entry["outcome"] for entry in item.attempt_log] == ["failed"] * 3 + ["sent"]
+    assert harness.storage.mail.due("t", "desk", "9999") == []
+
+
+def test_the_schedule_grows_across_deferrals():
+    harness = Harness(ScriptedServer(*[BUSY] * 12))
+    mail = harness.queue()
+    waits = []
+    for _ in range(4):
+        harness.sync()
+        item = harness.mail(mail.id)
+        assert item.next_attempt_at is not None
+        waits.append(item.next_attempt_at - harness.clock())
+        harness.clock.now = item.next_attempt_at
+    assert waits == list(DEFERRAL_STEPS)
+
+
+def test_a_mail_still_refused_at_its_max_age_fails_with_the_last_reply_and_is_dead_lettered():
+    harness = Harness(ScriptedServer(*[BUSY] * 1000), retry_max_age_hours=1)
+    mail = harness.queue()
+    for _ in range(20):
+        harness.sync()
+        item = harness.mail(mail.id)
+        if item.status != MailStatus.DEFERRED:
+            break
+        assert item.next_attempt_at is not None
+        harness.clock.now = item.next_attempt_at
+    assert item.status == MailStatus.FAILED and item.reply == "451 4.7.1 Try again later"
+    assert harness.clock() <= START + timedelta(hours=1)
+    assert [body["mail_id"] for body in harness.dead_letters.bodies] == [mail.id]
+    assert harness.storage.mail.due("t", "desk", "9999") == []
+
+
+def test_a_5xx_fails_at_once_without_deferral():
+    harness = Harness(ScriptedServer(REFUSED))
+    mail = harness.queue()
+    harness.sync()
+    item = harness.mail(mail.id)
+    assert item.status == MailStatus.FAILED and item.attempts == 1 and item.next_attempt_at is None
+
+
+def test_the_requests_max_age_is_kept_on_the_mail():
+    harness = Harness(ScriptedServer(*[BUSY] * 6))
+    mail = harness.queue(retry_max_age=timedelta(minutes=3))
+    harness.sync()
+    harness.clock.advance(minutes=2)
+    harness.sync()
+    assert harness.mail(mail.id).status == MailStatus.FAILED
+
+
+def test_two_runs_on_one_due_deferred_mail_send_it_once():
+    harness = Harness(ScriptedServer(BUSY, BUSY, BUSY))
+    mail = harness.queue()
+    harness.sync()
+    harness.clock.advance(minutes=2)
+    # Both runs read it from the Waiting index as due; the first claims it and is still trying.
+    assert [m.id for m in harness.storage.mail.due("t", "desk", "9999")] == [mail.id]
+    assert claim(harness.storage, mail.id, now=harness.clock()) is not None
+    with harness.outbox() as second:
+        report = second.send([mail.id])
+    assert report.skipped == [mail.id] and harness.server.delivered == []
+    # While claimed, it is not due: later syncs do not even read it until the lease is over.
+    assert harness.storage.mail.due("t", "desk", harness.clock().isoformat()) == []
+
+
+def test_a_deferred_mail_whose_sender_died_mid_attempt_is_taken_over_after_the_lease():
+    harness = Harness(ScriptedServer(BUSY, BUSY, BUSY))
+    mail = harness.queue()
+    harness.sync()
+    harness.clock.advance(minutes=2)
+    assert claim(harness.storage, mail.id, now=harness.clock()) is not None  # then the process dies
+    harness.sync()
+    assert harness.server.delivered == [] and harness.mail(mail.id).status == MailStatus.SENDING
+    harness.clock.advance(minutes=16)
+    report = harness.sync()
+    assert [m.id for m in report.sent] == [mail.id] and len(harness.server.delivered) == 1
+
+
+def test_an_unknown_fate_is_never_deferred():
+    harness = Harness(ScriptedServer(DeliveryUnknown("the connection dropped after DATA")))
+    mail = harness.queue()
+    harness.sync()
+    harness.clock.advance(days=1)
+    harness.sync()
+    assert harness.mail(mail.id).status == MailStatus.UNKNOWN and harness.server.delivered == []
+
+
+# ----------------------------------------------------------------------------- scheduled mail
+
+
+def test_a_scheduled_mail_waits_for_its_send_at():
+    harness = Harness(ScriptedServer())
+    mail = harness.queue(send_at=START + timedelta(hours=2))
+    assert claim(harness.storage, mail.id, now=START) is None  # the push of its INSERT
+    harness.clock.advance(hours=1, minutes=59)
+    harness.sync()
+    assert harness.server.delivered == []
+    harness.clock.advance(minutes=1)
+    assert [m.id for m in harness.sync().sent] == [mail.id]
+    harness.sync()
+    assert len(harness.server.delivered) == 1
+
+
+def test_a_send_at_in_the_past_means_now():
+    harness = Harness(ScriptedServer())
+    mail = harness.queue(send_at=START - timedelta(days=1))
+    assert mail.send_at is None
+    assert [m.id for m in harness.sync().sent] == [mail.id]
+
+
+def test_a_send_at_beyond_the_limit_is_refused_naming_the_field():
+    harness = Harness(ScriptedServer())
+    with pytest.raises(InvalidInput) as refused:
+        harness.queue(send_at=START + outbox_module.SEND_AT_LIMIT + timedelta(minutes=1))
+    assert refused.value.field == "send_at"
+
+
+def test_a_send_at_without_an_offset_is_utc():
+    harness = Harness(ScriptedServer())
+    mail = harness.queue(send_at=datetime(2026, 11, 24, 14, 0))
+    assert mail.send_at == START + timedelta(hours=2)
