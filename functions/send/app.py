@@ -29,7 +29,10 @@ from mailcore.api import (
 )
 from mailcore.errors import MailServiceError
 from mailcore.models import MailStatus, QueueRequest, SendRequest
-from mailcore.services.outbox import queue_mail
+from mailcore.services.files import team_mail
+from mailcore.services.outbox import cancel as cancel_mail
+from mailcore.services.outbox import completion_event, queue_mail
+from mailcore.services.outbox import retry as retry_mail
 from mailcore.services.send import MailSendFailed, send_mail
 from mailcore.teams import ResolvedAccount
 
@@ -131,6 +134,35 @@ def queue(request: Annotated[QueueRequest, Body()]) -> Response[str]:
         retry_max_age=timedelta(hours=max_age) if max_age else None,
     )
     return json_response(202, {"mail": mail.public()})
+
+
+@app.post(
+    "/api/core/mail/<mail_id>/cancel",
+    summary="Cancel a queued or deferred mail of your team (409 when it is in another status)",
+)
+def cancel(mail_id: str) -> dict[str, Any]:
+    storage = runtime.storage()
+    mail = team_mail(current_caller(app), mail_id, storage)
+    cancelled = cancel_mail(storage, mail)
+    runtime.events().publish([completion_event(cancelled)])
+    return {"mail": cancelled.public()}
+
+
+@app.post(
+    "/api/core/mail/<mail_id>/retry",
+    summary="Queue a failed or unknown mail of your team again, with the same Message-ID",
+)
+def retry(mail_id: str) -> Response[str]:
+    storage = runtime.storage()
+    mail = team_mail(current_caller(app), mail_id, storage)
+    queued = retry_mail(storage, mail)
+    body: dict[str, Any] = {"mail": queued.public()}
+    if mail.status == MailStatus.UNKNOWN:
+        body["warning"] = (
+            "the first attempt may have been delivered (its connection dropped after the message"
+            " was sent): the recipient may get this mail twice, with the same Message-ID"
+        )
+    return json_response(202, body)
 
 
 @app.post("/api/core/mail/sync/<account>", summary="Send everything still queued for an account")

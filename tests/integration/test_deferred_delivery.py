@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from mailcore import runtime
+from mailcore.models import MailStatus
 
 from tests.integration.test_outbox import call, queue, stored, sync, wait_for_messages
 
@@ -121,3 +122,55 @@ def test_a_send_at_too_far_ahead_is_refused_naming_the_field(stack, new_team, cl
     body["send_at"] = (clock() + timedelta(days=31)).isoformat()
     status, answer = call(stack, "POST", "/api/core/mail", "/api/core/mail", team=team, body=body)
     assert status == 400 and "send_at" in str(answer), answer
+
+
+def control(stack, team, mail_id: str, action: str):
+    return call(
+        stack,
+        "POST",
+        f"/api/core/mail/{mail_id}/{action}",
+        f"/api/core/mail/{{mail_id}}/{action}",
+        team=team,
+        params={"mail_id": mail_id},
+    )
+
+
+def test_a_deferred_mail_cancelled_through_the_api_is_never_sent(stack, busy_team, clock):
+    mail = queue(stack, busy_team)
+    waiting(mail["id"], "deferred")
+    status, answer = control(stack, busy_team, mail["id"], "cancel")
+    assert status == 200 and answer["mail"]["status"] == "cancelled", answer
+    stack.mail_servers.answer_rcpt(busy_team.mailbox.address, None)
+    clock.advance(hours=1)
+    sync(stack, busy_team)
+    assert stored(mail["id"]).status == "cancelled"
+    assert stack.mail_servers.message_count(busy_team.mailbox.address) == 0
+
+
+def test_cancelling_a_sent_mail_is_a_409_naming_its_status(stack, new_team):
+    team = new_team()
+    mail = queue(stack, team)
+    waiting(mail["id"], "sent")
+    status, answer = control(stack, team, mail["id"], "cancel")
+    assert status == 409 and "sent" in answer["error"]["message"], answer
+
+
+def test_only_members_of_the_mails_team_may_cancel_or_retry_it(stack, new_team):
+    team, stranger = new_team(), new_team()
+    mail = queue(stack, team)
+    for action in ("cancel", "retry"):
+        status, answer = control(stack, stranger, mail["id"], action)
+        assert status == 403, answer
+
+
+def test_retrying_an_unknown_mail_sends_it_again_with_the_same_message_id_and_a_warning(stack, new_team):
+    team = new_team()
+    mail = queue(stack, team, to="nobody-here@example.test")
+    failed = waiting(mail["id"], "failed")
+    runtime.storage().mail.update_status(mail["id"], MailStatus.UNKNOWN)
+    status, answer = control(stack, team, mail["id"], "retry")
+    assert status == 202 and "may have been delivered" in answer["warning"], answer
+    assert answer["mail"]["status"] == "queued" and answer["mail"]["message_id"] == failed.message_id
+    waiting(mail["id"], "failed")  # pushed at once; the recipient is still unknown to Postfix
+    status, answer = control(stack, team, mail["id"], "retry")
+    assert status == 202 and "warning" not in answer

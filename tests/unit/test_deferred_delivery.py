@@ -12,7 +12,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from mailcore.errors import DeliveryUnknown, InvalidInput, MailServerError
+from mailcore.errors import Conflict, DeliveryUnknown, InvalidInput, MailServerError
 from mailcore.events import MemoryPublisher
 from mailcore.models import Direction, Mail, MailAccount, MailStatus, SendRequest
 from mailcore.protocols.smtp import SmtpDelivery
@@ -314,3 +314,158 @@ def test_a_send_at_without_an_offset_is_utc():
     harness = Harness(ScriptedServer())
     mail = harness.queue(send_at=datetime(2026, 11, 24, 14, 0))
     assert mail.send_at == START + timedelta(hours=2)
+
+
+# ----------------------------------------------------------------------------- cancel and retry
+
+
+def test_a_queued_or_deferred_mail_can_be_cancelled_and_is_never_sent():
+    harness = Harness(ScriptedServer(BUSY, BUSY, BUSY))
+    queued, deferred = harness.queue(), harness.queue(send_at=START + timedelta(minutes=5))
+    harness.sync()
+    outbox_module.cancel(harness.storage, harness.mail(queued.id))  # deferred by the sync
+    outbox_module.cancel(harness.storage, harness.mail(deferred.id))  # scheduled, queued
+    harness.clock.advance(days=1)
+    harness.sync()
+    assert {harness.mail(m.id).status for m in (queued, deferred)} == {MailStatus.CANCELLED}
+    assert harness.server.delivered == [] and harness.storage.mail.due("t", "desk", "9999") == []
+
+
+@pytest.mark.parametrize("status", [MailStatus.SENDING, MailStatus.SENT, MailStatus.FAILED])
+def test_cancelling_a_mail_in_another_status_is_a_conflict_naming_it(status):
+    harness = Harness(ScriptedServer())
+    mail = harness.queue()
+    harness.storage.mail.update_status(mail.id, status)
+    with pytest.raises(Conflict) as refused:
+        outbox_module.cancel(harness.storage, mail)
+    assert status.value in refused.value.message and harness.mail(mail.id).status == status
+
+
+def test_a_failed_mail_retried_is_sent_again_with_the_same_message_id():
+    harness = Harness(ScriptedServer(REFUSED))
+    mail = harness.queue()
+    harness.sync()
+    assert harness.mail(mail.id).status == MailStatus.FAILED
+    outbox_module.retry(harness.storage, harness.mail(mail.id))
+    harness.sync()
+    item = harness.mail(mail.id)
+    assert item.status == MailStatus.SENT and item.attempts == 2 and item.message_id == mail.message_id
+    assert mail.message_id.encode() in harness.server.delivered[0]
+
+
+@pytest.mark.parametrize(
+    "status", [MailStatus.QUEUED, MailStatus.DEFERRED, MailStatus.SENDING, MailStatus.SENT]
+)
+def test_retrying_a_mail_that_is_not_failed_or_unknown_is_a_conflict(status):
+    harness = Harness(ScriptedServer())
+    mail = harness.queue()
+    harness.storage.mail.update_status(mail.id, status)
+    with pytest.raises(Conflict):
+        outbox_module.retry(harness.storage, mail)
+
+
+# ----------------------------------------------------------------------------- races, counted
+
+RACE_MAILS = 50
+
+
+def race(*actions) -> None:
+    """Runs the actions at the same moment on their own threads."""
+    start = threading.Barrier(len(actions))
+
+    def run(action) -> None:
+        start.wait()
+        action()
+
+    threads = [threading.Thread(target=run, args=(action,)) for action in actions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def counts(harness: Harness, mails: list[Mail]) -> tuple[int, int, int]:
+    """(sent, duplicated, lost): lost is a mail neither delivered nor cancelled nor waiting."""
+    delivered = [raw for raw in harness.server.delivered]
+    ids = [mail.message_id for mail in mails]
+    per_mail = {mid: sum(1 for raw in delivered if mid.encode() in raw) for mid in ids}
+    sent = sum(1 for n in per_mail.values() if n)
+    duplicated = sum(n - 1 for n in per_mail.values() if n > 1)
+    statuses = {mail.id: harness.mail(mail.id).status for mail in mails}
+    lost = sum(
+        1
+        for mail in mails
+        if not per_mail[mail.message_id]
+        and statuses[mail.id] not in (MailStatus.CANCELLED, MailStatus.DEFERRED)
+    )
+    return sent, duplicated, lost
+
+
+def test_a_cancel_and_a_run_at_the_same_moment_end_either_sent_or_cancelled_never_both():
+    harness = Harness(ScriptedServer())
+    mails = [harness.queue() for _ in range(RACE_MAILS)]
+    cancelled: list[str] = []
+    with harness.outbox() as outbox:
+        for mail in mails:  # one race per mail: a cancel and a run started together
+
+            def cancel_one(mail: Mail = mail) -> None:
+                try:
+                    outbox_module.cancel(harness.storage, mail)
+                    cancelled.append(mail.id)
+                except Conflict:
+                    pass
+
+            race(cancel_one, lambda mail=mail: outbox.send([mail.id]))
+    sent, duplicated, lost = counts(harness, mails)
+    print(
+        f"cancel vs run: {RACE_MAILS} mails, sent {sent}, cancelled {len(cancelled)}, duplicated {duplicated}, lost {lost}"
+    )
+    assert sent + len(cancelled) == RACE_MAILS and (duplicated, lost) == (0, 0)
+    assert all(harness.mail(mail_id).status == MailStatus.CANCELLED for mail_id in cancelled)
+
+
+def test_two_runs_picking_the_same_deferred_mails_send_each_once():
+    harness = Harness(ScriptedServer(*[BUSY] * (3 * RACE_MAILS)))
+    mails = [harness.queue() for _ in range(RACE_MAILS)]
+    harness.sync()
+    assert {harness.mail(m.id).status for m in mails} == {MailStatus.DEFERRED}
+    harness.clock.advance(minutes=2)
+    due = [mail.id for mail in harness.storage.mail.due("t", "desk", harness.clock().isoformat())]
+
+    def run() -> None:
+        with harness.outbox() as outbox:
+            outbox.send(due)
+
+    race(run, run)
+    sent, duplicated, lost = counts(harness, mails)
+    print(f"two runs on deferred mail: {RACE_MAILS} mails, sent {sent}, duplicated {duplicated}, lost {lost}")
+    assert (sent, duplicated, lost) == (RACE_MAILS, 0, 0)
+
+
+def test_a_run_killed_between_the_attempt_and_its_result_write_is_counted():
+    """The process dies after the server took each mail and before its outcome was written.
+    The claim's lease then runs out and the next sync takes the mails over: it cannot know that
+    the dead run's attempt went through, so it sends them again (at-least-once)."""
+    harness = Harness(ScriptedServer())
+    mails = [harness.queue() for _ in range(RACE_MAILS)]
+
+    class Killed(Exception):
+        pass
+
+    dying = harness.outbox()
+
+    def killed(outcomes) -> None:
+        raise Killed
+
+    dying._record = killed  # type: ignore[method-assign]
+    dying.send([mail.id for mail in mails])
+    dying._pool.shutdown(wait=True)
+    assert {harness.mail(m.id).status for m in mails} == {MailStatus.SENDING}
+    harness.clock.advance(minutes=16)
+    harness.sync()
+    sent, duplicated, lost = counts(harness, mails)
+    print(
+        f"killed before the result write: {RACE_MAILS} mails, sent {sent}, duplicated {duplicated}, lost {lost}"
+    )
+    assert (sent, lost) == (RACE_MAILS, 0)
+    assert duplicated == RACE_MAILS  # the known cost of at-least-once; see docs/delivery.md

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from mailcore.errors import DeliveryUnknown, InvalidInput, MailServerError, MailServiceError
-from mailcore.events import MAIL_DEFERRED, MAIL_FAILED, MAIL_SENT, EventPublisher, MailEvent
+from mailcore.errors import Conflict, DeliveryUnknown, InvalidInput, MailServerError, MailServiceError
+from mailcore.events import MAIL_CANCELLED, MAIL_DEFERRED, MAIL_FAILED, MAIL_SENT, EventPublisher, MailEvent
 from mailcore.limits import AccountLimiter, RateLimited
 from mailcore.models import Mail, MailAccount, MailStatus, SendRequest, parse_addresses
 from mailcore.oauth2 import TokenBroker
@@ -212,6 +212,57 @@ def release(storage: Storage, mail: Mail, owner: str, *, now: datetime) -> bool:
     return released is not None
 
 
+CANCELLABLE = (MailStatus.QUEUED, MailStatus.DEFERRED)
+RETRYABLE = (MailStatus.FAILED, MailStatus.UNKNOWN)
+
+
+def cancel(storage: Storage, mail: Mail) -> Mail:
+    """Cancels a queued or deferred mail: it leaves the outbox unsent. Raises Conflict naming
+    the status when it is not cancellable now (a run holds it: it is `sending`)."""
+    # A run claims by moving the mail to `sending`; cancelling only from `queued`/`deferred`
+    # means exactly one of the two wins: a cancelled mail is never claimed (claim_guard wants
+    # queued/deferred), and a claimed one is never cancelled mid-send, where cancelling could
+    # not stop the bytes already on the wire.
+    guard = tuple(Clause(equals={"status": status.value}) for status in CANCELLABLE)
+    done = storage.mail.transition(
+        mail.id,
+        guard,
+        assign={"status": MailStatus.CANCELLED.value},
+        remove=(*QUEUE_ATTRIBUTES, "next_attempt_at"),
+    )
+    if done is None:
+        now = storage.mail.get(mail.id)
+        status = now.status.value if now else "gone"
+        why = " (a run is sending it now)" if status == MailStatus.SENDING else ""
+        raise Conflict(
+            f"only a queued or deferred mail can be cancelled; this one is {status}{why}", field="status"
+        )
+    return done
+
+
+def retry(storage: Storage, mail: Mail) -> Mail:
+    """Queues a failed or unknown mail again, as the same message (same Message-ID, stored raw
+    bytes): the push of its change to `queued` sends it, with a fresh retry schedule."""
+    # Only from a final failure: a retry of a mail that is queued, sending or deferred would
+    # put a second sender on it; one of `sent` would send it twice on purpose.
+    guard = tuple(Clause(equals={"status": status.value}) for status in RETRYABLE)
+    done = storage.mail.transition(
+        mail.id,
+        guard,
+        assign={
+            "status": MailStatus.QUEUED.value,
+            "outbox": outbox_key(mail.team, mail.account),
+            "deferrals": 0,
+        },
+        remove=("error", "waiting", "due_at", "next_attempt_at", "retry_until", "send_at"),
+    )
+    if done is None:
+        now = storage.mail.get(mail.id)
+        status = now.status.value if now else "gone"
+        raise Conflict(f"only a failed or unknown mail can be retried; this one is {status}", field="status")
+    return done
+
+
 def finish_many(storage: Storage, outcomes: list[tuple[Mail, str]]) -> list[bool]:
     recorded = storage.mail.transition_many([_finish_transition(mail, owner) for mail, owner in outcomes])
     return [mail is not None for mail in recorded]
@@ -254,9 +305,11 @@ def queue_mail(
 
 
 def completion_event(mail: Mail) -> MailEvent:
-    detail_type = {MailStatus.SENT: MAIL_SENT, MailStatus.DEFERRED: MAIL_DEFERRED}.get(
-        mail.status, MAIL_FAILED
-    )
+    detail_type = {
+        MailStatus.SENT: MAIL_SENT,
+        MailStatus.DEFERRED: MAIL_DEFERRED,
+        MailStatus.CANCELLED: MAIL_CANCELLED,
+    }.get(mail.status, MAIL_FAILED)
     extra: dict[str, Any] = {"status": mail.status.value, "reply": mail.reply, "message_id": mail.message_id}
     if mail.next_attempt_at is not None and mail.status == MailStatus.DEFERRED:
         extra |= {"next_attempt_at": _iso(mail.next_attempt_at), "attempts": mail.attempts}
