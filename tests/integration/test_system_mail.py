@@ -133,6 +133,12 @@ def test_an_eventbridge_request_sends_the_rendered_password_recovery_mail(stack,
     assert f'href="{detail["variables"]["reset_url"]}"' in html
 
 
+def test_system_mail_says_it_is_auto_generated_so_auto_responders_stay_quiet(stack, new_team):
+    team = new_team()
+    assert stack.invoke(FUNCTION, eventbridge_event(request(team.mailbox.address))) == {"status": "sent"}
+    assert only_message(stack, team.mailbox)["Auto-Submitted"] == "auto-generated"
+
+
 def test_queued_requests_report_only_the_failed_records(stack, new_team):
     team = new_team()
     good = json.dumps(request(team.mailbox.address))

@@ -340,3 +340,8 @@ def test_new_message_id_builds_a_valid_header():
     message_id = new_message_id("a@example.test")
 
     assert reread(build(message_id=message_id))["Message-ID"] == message_id
+
+
+def test_only_mail_built_as_auto_generated_carries_auto_submitted():
+    assert reread(build(auto_generated=True))["Auto-Submitted"] == "auto-generated"
+    assert reread(build())["Auto-Submitted"] is None

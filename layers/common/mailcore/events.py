@@ -19,6 +19,7 @@ MAIL_SENT = "MailSent"
 MAIL_FAILED = "MailFailed"
 MAIL_DEFERRED = "MailDeferred"
 MAIL_CANCELLED = "MailCancelled"
+MAIL_BOUNCED = "MailBounced"
 # PutEvents takes at most 10 entries a call.
 _BATCH = 10
 

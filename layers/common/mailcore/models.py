@@ -366,6 +366,8 @@ class MailStatus(StrEnum):
     # A temporary failure (4xx, no connection): tried again at `next_attempt_at` (services/retry.py).
     DEFERRED = "deferred"
     CANCELLED = "cancelled"
+    # Sent, and then every recipient's server reported it undeliverable (mailcore/bounces.py).
+    BOUNCED = "bounced"
 
 
 class Mail(BaseModel):
@@ -405,6 +407,12 @@ class Mail(BaseModel):
     next_attempt_at: datetime | None = None
     retry_until: datetime | None = None
     deferrals: int = 0
+    # Outgoing: the recipients reported undeliverable (or delayed) by bounces; incoming bounce:
+    # what it reports, and `bounce_of` the outgoing mail it reports on (mailcore/bounces.py).
+    bounces: list[dict[str, Any]] = Field(default_factory=list)
+    bounce_of: str | None = None
+    # Incoming: sent by a machine (auto-reply, out-of-office, bounce, bulk): do not answer it.
+    auto_reply: bool = False
     uidl: str | None = None
     raw_key: str | None = None
     raw_size: int | None = None

@@ -38,13 +38,16 @@ class OutgoingAttachment:
     data: bytes
 
 
-def new_message_id(mail_from: str) -> str:
-    """A new, unguessable Message-ID on the sender's domain: `<random@domain>`.
+def new_message_id(mail_from: str, mail_id: str | None = None) -> str:
+    """A new, unguessable Message-ID on the sender's domain: `<random@domain>`, or with the
+    stored mail's id `<mail_id.random@domain>`, so that a bounce quoting it names the mail it
+    reports on without an index (mailcore/bounces.py).
 
     The domain comes from the addr-spec of `mail_from` (IDNA encoded when it is not ASCII);
     `mail.invalid` when there is none or it is not a usable host name.
     """
-    return f"<{secrets.token_hex(16)}@{_domain_of(mail_from)}>"
+    local = f"{mail_id}.{secrets.token_hex(8)}" if mail_id else secrets.token_hex(16)
+    return f"<{local}@{_domain_of(mail_from)}>"
 
 
 def _domain_of(mail_from: str) -> str:
@@ -104,8 +107,10 @@ def build_message(
     date: datetime,
     in_reply_to: str | None = None,
     references: list[str] | None = None,
+    auto_generated: bool = False,
 ) -> EmailMessage:
     """The MIME message of one outgoing mail. Addresses are validated `Name <addr>` strings.
+    `auto_generated` marks mail no person wrote (RFC 3834), so that auto-responders stay quiet.
 
     Raises ValueError when a header value contains CR, LF or NUL, or `date` has no time zone.
     """
@@ -138,6 +143,8 @@ def build_message(
         msg["In-Reply-To"] = in_reply_to
     if references:
         msg["References"] = " ".join(references)
+    if auto_generated:
+        msg["Auto-Submitted"] = "auto-generated"
     msg["MIME-Version"] = "1.0"
 
     if body_html is not None and body_text is None:

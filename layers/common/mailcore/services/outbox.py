@@ -567,7 +567,7 @@ class Outbox:
                 "bcc": parse_addresses(mail.bcc),
                 "reply_to": parse_addresses(mail.reply_to),
                 "date": mail.date or now,
-                "message_id": mail.message_id or new_message_id(account.mail_from),
+                "message_id": mail.message_id or new_message_id(account.mail_from, mail.id),
                 "raw_key": raw_key(mail.team, mail.account, mail.id),
             }
         )

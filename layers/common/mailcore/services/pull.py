@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from mailcore import bounces
 from mailcore.errors import MailServerError, PullRunning
 from mailcore.events import MAIL_RECEIVED, EventPublisher, MailEvent
 from mailcore.ids import incoming_mail_id, new_id
@@ -143,6 +144,7 @@ def prepare_incoming(
                 "body_html": parsed.body_html,
             }
         )
+    mail = bounces.mark(mail, raw)
     return IncomingMail(mail=mail, raw_key=raw_key(team, account, mail_id), raw=raw, files=files)
 
 
@@ -155,7 +157,11 @@ def write_incoming(incoming: IncomingMail, storage: Storage) -> Mail | None:
     for stored, data in incoming.files:
         storage.blobs.put(stored.s3_key, data, stored.content_type)
         storage.files.put(stored)
-    return mail if storage.mail.put_new(mail) else None
+    mail = bounces.linked(storage, mail)
+    is_new = storage.mail.put_new(mail)
+    # Also when stored already: recording is idempotent, and repairs a pull that died between.
+    bounces.record_bounce(storage, mail)
+    return mail if is_new else None
 
 
 def store_incoming(
@@ -172,10 +178,13 @@ class _ReceivedEvents:
         self.publisher, self.team, self.account = publisher, team, account
         self.waiting: list[MailEvent] = []
 
-    def add(self, mail_id: str) -> None:
+    def add(self, mail: Mail) -> None:
         if self.publisher is None:
             return
-        self.waiting.append(MailEvent(MAIL_RECEIVED, self.team, self.account, mail_id))
+        extra = {"auto_reply": mail.auto_reply, **({"bounce_of": mail.bounce_of} if mail.bounce_of else {})}
+        self.waiting.append(MailEvent(MAIL_RECEIVED, self.team, self.account, mail.id, extra))
+        if mail.bounce_of:
+            self.waiting.append(bounces.bounced_event(mail))
         if len(self.waiting) >= EVENT_BATCH:
             self.flush()
 
@@ -292,7 +301,7 @@ def _pull(
         else:
             report.fetched += 1
             report.mail_ids.append(stored.id)
-            received.add(stored.id)
+            received.add(stored)
             if warning := from_rewritten_warning(target.account, stored):
                 report.warnings.append(warning)
                 logger.warning("%s/%s: %s", target.team, target.name, warning)

@@ -89,8 +89,9 @@ def thread_of(team: str, mail_id: str, storage: Storage) -> Mail:
     return original
 
 
-def render(mail: Mail, storage: Storage) -> bytes:
-    """The raw RFC 5322 bytes of a composed mail (its attachments read from storage)."""
+def render(mail: Mail, storage: Storage, *, auto_generated: bool = False) -> bytes:
+    """The raw RFC 5322 bytes of a composed mail (its attachments read from storage);
+    `auto_generated` for system mail (Auto-Submitted: auto-generated)."""
     attachments = []
     for stored in team_files(mail.team, mail.attachments, storage):
         try:
@@ -112,6 +113,7 @@ def render(mail: Mail, storage: Storage) -> bytes:
         date=mail.date,
         in_reply_to=mail.in_reply_to,
         references=mail.references,
+        auto_generated=auto_generated,
     )
     return message.as_bytes(policy=policy.SMTP)
 
@@ -155,7 +157,7 @@ def compose(
         reply_to=request.reply_to,
         subject=subject,
         date=date,
-        message_id=new_message_id(account.mail_from),
+        message_id=new_message_id(account.mail_from, mail_id),
         in_reply_to=in_reply_to,
         references=references,
         body_text=request.body_text or "",
@@ -164,7 +166,7 @@ def compose(
         created_at=date,
         raw_key=raw_key(target.team, target.name, mail_id),
     )
-    raw = render(mail, storage)
+    raw = render(mail, storage, auto_generated=isinstance(target, SystemSender))
     assert mail.raw_key is not None
     storage.blobs.put(mail.raw_key, raw, "message/rfc822")
     # The stored HTML is the safe one; the message keeps what the caller wrote.
@@ -215,7 +217,9 @@ def send_mail(
             "body_text": request.body_text or "",
             "body_html": request.body_html or "",
         }
-        raw = render(mail.model_copy(update=sent_content), storage)
+        raw = render(
+            mail.model_copy(update=sent_content), storage, auto_generated=isinstance(target, SystemSender)
+        )
     storage.mail.put_new(mail)
 
     attempted_at = now or datetime.now(UTC)
