@@ -71,16 +71,11 @@ def _send(*, request: dict[str, Any], target: ResolvedAccount, debug: bool) -> d
                 limiter=runtime.limiter(),
                 events=runtime.events(),
             )
-        except MailSendFailed as failure:
+        except MailSendFailed as failure:  # MailDeferred too: 202, the outbox tries it again
             if debug:
                 failure.debug = transcript.lines
             return {"status": failure.status, "body": service_error_body(failure)}
-    # A temporary failure hands the mail to the outbox: accepted (202), not delivered yet.
-    status = 202 if mail.status == MailStatus.DEFERRED else 200
-    return {
-        "status": status,
-        "body": {"mail": mail.public(), **({"debug": transcript.lines} if debug else {})},
-    }
+    return {"status": 200, "body": {"mail": mail.public(), **({"debug": transcript.lines} if debug else {})}}
 
 
 @app.post("/api/core/mail/send/<account>", summary="Send one mail with a team's account")

@@ -215,7 +215,13 @@ def test_each_stored_mail_is_announced_on_the_bus_without_its_body(stack, new_te
     assert sorted(event["detail"]["mail_id"] for event in delivered) == sorted(report["mail_ids"])
     assert {event["source"] for event in delivered} == {"mail-service"}
     assert all(
-        event["detail"] == {"team": team.team, "account": team.account, "mail_id": event["detail"]["mail_id"]}
+        event["detail"]
+        == {
+            "team": team.team,
+            "account": team.account,
+            "mail_id": event["detail"]["mail_id"],
+            "auto_reply": False,
+        }
         for event in delivered
     )
     assert secret_body not in json.dumps(delivered)

@@ -96,10 +96,11 @@ def test_the_debug_transcript_shows_the_conversation_without_credentials(stack, 
     assert password not in transcript and plain not in transcript
 
 
-def test_a_refused_server_gives_502_with_a_diagnosis(stack, new_team):
+def test_a_refused_server_gives_202_with_the_mail_deferred_and_the_reason(stack, new_team):
     team = new_team(smtp={"host": "127.0.0.1", "port": 1, "security": "starttls"})
     status, answer = send(stack, team, {"to": team.mailbox.address, "body_text": "x"})
-    assert status == 502 and "refused" in answer["error"]["message"]
+    assert status == 202 and "refused" in answer["error"]["message"]
+    assert answer["error"]["code"] == "mail_deferred" and answer["mail"]["status"] == "deferred"
 
 
 def test_an_attachment_of_another_team_is_refused(stack, new_team):

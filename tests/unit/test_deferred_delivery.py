@@ -7,7 +7,9 @@ tests/integration/test_deferred_delivery.py.
 
 from __future__ import annotations
 
+import random
 import ssl
+import statistics
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -469,3 +471,24 @@ def test_a_run_killed_between_the_attempt_and_its_result_write_is_counted():
     )
     assert (sent, lost) == (RACE_MAILS, 0)
     assert duplicated == RACE_MAILS  # the known cost of at-least-once; see docs/delivery.md
+
+
+def test_50_scheduled_mails_go_out_within_a_minute_of_their_send_at_with_a_sync_each_minute():
+    """The schedule runs every minute (template.yaml); on the test clock, the delay of each
+    mail is when the first sync at or after its send_at sent it."""
+    rng = random.Random(13)
+    harness = Harness(ScriptedServer())
+    send_ats = [START + timedelta(seconds=rng.uniform(1, 3600)) for _ in range(RACE_MAILS)]
+    mails = [harness.queue(send_at=send_at) for send_at in send_ats]
+    for _ in range(62):
+        harness.clock.advance(minutes=1)
+        harness.sync()
+    delays = []
+    for mail, send_at in zip(mails, send_ats, strict=True):
+        item = harness.mail(mail.id)
+        (entry,) = item.attempt_log
+        delays.append((datetime.fromisoformat(entry["time"]) - send_at).total_seconds())
+    print(
+        f"scheduled: {len(delays)} mails, delay after send_at median {statistics.median(delays):.1f} s, worst {max(delays):.1f} s"
+    )
+    assert len(harness.server.delivered) == RACE_MAILS and min(delays) >= 0 and max(delays) < 60

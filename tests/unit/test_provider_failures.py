@@ -12,7 +12,7 @@ import pytest
 from mailcore.models import Direction, Mail, MailAccount, MailStatus, SendRequest, ServerEndpoint
 from mailcore.protocols.diagnose import from_rewritten_warning, smtp_failure
 from mailcore.protocols.transcript import Transcript
-from mailcore.services.send import send_mail
+from mailcore.services.send import MailDeferred, send_mail
 from mailcore.storage.memory import memory_storage
 from mailcore.teams import ResolvedAccount
 
@@ -217,16 +217,19 @@ def test_a_server_busy_on_every_try_hands_the_mail_to_the_outbox_deferred():
     server = BusyOnceSmtpServer(busy_connections=10)
     storage = memory_storage()
     try:
-        mail = send_mail(
-            target_on(server.port),
-            SendRequest(to="x@example.test", body_text="x"),
-            storage=storage,
-            transcript=Transcript(),
-            tls_context=None,  # type: ignore[arg-type]
-            sleep=lambda _: None,
-        )
+        with pytest.raises(MailDeferred) as deferred:
+            send_mail(
+                target_on(server.port),
+                SendRequest(to="x@example.test", body_text="x"),
+                storage=storage,
+                transcript=Transcript(),
+                tls_context=None,  # type: ignore[arg-type]
+                sleep=lambda _: None,
+            )
     finally:
         server.close()
+    mail = deferred.value.mail
+    assert deferred.value.status == 202 and deferred.value.temporary
     assert mail.status == MailStatus.DEFERRED and mail.next_attempt_at is not None
     assert storage.mail.get(mail.id).status == MailStatus.DEFERRED
     assert [entry["reply"][:3] for entry in mail.attempt_log] == ["421"]

@@ -63,6 +63,14 @@ class MailSendFailed(MailServerError):
         self.mail = mail
 
 
+class MailDeferred(MailSendFailed):
+    """The server failed the mail temporarily: it is stored `deferred` and the outbox tries it
+    again (services/retry.py). Answered 202 with the mail, the reason and the diagnosis."""
+
+    status = 202
+    code = "mail_deferred"
+
+
 def team_files(team: str, file_ids: list[str], storage: Storage) -> list[StoredFile]:
     """The files of `team` with these ids: each must exist, belong to the team and be uploaded."""
     found = []
@@ -198,8 +206,8 @@ def send_mail(
     (the mail stored as `failed`, with the server's reply) when the server does not take it.
     With a `limiter`, a team account over its provider's limits gets RateLimited (429) before
     anything is stored; a busy server (421, 432 4.3.2) is tried again after a pause. A team
-    mail still failing temporarily after that is answered `deferred`: the outbox tries it again
-    (services/retry.py). With `events`, MailSent / MailFailed / MailDeferred go on the bus.
+    mail still failing temporarily after that raises MailDeferred (stored `deferred`: the outbox
+    tries it again, services/retry.py). With `events`, MailSent / MailFailed / MailDeferred go on the bus.
     """
     from mailcore.services.outbox import completion_event
 
@@ -240,7 +248,7 @@ def send_mail(
         if waiting is not None:
             if events is not None:
                 events.publish([completion_event(waiting)])
-            return waiting
+            raise MailDeferred(error, waiting) from None
         storage.mail.update_status(
             mail.id,
             MailStatus.FAILED,
