@@ -46,3 +46,36 @@ def rest_event(
         "body": body,
         "isBase64Encoded": False,
     }
+
+
+def mail_account(**changes: Any) -> Any:
+    """A team's MailAccount on loopback (desk@example.test), with `changes` over the defaults."""
+    from mailcore.models import MailAccount
+
+    return MailAccount.model_validate(
+        {
+            "mail_from": "desk@example.test",
+            "mail_username": "desk@example.test",
+            "mail_password": "pw",
+            "smtp": {"host": "127.0.0.1", "port": 25, "security": "none"},
+            "pop3": {"host": "127.0.0.1", "port": 110, "security": "none"},
+            **changes,
+        }
+    )
+
+
+def outgoing_mail(**fields: Any) -> Any:
+    """A stored outgoing Mail of team t, account desk (fields override)."""
+    from datetime import UTC, datetime
+
+    from mailcore.models import Direction, Mail, MailStatus
+
+    defaults: dict[str, Any] = {
+        "id": "m1",
+        "team": "t",
+        "account": "desk",
+        "direction": Direction.OUT,
+        "status": MailStatus.SENDING,
+        "created_at": datetime(2026, 11, 24, 12, 0, tzinfo=UTC),
+    }
+    return Mail(**(defaults | fields))

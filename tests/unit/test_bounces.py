@@ -9,26 +9,16 @@ import pytest
 from mailcore.bounces import classify, mail_id_of
 from mailcore.events import MemoryPublisher
 from mailcore.mime.build import new_message_id
-from mailcore.models import Direction, Mail, MailAccount, MailStatus
+from mailcore.models import Direction, Mail, MailStatus
 from mailcore.services import pull
 from mailcore.storage.memory import memory_storage
 from mailcore.teams import ResolvedAccount
 
+from tests.support import mail_account, outgoing_mail
+
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "bounces"
 NOW = datetime(2026, 11, 24, 13, 0, tzinfo=UTC)
-TARGET = ResolvedAccount(
-    "t",
-    "desk",
-    MailAccount.model_validate(
-        {
-            "mail_from": "desk@example.test",
-            "mail_username": "desk@example.test",
-            "mail_password": "pw",
-            "smtp": {"host": "127.0.0.1", "port": 25, "security": "none"},
-            "pop3": {"host": "127.0.0.1", "port": 110, "security": "none"},
-        }
-    ),
-)
+TARGET = ResolvedAccount("t", "desk", mail_account())
 
 
 def fixture(name: str, message_id: str = "<m1.0123456789abcdef@example.test>") -> bytes:
@@ -36,17 +26,8 @@ def fixture(name: str, message_id: str = "<m1.0123456789abcdef@example.test>") -
 
 
 def sent_mail(storage, to: list[str], team: str = "t") -> Mail:
-    mail_id = "out1"
-    mail = Mail(
-        id=mail_id,
-        team=team,
-        account="desk",
-        direction=Direction.OUT,
-        status=MailStatus.SENT,
-        to=to,
-        message_id=new_message_id("desk@example.test", mail_id),
-        created_at=NOW,
-    )
+    message_id = new_message_id("desk@example.test", "out1")
+    mail = outgoing_mail(id="out1", team=team, status=MailStatus.SENT, to=to, message_id=message_id)
     storage.mail.put_new(mail)
     return mail
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from mailcore.errors import Conflict, DeliveryUnknown, InvalidInput, MailServerError
 from mailcore.events import MemoryPublisher
-from mailcore.models import Direction, Mail, MailAccount, MailStatus, SendRequest
+from mailcore.models import Mail, MailStatus, SendRequest
 from mailcore.protocols.smtp import SmtpDelivery
 from mailcore.services import outbox as outbox_module
 from mailcore.services.outbox import MemoryDeadLetters, claim, queue_mail
@@ -24,22 +24,11 @@ from mailcore.services.retry import DEFERRAL_STEPS, HOURLY, RetryPolicy
 from mailcore.storage.memory import memory_storage
 from mailcore.teams import ResolvedAccount
 
+from tests.support import mail_account, outgoing_mail
+
 START = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 BUSY = MailServerError("the server said 451", reply_code=451, reply="4.7.1 Try again later", temporary=True)
 REFUSED = MailServerError("the server said 550", reply_code=550, reply="5.1.1 User unknown")
-
-
-def account(**changes) -> MailAccount:
-    return MailAccount.model_validate(
-        {
-            "mail_from": "desk@example.test",
-            "mail_username": "desk@example.test",
-            "mail_password": "pw",
-            "smtp": {"host": "127.0.0.1", "port": 25, "security": "none"},
-            "pop3": {"host": "127.0.0.1", "port": 110, "security": "none"},
-            **changes,
-        }
-    )
 
 
 class Clock:
@@ -81,7 +70,7 @@ class Harness:
         self.server = server
         self.events = MemoryPublisher()
         self.dead_letters = MemoryDeadLetters()
-        self.target = ResolvedAccount("t", "desk", account(**account_changes))
+        self.target = ResolvedAccount("t", "desk", mail_account(**account_changes))
 
     def queue(self, **options) -> Mail:
         request = SendRequest(to="x@example.test", body_text="hello")
@@ -122,15 +111,7 @@ class Harness:
 
 
 def stored(created: datetime = START, **fields) -> Mail:
-    return Mail(
-        id="m1",
-        team="t",
-        account="a",
-        direction=Direction.OUT,
-        status=MailStatus.SENDING,
-        created_at=created,
-        **fields,
-    )
+    return outgoing_mail(created_at=created, **fields)
 
 
 def test_the_pause_grows_1_5_15_30_minutes_then_hourly_with_jitter_below_two_hours():
