@@ -407,6 +407,9 @@ class Mail(BaseModel):
     next_attempt_at: datetime | None = None
     retry_until: datetime | None = None
     deferrals: int = 0
+    # Set by the outbox run holding the mail just before its SMTP attempt, removed with the
+    # outcome: a run that takes over a claim finding it set knows the message may be out.
+    attempt_started_at: datetime | None = None
     # Outgoing: the recipients reported undeliverable (or delayed) by bounces; incoming bounce:
     # what it reports, and `bounce_of` the outgoing mail it reports on (mailcore/bounces.py).
     bounces: list[dict[str, Any]] = Field(default_factory=list)

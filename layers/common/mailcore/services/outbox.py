@@ -65,7 +65,7 @@ CONNECTION_TRIES = 3
 CHUNKS_AHEAD = 8
 FINAL = (MailStatus.SENT, MailStatus.FAILED, MailStatus.UNKNOWN)
 # The index attributes of a mail still to send (storage.index_attributes), and of a claim.
-QUEUE_ATTRIBUTES = ("outbox", "waiting", "due_at", "lease_owner", "lease_until")
+QUEUE_ATTRIBUTES = ("outbox", "waiting", "due_at", "lease_owner", "lease_until", "attempt_started_at")
 
 
 class DeadLetters(Protocol):
@@ -133,6 +133,17 @@ def claim(storage: Storage, mail_id: str, *, now: datetime) -> tuple[Mail, str] 
         mail_id, claim_guard(now), assign=_claim_assignment(now, owner), remove=("error",)
     )
     return (mail, owner) if mail is not None else None
+
+
+def mark_attempt(storage: Storage, mail: Mail, owner: str, *, now: datetime) -> bool:
+    """Notes, before the first SMTP byte of this claim's attempt, that the message may go out;
+    False when the claim was superseded (then nothing may be sent)."""
+    # A run killed between the server's acceptance and the write of its outcome leaves the
+    # mail `sending`; the run that takes the claim over after the lease finds this mark and
+    # records `unknown` (a person decides) instead of sending the message a second time.
+    # Guarded by the owner: a superseded sender must not start an attempt at all.
+    marked = storage.mail.transition(mail.id, owner_guard(owner), assign={"attempt_started_at": _iso(now)})
+    return marked is not None
 
 
 def record_raw(storage: Storage, mail: Mail, owner: str) -> bool:
@@ -207,7 +218,7 @@ def release(storage: Storage, mail: Mail, owner: str, *, now: datetime) -> bool:
         mail.id,
         owner_guard(owner),
         assign={"status": MailStatus.QUEUED.value, "due_at": _iso(now) if waits else None},
-        remove=("lease_owner", "lease_until", *(() if waits else ("due_at",))),
+        remove=("lease_owner", "lease_until", "attempt_started_at", *(() if waits else ("due_at",))),
     )
     return released is not None
 
@@ -254,7 +265,15 @@ def retry(storage: Storage, mail: Mail) -> Mail:
             "outbox": outbox_key(mail.team, mail.account),
             "deferrals": 0,
         },
-        remove=("error", "waiting", "due_at", "next_attempt_at", "retry_until", "send_at"),
+        remove=(
+            "error",
+            "waiting",
+            "due_at",
+            "next_attempt_at",
+            "retry_until",
+            "send_at",
+            "attempt_started_at",
+        ),
     )
     if done is None:
         now = storage.mail.get(mail.id)
@@ -380,6 +399,16 @@ class _Claimed:
     raw: bytes = b""
     # A failure before any SMTP byte (bad item, missing attachment): the mail fails at once.
     problem: str | None = None
+    # Taken over from a run that died during its attempt: the message may be out already.
+    interrupted: bool = False
+
+    @property
+    def attempts_smtp(self) -> bool:
+        return not self.interrupted and self.problem is None
+
+
+class _NotMarked(Exception):
+    """The attempt could not be marked (claim superseded, storage failing): nothing is sent."""
 
 
 class Outbox:
@@ -422,6 +451,9 @@ class Outbox:
         self._sessions: dict[tuple[str, str], SmtpSession] = {}
         self._accounts: dict[tuple[str, str], MailAccount | None] = {}
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="outbox")
+        # Attempt marks on their own threads: queued behind the claims running ahead on the
+        # pool, they would hold up every chunk's first mail.
+        self._mark_pool = ThreadPoolExecutor(CLAIM_BATCH, thread_name_prefix="outbox-mark")
         self._writes: list[Future[None]] = []
         self._pending_events: list[MailEvent] = []
         self._events_lock = threading.Lock()
@@ -441,6 +473,7 @@ class Outbox:
             self._sessions.clear()
             self._slots.close()
             self._pool.shutdown(wait=True)
+            self._mark_pool.shutdown(wait=True)
 
     # --- the two ways in -------------------------------------------------------------------
     def sync(self, target: ResolvedAccount) -> OutboxReport:
@@ -469,6 +502,12 @@ class Outbox:
             claimed_list, failures = claimed_future.result()
             report.errors.update(failures)
             taken = {claimed.mail.id: claimed for claimed in claimed_list}
+            # The chunk's attempts are marked together, on the pool, as its first mail goes
+            # out: one round trip for five mails, and a run that dies leaves at most this
+            # chunk marked without an attempt (those become `unknown`, never sent twice).
+            marks = {
+                c.mail.id: self._mark_pool.submit(self._mark, c) for c in claimed_list if c.attempts_smtp
+            }
             for mail_id in chunk:
                 claimed = taken.get(mail_id)
                 if claimed is None:
@@ -479,7 +518,13 @@ class Outbox:
                     if deferred:
                         raise _Deferred
                     self._pace(claimed)
+                    if mail_id in marks:
+                        marks[mail_id].result()
                     outcome = self._deliver(claimed)
+                except _NotMarked as error:
+                    # Still claimed: taken over after its lease, and sent then (no attempt began).
+                    report.errors[mail_id] = str(error)
+                    continue
                 except _Deferred:
                     # Once the account is at its limit, the rest of this run's claims go back.
                     deferred = True
@@ -527,6 +572,10 @@ class Outbox:
             if taken is None:
                 continue
             one = _Claimed(*taken)
+            if one.mail.attempt_started_at is not None:
+                one.interrupted = True
+                claimed.append(one)
+                continue
             try:
                 one.raw = self._materialise(one)
             except (MailServiceError, ValueError) as error:
@@ -633,6 +682,10 @@ class Outbox:
         """Sends one claimed mail, retrying short blips; answers it with its outcome (deferred
         when it still failed temporarily and is young enough to be tried again later)."""
         mail = claimed.mail
+        if claimed.interrupted:
+            started = mail.attempt_started_at
+            why = f"a run died during its attempt (started {started}): the mail may have been delivered"
+            return _outcome(mail, MailStatus.UNKNOWN, error=why)
         if claimed.problem is not None:
             return _outcome(mail, MailStatus.FAILED, error=claimed.problem)
         account = self._account(mail)
@@ -659,6 +712,14 @@ class Outbox:
             mail = _tried(mail, at, recipients, "sent", delivery.reply, None)
             return _outcome(mail, MailStatus.SENT, reply=delivery.reply, refused=delivery.refused)
         raise AssertionError("unreachable: the last attempt returns")
+
+    def _mark(self, claimed: _Claimed) -> None:
+        try:
+            marked = mark_attempt(self.storage, claimed.mail, claimed.owner, now=self.clock())
+        except Exception as error:
+            raise _NotMarked(f"the attempt could not be marked: {error}") from error
+        if not marked:
+            raise _NotMarked("the claim was superseded before the attempt")
 
     def _after_failure(self, mail: Mail, error: MailServerError, account: MailAccount) -> Mail:
         """A temporary failure defers the mail while it is young enough; a permanent one, or a
