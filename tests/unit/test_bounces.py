@@ -129,6 +129,24 @@ def test_the_same_bounce_pulled_twice_is_recorded_once():
     assert len(storage.mail.get(outgoing.id).bounces) == 1
 
 
+def test_a_pull_that_dies_after_recording_a_bounce_records_it_once_when_fetched_again():
+    storage = memory_storage()
+    outgoing = sent_mail(storage, ["nobody@fabrikam.example"])
+    raw = fixture("exchange-online-ndr.eml", outgoing.message_id)
+    put_new = storage.mail.put_new
+
+    def dies(mail):
+        raise ConnectionError("the pull was killed before the bounce's item was written")
+
+    storage.mail.put_new = dies  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        pull.store_incoming(TARGET, "u1", raw, storage=storage, now=NOW)
+    storage.mail.put_new = put_new  # type: ignore[method-assign]
+    bounce = pulled(storage, raw)  # the next pull: the message was never stored, so it comes again
+    (entry,) = storage.mail.get(outgoing.id).bounces
+    assert entry["bounce"] == bounce.id and storage.mail.get(bounce.id) is not None
+
+
 def test_a_bounce_naming_another_teams_mail_links_nothing():
     storage = memory_storage()
     outgoing = sent_mail(storage, ["nobody@fabrikam.example"], team="other")

@@ -157,11 +157,12 @@ def write_incoming(incoming: IncomingMail, storage: Storage) -> Mail | None:
     for stored, data in incoming.files:
         storage.blobs.put(stored.s3_key, data, stored.content_type)
         storage.files.put(stored)
+    # A bounce is recorded on its outgoing mail before its own item is written: a pull that dies
+    # in between leaves the message unstored, so the next pull fetches it again and recording
+    # (idempotent per bounce) repeats harmlessly.
     mail = bounces.linked(storage, mail)
-    is_new = storage.mail.put_new(mail)
-    # Also when stored already: recording is idempotent, and repairs a pull that died between.
     bounces.record_bounce(storage, mail)
-    return mail if is_new else None
+    return mail if storage.mail.put_new(mail) else None
 
 
 def store_incoming(
