@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mailcore.errors import InvalidInput, MailServerError, NotFound
 from mailcore.ids import new_id
@@ -209,7 +209,6 @@ def send_mail(
     mail still failing temporarily after that raises MailDeferred (stored `deferred`: the outbox
     tries it again, services/retry.py). With `events`, MailSent / MailFailed / MailDeferred go on the bus.
     """
-    from mailcore.services.outbox import completion_event
 
     if missing := request.missing():
         raise InvalidInput(missing[1], field=missing[0])
@@ -237,49 +236,59 @@ def send_mail(
                 target, raw, request.recipients(), storage, transcript, tls_context, tokens, sleep
             )
     except MailServerError as error:
-        reply = server_reply(error)
-        entry = attempt_entry(
-            attempted_at, request.recipients(), outcome="failed", reply=reply, error=error.message
-        )
-        tried = mail.model_copy(
-            update={"attempts": 1, "attempt_log": [entry], "error": error.message, "reply": reply}
-        )
-        waiting = _handed_to_outbox(target, tried, error, storage, attempted_at)
-        if waiting is not None:
-            if events is not None:
-                events.publish([completion_event(waiting)])
-            raise MailDeferred(error, waiting) from None
-        storage.mail.update_status(
-            mail.id,
-            MailStatus.FAILED,
-            expected=MailStatus.SENDING,
-            error=error.message,
-            changes={"reply": reply, "attempts": 1, "attempt_log": [entry]},
-        )
-        failed = tried.model_copy(update={"status": MailStatus.FAILED})
-        if events is not None:
-            events.publish([completion_event(failed)])
-        raise MailSendFailed(error, failed) from None
+        _fail_or_defer(target, mail, error, request.recipients(), storage, attempted_at, events)
+    return _record_sent(mail, delivery, request.recipients(), storage, attempted_at, events)
 
-    entry = attempt_entry(attempted_at, request.recipients(), outcome="sent", reply=delivery.reply)
-    storage.mail.update_status(
-        mail.id,
-        MailStatus.SENT,
-        expected=MailStatus.SENDING,
-        changes={"refused": delivery.refused, "reply": delivery.reply, "attempts": 1, "attempt_log": [entry]},
-    )
-    sent = mail.model_copy(
-        update={
-            "status": MailStatus.SENT,
-            "refused": delivery.refused,
-            "reply": delivery.reply,
-            "attempts": 1,
-            "attempt_log": [entry],
-        }
-    )
+
+def _record_sent(
+    mail: Mail,
+    delivery: SmtpDelivery,
+    recipients: list[str],
+    storage: Storage,
+    at: datetime,
+    events: EventPublisher | None,
+) -> Mail:
+    from mailcore.services.outbox import completion_event
+
+    entry = attempt_entry(at, recipients, outcome="sent", reply=delivery.reply)
+    changes = {"refused": delivery.refused, "reply": delivery.reply, "attempts": 1, "attempt_log": [entry]}
+    storage.mail.update_status(mail.id, MailStatus.SENT, expected=MailStatus.SENDING, changes=changes)
+    sent = mail.model_copy(update={"status": MailStatus.SENT, **changes})
     if events is not None:
         events.publish([completion_event(sent)])
     return sent
+
+
+def _fail_or_defer(
+    target: ResolvedAccount | SystemSender,
+    mail: Mail,
+    error: MailServerError,
+    recipients: list[str],
+    storage: Storage,
+    at: datetime,
+    events: EventPublisher | None,
+) -> NoReturn:
+    """Raises MailDeferred (a team mail handed to the outbox) or MailSendFailed (stored failed)."""
+    from mailcore.services.outbox import completion_event
+
+    reply = server_reply(error)
+    entry = attempt_entry(at, recipients, outcome="failed", reply=reply, error=error.message)
+    tried = mail.model_copy(
+        update={"attempts": 1, "attempt_log": [entry], "error": error.message, "reply": reply}
+    )
+    waiting = _handed_to_outbox(target, tried, error, storage, at)
+    if waiting is not None:
+        if events is not None:
+            events.publish([completion_event(waiting)])
+        raise MailDeferred(error, waiting) from None
+    changes = {"reply": reply, "attempts": 1, "attempt_log": [entry]}
+    storage.mail.update_status(
+        mail.id, MailStatus.FAILED, expected=MailStatus.SENDING, error=error.message, changes=changes
+    )
+    failed = tried.model_copy(update={"status": MailStatus.FAILED})
+    if events is not None:
+        events.publish([completion_event(failed)])
+    raise MailSendFailed(error, failed) from None
 
 
 def _handed_to_outbox(
