@@ -17,6 +17,8 @@ SOURCE = "mail-service"
 MAIL_RECEIVED = "MailReceived"
 MAIL_SENT = "MailSent"
 MAIL_FAILED = "MailFailed"
+# A received message stored raw and unparsed (over its budget, or refused by storage): `reason`.
+MAIL_SET_ASIDE = "MailSetAside"
 # PutEvents takes at most 10 entries a call.
 _BATCH = 10
 

@@ -390,6 +390,8 @@ class Mail(BaseModel):
     raw_key: str | None = None
     raw_size: int | None = None
     parse_error: str | None = None
+    # Received: what the item leaves out of the raw message (docs/received-mail-limits.md).
+    cut: list[str] = Field(default_factory=list)
 
     def public(self) -> dict[str, Any]:
         """The mail as the API answers it: JSON types, no storage internals."""
@@ -428,6 +430,9 @@ class AccountPullReport(BaseModel):
     deleted: int = 0
     remaining: int = 0
     mail_ids: list[str] = Field(default_factory=list)
+    # Messages stored raw with a small item, unparsed: over the per-message budget, or refused by
+    # storage (each has a parse_error saying why; see docs/received-mail-limits.md).
+    set_aside: int = 0
     error: str | None = None
     # Things that went through but need a person's attention (e.g. Gmail rewrote From).
     warnings: list[str] = Field(default_factory=list)

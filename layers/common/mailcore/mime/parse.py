@@ -654,6 +654,33 @@ def _headers_of(msg: Message) -> ParsedMail:
     )
 
 
+_HEADER_BLOCK = 256 * 1024
+_CHEAP_HEADER = re.compile(rb"^(from|subject|date)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+
+
+def cheap_headers(raw: bytes) -> ParsedMail:
+    """Sender, subject and date of a message that is set aside unparsed: a bounded look at the
+    start of its header block only (no MIME parsing), each value cut to a length before decoding."""
+    ends = [
+        end
+        for end in (raw.find(b"\n\n", 0, _HEADER_BLOCK), raw.find(b"\r\n\r\n", 0, _HEADER_BLOCK))
+        if end >= 0
+    ]
+    block = raw[: min(ends, default=_HEADER_BLOCK)]
+    found: dict[str, str] = {}
+    for match in _CHEAP_HEADER.finditer(block):
+        name = match.group(1).decode("ascii").lower()
+        value = match.group(2)[:MAX_SUBJECT_BYTES].decode("utf-8", "surrogateescape")
+        found.setdefault(name, value)
+    return _bounded(
+        ParsedMail(
+            from_=_decoded_text(found.get("from", "")),
+            subject=_decoded_text(found.get("subject", "")),
+            date=_date(found),
+        )
+    )
+
+
 def _message_from(raw: bytes) -> Message:
     """What BytesParser.parsebytes answers, fed in slices: parsebytes decodes the whole message to
     one str and copies that into a StringIO (4 bytes a character), ~8x a large message at once."""

@@ -24,12 +24,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from mailcore.errors import MailServerError, PullRunning
-from mailcore.events import MAIL_RECEIVED, EventPublisher, MailEvent
+from mailcore.errors import MailServerError, PullRunning, StoreRefused
+from mailcore.events import MAIL_RECEIVED, MAIL_SET_ASIDE, EventPublisher, MailEvent
 from mailcore.ids import incoming_mail_id, new_id
-from mailcore.mime.parse import ParsedMail, parse_message
+from mailcore.mime.isolated import PARSERS, OverBudget, ParserUnavailable
+from mailcore.mime.parse import ParsedMail, cheap_headers, parse_message
 from mailcore.models import AccountPullReport, Direction, Mail, MailStatus, StoredFile
 from mailcore.oauth2 import OAuth2Error, TokenBroker
 from mailcore.protocols.diagnose import from_rewritten_warning
@@ -52,6 +53,8 @@ MAX_IN_FLIGHT = 16
 MAX_BYTES_IN_FLIGHT = 48 * 1024 * 1024
 EVENT_BATCH = 10
 ALREADY_RUNNING = "a pull of this account is already running"
+# The start of the parse_error of a message stored raw and unparsed.
+SET_ASIDE = "set aside"
 
 
 class MailboxSession(Protocol):
@@ -78,20 +81,34 @@ class IncomingMail:
     raw_key: str
     raw: bytes
     files: list[tuple[StoredFile, bytes]]
+    set_aside: str | None = None  # why it is stored unparsed
+
+
+Parse = Callable[[bytes], ParsedMail]
 
 
 def prepare_incoming(
-    target: ResolvedAccount, uidl: str, raw: bytes, *, now: datetime | None = None
+    target: ResolvedAccount,
+    uidl: str,
+    raw: bytes,
+    *,
+    now: datetime | None = None,
+    parse: Parse = parse_message,
 ) -> IncomingMail:
-    """Parses a pulled message (CPU only: the pull does this on its own thread, see _pull)."""
+    """Parses a pulled message (CPU only: the pull does this on its own thread, see _pull). A
+    message over its budget (see mailcore.mime.isolated) is set aside."""
     team, account = target.team, target.name
     mail_id = incoming_mail_id(team, account, mailbox_identity(target), uidl)
     received = now or datetime.now(UTC)
 
     parsed: ParsedMail | None
     try:
-        parsed = parse_message(raw)
+        parsed = parse(raw)
         parse_error = None
+    except OverBudget as over:
+        return set_aside(target, uidl, raw, reason=over.bound, now=received)
+    except ParserUnavailable:
+        raise
     except Exception as error:  # the raw message is kept; a person can look at it
         parsed, parse_error = None, f"{type(error).__name__}: {error}"[:1000]
 
@@ -114,18 +131,8 @@ def prepare_incoming(
             )
             files.append((stored, attachment.data))
 
-    mail = Mail(
-        id=mail_id,
-        team=team,
-        account=account,
-        direction=Direction.IN,
-        status=MailStatus.RECEIVED,
-        created_at=received,
-        uidl=uidl,
-        raw_key=raw_key(team, account, mail_id),
-        raw_size=len(raw),
-        parse_error=parse_error,
-        attachments=[stored.id for stored, _ in files],
+    mail = _received_mail(target, uidl, raw, mail_id, received).model_copy(
+        update={"parse_error": parse_error, "attachments": [stored.id for stored, _ in files]}
     )
     if parsed is not None:
         mail = mail.model_copy(
@@ -141,9 +148,42 @@ def prepare_incoming(
                 "references": parsed.references,
                 "body_text": parsed.body_text,
                 "body_html": parsed.body_html,
+                "cut": parsed.cut,
             }
         )
-    return IncomingMail(mail=mail, raw_key=raw_key(team, account, mail_id), raw=raw, files=files)
+    return IncomingMail(mail=mail, raw_key=mail.raw_key or "", raw=raw, files=files)
+
+
+def _received_mail(target: ResolvedAccount, uidl: str, raw: bytes, mail_id: str, received: datetime) -> Mail:
+    return Mail(
+        id=mail_id,
+        team=target.team,
+        account=target.name,
+        direction=Direction.IN,
+        status=MailStatus.RECEIVED,
+        created_at=received,
+        uidl=uidl,
+        raw_key=raw_key(target.team, target.name, mail_id),
+        raw_size=len(raw),
+    )
+
+
+def set_aside(
+    target: ResolvedAccount, uidl: str, raw: bytes, *, reason: str, now: datetime | None = None
+) -> IncomingMail:
+    """The message stored as it came: its raw bytes and a small item with what can be read
+    cheaply (sender, subject cut to a length, date, size), `parse_error` saying why."""
+    mail_id = incoming_mail_id(target.team, target.name, mailbox_identity(target), uidl)
+    headers = cheap_headers(raw)
+    mail = _received_mail(target, uidl, raw, mail_id, now or datetime.now(UTC)).model_copy(
+        update={
+            "from_": headers.from_,
+            "subject": headers.subject,
+            "date": headers.date,
+            "parse_error": f"{SET_ASIDE}: {reason}",
+        }
+    )
+    return IncomingMail(mail=mail, raw_key=mail.raw_key or "", raw=raw, files=[], set_aside=reason)
 
 
 def write_incoming(incoming: IncomingMail, storage: Storage) -> Mail | None:
@@ -166,16 +206,17 @@ def store_incoming(
 
 
 class _ReceivedEvents:
-    """MailReceived events of one pull, put on the bus in batches as mail is stored."""
+    """MailReceived (and MailSetAside) events of one pull, put on the bus in batches as mail is
+    stored."""
 
     def __init__(self, publisher: EventPublisher | None, team: str, account: str) -> None:
         self.publisher, self.team, self.account = publisher, team, account
         self.waiting: list[MailEvent] = []
 
-    def add(self, mail_id: str) -> None:
+    def add(self, mail_id: str, detail_type: str = MAIL_RECEIVED, **extra: str) -> None:
         if self.publisher is None:
             return
-        self.waiting.append(MailEvent(MAIL_RECEIVED, self.team, self.account, mail_id))
+        self.waiting.append(MailEvent(detail_type, self.team, self.account, mail_id, extra))
         if len(self.waiting) >= EVENT_BATCH:
             self.flush()
 
@@ -187,7 +228,7 @@ class _ReceivedEvents:
             self.publisher.publish(batch)
         except Exception:
             # The mail is stored either way; an event is a notification, not the record.
-            logger.exception("could not put %d MailReceived events", len(batch))
+            logger.exception("could not put %d mail events", len(batch))
 
 
 def pull_account(
@@ -200,6 +241,7 @@ def pull_account(
     events: EventPublisher | None = None,
     open_session: SessionOpener | None = None,
     tokens: TokenBroker | None = None,
+    parse: Parse | None = None,
 ) -> AccountPullReport:
     """Pulls the account's new messages under its lease; a failure of the mail server is reported
     (and recorded on the account's pull state), not raised. Raises PullRunning when another pull
@@ -213,20 +255,24 @@ def pull_account(
         opener = open_session or _pop3_opener(transcript, tls_context, tokens, storage)
         report = AccountPullReport(team=team, account=account)
         broken: dict[str, object] = {}
+        aside = _SetAsideState(storage.pull_state.get(team, account))
         try:
-            _pull(
-                target,
-                report,
-                storage=storage,
-                opener=opener,
-                seconds_left=seconds_left,
-                events=events,
-                broken=broken,
-            )
+            with PARSERS.borrowed() as parser:
+                _pull(
+                    target,
+                    report,
+                    storage=storage,
+                    opener=opener,
+                    seconds_left=seconds_left,
+                    events=events,
+                    broken=broken,
+                    aside=aside,
+                    parse=parse or parser.parse,
+                )
         except Exception:
-            _record(storage, report, error="storing the mail failed; the next pull retries")
+            _record(storage, report, error="storing the mail failed; the next pull retries", aside=aside)
             raise
-        _record(storage, report, error=report.error, broken=broken)
+        _record(storage, report, error=report.error, broken=broken, aside=aside)
         return report
     finally:
         storage.pull_state.release_lease(team, account, holder)
@@ -248,10 +294,31 @@ def _pop3_opener(
     return opened
 
 
+class _SetAsideState:
+    """Messages set aside on this account, counted over all its pulls, and the latest of them."""
+
+    def __init__(self, previous: dict[str, Any] | None) -> None:
+        self.count = int((previous or {}).get("set_aside", 0))
+        self.latest: dict[str, str] | None = (previous or {}).get("latest_set_aside")
+
+    def add(self, mail: Mail, reason: str) -> None:
+        self.count += 1
+        self.latest = {"mail_id": mail.id, "reason": reason, "at": datetime.now(UTC).isoformat()}
+
+    def fields(self) -> dict[str, object]:
+        return {"set_aside": self.count, "latest_set_aside": self.latest} if self.count else {}
+
+
 def _record(
-    storage: Storage, report: AccountPullReport, *, error: str | None, broken: dict[str, object] | None = None
+    storage: Storage,
+    report: AccountPullReport,
+    *,
+    error: str | None,
+    aside: _SetAsideState,
+    broken: dict[str, object] | None = None,
 ) -> None:
     state = {
+        **aside.fields(),
         "last_pull_at": datetime.now(UTC).isoformat(),
         "last_error": error,
         "fetched": report.fetched,
@@ -277,22 +344,36 @@ def _pull(
     seconds_left: Callable[[], float] | None,
     events: EventPublisher | None,
     broken: dict[str, object],
+    aside: _SetAsideState,
+    parse: Parse,
 ) -> None:
     identity = mailbox_identity(target)
     delete = not target.account.leave_on_server
     received = _ReceivedEvents(events, target.team, target.name)
-    # (message number, its writes, its size): settled in order, so DELE follows its own writes.
-    pending: deque[tuple[int, Future[Mail | None], int]] = deque()
+    # (message number, its writes, its size, the message): settled in order, so DELE follows its
+    # own writes.
+    pending: deque[tuple[int, Future[Mail | None], int, IncomingMail]] = deque()
 
     def settle_first(session: MailboxSession | None) -> None:
-        number, writes, _ = pending.popleft()
-        stored = writes.result()
+        number, writes, _, incoming = pending.popleft()
+        try:
+            stored = writes.result()
+        except StoreRefused as refused:  # it would fail again on every pull: set it aside
+            incoming = set_aside(
+                target, incoming.mail.uidl or "", incoming.raw, reason=f"storing it failed: {refused}"
+            )
+            stored = write_incoming(incoming, storage)
         if stored is None:
             report.skipped += 1
         else:
             report.fetched += 1
             report.mail_ids.append(stored.id)
             received.add(stored.id)
+            if incoming.set_aside is not None:
+                report.set_aside += 1
+                aside.add(stored, incoming.set_aside)
+                received.add(stored.id, MAIL_SET_ASIDE, reason=incoming.set_aside)
+                logger.warning("%s/%s: mail %s %s", target.team, target.name, stored.id, stored.parse_error)
             if warning := from_rewritten_warning(target.account, stored):
                 report.warnings.append(warning)
                 logger.warning("%s/%s: %s", target.team, target.name, warning)
@@ -322,18 +403,15 @@ def _pull(
                             report.remaining = len(new) - position
                             break
                         raw = session.retrieve(number)
-                        pending.append(
-                            (
-                                number,
-                                writers.submit(write_incoming, prepare_incoming(target, uidl, raw), storage),
-                                len(raw),
-                            )
-                        )
+                        incoming = prepare_incoming(target, uidl, raw, parse=parse)
                         del raw
+                        writes = writers.submit(write_incoming, incoming, storage)
+                        pending.append((number, writes, len(incoming.raw), incoming))
+                        del incoming
                         while pending and (
                             pending[0][1].done()
                             or len(pending) >= MAX_IN_FLIGHT
-                            or sum(size for _, _, size in pending) > MAX_BYTES_IN_FLIGHT
+                            or sum(size for _, _, size, _ in pending) > MAX_BYTES_IN_FLIGHT
                         ):
                             settle_first(session if delete else None)
                     while pending:
