@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: run stop test lint typecheck template unit integration openapi invoke check bench bench-cold bench-oauth2 bench-send install clean
+.PHONY: run stop test lint typecheck template unit integration openapi invoke check bench bench-cold bench-oauth2 bench-send bench-hostile fuzz install clean
 
 install:
 	@bash scripts/bootstrap.sh
@@ -59,6 +59,14 @@ bench-oauth2: install
 	@$(PY) -m bench.oauth2_login
 bench-send: install
 	@$(PY) -m bench.send
+
+# Preparing each hostile received-mail shape of issue 9 next to an ordinary mail of its size.
+bench-hostile: install
+	@$(PY) -m bench.hostile_mail
+
+# The received-mail fuzz target for longer than make test runs it: FUZZ_EXAMPLES=2000 FUZZ_SEED=1.
+fuzz: install
+	@FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-1000} FUZZ_SEED=$${FUZZ_SEED:-$$RANDOM} $(PY) -m pytest -q -p no:cacheprovider tests/unit/test_fuzz_received_mail.py
 
 clean:
 	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache

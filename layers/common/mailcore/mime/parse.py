@@ -621,21 +621,24 @@ def _capped(name: str, values: list[str], cap: int, max_bytes: int, mail: Parsed
         mail.cut.append(f"{name}: {cap} of {len(values)} kept")
         # References: the thread's root and the latest ones say where a mail belongs.
         values = values[: cap // 2] + values[-(cap - cap // 2) :] if name == "references" else values[:cap]
-    return [cut_text(value, max_bytes) for value in values]
+    kept = [cut_text(value, max_bytes) for value in values]
+    if any(value.endswith(CUT_MARK) for value in kept):
+        mail.cut.append(f"{name}: cut, marked {CUT_MARK}")
+    return kept
 
 
 def _bounded(mail: ParsedMail) -> ParsedMail:
     """The mail within the caps of the stored item (module docstring)."""
-    mail.from_ = cut_text(mail.from_, MAX_ADDRESS_BYTES)
-    mail.subject = cut_text(mail.subject, MAX_SUBJECT_BYTES)
+    [mail.from_] = _capped("from", [mail.from_], 1, MAX_ADDRESS_BYTES, mail)
+    [mail.subject] = _capped("subject", [mail.subject], 1, MAX_SUBJECT_BYTES, mail)
     mail.to = _capped("to", mail.to, MAX_RECIPIENTS, MAX_ADDRESS_BYTES, mail)
     mail.cc = _capped("cc", mail.cc, MAX_RECIPIENTS, MAX_ADDRESS_BYTES, mail)
     mail.reply_to = _capped("reply_to", mail.reply_to, MAX_RECIPIENTS, MAX_ADDRESS_BYTES, mail)
     mail.references = _capped("references", mail.references, MAX_REFERENCES, MAX_ID_BYTES, mail)
-    if mail.message_id is not None:
-        mail.message_id = cut_text(mail.message_id, MAX_ID_BYTES)
-    if mail.in_reply_to is not None:
-        mail.in_reply_to = cut_text(mail.in_reply_to, MAX_ID_BYTES)
+    for name in ("message_id", "in_reply_to"):
+        if (value := getattr(mail, name)) is not None:
+            [cut] = _capped(name, [value], 1, MAX_ID_BYTES, mail)
+            setattr(mail, name, cut)
     return mail
 
 

@@ -81,7 +81,9 @@ def refusals_raised() -> Iterator[None]:
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code")
         if code in _REFUSALS:
-            raise StoreRefused(f"{code}: {error.response.get('Error', {}).get('Message', '')}"[:300]) from error
+            raise StoreRefused(
+                f"{code}: {error.response.get('Error', {}).get('Message', '')}"[:300]
+            ) from error
         raise
 
 
