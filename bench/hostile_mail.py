@@ -27,9 +27,12 @@ def measure_one(shape: str, size: int) -> dict[str, float]:
     """In the measuring process: prepare one message as the pull does (parse, files, item)."""
     from mailcore.models import MailAccount
     from mailcore.services.pull import prepare_incoming
+    from mailcore.storage.aws import DynamoMail
+    from mailcore.storage.memory import MemoryBlobs
     from mailcore.teams import ResolvedAccount
 
     from bench import hostile_shapes
+    from bench.item_size import item_size
 
     account = MailAccount.model_validate(
         {
@@ -45,10 +48,17 @@ def measure_one(shape: str, size: int) -> dict[str, float]:
     prepare_incoming(ResolvedAccount("t", "a", account), "warm-up", hostile_shapes.ordinary(1000))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
-    prepare_incoming(ResolvedAccount("t", "a", account), "u1", raw)
+    incoming = prepare_incoming(ResolvedAccount("t", "a", account), "u1", raw)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"bytes": len(raw), "seconds": seconds, "peak_mib": max(peak - before, 0) / 1024}
+    item = DynamoMail("mail", blobs=MemoryBlobs())._item(incoming.mail)  # type: ignore[arg-type]
+    return {
+        "bytes": len(raw),
+        "seconds": seconds,
+        "peak_mib": max(peak - before, 0) / 1024,
+        "item_kb": item_size(item) / 1024,
+        "files": len(incoming.files),
+    }
 
 
 def run(shape: str, size: int, layer: Path, timeout: float) -> dict[str, float] | None:
@@ -99,7 +109,9 @@ def main() -> None:
     from bench.hostile_shapes import SHAPES
 
     print(f"layer {args.layer}, scale {args.scale}, timeout {args.timeout:g} s")
-    print(f"{'shape':22} {'bytes':>9} {'seconds':>9} {'peak MiB':>9} {'x ordinary time':>16}")
+    print(
+        f"{'shape':22} {'bytes':>9} {'seconds':>9} {'peak MiB':>9} {'item KB':>8} {'files':>6} {'x ordinary time':>16}"
+    )
     for shape, (_, reported) in SHAPES.items():
         size = int(reported * args.scale)
         ordinary = run("ordinary", size, args.layer, args.timeout)
@@ -109,7 +121,8 @@ def main() -> None:
             continue
         ratio = found["seconds"] / max(ordinary["seconds"], 1e-6)
         print(
-            f"{shape:22} {found['bytes']:>9.0f} {found['seconds']:>9.3f} {found['peak_mib']:>9.1f} {ratio:>16.1f}"
+            f"{shape:22} {found['bytes']:>9.0f} {found['seconds']:>9.3f} {found['peak_mib']:>9.1f}"
+            f" {found['item_kb']:>8.1f} {found['files']:>6.0f} {ratio:>16.1f}"
             f"   (ordinary: {ordinary['seconds']:.3f} s, {ordinary['peak_mib']:.1f} MiB)"
         )
     if args.layer == ROOT / "layers" / "common":

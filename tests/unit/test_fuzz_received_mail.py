@@ -18,8 +18,8 @@ from mailcore.services.pull import prepare_incoming
 from mailcore.storage.aws import DynamoMail
 from mailcore.storage.memory import MemoryBlobs
 
+from bench.item_size import DYNAMODB_ITEM_LIMIT, item_size
 from tests.unit.test_pull_pipeline import TARGET
-from tests.unit.test_received_item_size import DYNAMODB_ITEM_LIMIT, item_size
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 SEED = int(os.environ.get("FUZZ_SEED", "9"))

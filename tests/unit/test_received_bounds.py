@@ -1,6 +1,5 @@
 """Received mail within the caps of docs/received-mail-limits.md, whatever the mail holds."""
 
-from bench import hostile_shapes
 from mailcore.mime import parse_message
 from mailcore.mime.parse import (
     CUT_MARK,
@@ -11,6 +10,8 @@ from mailcore.mime.parse import (
     MAX_SUBJECT_BYTES,
 )
 from mailcore.sanitize import MAX_HTML_CHARS, MAX_HTML_DEPTH, safe_html
+
+from bench import hostile_shapes
 
 
 def _mail(headers: str, body: str = "hello") -> bytes:

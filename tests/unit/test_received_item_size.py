@@ -2,37 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from mailcore.services.pull import prepare_incoming
 from mailcore.storage.aws import BODY_INLINE_LIMIT, DynamoMail
 from mailcore.storage.memory import MemoryBlobs
 
+from bench.item_size import DYNAMODB_ITEM_LIMIT, item_size
 from tests.unit.test_pull_pipeline import TARGET
 
-DYNAMODB_ITEM_LIMIT = 400 * 1024
 WIDE = "\U0001f600"  # four bytes in UTF-8: the most bytes a character can cost
-
-
-def attribute_size(value: dict[str, Any]) -> int:
-    """The size DynamoDB counts for a typed value (names and values in UTF-8, 3 bytes a list or
-    map entry and per list or map)."""
-    ((kind, inner),) = value.items()
-    if kind == "S":
-        return len(inner.encode("utf-8"))
-    if kind in ("N", "B"):
-        return len(inner)
-    if kind == "L":
-        return 3 + sum(1 + attribute_size(item) for item in inner)
-    if kind == "M":
-        return 3 + sum(len(name.encode()) + 1 + attribute_size(item) for name, item in inner.items())
-    if kind == "SS":
-        return sum(len(item.encode()) for item in inner)
-    return 1
-
-
-def item_size(item: dict[str, Any]) -> int:
-    return sum(len(name.encode()) + attribute_size(value) for name, value in item.items())
 
 
 def worst_mail() -> bytes:
