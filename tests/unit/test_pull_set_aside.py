@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from mailcore.errors import StoreRefused
 from mailcore.events import MAIL_SET_ASIDE, MemoryPublisher
-from mailcore.mime.isolated import IsolatedParser, OverBudget
+from mailcore.mime.isolated import IsolatedParser, OutOfTime, OverBudget
 from mailcore.models import Mail
+from mailcore.services import pull as pull_service
 from mailcore.storage.memory import memory_storage
 
 from tests.unit.test_pull_pipeline import FakeMailbox, mail_id_of, pull
@@ -112,11 +113,35 @@ def test_the_isolated_parser_answers_what_parse_message_answers():
 
 
 def test_a_message_over_the_time_budget_stops_its_parser_and_the_next_message_gets_a_new_one():
-    with IsolatedParser(seconds=0.05) as parser:
+    with IsolatedParser(seconds=0.05, seconds_per_mb=0) as parser:
         with pytest.raises(OverBudget, match="time budget"):
             parser.parse(_large(40))
         parser.seconds = 10
         assert parser.parse(HOSTILE).subject == "café offer"
+
+
+def test_the_time_budget_grows_with_the_size_of_the_message():
+    parser = IsolatedParser(seconds=5, seconds_per_mb=0.5)
+
+    assert parser.budget(0) == 5 and parser.budget(10 * 2**20) == 10
+
+
+def test_a_message_cut_short_by_the_invocations_time_is_out_of_time_not_over_budget():
+    with IsolatedParser() as parser, pytest.raises(OutOfTime):
+        parser.parse(_large(40), seconds_left=0.05)
+
+
+def test_a_pull_whose_time_runs_out_while_parsing_leaves_the_message_for_the_next_pull(monkeypatch):
+    mailbox, storage = FakeMailbox(2), memory_storage()
+    mailbox.messages[1] = (mailbox.messages[1][0], _large(40))
+    monkeypatch.setattr(pull_service, "WRITE_MARGIN_SECONDS", 10.4)
+    clock = iter([60.0, 10.5] + [60.0] * 100)  # the lease, then the fetch with 0.1 s to parse
+
+    report = pull(mailbox, storage, seconds_left=lambda: next(clock))
+
+    assert mailbox.retrieved == [1]
+    assert (report.fetched, report.set_aside, report.remaining, mailbox.deleted) == (0, 0, 2, [])
+    assert storage.mail.get(mail_id_of(mailbox, 1)) is None
 
 
 def test_a_message_over_the_memory_budget_is_refused_and_the_next_message_parses():

@@ -34,9 +34,10 @@ from mailcore.mime.parse import ParsedAttachment, ParsedMail, parse_message
 # A Lambda of 512 MB runs the pull (~100 MB), its writes in flight (48 MB) and this child. 256 MiB
 # is ~5x the peak of parsing a 35 MB mail (the largest that common providers accept, base64).
 PREPARE_MEMORY_BYTES = 256 * 1024 * 1024
-# The slowest ordinary mail measured takes ~1 s (35 MB of attachments); a Lambda of 512 MB has
-# about a third of a core, so ~3 s there. 8 s leaves room and fits an API caller's 29 s.
-PREPARE_SECONDS = 8.0
+# Time: 5 s and 0.5 s per MB of the message. Ordinary mail parses at ~0.05 s per MB here (a 35 MB
+# mail of attachments in 1.7 s); a Lambda of 512 MB has ~0.3 of a core, ~0.17 s per MB there.
+PREPARE_SECONDS = 5.0
+PREPARE_SECONDS_PER_MB = 0.5
 _LENGTH = struct.Struct(">Q")
 _CHUNK = 1024 * 1024
 _READY = b"R"
@@ -48,28 +49,37 @@ class ParserUnavailable(RuntimeError):
 
 
 class OverBudget(Exception):
-    """The message could not be parsed within its budget; `bound` says which one."""
+    """The message could not be parsed within its budget; `bound` says which one, in words."""
 
-    def __init__(self, bound: str) -> None:
+    def __init__(self, bound: str, *, time: bool = False) -> None:
         super().__init__(bound)
-        self.bound = bound
+        self.bound, self.time = bound, time
 
 
-def _budget_text(seconds: float, memory: int) -> tuple[str, str]:
-    return (
-        f"preparing it took more than {seconds:g} s (the per-message time budget)",
-        f"preparing it needed more than {memory // (1024 * 1024)} MiB (the per-message memory budget)",
-    )
+class OutOfTime(Exception):
+    """The invocation's time ran out while a message was parsed within its budget: the message
+    is not at fault, the next pull takes it again."""
 
 
 class IsolatedParser:
     """`parse(raw)` as `parse_message(raw)`, in the child; raises OverBudget. Use it as a context
     manager (the child is started on first use and stopped at the end)."""
 
-    def __init__(self, seconds: float = PREPARE_SECONDS, memory: int = PREPARE_MEMORY_BYTES) -> None:
-        self.seconds, self.memory = seconds, memory
-        self.over_time, self.over_memory = _budget_text(seconds, memory)
+    def __init__(
+        self,
+        seconds: float = PREPARE_SECONDS,
+        memory: int = PREPARE_MEMORY_BYTES,
+        seconds_per_mb: float = PREPARE_SECONDS_PER_MB,
+    ) -> None:
+        self.seconds, self.memory, self.seconds_per_mb = seconds, memory, seconds_per_mb
+        self.over_memory = (
+            f"preparing it needed more than {memory // 2**20} MiB (the per-message memory budget)"
+        )
         self._child: subprocess.Popen[bytes] | None = None
+
+    def budget(self, size: int) -> float:
+        """The seconds a message of `size` bytes may take."""
+        return self.seconds + self.seconds_per_mb * size / 2**20
 
     def __enter__(self) -> IsolatedParser:
         return self
@@ -106,17 +116,32 @@ class IsolatedParser:
             assert ready == _READY
         return self._child
 
-    def parse(self, raw: bytes) -> ParsedMail:
+    def parse(self, raw: bytes, *, seconds_left: float | None = None) -> ParsedMail:
+        """Raises OverBudget, or OutOfTime when `seconds_left` (the invocation's time) ran out
+        before the message's budget did."""
+        budget = self.budget(len(raw))
+        if seconds_left is not None and seconds_left < budget:
+            try:
+                return self._parse(raw, max(seconds_left, 0.0))
+            except OverBudget as over:
+                if over.time:
+                    raise OutOfTime from None
+                raise
+        return self._parse(raw, budget)
+
+    def _parse(self, raw: bytes, seconds: float) -> ParsedMail:
         child = self._started()
         assert child.stdin is not None and child.stdout is not None
-        deadline = time.monotonic() + self.seconds
+        deadline = time.monotonic() + seconds
         try:
             _send(child.stdin.fileno(), _LENGTH.pack(len(raw)), deadline)
             _send(child.stdin.fileno(), raw, deadline)
             answer = _receive(child.stdout.fileno(), deadline)
         except TimeoutError:
             self.close()
-            raise OverBudget(self.over_time) from None
+            raise OverBudget(
+                f"preparing it took more than {seconds:.1f} s (the per-message time budget)", time=True
+            ) from None
         except OSError:  # the child died: killed by the kernel for memory, or crashed
             self.close()
             raise OverBudget(self.over_memory) from None

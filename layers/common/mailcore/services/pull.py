@@ -18,18 +18,20 @@ from __future__ import annotations
 import logging
 import mimetypes
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol
 
 from mailcore.errors import MailServerError, PullRunning, StoreRefused
 from mailcore.events import MAIL_RECEIVED, MAIL_SET_ASIDE, EventPublisher, MailEvent
 from mailcore.ids import incoming_mail_id, new_id
-from mailcore.mime.isolated import PARSERS, OverBudget, ParserUnavailable
+from mailcore.mime.isolated import PARSERS, OutOfTime, OverBudget, ParserUnavailable
 from mailcore.mime.parse import ParsedMail, cheap_headers, parse_message
 from mailcore.models import AccountPullReport, Direction, Mail, MailStatus, StoredFile
 from mailcore.oauth2 import OAuth2Error, TokenBroker
@@ -44,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 # Stop fetching when fewer seconds than this are left: storing one large message takes a while.
 TIME_MARGIN_SECONDS = 10.0
+# A message's parsing stops this long before the time runs out (its writes and the record follow).
+WRITE_MARGIN_SECONDS = 5.0
 # A pull never runs longer than a Lambda can (15 min); its lease outlives it by a margin.
 MAX_PULL_SECONDS = 900.0
 LEASE_MARGIN_SECONDS = 30.0
@@ -107,7 +111,7 @@ def prepare_incoming(
         parse_error = None
     except OverBudget as over:
         return set_aside(target, uidl, raw, reason=over.bound, now=received)
-    except ParserUnavailable:
+    except (ParserUnavailable, OutOfTime):
         raise
     except Exception as error:  # the raw message is kept; a person can look at it
         parsed, parse_error = None, f"{type(error).__name__}: {error}"[:1000]
@@ -267,7 +271,7 @@ def pull_account(
                     events=events,
                     broken=broken,
                     aside=aside,
-                    parse=parse or parser.parse,
+                    parse=parser.parse if parse is None else _untimed(parse),
                 )
         except Exception:
             _record(storage, report, error="storing the mail failed; the next pull retries", aside=aside)
@@ -276,6 +280,19 @@ def pull_account(
         return report
     finally:
         storage.pull_state.release_lease(team, account, holder)
+
+
+class TimedParse(Protocol):
+    """Parses a message; raises OutOfTime when `seconds_left` runs out first (IsolatedParser.parse)."""
+
+    def __call__(self, raw: bytes, *, seconds_left: float | None = None) -> ParsedMail: ...
+
+
+def _untimed(parse: Parse) -> TimedParse:
+    def timed(raw: bytes, *, seconds_left: float | None = None) -> ParsedMail:
+        return parse(raw)
+
+    return timed
 
 
 def _pop3_opener(
@@ -345,7 +362,7 @@ def _pull(
     events: EventPublisher | None,
     broken: dict[str, object],
     aside: _SetAsideState,
-    parse: Parse,
+    parse: TimedParse,
 ) -> None:
     identity = mailbox_identity(target)
     delete = not target.account.leave_on_server
@@ -399,11 +416,20 @@ def _pull(
                                 session.delete(number)
                                 report.deleted += 1
                     for position, (number, uidl) in enumerate(new):
-                        if seconds_left is not None and seconds_left() < TIME_MARGIN_SECONDS:
+                        left = seconds_left() if seconds_left is not None else None
+                        if left is not None and left < TIME_MARGIN_SECONDS:
                             report.remaining = len(new) - position
                             break
+                        deadline = None if left is None else time.monotonic() + left - WRITE_MARGIN_SECONDS
                         raw = session.retrieve(number)
-                        incoming = prepare_incoming(target, uidl, raw, parse=parse)
+                        within = partial(
+                            parse, seconds_left=None if deadline is None else deadline - time.monotonic()
+                        )
+                        try:
+                            incoming = prepare_incoming(target, uidl, raw, parse=within)
+                        except OutOfTime:  # not the message's fault: the next pull takes it
+                            report.remaining = len(new) - position
+                            break
                         del raw
                         writes = writers.submit(write_incoming, incoming, storage)
                         pending.append((number, writes, len(incoming.raw), incoming))
