@@ -24,7 +24,7 @@ from tests.unit.test_pull_pipeline import TARGET
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 SEED = int(os.environ.get("FUZZ_SEED", "9"))
 MAX_BYTES = 400_000
-# Far below the per-message budget (8 s, 256 MiB), so that a superlinear shape shows at these
+# Far below the per-message budget (5 s + 0.5 s/MB, 256 MiB), so that a superlinear shape shows at these
 # sizes already: an ordinary mail of 400 KB is prepared in ~20 ms (~60 ms under tracemalloc).
 MAX_SECONDS = 2.0
 MAX_PEAK = 64 * 1024 * 1024
