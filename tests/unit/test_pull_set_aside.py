@@ -9,9 +9,11 @@ from mailcore.events import MAIL_SET_ASIDE, MemoryPublisher
 from mailcore.mime.isolated import IsolatedParser, OutOfTime, OverBudget
 from mailcore.models import Mail
 from mailcore.services import pull as pull_service
+from mailcore.services.dispatch import pull_status
 from mailcore.storage.memory import memory_storage
+from mailcore.teams import Caller
 
-from tests.unit.test_pull_pipeline import FakeMailbox, mail_id_of, pull
+from tests.unit.test_pull_pipeline import TARGET, FakeMailbox, mail_id_of, pull
 
 HOSTILE = (
     b"From: Mallory <mallory@example.test>\r\nSubject: =?utf-8?q?caf=C3=A9?= offer\r\n"
@@ -149,3 +151,21 @@ def test_a_message_over_the_memory_budget_is_refused_and_the_next_message_parses
         with pytest.raises(OverBudget, match="memory budget"):
             parser.parse(_large(40))
         assert parser.parse(HOSTILE).subject == "café offer"
+
+
+class OneAccountDirectory:
+    def resolve_account(self, caller, account, team=None):
+        return TARGET
+
+
+def test_the_pull_status_shows_how_many_messages_were_set_aside_and_the_latest_reason():
+    mailbox, storage = FakeMailbox(2), memory_storage()
+    pull(mailbox, storage, parse=over_budget_for(b"body 2"))
+
+    status = pull_status(
+        Caller("member", frozenset({"acme"})), "main", None, directory=OneAccountDirectory(), storage=storage
+    )
+
+    assert status["set_aside"] == 1
+    assert status["latest_set_aside"]["mail_id"] == mail_id_of(mailbox, 2)
+    assert status["latest_set_aside"]["reason"] == TIME
