@@ -87,6 +87,28 @@ def long_content_type(size: int) -> bytes:
     )
 
 
+def _html_mail(subject: bytes, body: bytes) -> bytes:
+    return (
+        _HEAD
+        + b"Subject: "
+        + subject
+        + b"\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+        + body
+        + b"\r\n"
+    )
+
+
+def formatting_blocks(size: int) -> bytes:
+    """Blocks each leaving a distinct <b> unclosed: a parser reopens all of them in every block."""
+    blocks = b"".join(b'<p><b title="%d">x</p>' % n for n in range(size // 24))
+    return _html_mail(b"formatting", blocks)
+
+
+def unclosed_tags(size: int) -> bytes:
+    """`<a` repeated with no `>`: a tag pattern that looks for each one's `>` is cubic here."""
+    return _html_mail(b"unclosed", b"<a" * (size // 2))
+
+
 def ordinary(size: int) -> bytes:
     """An ordinary mail of about `size` bytes: text and HTML alternatives and one attachment."""
     paragraph = b"<p>Dear customer, your order 12345 has shipped. Kind regards, the shop.</p>\r\n"
@@ -110,4 +132,7 @@ SHAPES: dict[str, tuple[Callable[[int], bytes], int]] = {
     "encoded_word_subject": (encoded_word_subject, 8000 * 13),
     "many_parts": (many_parts, 9000 * len(ONE_BYTE_PART)),
     "long_content_type": (long_content_type, 20 * 1200),
+    # Found while bounding the sanitizer (not in the issue):
+    "formatting_blocks": (formatting_blocks, 256 * 1024),
+    "unclosed_tags": (unclosed_tags, 64 * 1024),
 }

@@ -21,12 +21,14 @@ from mailcore.storage.memory import MemoryBlobs
 from bench.item_size import DYNAMODB_ITEM_LIMIT, item_size
 from tests.unit.test_pull_pipeline import TARGET
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
 SEED = int(os.environ.get("FUZZ_SEED", "9"))
 MAX_BYTES = 400_000
-# Far below the per-message budget (5 s + 0.5 s/MB, 256 MiB), so that a superlinear shape shows at these
-# sizes already: an ordinary mail of 400 KB is prepared in ~20 ms (~60 ms under tracemalloc).
-MAX_SECONDS = 2.0
+# Far below the per-message budget (5 s + 0.5 s/MB, 256 MiB), so that a superlinear shape shows at
+# these sizes already: an ordinary mail of 400 KB is prepared in ~20 ms, tag-dense HTML at ~3 us a
+# byte. CPU time, not wall time: the machine is shared.
+MAX_SECONDS = 0.5
+MAX_SECONDS_PER_BYTE = 10e-6
 MAX_PEAK = 64 * 1024 * 1024
 
 HEADER_TOKENS = [
@@ -80,15 +82,16 @@ def messages(draw: st.DrawFn) -> bytes:
 @given(messages())
 @example(b"To: " + b'"' * 100_000 + b"\r\n\r\nx")
 def test_any_received_mail_is_prepared_within_bounded_time_and_memory_into_an_item_under_the_limit(raw):
+    started = time.process_time()
+    incoming = prepare_incoming(TARGET, "fuzz", raw)
+    seconds = time.process_time() - started
     tracemalloc.start()
     try:
-        started = time.perf_counter()
-        incoming = prepare_incoming(TARGET, "fuzz", raw)
-        seconds = time.perf_counter() - started
+        prepare_incoming(TARGET, "fuzz", raw)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
 
-    assert seconds < MAX_SECONDS, f"{seconds:.2f} s for {len(raw)} bytes"
+    assert seconds < MAX_SECONDS + MAX_SECONDS_PER_BYTE * len(raw), f"{seconds:.2f} s for {len(raw)} bytes"
     assert peak < MAX_PEAK, f"{peak / 2**20:.0f} MiB for {len(raw)} bytes"
     assert item_size(DynamoMail("mail", blobs=MemoryBlobs())._item(incoming.mail)) < DYNAMODB_ITEM_LIMIT  # type: ignore[arg-type]

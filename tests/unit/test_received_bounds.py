@@ -9,7 +9,7 @@ from mailcore.mime.parse import (
     MAX_REFERENCES,
     MAX_SUBJECT_BYTES,
 )
-from mailcore.sanitize import MAX_HTML_CHARS, MAX_HTML_DEPTH, safe_html
+from mailcore.sanitize import MAX_FORMATTING, MAX_HTML_CHARS, MAX_HTML_DEPTH, safe_html
 
 from bench import hostile_shapes
 
@@ -92,3 +92,11 @@ def test_void_elements_do_not_count_as_nesting():
 
 def test_html_longer_than_the_cap_is_cut():
     assert len(safe_html("<p>" + "x" * (MAX_HTML_CHARS + 10) + "</p>")) <= MAX_HTML_CHARS + len("</p>")
+
+
+def test_unclosed_formatting_elements_past_the_cap_are_dropped_so_blocks_do_not_reopen_them_all():
+    html = "".join(f'<p><b title="{n}">x</p>' for n in range(MAX_FORMATTING + 30))
+
+    blocks = safe_html(html).split("<p>")
+
+    assert max(block.count("<b") for block in blocks) <= MAX_FORMATTING
