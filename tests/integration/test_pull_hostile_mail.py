@@ -7,8 +7,12 @@ from __future__ import annotations
 import json
 import poplib
 import time
+from datetime import UTC, datetime
 
+import pytest
 from mailcore import runtime
+from mailcore.errors import StoreRefused
+from mailcore.models import Direction, Mail, MailStatus
 
 from bench import hostile_shapes
 from local.maildir import deliver_files
@@ -77,3 +81,18 @@ def test_hostile_mail_in_front_of_ordinary_mail_neither_stops_the_account_nor_an
     assert status == 200 and body["status"]["remaining"] == 0
     assert body["status"]["set_aside"] == report["set_aside"]
     assert time.monotonic() - started < 60
+
+
+def test_an_item_dynamodb_refuses_for_its_size_raises_store_refused_not_a_retryable_error(stack):
+    mail = Mail(
+        id=f"too-large-{time.time_ns()}",
+        team="t",
+        account="a",
+        direction=Direction.IN,
+        status=MailStatus.RECEIVED,
+        created_at=datetime.now(UTC),
+        references=[f"<{n:06d}@{'x' * 40}>" for n in range(10_000)],
+    )
+
+    with pytest.raises(StoreRefused, match="ValidationException"):
+        runtime.storage().mail.put_new(mail)
