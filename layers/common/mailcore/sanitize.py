@@ -103,7 +103,7 @@ _CLEANER = nh3.Cleaner(
 
 MAX_HTML_CHARS = 4_000_000
 MAX_HTML_DEPTH = 100
-MAX_FORMATTING = 12
+MAX_FORMATTING = 8
 _FORMATTING = {
     "a", "b", "big", "code", "em", "font", "i", "nobr", "s", "small", "strike", "strong", "tt", "u",
 }  # fmt: skip
