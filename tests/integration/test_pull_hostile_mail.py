@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 import pytest
 from mailcore import runtime
 from mailcore.errors import StoreRefused
+from mailcore.mime.isolated import IsolatedParser, ParserPool
 from mailcore.models import Direction, Mail, MailStatus
+from mailcore.services import pull as pull_service
 
 from bench import hostile_shapes
 from local.maildir import deliver_files
@@ -96,3 +98,36 @@ def test_an_item_dynamodb_refuses_for_its_size_raises_store_refused_not_a_retrya
 
     with pytest.raises(StoreRefused, match="ValidationException"):
         runtime.storage().mail.put_new(mail)
+
+
+def test_a_message_over_its_memory_budget_is_set_aside_and_the_mail_behind_it_still_arrives(
+    stack, new_team, monkeypatch
+):
+    # The budget is lowered for this test (a message over 256 MiB of parsing is too heavy to
+    # build on a shared machine); the child process, its limit and the pull are the real ones.
+    small = ParserPool(lambda: IsolatedParser(memory=24 * 2**20))
+    monkeypatch.setattr(pull_service, "PARSERS", small)
+    team = new_team(leave_on_server=False)
+    big = b"From: Big <big@example.test>\r\nSubject: big\r\n\r\n" + b"line of text\r\n" * 600_000
+    deliver_files(stack.mail_servers, team.mailbox.address, [big])
+    assert len(uidls(stack, team.mailbox)) == 1
+    deliver_files(stack.mail_servers, team.mailbox.address, ORDINARY[:3])
+
+    status, body = invoke(stack, team, f"/api/core/mail/pull/{team.account}", "/api/core/mail/pull/{account}")
+
+    assert status == 200, body
+    (report,) = body["accounts"]
+    assert (report["fetched"], report["set_aside"], report["error"]) == (4, 1, None)
+    storage = runtime.storage()
+    aside = storage.mail.get(report["mail_ids"][0])
+    assert (
+        aside.parse_error == "set aside: preparing it needed more than 24 MiB (the per-message memory budget)"
+    )
+    assert (aside.from_, aside.subject, aside.raw_size) == ("Big <big@example.test>", "big", len(big))
+    assert storage.blobs.get(aside.raw_key).replace(b"\r\n", b"\n") == big.replace(b"\r\n", b"\n")
+    assert stack.mail_servers.message_count(team.mailbox.address) == 0
+    status, body = invoke(
+        stack, team, f"/api/core/mail/pull/{team.account}/status", "/api/core/mail/pull/{account}/status"
+    )
+    assert body["status"]["set_aside"] == 1
+    assert body["status"]["latest_set_aside"]["mail_id"] == aside.id

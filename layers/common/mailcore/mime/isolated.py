@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, BinaryIO
 
@@ -155,14 +155,15 @@ class ParserPool:
     """Parser processes kept between pulls of this process (a child starts in ~0.1 s), one per
     pull running at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, make: Callable[[], IsolatedParser] = IsolatedParser) -> None:
         self._idle: list[IsolatedParser] = []
         self._lock = threading.Lock()
+        self._make = make
 
     @contextlib.contextmanager
     def borrowed(self) -> Iterator[IsolatedParser]:
         with self._lock:
-            parser = self._idle.pop() if self._idle else IsolatedParser()
+            parser = self._idle.pop() if self._idle else self._make()
         try:
             yield parser
         finally:
