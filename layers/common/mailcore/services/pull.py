@@ -352,6 +352,20 @@ def _record(
         logger.exception("could not record the pull state of %s/%s", report.team, report.account)
 
 
+def _written_or_set_aside(
+    target: ResolvedAccount, writes: Future[Mail | None], incoming: IncomingMail, storage: Storage
+) -> tuple[Mail | None, IncomingMail]:
+    """The outcome of a message's writes; a message storage refused for what it is (it would fail
+    again on every pull) is written again, set aside."""
+    try:
+        return writes.result(), incoming
+    except StoreRefused as refused:
+        aside = set_aside(
+            target, incoming.mail.uidl or "", incoming.raw, reason=f"storing it failed: {refused}"
+        )
+        return write_incoming(aside, storage), aside
+
+
 def _pull(
     target: ResolvedAccount,
     report: AccountPullReport,
@@ -373,13 +387,7 @@ def _pull(
 
     def settle_first(session: MailboxSession | None) -> None:
         number, writes, _, incoming = pending.popleft()
-        try:
-            stored = writes.result()
-        except StoreRefused as refused:  # it would fail again on every pull: set it aside
-            incoming = set_aside(
-                target, incoming.mail.uidl or "", incoming.raw, reason=f"storing it failed: {refused}"
-            )
-            stored = write_incoming(incoming, storage)
+        stored, incoming = _written_or_set_aside(target, writes, incoming, storage)
         if stored is None:
             report.skipped += 1
         else:
