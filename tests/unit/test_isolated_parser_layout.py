@@ -1,12 +1,12 @@
-"""The parser child process starts from the deployment layout (function folder, layer, runtime; no
-dev install), as it must inside Lambda, and parses a message there."""
+"""The parser child process starts from a deployment-like layout (the layer's mailcore and only the
+distributions it imports; no dev install on the path), as it must inside Lambda, and parses there."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from bench.cold_init import TEMPLATE, assemble, dependencies, subjects
-from local.template import Template
+from bench.cold_init import LAYER_SOURCE, imported_distributions, link_distributions
 
 _PARSE_IN_CHILD = """
 from mailcore.mime.isolated import IsolatedParser
@@ -15,16 +15,17 @@ with IsolatedParser() as parser:
 """
 
 
-def test_the_pull_functions_parser_child_starts_from_the_deployment_layout(tmp_path: Path) -> None:
-    pull = [
-        subject for subject in subjects(Template.load(TEMPLATE)) if subject.spec.logical_id == "PullFunction"
-    ]
-    layout = assemble(tmp_path, pull, dependencies(pull), bytecode=False)
-    path = ":".join(str(folder) for folder in layout.path_for("PullFunction"))
+def test_the_parser_child_starts_from_the_layer_without_the_dev_install(tmp_path: Path) -> None:
+    layer = tmp_path / "opt" / "python"
+    shutil.copytree(
+        LAYER_SOURCE / "mailcore", layer / "mailcore", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    needed = imported_distributions([LAYER_SOURCE], ["mailcore.mime.isolated"], []) - {"mail-service"}
+    link_distributions(needed, layer)
 
     done = subprocess.run(
         [sys.executable, "-S", "-c", _PARSE_IN_CHILD],
-        env={"PYTHONPATH": path, "PYTHONDONTWRITEBYTECODE": "1"},
+        env={"PYTHONPATH": str(layer), "PYTHONDONTWRITEBYTECODE": "1"},
         cwd=tmp_path,
         capture_output=True,
         text=True,
