@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.utils import getaddresses
 from enum import StrEnum
@@ -219,8 +220,71 @@ class TeamConfig(BaseModel):
         return self.type == "mail"
 
 
+# What the email package refuses in a header value: every character str.splitlines() breaks a
+# line at (CR, LF, VT, FF, FS, GS, RS, NEL, U+2028, U+2029), NUL and the other C0 controls but
+# TAB, DEL, and lone surrogates (they cannot be encoded). Checked here so a violation is a 400
+# naming the field, never a ValueError from the MIME builder later.
+_HEADER_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_DOMAIN_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+MAX_ADDRESSES = 100
+
+
+def reject_header_unsafe(value: str) -> str:
+    if found := _HEADER_UNSAFE.search(value):
+        raise ValueError(f"must not contain the control or line-break character U+{ord(found.group()):04X}")
+    return value
+
+
+def header_safe(value: str) -> str:
+    """`value` with every character a header may not hold replaced by a space (for header text
+    taken from stored data, such as a received mail's subject or a received file's name)."""
+    return _HEADER_UNSAFE.sub(" ", value)
+
+
+def reject_surrogates(value: str) -> str:
+    if _SURROGATE.search(value):
+        raise ValueError("must not contain lone surrogates (text that is not Unicode)")
+    return value
+
+
+def ascii_domain(domain: str) -> str:
+    """The domain as SMTP and the header need it: IDNA (punycode) for a non-ASCII one; raises
+    ValueError saying what is wrong (an empty label, a trailing dot, a label not a host name)."""
+    if not domain or domain.startswith(".") or domain.endswith(".") or ".." in domain:
+        raise ValueError(
+            f"the domain {domain[:100]!r} has an empty label (a leading, trailing or double dot)"
+        )
+    if not domain.isascii():
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise ValueError(
+                f"the domain {domain[:100]!r} is not a valid internationalised domain name"
+            ) from None
+    labels = domain.split(".")
+    if len(domain) > 253 or len(labels) < 2 or not all(_DOMAIN_LABEL.match(label) for label in labels):
+        raise ValueError(f"the domain {domain[:100]!r} is not a host name")
+    return domain
+
+
+def _checked_address(name: str, addr: str, item: str) -> str:
+    reject_header_unsafe(name)
+    local, at, domain = addr.rpartition("@")
+    if not at or not local or not domain or " " in addr or len(local) > 64:
+        raise ValueError(f"not a valid mail address: {item.strip()[:100]!r}")
+    if not local.isascii():
+        # Such a local part needs SMTPUTF8 end to end; the service sends plain SMTP only.
+        raise ValueError(
+            f"the local part of {addr[:100]!r} is not ASCII: it needs SMTPUTF8, which this service does not use"
+        )
+    address = Address(display_name=name, addr_spec=f"{local}@{ascii_domain(domain)}")
+    return str(address)
+
+
 def parse_addresses(value: str | list[str]) -> list[str]:
-    """Parses a comma separated string or a list of addresses into normalised `Name <addr>` strings.
+    """Parses a comma separated string or a list of addresses into normalised `Name <addr>` strings
+    with ASCII (IDNA) domains, each one the MIME builder and smtplib can use.
 
     Raises ValueError naming what is wrong, which pydantic reports against the field.
     """
@@ -229,21 +293,18 @@ def parse_addresses(value: str | list[str]) -> list[str]:
     for item in items:
         if not isinstance(item, str):
             raise ValueError("addresses must be strings")
-        reject_line_breaks(item)
+        reject_header_unsafe(item)
         if not item.strip():
             continue
-        for name, addr in getaddresses([item], strict=True):
-            local, at, domain = addr.rpartition("@")
-            if not at or not local or not domain or " " in addr or "." not in domain.strip("."):
-                raise ValueError(f"not a valid mail address: {item.strip()!r}")
-            addresses.append(str(Address(display_name=name, addr_spec=addr)))
+        try:
+            for name, addr in getaddresses([item], strict=True):
+                addresses.append(_checked_address(name, addr, item))
+        except (HeaderParseError, IndexError, TypeError):
+            # The email package's parser raises these (not ValueError) for a malformed address.
+            raise ValueError(f"not a valid mail address: {item.strip()[:100]!r}") from None
+        if len(addresses) > MAX_ADDRESSES:
+            raise ValueError(f"at most {MAX_ADDRESSES} addresses")
     return addresses
-
-
-def reject_line_breaks(value: str) -> str:
-    if "\r" in value or "\n" in value:
-        raise ValueError("must not contain CR or LF")
-    return value
 
 
 def _address_list(value: Any) -> Any:
@@ -275,7 +336,8 @@ def _id_list(value: Any) -> Any:
 
 AddressList = Annotated[list[str], BeforeValidator(_address_list)]
 FileIdList = Annotated[list[str], BeforeValidator(_id_list)]
-HeaderText = Annotated[str, BeforeValidator(lambda v: reject_line_breaks(v) if isinstance(v, str) else v)]
+HeaderText = Annotated[str, BeforeValidator(lambda v: reject_header_unsafe(v) if isinstance(v, str) else v)]
+BodyText = Annotated[str, BeforeValidator(lambda v: reject_surrogates(v) if isinstance(v, str) else v)]
 
 
 class SendRequest(BaseModel):
@@ -288,8 +350,8 @@ class SendRequest(BaseModel):
     bcc: AddressList = Field(default_factory=list)
     reply_to: AddressList = Field(default_factory=list)
     subject: HeaderText = Field(default="", max_length=998)
-    body_text: str | None = None
-    body_html: str | None = None
+    body_text: BodyText | None = None
+    body_html: BodyText | None = None
     attachments: FileIdList = Field(default_factory=list, max_length=100)
     # The id of a stored mail of the same team this one answers: sets In-Reply-To, References, "Re:".
     reply_to_mail: str | None = Field(default=None, pattern=ID_PATTERN)

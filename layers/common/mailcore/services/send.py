@@ -21,7 +21,7 @@ from mailcore.errors import InvalidInput, MailServerError, NotFound
 from mailcore.ids import new_id
 from mailcore.limits import AccountLimiter
 from mailcore.mime.build import OutgoingAttachment, build_message, new_message_id
-from mailcore.models import Direction, Mail, MailStatus, SendRequest, StoredFile
+from mailcore.models import Direction, Mail, MailStatus, SendRequest, StoredFile, header_safe
 from mailcore.oauth2 import TokenBroker
 from mailcore.protocols.smtp import SmtpAccount, SmtpDelivery, SmtpSession
 from mailcore.protocols.transcript import Transcript
@@ -96,7 +96,8 @@ def render(mail: Mail, storage: Storage) -> bytes:
             data = storage.blobs.get(stored.s3_key)
         except Exception as error:
             raise NotFound(f"the content of file {stored.id!r} is missing", field="attachments") from error
-        attachments.append(OutgoingAttachment(stored.name, stored.content_type, data))
+        # A received file's name is whatever the sender wrote: only header-safe text goes out.
+        attachments.append(OutgoingAttachment(header_safe(stored.name), stored.content_type, data))
     assert mail.date is not None and mail.message_id is not None
     message = build_message(
         mail_from=mail.from_,
@@ -132,7 +133,7 @@ def compose(
     subject, in_reply_to, references = request.subject, None, []
     if request.reply_to_mail:
         original = thread_of(target.team, request.reply_to_mail, storage)
-        subject = reply_subject(subject or original.subject)
+        subject = reply_subject(subject or header_safe(original.subject))
         if original.message_id:
             in_reply_to = original.message_id
             chain = [*original.references, original.message_id]
