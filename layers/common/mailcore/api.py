@@ -124,11 +124,15 @@ def make_resolver() -> APIGatewayRestResolver:
 
 
 def current_caller(app: APIGatewayRestResolver) -> Caller:
-    claims = app.current_event.request_context.authorizer.claims
-    caller = caller_from_claims(claims)
+    """The caller and its mail teams (only groups that have a mail team secret)."""
+    from mailcore import runtime
+
+    event = app.current_event
+    authorization = event.headers.get("Authorization") or event.headers.get("authorization")
+    caller = caller_from_claims(event.request_context.authorizer.claims, authorization)
     if caller is None:
         raise NotAuthenticated("a valid token is required")
-    return caller
+    return runtime.directory().member_teams(caller)
 
 
 # API Gateway (REST) gives up on an integration after 29 s; work for an HTTP caller must stop
