@@ -59,6 +59,22 @@ def test_a_large_file_is_uploaded_with_a_presigned_url_and_can_then_be_sent(stac
     assert status == 200, answer
 
 
+def test_a_file_uploaded_with_more_bytes_than_declared_is_not_sent(stack, new_team):
+    from tests.integration.test_send import send
+
+    team = new_team()
+    registered = upload(stack, team.team, size=1, name="big.bin")
+    request = urllib.request.Request(
+        registered["upload_url"], data=b"x" * 100_000, method="PUT", headers={"Content-Type": "text/plain"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 200  # the URL signs the content type only: S3 takes any size
+    status, answer = send(
+        stack, team, {"to": team.mailbox.address, "body_text": "x", "attachments": registered["file"]["id"]}
+    )
+    assert status == 400 and "declared" in answer["error"]["message"]
+
+
 def test_a_file_not_uploaded_yet_cannot_be_attached(stack, new_team):
     from tests.integration.test_send import send
 

@@ -173,3 +173,53 @@ def test_a_stored_file_whose_name_the_email_package_refuses_is_attached_under_a_
     parsed = email.message_from_bytes(storage.blobs.get(mail.raw_key), policy=email.policy.default)
     (attachment,) = parsed.iter_attachments()
     assert attachment.get_filename() == "a b c.txt"
+
+
+def registered_upload(storage, declared: int, uploaded: bytes) -> str:
+    from mailcore.services.files import store_file
+    from mailcore.teams import Caller
+
+    caller = Caller(user="u@example.test", teams=frozenset({"t"}))
+    stored, _ = store_file(
+        caller,
+        team="t",
+        name="big.bin",
+        content_type="application/pdf",
+        content=None,
+        size=declared,
+        storage=storage,
+    )
+    storage.blobs.put(stored.s3_key, uploaded, "application/pdf")
+    return stored.id
+
+
+def test_a_file_uploaded_larger_than_declared_is_refused_when_attached():
+    from mailcore.errors import InvalidInput
+
+    storage = memory_storage()
+    file_id = registered_upload(storage, declared=1, uploaded=b"x" * 60_000)
+    with pytest.raises(InvalidInput) as caught:
+        compose(
+            account(),
+            SendRequest(to="a@example.test", body_text="x", attachments=[file_id]),
+            storage=storage,
+            status="queued",
+        )
+    assert (
+        caught.value.status == 400
+        and caught.value.field == "attachments"
+        and "declared" in caught.value.message
+    )
+
+
+def test_a_file_uploaded_with_its_declared_size_is_attached():
+    storage = memory_storage()
+    file_id = registered_upload(storage, declared=5, uploaded=b"12345")
+    mail = compose(
+        account(),
+        SendRequest(to="a@example.test", body_text="x", attachments=[file_id]),
+        storage=storage,
+        status="queued",
+    )
+    parsed = email.message_from_bytes(storage.blobs.get(mail.raw_key), policy=email.policy.default)
+    assert [part.get_content() for part in parsed.iter_attachments()] == [b"12345"]

@@ -110,6 +110,17 @@ class S3Blobs(AwsAdapter):
     def get(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
 
+    def get_at_most(self, key: str, limit: int) -> bytes | None:
+        # One GET: the size checked is the size read, even if the object is replaced meanwhile.
+        answer = self.client.get_object(Bucket=self.bucket, Key=key)
+        body = answer["Body"]
+        if answer["ContentLength"] > limit:
+            body.close()
+            return None
+        data: bytes = body.read(limit + 1)
+        body.close()
+        return None if len(data) > limit else data
+
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 

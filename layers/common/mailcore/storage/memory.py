@@ -150,6 +150,10 @@ class MemoryBlobs:
     def get(self, key: str) -> bytes:
         return self.objects[key][0]
 
+    def get_at_most(self, key: str, limit: int) -> bytes | None:
+        data = self.objects[key][0]
+        return None if len(data) > limit else data
+
     def exists(self, key: str) -> bool:
         return key in self.objects
 
