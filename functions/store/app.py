@@ -8,6 +8,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore import runtime
+from mailcore.answers import FileAnswer, MailAnswer, MailListAnswer, responses
 from mailcore.api import current_caller, json_response, make_resolver
 from mailcore.models import ID_PATTERN, Direction, FileUpload, MailStatus
 from mailcore.services.files import store_file, team_file, team_mail
@@ -18,7 +19,13 @@ logger = Logger()
 app = make_resolver()
 
 
-@app.post("/api/core/files", summary="Store a file of a team (base64 content, or an upload URL)")
+@app.post(
+    "/api/core/files",
+    summary="Store a file of a team (base64 content, or an upload URL)",
+    responses=responses(
+        201, FileAnswer, "The file is stored, or registered with an upload URL", 403, 413, 415
+    ),
+)
 def upload_file(upload: Annotated[FileUpload, Body()]) -> Response[str]:
     stored, upload_url = store_file(
         current_caller(app),
@@ -35,13 +42,21 @@ def upload_file(upload: Annotated[FileUpload, Body()]) -> Response[str]:
     return json_response(201, answer)
 
 
-@app.get("/api/core/files/<file_id>", summary="A file's metadata and a presigned download URL")
+@app.get(
+    "/api/core/files/<file_id>",
+    summary="A file's metadata and a presigned download URL",
+    responses=responses(200, FileAnswer, "The file", 403, 404),
+)
 def get_file(file_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str, Any]:
     stored, url = team_file(current_caller(app), file_id, runtime.storage())
     return {"file": stored.public(url)}
 
 
-@app.get("/api/core/mail", summary="Your teams' mail, newest first (summaries; cursor pagination)")
+@app.get(
+    "/api/core/mail",
+    summary="Your teams' mail, newest first (summaries; cursor pagination)",
+    responses=responses(200, MailListAnswer, "A page of mail summaries", 403),
+)
 def list_team_mail(
     team: Annotated[str | None, Query(description="only this team's mail")] = None,
     account: Annotated[str | None, Query(max_length=64)] = None,
@@ -66,7 +81,11 @@ def list_team_mail(
     )
 
 
-@app.get("/api/core/mail/<mail_id>", summary="A stored mail")
+@app.get(
+    "/api/core/mail/<mail_id>",
+    summary="A stored mail",
+    responses=responses(200, MailAnswer, "The mail", 403, 404),
+)
 def get_mail(mail_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str, Any]:
     return {"mail": team_mail(current_caller(app), mail_id, runtime.storage()).public()}
 

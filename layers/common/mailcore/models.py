@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -334,16 +335,68 @@ def _id_list(value: Any) -> Any:
     return ids
 
 
-AddressList = Annotated[list[str], BeforeValidator(_address_list)]
-FileIdList = Annotated[list[str], BeforeValidator(_id_list)]
+_ADDRESS_TEXT = {
+    "type": "string",
+    "maxLength": 20_000,
+    "examples": ["Ann Lee <ann@example.com>, bob@example.com"],
+}
+AddressList = Annotated[
+    list[str],
+    BeforeValidator(_address_list),
+    WithJsonSchema(
+        {
+            "description": "addresses (`Name <addr@domain>` or `addr@domain`; a non-ASCII domain is sent as "
+            f"IDNA, a non-ASCII local part is refused): a list, or one comma separated string; at most {MAX_ADDRESSES}",
+            "anyOf": [_ADDRESS_TEXT, {"type": "array", "items": _ADDRESS_TEXT, "maxItems": MAX_ADDRESSES}],
+        }
+    ),
+]
+_FILE_ID = {"type": "string", "pattern": ID_PATTERN}
+FileIdList = Annotated[
+    list[str],
+    BeforeValidator(_id_list),
+    WithJsonSchema(
+        {
+            "description": "ids of files of the team (POST /api/core/files): a list, or one comma separated string",
+            "anyOf": [
+                {"type": "string", "maxLength": 6500},
+                {"type": "array", "items": _FILE_ID, "maxItems": 100},
+            ],
+        }
+    ),
+]
 HeaderText = Annotated[str, BeforeValidator(lambda v: reject_header_unsafe(v) if isinstance(v, str) else v)]
 BodyText = Annotated[str, BeforeValidator(lambda v: reject_surrogates(v) if isinstance(v, str) else v)]
+
+
+_SENDABLE: dict[str, Any] = {
+    # What `missing()` asks of a mail to send: a recipient and a body.
+    "allOf": [
+        {"anyOf": [{"required": ["to"]}, {"required": ["cc"]}, {"required": ["bcc"]}]},
+        {"anyOf": [{"required": ["body_text"]}, {"required": ["body_html"]}]},
+    ],
+}
+
+
+def _schema_extra(schema: dict[str, Any], **extra: Any) -> Any:
+    """JSON Schema keywords added to a model's schema (pydantic types the value narrowly)."""
+    return {**schema, **extra}
+
+
+_SEND_EXAMPLE: dict[str, Any] = {
+    "to": ["Ann Lee <ann@example.com>"],
+    "subject": "Your invoice",
+    "body_text": "Hello Ann, the invoice is attached.",
+    "body_html": "<p>Hello Ann, the invoice is attached.</p>",
+}
 
 
 class SendRequest(BaseModel):
     """What a caller asks to send. Lists may also be given as comma separated strings."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra=_schema_extra(_SENDABLE, examples=[_SEND_EXAMPLE])
+    )
 
     to: AddressList = Field(default_factory=list)
     cc: AddressList = Field(default_factory=list)
@@ -373,6 +426,11 @@ class SendRequest(BaseModel):
 class QueueRequest(SendRequest):
     """A mail to put in the outbox of `account` (of `team`, when two of the caller's have one)."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=_schema_extra(_SENDABLE, examples=[{"account": "desk", **_SEND_EXAMPLE}]),
+    )
+
     account: str = Field(pattern=NAME_PATTERN)
     team: str | None = Field(default=None, max_length=128)
 
@@ -383,14 +441,28 @@ class QueueRequest(SendRequest):
 class FileUpload(BaseModel):
     """A file to store: its bytes as base64 `content`, or only its `size` to get an upload URL."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [{"required": ["content"]}, {"required": ["size"]}],
+            "examples": [
+                {"name": "invoice.pdf", "content_type": "application/pdf", "content": "JVBERi0xLjcK"},
+                {"name": "video.mp4", "content_type": "video/mp4", "size": 25_000_000},
+            ],
+        },
+    )
 
     name: HeaderText = Field(min_length=1, max_length=255)
     content_type: str = Field(
         default="application/octet-stream", pattern=r"^[\w.+-]+/[\w.+-]+$", max_length=255
     )
-    content: str | None = None
-    size: int | None = Field(default=None, ge=0)
+    content: str | None = Field(
+        default=None,
+        max_length=10_000_000,
+        pattern=r"^[A-Za-z0-9+/]*={0,2}$",
+        description="the file's bytes, base64 (at most 7 MB decoded)",
+    )
+    size: int | None = Field(default=None, ge=0, le=40 * 1024 * 1024, description="for an upload URL instead")
     team: str | None = Field(default=None, max_length=128)
 
     @field_validator("name")

@@ -1,0 +1,135 @@
+"""The API's answer bodies as pydantic models: they exist for the OpenAPI document (every status
+an operation answers, with its schema), so a client generated from it reads every answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mailcore.models import AccountPullReport, Mail
+
+APPLICATION_JSON = "application/json"
+
+
+class ErrorDetail(BaseModel):
+    field: str | None
+    message: str
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="a stable word: invalid_input, not_a_member, mail_server_error, ...")
+    message: str = Field(description="what went wrong, for a person")
+    field: str | None = Field(description="the request field (or header) at fault, when one is")
+    details: list[ErrorDetail] | None = Field(default=None, description="every invalid field (400)")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the service."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"error": {"code": "invalid_input", "message": "Field required", "field": "to"}}]
+        }
+    )
+
+    error: ErrorInfo
+    mail: dict[str, Any] | None = Field(default=None, description="the stored mail a failed send concerns")
+    debug: list[str] | None = Field(default=None, description="the protocol conversation (?debug=true)")
+    diagnosis: dict[str, Any] | None = Field(default=None, description="what the server's answer means")
+
+
+class FileInfo(BaseModel):
+    id: str
+    name: str
+    content_type: str
+    size: int
+    url: str | None = Field(description="a presigned download URL (GET /api/core/files/{file_id})")
+
+
+class FileAnswer(BaseModel):
+    file: FileInfo
+    upload_url: str | None = Field(
+        default=None,
+        description="PUT the file's bytes here (with its Content-Type) when only its size was given",
+    )
+
+
+class MailAnswer(BaseModel):
+    mail: Mail
+    debug: list[str] | None = None
+
+
+class MailListAnswer(BaseModel):
+    mail: list[dict[str, Any]] = Field(description="mail summaries (no bodies), newest first")
+    cursor: str | None = Field(description="give it as ?cursor= for the next page; null on the last")
+
+
+class PullAnswer(BaseModel):
+    accounts: list[AccountPullReport]
+    debug: list[str] | None = None
+    diagnosis: list[dict[str, Any]] | None = None
+
+
+class PullStatus(BaseModel):
+    team: str
+    account: str
+    last_pull_at: str | None
+    last_error: str | None
+    fetched: int
+    remaining: int
+    running: bool
+    broken_reason: str | None = None
+
+
+class PullStatusAnswer(BaseModel):
+    status: PullStatus
+
+
+class OutboxMail(BaseModel):
+    id: str
+    status: str
+    reply: str | None
+    error: str | None
+    refused: dict[str, str]
+    attempts: int
+
+
+class SyncAnswer(BaseModel):
+    sent: list[OutboxMail]
+    failed: list[OutboxMail]
+    unknown: list[OutboxMail]
+    skipped: int
+    errors: dict[str, str]
+    deferred: int
+
+
+_WHY = {
+    400: "Invalid input: the error names the field (body, query, path or header)",
+    401: "No valid token: API Gateway's {'message'} body, or the service's error body",
+    403: "Not a member of the team that owns it",
+    404: "No such item",
+    409: "A conflict: ambiguous account (name ?team=), a pull or a keyed send already running",
+    413: "The request body is larger than API Gateway takes (10 MB)",
+    415: "The body is not application/json",
+    422: "The Idempotency-Key was used for a different request",
+    429: "The account's provider limit (messages a minute, connections) is reached; try again later",
+    500: "The service failed (or a team secret is invalid); the message has a request id",
+    502: "The mail server failed or refused; the stored mail and the server's answer are included",
+}
+# API Gateway answers these itself, with its own body.
+_GATEWAY_BODY = {"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]}
+
+
+def responses(status: int, model: type[BaseModel], description: str, *errors: int) -> dict[int, Any]:
+    """The `responses=` of a route: its success answer, and every error status it can answer
+    (400, 401, 500 always; the route names the others) with the error body's schema."""
+    answers: dict[int, Any] = {
+        status: {"description": description, "content": {APPLICATION_JSON: {"model": model}}}
+    }
+    for code in sorted({400, 401, 500, *errors}):
+        content: dict[str, Any] = {"model": ErrorBody}
+        if code in (401, 413):
+            content = {"schema": {"anyOf": [{"$ref": "#/components/schemas/ErrorBody"}, _GATEWAY_BODY]}}
+        answers[code] = {"description": _WHY[code], "content": {APPLICATION_JSON: content}}
+    return answers
