@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: run stop test lint typecheck template unit integration openapi invoke check bench bench-cold bench-oauth2 bench-send install clean
+.PHONY: run stop test lint typecheck template unit integration openapi fuzz-api invoke check bench bench-cold bench-oauth2 bench-send install clean
 
 install:
 	@bash scripts/bootstrap.sh
@@ -34,6 +34,13 @@ unit: install
 
 integration: install
 	@$(PY) -m pytest -q -p no:cacheprovider tests/integration
+
+# schemathesis against the local stack, longer than in `make test` and with a random seed (its
+# seed is printed: FUZZ_API_SEED=<seed> repeats a run). FUZZ_API_EXAMPLES / FUZZ_API_SECONDS bound it.
+fuzz-api: install
+	@FUZZ_API_SEED=$${FUZZ_API_SEED:-random} FUZZ_API_EXAMPLES=$${FUZZ_API_EXAMPLES:-100} \
+	  FUZZ_API_SECONDS=$${FUZZ_API_SECONDS:-600} \
+	  $(PY) -m pytest -q -p no:cacheprovider -s tests/integration/test_api_fuzz.py
 
 openapi: install
 	@$(PY) -m local.openapi --write docs/openapi.json

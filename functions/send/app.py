@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore import runtime
-from mailcore.answers import MailAnswer, SyncAnswer, responses
+from mailcore.answers import READ_MAIL, MailAnswer, SyncAnswer, responses
 from mailcore.api import (
     current_caller,
     debug_transcript,
@@ -90,7 +90,9 @@ def _send(*, request: dict[str, Any], target: ResolvedAccount, debug: bool) -> d
 @app.post(
     "/api/core/mail/send/<account>",
     summary="Send one mail with a team's account",
-    responses=responses(200, MailAnswer, "The mail is sent", 403, 404, 409, 413, 415, 422, 429, 502),
+    responses=responses(
+        200, MailAnswer, "The mail is sent", 403, 404, 409, 413, 415, 422, 429, 502, links=READ_MAIL
+    ),
 )
 def send(
     account: AccountName,
@@ -132,7 +134,7 @@ def send(
 @app.post(
     "/api/core/mail",
     summary="Queue a mail of an account; it is sent within seconds (push)",
-    responses=responses(202, MailAnswer, "The mail is queued", 403, 404, 409, 413, 415),
+    responses=responses(202, MailAnswer, "The mail is queued", 403, 404, 409, 413, 415, links=READ_MAIL),
 )
 def queue(request: Annotated[QueueRequest, Body()]) -> Response[str]:
     target = runtime.directory().resolve_account(current_caller(app), request.account, request.team)

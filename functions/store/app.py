@@ -8,7 +8,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore import runtime
-from mailcore.answers import FileAnswer, MailAnswer, MailListAnswer, responses
+from mailcore.answers import GET_FILE, GET_MAIL, READ_FILE, FileAnswer, MailAnswer, MailListAnswer, responses
 from mailcore.api import current_caller, json_response, make_resolver
 from mailcore.models import ID_PATTERN, Direction, FileUpload, MailStatus
 from mailcore.services.files import store_file, team_file, team_mail
@@ -23,7 +23,13 @@ app = make_resolver()
     "/api/core/files",
     summary="Store a file of a team (base64 content, or an upload URL)",
     responses=responses(
-        201, FileAnswer, "The file is stored, or registered with an upload URL", 403, 413, 415
+        201,
+        FileAnswer,
+        "The file is stored, or registered with an upload URL",
+        403,
+        413,
+        415,
+        links=READ_FILE,
     ),
 )
 def upload_file(upload: Annotated[FileUpload, Body()]) -> Response[str]:
@@ -45,6 +51,7 @@ def upload_file(upload: Annotated[FileUpload, Body()]) -> Response[str]:
 @app.get(
     "/api/core/files/<file_id>",
     summary="A file's metadata and a presigned download URL",
+    operation_id=GET_FILE,
     responses=responses(200, FileAnswer, "The file", 403, 404),
 )
 def get_file(file_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str, Any]:
@@ -84,6 +91,7 @@ def list_team_mail(
 @app.get(
     "/api/core/mail/<mail_id>",
     summary="A stored mail",
+    operation_id=GET_MAIL,
     responses=responses(200, MailAnswer, "The mail", 403, 404),
 )
 def get_mail(mail_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str, Any]:

@@ -223,3 +223,12 @@ def test_a_file_uploaded_with_its_declared_size_is_attached():
     )
     parsed = email.message_from_bytes(storage.blobs.get(mail.raw_key), policy=email.policy.default)
     assert [part.get_content() for part in parsed.iter_attachments()] == [b"12345"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["multipart/form-data", "multipart/form-data; boundary=x", "application/x-www-form-urlencoded"],
+)
+def test_a_form_or_multipart_body_is_a_415(store_app, content_type):
+    status, answer = post_files(store_app, "name=x", content_type=content_type)
+    assert status == 415 and answer["error"]["field"] == "Content-Type"

@@ -20,7 +20,8 @@ class ErrorDetail(BaseModel):
 class ErrorInfo(BaseModel):
     code: str = Field(description="a stable word: invalid_input, not_a_member, mail_server_error, ...")
     message: str = Field(description="what went wrong, for a person")
-    field: str | None = Field(description="the request field (or header) at fault, when one is")
+    # API Gateway's own answers (template.yaml's GatewayResponses: 401, 413, 429, ...) have no field.
+    field: str | None = Field(default=None, description="the request field (or header) at fault, when one is")
     details: list[ErrorDetail] | None = Field(default=None, description="every invalid field (400)")
 
 
@@ -99,14 +100,14 @@ class SyncAnswer(BaseModel):
     sent: list[OutboxMail]
     failed: list[OutboxMail]
     unknown: list[OutboxMail]
-    skipped: int
-    errors: dict[str, str]
-    deferred: int
+    skipped: list[str] = Field(description="ids of mail another sender holds")
+    errors: dict[str, str] = Field(description="mail id -> why its outcome could not be recorded")
+    deferred: list[str] = Field(description="ids left for the next sync (time ran out)")
 
 
 _WHY = {
     400: "Invalid input: the error names the field (body, query, path or header)",
-    401: "No valid token: API Gateway's {'message'} body, or the service's error body",
+    401: "No valid token",
     403: "Not a member of the team that owns it",
     404: "No such item",
     409: "A conflict: ambiguous account (name ?team=), a pull or a keyed send already running",
@@ -117,19 +118,26 @@ _WHY = {
     500: "The service failed (or a team secret is invalid); the message has a request id",
     502: "The mail server failed or refused; the stored mail and the server's answer are included",
 }
-# API Gateway answers these itself, with its own body.
-_GATEWAY_BODY = {"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]}
 
 
-def responses(status: int, model: type[BaseModel], description: str, *errors: int) -> dict[int, Any]:
-    """The `responses=` of a route: its success answer, and every error status it can answer
-    (400, 401, 500 always; the route names the others) with the error body's schema."""
-    answers: dict[int, Any] = {
-        status: {"description": description, "content": {APPLICATION_JSON: {"model": model}}}
-    }
+# Operation ids the links name (the routes set them).
+GET_FILE = "getFile"
+GET_MAIL = "getMail"
+# What a client (and the fuzzer's stateful phase) can do next with an answer.
+READ_FILE = {"file": {"operationId": GET_FILE, "parameters": {"file_id": "$response.body#/file/id"}}}
+READ_MAIL = {"mail": {"operationId": GET_MAIL, "parameters": {"mail_id": "$response.body#/mail/id"}}}
+
+
+def responses(
+    status: int, model: type[BaseModel], description: str, *errors: int, links: dict[str, Any] | None = None
+) -> dict[int, Any]:
+    """The `responses=` of a route: its success answer (with `links` to what may follow), and
+    every error status it can answer (400, 401, 500 always; the route names the others) with the
+    error body's schema."""
+    success: dict[str, Any] = {"description": description, "content": {APPLICATION_JSON: {"model": model}}}
+    if links:
+        success["links"] = links
+    answers: dict[int, Any] = {status: success}
     for code in sorted({400, 401, 500, *errors}):
-        content: dict[str, Any] = {"model": ErrorBody}
-        if code in (401, 413):
-            content = {"schema": {"anyOf": [{"$ref": "#/components/schemas/ErrorBody"}, _GATEWAY_BODY]}}
-        answers[code] = {"description": _WHY[code], "content": {APPLICATION_JSON: content}}
+        answers[code] = {"description": _WHY[code], "content": {APPLICATION_JSON: {"model": ErrorBody}}}
     return answers

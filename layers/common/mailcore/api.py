@@ -58,6 +58,17 @@ class _ApiEvent(APIGatewayProxyEvent):
     """A REST event whose body, when it is not UTF-8, fails the way a body that is not JSON does
     (Powertools then answers the validation error) instead of raising UnicodeDecodeError."""
 
+    @property
+    def headers(self) -> dict[str, str]:
+        # Powertools would parse a form or multipart body itself (and raise ValueError on a
+        # multipart type without a boundary); the API takes JSON only, so every other type is
+        # handed on as one Powertools refuses (415).
+        headers = super().headers
+        content_type = headers.get("content-type")
+        if content_type and not content_type.strip().lower().startswith("application/json"):
+            headers["content-type"] = "unsupported/" + content_type.strip()
+        return headers
+
     @cached_property
     def decoded_body(self) -> str | None:
         try:

@@ -428,7 +428,7 @@ class QueueRequest(SendRequest):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra=_schema_extra(_SENDABLE, examples=[{"account": "desk", **_SEND_EXAMPLE}]),
+        json_schema_extra=_schema_extra(_SENDABLE, examples=[{"account": "demo", **_SEND_EXAMPLE}]),
     )
 
     account: str = Field(pattern=NAME_PATTERN)
