@@ -8,10 +8,19 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore import runtime
-from mailcore.answers import GET_FILE, GET_MAIL, READ_FILE, FileAnswer, MailAnswer, MailListAnswer, responses
+from mailcore.answers import (
+    GET_FILE,
+    GET_MAIL,
+    READ_FILE,
+    FileAnswer,
+    MailAnswer,
+    MailListAnswer,
+    RawMailAnswer,
+    responses,
+)
 from mailcore.api import current_caller, json_response, make_resolver
 from mailcore.models import ID_PATTERN, Direction, FileUpload, MailStatus
-from mailcore.services.files import store_file, team_file, team_mail
+from mailcore.services.files import store_file, team_file, team_mail, team_raw_mail
 from mailcore.services.mail_list import DEFAULT_LIMIT, MAX_LIMIT, list_mail, since_key
 from mailcore.storage import MailQuery
 
@@ -96,6 +105,16 @@ def list_team_mail(
 )
 def get_mail(mail_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str, Any]:
     return {"mail": team_mail(current_caller(app), mail_id, runtime.storage()).public()}
+
+
+@app.get(
+    "/api/core/mail/<mail_id>/raw",
+    summary="A presigned URL to a stored mail's raw message (members only)",
+    responses=responses(200, RawMailAnswer, "The raw message's download URL", 403, 404),
+)
+def get_raw_mail(mail_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str, Any]:
+    mail, url = team_raw_mail(current_caller(app), mail_id, runtime.storage())
+    return {"raw": {"url": url, "size": mail.raw_size}}
 
 
 @logger.inject_lambda_context

@@ -122,3 +122,47 @@ def test_file_content_that_is_not_base64_is_refused(stack, new_team):
     )
     answer = stack.invoke("StoreFunction", event)
     assert answer["statusCode"] == 400 and json.loads(answer["body"])["error"]["field"] == "content"
+
+
+def test_a_member_downloads_a_stored_mails_raw_message_and_an_outsider_cannot(stack, new_team):
+    from datetime import UTC, datetime
+
+    from mailcore import runtime
+    from mailcore.ids import new_id
+    from mailcore.models import Direction, Mail, MailStatus
+    from mailcore.storage import raw_key
+
+    team, outsider = new_team(), new_team()
+    raw = b"Subject: =?x-unknown?q?broken?=\r\n\r\nnot parsed\r\n"
+    mail_id = new_id()
+    key = raw_key(team.team, team.account, mail_id)
+    runtime.storage().blobs.put(key, raw, "message/rfc822")
+    stored = Mail(
+        id=mail_id,
+        team=team.team,
+        account=team.account,
+        direction=Direction.IN,
+        status=MailStatus.RECEIVED,
+        created_at=datetime.now(UTC),
+        raw_key=key,
+        raw_size=len(raw),
+        parse_error="LookupError: unknown encoding: x-unknown",
+    )
+    assert runtime.storage().mail.put_new(stored)
+
+    def get_raw(*teams: str) -> tuple[int, dict]:
+        event = rest_event(
+            "GET",
+            f"/api/core/mail/{mail_id}/raw",
+            resource="/api/core/mail/{mail_id}/raw",
+            path_parameters={"mail_id": mail_id},
+            caller=claims(*teams),
+        )
+        answer = stack.invoke("StoreFunction", event)
+        return answer["statusCode"], json.loads(answer["body"])
+
+    status, answer = get_raw(team.team)
+    assert status == 200 and answer["raw"]["size"] == len(raw)
+    with urllib.request.urlopen(answer["raw"]["url"], timeout=10) as download:
+        assert download.read() == raw
+    assert get_raw(outsider.team)[0] == 403

@@ -61,6 +61,15 @@ class MailAnswer(BaseModel):
     debug: list[str] | None = None
 
 
+class RawMail(BaseModel):
+    url: str = Field(description="a presigned URL to download the raw RFC 5322 message (message/rfc822)")
+    size: int | None = Field(description="its size in bytes")
+
+
+class RawMailAnswer(BaseModel):
+    raw: RawMail
+
+
 class MailListAnswer(BaseModel):
     mail: list[dict[str, Any]] = Field(description="mail summaries (no bodies), newest first")
     cursor: str | None = Field(description="give it as ?cursor= for the next page; null on the last")

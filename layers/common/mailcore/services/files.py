@@ -95,6 +95,16 @@ def team_file(caller: Caller, file_id: str, storage: Storage) -> tuple[StoredFil
     return stored, url
 
 
+def team_raw_mail(caller: Caller, mail_id: str, storage: Storage) -> tuple[Mail, str]:
+    """A mail of one of the caller's teams with a presigned URL to its raw message: the only way
+    to look at a mail stored with a parse_error."""
+    mail = team_mail(caller, mail_id, storage)
+    if not mail.raw_key:
+        raise NotFound(f"mail {mail_id!r} has no raw message", field="mail_id")
+    url = storage.blobs.download_url(mail.raw_key, filename=f"{mail.id}.eml", content_type="message/rfc822")
+    return mail, url
+
+
 def team_mail(caller: Caller, mail_id: str, storage: Storage) -> Mail:
     mail = storage.mail.get(mail_id)
     if mail is None:
