@@ -51,9 +51,15 @@ def store_app(monkeypatch):
 
 
 def post_files(app, body: str, *, base64_encoded: bool = False, content_type: str = "application/json"):
-    event = rest_event("POST", "/api/core/files", resource="/api/core/files", body=body, caller=claims("t"))
+    event = rest_event(
+        "POST",
+        "/api/core/files",
+        resource="/api/core/files",
+        body=body,
+        caller=claims("t"),
+        headers={"Content-Type": content_type},
+    )
     event["isBase64Encoded"] = base64_encoded
-    event["headers"]["Content-Type"] = content_type
     answer = app.lambda_handler(event, LambdaContext())
     return answer["statusCode"], json.loads(answer["body"])
 
