@@ -20,7 +20,7 @@ from mailcore.answers import (
 )
 from mailcore.api import current_caller, json_response, make_resolver
 from mailcore.models import ID_PATTERN, Direction, FileUpload, MailStatus
-from mailcore.services.files import store_file, team_file, team_mail, team_raw_mail
+from mailcore.services.files import parse_again, store_file, team_file, team_mail, team_raw_mail
 from mailcore.services.mail_list import DEFAULT_LIMIT, MAX_LIMIT, list_mail, since_key
 from mailcore.storage import MailQuery
 
@@ -115,6 +115,17 @@ def get_mail(mail_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str, Any
 def get_raw_mail(mail_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str, Any]:
     mail, url = team_raw_mail(current_caller(app), mail_id, runtime.storage())
     return {"raw": {"url": url, "size": mail.raw_size}}
+
+
+@app.post(
+    "/api/core/mail/<mail_id>/parse",
+    summary="Parse a received mail again from its raw message (after a parser fix), keeping its id",
+    responses=responses(
+        200, MailAnswer, "The mail as parsed now (parse_error when it still fails)", 403, 404, 409
+    ),
+)
+def parse_mail_again(mail_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str, Any]:
+    return {"mail": parse_again(current_caller(app), mail_id, runtime.storage()).public()}
 
 
 @logger.inject_lambda_context

@@ -124,16 +124,28 @@ def test_file_content_that_is_not_base64_is_refused(stack, new_team):
     assert answer["statusCode"] == 400 and json.loads(answer["body"])["error"]["field"] == "content"
 
 
-def test_a_member_downloads_a_stored_mails_raw_message_and_an_outsider_cannot(stack, new_team):
+def mail_action(stack, method: str, mail_id: str, action: str, *teams: str) -> tuple[int, dict]:
+    """GET /api/core/mail/{mail_id}/raw or POST /api/core/mail/{mail_id}/parse."""
+    event = rest_event(
+        method,
+        f"/api/core/mail/{mail_id}/{action}",
+        resource=f"/api/core/mail/{{mail_id}}/{action}",
+        path_parameters={"mail_id": mail_id},
+        caller=claims(*teams),
+    )
+    answer = stack.invoke("StoreFunction", event)
+    return answer["statusCode"], json.loads(answer["body"])
+
+
+def stored_with_parse_error(team, raw: bytes, direction: str = "in") -> str:
+    """A mail stored as an older parser left it: only its raw message and a parse_error."""
     from datetime import UTC, datetime
 
     from mailcore import runtime
     from mailcore.ids import new_id
-    from mailcore.models import Direction, Mail, MailStatus
+    from mailcore.models import Mail
     from mailcore.storage import raw_key
 
-    team, outsider = new_team(), new_team()
-    raw = b"Subject: =?x-unknown?q?broken?=\r\n\r\nnot parsed\r\n"
     mail_id = new_id()
     key = raw_key(team.team, team.account, mail_id)
     runtime.storage().blobs.put(key, raw, "message/rfc822")
@@ -141,28 +153,53 @@ def test_a_member_downloads_a_stored_mails_raw_message_and_an_outsider_cannot(st
         id=mail_id,
         team=team.team,
         account=team.account,
-        direction=Direction.IN,
-        status=MailStatus.RECEIVED,
+        direction=direction,
+        status="received" if direction == "in" else "sent",
         created_at=datetime.now(UTC),
         raw_key=key,
         raw_size=len(raw),
         parse_error="LookupError: unknown encoding: x-unknown",
     )
     assert runtime.storage().mail.put_new(stored)
+    return mail_id
 
-    def get_raw(*teams: str) -> tuple[int, dict]:
-        event = rest_event(
-            "GET",
-            f"/api/core/mail/{mail_id}/raw",
-            resource="/api/core/mail/{mail_id}/raw",
-            path_parameters={"mail_id": mail_id},
-            caller=claims(*teams),
-        )
-        answer = stack.invoke("StoreFunction", event)
-        return answer["statusCode"], json.loads(answer["body"])
 
-    status, answer = get_raw(team.team)
-    assert status == 200 and answer["raw"]["size"] == len(raw)
+RAW = (
+    b"From: Ann <ann@example.test>\r\nTo: desk@example.test\r\nSubject: Parsed at last\r\n"
+    b"Message-ID: <m1@example.test>\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+    b"Content-Type: text/plain\r\n\r\nhello\r\n--b\r\nContent-Type: text/csv\r\n"
+    b'Content-Disposition: attachment; filename="a.csv"\r\n\r\na,b\r\n--b--\r\n'
+)
+
+
+def test_a_member_downloads_a_stored_mails_raw_message_and_an_outsider_cannot(stack, new_team):
+    team, outsider = new_team(), new_team()
+    mail_id = stored_with_parse_error(team, RAW)
+    status, answer = mail_action(stack, "GET", mail_id, "raw", team.team)
+    assert status == 200 and answer["raw"]["size"] == len(RAW)
     with urllib.request.urlopen(answer["raw"]["url"], timeout=10) as download:
-        assert download.read() == raw
-    assert get_raw(outsider.team)[0] == 403
+        assert download.read() == RAW
+    assert mail_action(stack, "GET", mail_id, "raw", outsider.team)[0] == 403
+
+
+def test_a_received_mail_is_parsed_again_from_its_raw_message_keeping_its_id(stack, new_team):
+    team, outsider = new_team(), new_team()
+    mail_id = stored_with_parse_error(team, RAW)
+    assert mail_action(stack, "POST", mail_id, "parse", outsider.team)[0] == 403
+    status, answer = mail_action(stack, "POST", mail_id, "parse", team.team)
+    assert status == 200, answer
+    mail = answer["mail"]
+    assert (mail["id"], mail["subject"], mail["parse_error"]) == (mail_id, "Parsed at last", None)
+    assert mail["status"] == "received" and "hello" in mail["body_text"]
+    status, stored = get(stack, "mail", mail_id, team.team)
+    assert stored["mail"]["subject"] == "Parsed at last"
+    (file_id,) = stored["mail"]["attachments"]
+    status, described = get(stack, "files", file_id, team.team)
+    assert status == 200 and described["file"]["name"] == "a.csv"
+
+
+def test_a_sent_mail_is_not_parsed_again(stack, new_team):
+    team = new_team()
+    mail_id = stored_with_parse_error(team, RAW, direction="out")
+    status, answer = mail_action(stack, "POST", mail_id, "parse", team.team)
+    assert status == 409 and answer["error"]["field"] == "mail_id"

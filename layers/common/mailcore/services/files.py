@@ -6,9 +6,9 @@ import base64
 import binascii
 from datetime import UTC, datetime
 
-from mailcore.errors import InvalidInput, NotAMember, NotFound
+from mailcore.errors import Conflict, InvalidInput, NotAMember, NotFound
 from mailcore.ids import new_id
-from mailcore.models import Mail, StoredFile
+from mailcore.models import Direction, Mail, StoredFile
 from mailcore.storage import Storage, file_key
 from mailcore.teams import Caller
 
@@ -103,6 +103,26 @@ def team_raw_mail(caller: Caller, mail_id: str, storage: Storage) -> tuple[Mail,
         raise NotFound(f"mail {mail_id!r} has no raw message", field="mail_id")
     url = storage.blobs.download_url(mail.raw_key, filename=f"{mail.id}.eml", content_type="message/rfc822")
     return mail, url
+
+
+def parse_again(caller: Caller, mail_id: str, storage: Storage) -> Mail:
+    """A received mail parsed again from its raw message (after a parser fix), keeping its id,
+    status and time; its attachments are written again under the same file ids."""
+    # Imported here: the pull's code (POP3 included) is not worth the store function's cold start.
+    from mailcore.services.pull import parse_incoming
+
+    mail = team_mail(caller, mail_id, storage)
+    if mail.direction is not Direction.IN or not mail.raw_key:
+        raise Conflict("only a received mail is parsed from its raw message", field="mail_id")
+    raw = storage.blobs.get(mail.raw_key)
+    incoming = parse_incoming(mail.team, mail.account, mail.id, mail.uidl, raw, received=mail.created_at)
+    for stored, data in incoming.files:
+        storage.blobs.put(stored.s3_key, data, stored.content_type)
+        storage.files.put(stored)
+    again = incoming.mail.model_copy(update={"status": mail.status})
+    if not storage.mail.replace(again):
+        raise NotFound(f"no mail {mail_id!r}", field="mail_id")
+    return again
 
 
 def team_mail(caller: Caller, mail_id: str, storage: Storage) -> Mail:

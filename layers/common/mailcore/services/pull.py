@@ -84,10 +84,15 @@ def prepare_incoming(
     target: ResolvedAccount, uidl: str, raw: bytes, *, now: datetime | None = None
 ) -> IncomingMail:
     """Parses a pulled message (CPU only: the pull does this on its own thread, see _pull)."""
-    team, account = target.team, target.name
-    mail_id = incoming_mail_id(team, account, mailbox_identity(target), uidl)
-    received = now or datetime.now(UTC)
+    mail_id = incoming_mail_id(target.team, target.name, mailbox_identity(target), uidl)
+    return parse_incoming(target.team, target.name, mail_id, uidl, raw, received=now or datetime.now(UTC))
 
+
+def parse_incoming(
+    team: str, account: str, mail_id: str, uidl: str | None, raw: bytes, *, received: datetime
+) -> IncomingMail:
+    """The item and attachments of the received message `mail_id` (pulled now, or stored earlier
+    and parsed again from its raw message)."""
     parsed: ParsedMail | None
     try:
         parsed = parse_message(raw)

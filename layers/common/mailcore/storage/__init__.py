@@ -41,6 +41,10 @@ class MailRepository(Protocol):
 
     def get(self, mail_id: str) -> Mail | None: ...
 
+    def replace(self, mail: Mail) -> bool:
+        """Writes the whole item of a mail that is stored; False (nothing written) when it is not."""
+        ...
+
     def existing_ids(self, mail_ids: Iterable[str]) -> set[str]: ...
 
     def list_team(

@@ -187,6 +187,17 @@ class DynamoMail(AwsAdapter):
             return False
         return True
 
+    def replace(self, mail: Mail) -> bool:
+        client = self.client
+        try:
+            # Closes the race with a delete: a mail removed meanwhile is not written back.
+            client.put_item(
+                TableName=self.table, Item=self._item(mail), ConditionExpression="attribute_exists(id)"
+            )
+        except client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
     def get(self, mail_id: str) -> Mail | None:
         answer = self.client.get_item(TableName=self.table, Key={"id": {"S": mail_id}}, ConsistentRead=True)
         if "Item" not in answer:

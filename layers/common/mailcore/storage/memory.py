@@ -28,6 +28,13 @@ class MemoryMail:
             )
             return True
 
+    def replace(self, mail: Mail) -> bool:
+        with self._lock:
+            if mail.id not in self.items:
+                return False
+            self.items[mail.id] = mail.model_copy(deep=True)
+            return True
+
     def _attributes(self, mail_id: str) -> dict[str, Any]:
         plain = self.items[mail_id].model_dump(mode="json")
         return {**{k: v for k, v in plain.items() if v is not None}, **self.extra.get(mail_id, {})}
