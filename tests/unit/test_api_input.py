@@ -238,3 +238,10 @@ def test_a_file_uploaded_with_its_declared_size_is_attached():
 def test_a_form_or_multipart_body_is_a_415(store_app, content_type):
     status, answer = post_files(store_app, "name=x", content_type=content_type)
     assert status == 415 and answer["error"]["field"] == "Content-Type"
+
+
+@pytest.mark.parametrize("content_type", ["té/xt", "text/plaiñ", "text/pl ain", "text"])
+def test_a_content_type_that_is_not_an_ascii_media_type_is_refused(content_type):
+    with pytest.raises(ValidationError) as caught:
+        FileUpload(name="a.txt", content_type=content_type, content="")
+    assert caught.value.errors()[0]["loc"][0] == "content_type"

@@ -454,7 +454,10 @@ class FileUpload(BaseModel):
 
     name: HeaderText = Field(min_length=1, max_length=255)
     content_type: str = Field(
-        default="application/octet-stream", pattern=r"^[\w.+-]+/[\w.+-]+$", max_length=255
+        # RFC 6838 names, ASCII: the type becomes S3's Content-Type header and the MIME part's.
+        default="application/octet-stream",
+        pattern=r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$",
+        max_length=255,
     )
     content: str | None = Field(
         default=None,
