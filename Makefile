@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: run stop test lint typecheck template unit integration openapi invoke check bench bench-cold bench-oauth2 bench-send bench-hostile fuzz install clean
+.PHONY: run stop test lint typecheck template unit integration openapi invoke check bench bench-cold bench-oauth2 bench-send bench-hostile fuzz fuzz-mail fuzz-api install clean
 
 install:
 	@bash scripts/bootstrap.sh
@@ -34,6 +34,13 @@ unit: install
 
 integration: install
 	@$(PY) -m pytest -q -p no:cacheprovider tests/integration
+
+# schemathesis against the local stack, longer than in `make test` and with a random seed (its
+# seed is printed: FUZZ_API_SEED=<seed> repeats a run). FUZZ_API_EXAMPLES / FUZZ_API_SECONDS bound it.
+fuzz-api: install
+	@FUZZ_API_SEED=$${FUZZ_API_SEED:-random} FUZZ_API_EXAMPLES=$${FUZZ_API_EXAMPLES:-100} \
+	  FUZZ_API_SECONDS=$${FUZZ_API_SECONDS:-600} \
+	  $(PY) -m pytest -q -p no:cacheprovider -s tests/integration/test_api_fuzz.py
 
 openapi: install
 	@$(PY) -m local.openapi --write docs/openapi.json
@@ -64,8 +71,11 @@ bench-send: install
 bench-hostile: install
 	@$(PY) -m bench.hostile_mail
 
+# Both fuzz targets for longer than make test runs them, with random seeds.
+fuzz: fuzz-mail fuzz-api
+
 # The received-mail fuzz target for longer than make test runs it: FUZZ_EXAMPLES=2000 FUZZ_SEED=1.
-fuzz: install
+fuzz-mail: install
 	@FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-1000} FUZZ_SEED=$${FUZZ_SEED:-$$RANDOM} $(PY) -m pytest -q -p no:cacheprovider tests/unit/test_fuzz_received_mail.py
 
 clean:

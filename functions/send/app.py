@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore import runtime
+from mailcore.answers import READ_MAIL, MailAnswer, SyncAnswer, responses
 from mailcore.api import (
     current_caller,
     debug_transcript,
@@ -27,7 +28,7 @@ from mailcore.api import (
     service_error_body,
 )
 from mailcore.errors import MailServiceError
-from mailcore.models import QueueRequest, SendRequest
+from mailcore.models import NAME_PATTERN, QueueRequest, SendRequest
 from mailcore.services.outbox import queue_mail
 from mailcore.services.send import MailSendFailed, send_mail
 from mailcore.teams import ResolvedAccount
@@ -37,7 +38,19 @@ app = make_resolver()
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
 
 IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600
-Team = Annotated[str | None, Query(description="the team, when two of yours have this account")]
+Team = Annotated[
+    str | None, Query(max_length=128, description="the team, when two of yours have this account")
+]
+AccountName = Annotated[str, Path(pattern=NAME_PATTERN, description="the account's name in its team secret")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="the same key within 24 h answers the first send's outcome instead of sending again",
+    ),
+]
 
 
 @app.exception_handler(IdempotencyValidationError)
@@ -74,17 +87,23 @@ def _send(*, request: dict[str, Any], target: ResolvedAccount, debug: bool) -> d
     return {"status": 200, "body": {"mail": mail.public(), **({"debug": transcript.lines} if debug else {})}}
 
 
-@app.post("/api/core/mail/send/<account>", summary="Send one mail with a team's account")
+@app.post(
+    "/api/core/mail/send/<account>",
+    summary="Send one mail with a team's account",
+    responses=responses(
+        200, MailAnswer, "The mail is sent", 403, 404, 409, 413, 415, 422, 429, 502, links=READ_MAIL
+    ),
+)
 def send(
-    account: str,
+    account: AccountName,
     request: Annotated[SendRequest, Body()],
     team: Team = None,
     debug: Annotated[bool, Query(description="add the SMTP conversation (credentials redacted)")] = False,
+    key: IdempotencyKey = None,
 ) -> Response[str]:
     caller = current_caller(app)
     target = runtime.directory().resolve_account(caller, account, team)
     body = request.model_dump(mode="json")
-    key = app.current_event.headers.get("Idempotency-Key")
     if not key:
         answer = _send(request={"body": body}, target=target, debug=debug)
         return json_response(answer["status"], answer["body"])
@@ -112,15 +131,23 @@ def send(
     return json_response(answer["status"], answer["body"])
 
 
-@app.post("/api/core/mail", summary="Queue a mail of an account; it is sent within seconds (push)")
+@app.post(
+    "/api/core/mail",
+    summary="Queue a mail of an account; it is sent within seconds (push)",
+    responses=responses(202, MailAnswer, "The mail is queued", 403, 404, 409, 413, 415, links=READ_MAIL),
+)
 def queue(request: Annotated[QueueRequest, Body()]) -> Response[str]:
     target = runtime.directory().resolve_account(current_caller(app), request.account, request.team)
     mail = queue_mail(target, request.send_request(), storage=runtime.storage())
     return json_response(202, {"mail": mail.public()})
 
 
-@app.post("/api/core/mail/sync/<account>", summary="Send everything still queued for an account")
-def sync(account: str, team: Team = None) -> dict[str, Any]:
+@app.post(
+    "/api/core/mail/sync/<account>",
+    summary="Send everything still queued for an account",
+    responses=responses(200, SyncAnswer, "What was sent, failed or left", 403, 404, 409),
+)
+def sync(account: AccountName, team: Team = None) -> dict[str, Any]:
     target = runtime.directory().resolve_account(current_caller(app), account, team)
     with runtime.outbox(seconds_left=lambda: seconds_left_for_caller(app)) as outbox:
         return outbox.sync(target).public()

@@ -55,17 +55,26 @@ def deliver_once() -> Callable[..., dict[str, Any]]:
         data_keyword_argument="delivery", persistence_store=runtime.idempotency_store(), config=once
     )
     def deliver_delivery(delivery: dict[str, Any]) -> dict[str, Any]:
-        result = deliver(SystemMailRequest.model_validate(delivery["request"]))
+        result = deliver(validated(delivery["request"]))
         return {"status": result.status, "mail_id": result.mail_id}
 
     return deliver_delivery
+
+
+def validated(request: Any) -> SystemMailRequest:
+    """The request, or InvalidInput naming what is wrong but never a value: pydantic's own error
+    text holds the input (a reset link, a code), and Lambda and the batch processor log it."""
+    try:
+        return SystemMailRequest.model_validate(request)
+    except ValidationError as error:
+        raise InvalidInput(f"invalid system mail request: {describe_validation_error(error)}") from None
 
 
 def _queued(record: SQSRecord) -> None:
     body = record.json_body
     # A queue fed by an EventBridge rule holds whole events: take their detail.
     request = body.get("detail", body) if "detail-type" in body else body
-    SystemMailRequest.model_validate(request)  # a bad request fails its record, never the cache
+    validated(request)  # a bad request fails its record, never the cache
     deliver_once()(delivery={"delivery_id": f"sqs:{record.message_id}", "request": request})
 
 
@@ -107,7 +116,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
         # A failure raises: Lambda retries the asynchronous event, then hands it to the DLQ.
         # The detail is validated; the envelope is taken as it comes (moto's lacks `account`).
         bridged = EventBridgeEvent(event)
-        SystemMailRequest.model_validate(bridged.detail)
+        validated(bridged.detail)
         answer = deliver_once()(
             delivery={"delivery_id": f"event:{bridged.get_id}", "request": bridged.detail}
         )

@@ -30,8 +30,8 @@ def call(stack, method: str, path: str, resource: str, *, team, body=None, param
         path_parameters=params,
         body=json.dumps(body) if body is not None else None,
         caller=claims(team.team),
+        headers=headers,
     )
-    event["headers"].update(headers or {})
     answer = stack.invoke("SendFunction", event)
     return answer["statusCode"], json.loads(answer["body"])
 

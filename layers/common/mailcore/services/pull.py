@@ -101,17 +101,31 @@ def prepare_incoming(
 ) -> IncomingMail:
     """Parses a pulled message (CPU only: the pull does this on its own thread, see _pull). A
     message over its budget (see mailcore.mime.isolated) is set aside."""
-    team, account = target.team, target.name
-    mail_id = incoming_mail_id(team, account, mailbox_identity(target), uidl)
+    mail_id = incoming_mail_id(target.team, target.name, mailbox_identity(target), uidl)
     received = now or datetime.now(UTC)
+    try:
+        return parse_incoming(target.team, target.name, mail_id, uidl, raw, received=received, parse=parse)
+    except OverBudget as over:
+        return set_aside(target, uidl, raw, reason=over.bound, now=received)
 
+
+def parse_incoming(
+    team: str,
+    account: str,
+    mail_id: str,
+    uidl: str | None,
+    raw: bytes,
+    *,
+    received: datetime,
+    parse: Parse = parse_message,
+) -> IncomingMail:
+    """The item and attachments of the received message `mail_id` (pulled now, or stored earlier
+    and parsed again from its raw message)."""
     parsed: ParsedMail | None
     try:
         parsed = parse(raw)
         parse_error = None
-    except OverBudget as over:
-        return set_aside(target, uidl, raw, reason=over.bound, now=received)
-    except (ParserUnavailable, OutOfTime):
+    except (OverBudget, ParserUnavailable, OutOfTime):
         raise
     except Exception as error:  # the raw message is kept; a person can look at it
         parsed, parse_error = None, f"{type(error).__name__}: {error}"[:1000]
@@ -135,7 +149,7 @@ def prepare_incoming(
             )
             files.append((stored, attachment.data))
 
-    mail = _received_mail(target, uidl, raw, mail_id, received).model_copy(
+    mail = _received_mail(team, account, uidl, raw, mail_id, received).model_copy(
         update={"parse_error": parse_error, "attachments": [stored.id for stored, _ in files]}
     )
     if parsed is not None:
@@ -158,16 +172,18 @@ def prepare_incoming(
     return IncomingMail(mail=mail, raw_key=mail.raw_key or "", raw=raw, files=files)
 
 
-def _received_mail(target: ResolvedAccount, uidl: str, raw: bytes, mail_id: str, received: datetime) -> Mail:
+def _received_mail(
+    team: str, account: str, uidl: str | None, raw: bytes, mail_id: str, received: datetime
+) -> Mail:
     return Mail(
         id=mail_id,
-        team=target.team,
-        account=target.name,
+        team=team,
+        account=account,
         direction=Direction.IN,
         status=MailStatus.RECEIVED,
         created_at=received,
         uidl=uidl,
-        raw_key=raw_key(target.team, target.name, mail_id),
+        raw_key=raw_key(team, account, mail_id),
         raw_size=len(raw),
     )
 
@@ -179,7 +195,7 @@ def set_aside(
     cheaply (sender, subject cut to a length, date, size), `parse_error` saying why."""
     mail_id = incoming_mail_id(target.team, target.name, mailbox_identity(target), uidl)
     headers = cheap_headers(raw)
-    mail = _received_mail(target, uidl, raw, mail_id, now or datetime.now(UTC)).model_copy(
+    mail = _received_mail(target.team, target.name, uidl, raw, mail_id, now or datetime.now(UTC)).model_copy(
         update={
             "from_": headers.from_,
             "subject": headers.subject,

@@ -134,6 +134,17 @@ class S3Blobs(AwsAdapter):
     def get(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
 
+    def get_at_most(self, key: str, limit: int) -> bytes | None:
+        # One GET: the size checked is the size read, even if the object is replaced meanwhile.
+        answer = self.client.get_object(Bucket=self.bucket, Key=key)
+        body = answer["Body"]
+        if answer["ContentLength"] > limit:
+            body.close()
+            return None
+        data: bytes = body.read(limit + 1)
+        body.close()
+        return None if len(data) > limit else data
+
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
@@ -197,6 +208,17 @@ class DynamoMail(AwsAdapter):
                     Item=self._item(mail),
                     ConditionExpression="attribute_not_exists(id)",
                 )
+        except client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def replace(self, mail: Mail) -> bool:
+        client = self.client
+        try:
+            # Closes the race with a delete: a mail removed meanwhile is not written back.
+            client.put_item(
+                TableName=self.table, Item=self._item(mail), ConditionExpression="attribute_exists(id)"
+            )
         except client.exceptions.ConditionalCheckFailedException:
             return False
         return True
