@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
     from mailcore.protocols.transcript import Transcript
+    from mailcore.services.accounts import Accounts
     from mailcore.services.dispatch import PullQueue
     from mailcore.services.outbox import Outbox
     from mailcore.services.system import SystemMailer
@@ -93,6 +94,22 @@ def outbox(transcript: Transcript | None = None, seconds_left: Callable[[], floa
 
 
 @cache
+def accounts() -> Accounts:
+    """The accounts API's use cases: team secrets written under the team's writer lease."""
+    from mailcore.services.accounts import Accounts, check_account
+    from mailcore.storage.team_secrets import DynamoAccountRevisions, SecretsManagerTeamSecrets
+
+    return Accounts(
+        secrets=SecretsManagerTeamSecrets(settings().team_secret_prefix),
+        revisions=DynamoAccountRevisions(settings().pull_state_table),
+        storage=storage(),
+        events=events(),
+        checker=lambda team, name, account: check_account(team, name, account, tls_context=tls_context()),
+        on_written=lambda: directory().provider.clear_cache(),
+    )
+
+
+@cache
 def tokens() -> TokenBroker:
     """OAuth2 access tokens of this process; rotated refresh tokens go back to the team secret."""
     return TokenBroker(on_rotated=directory().store_refresh_token)
@@ -149,5 +166,6 @@ def reset() -> None:
         _session,
         client_tls_context,
         system_mailer,
+        accounts,
     ):
         made.cache_clear()
