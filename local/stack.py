@@ -381,6 +381,7 @@ def _describe(info: dict[str, Any]) -> str:
     token = info["tokens"]["member"]
     return f"""
 The mail service runs on {info["api_url"]}  (Swagger UI: {info["api_url"]}/swagger)
+  web console {info["api_url"]}/console (sign in as users.admin or users.member of .local/stack.json)
   demo team {info["team"]!r}, account {info["account"]!r}, mailbox {info["mailbox"]}
   POP3 {info["pop3"]["host"]}:{info["pop3"]["port"]} (TLS), SMTP {info["smtp"]["host"]}:{info["smtp"]["port"]} (STARTTLS)
   AWS (moto) at {info["aws_endpoint"]}; everything is described in .local/stack.json

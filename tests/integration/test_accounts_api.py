@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import claims, rest_event
+from tests.integration.conftest import bus_to_queue, claims, rest_event
 from tests.integration.test_http_api import call
 
 ROUTES = [
@@ -204,16 +204,9 @@ def test_the_writer_lease_is_held_by_one_writer_at_a_time_in_dynamodb(stack):
 
 def test_a_change_is_announced_on_the_bus_with_who_and_which_fields(stack, admin_team):
     team, admin = admin_team
-    sqs, events = stack.session.client("sqs"), stack.session.client("events")
-    bus = stack.info["environment"]["MAIL_EVENT_BUS"]
-    queue_url = sqs.create_queue(QueueName=f"changed-{team.team}")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    rule = f"changed-{team.team}"
+    sqs = stack.session.client("sqs")
     pattern = {"detail-type": ["AccountChanged"], "detail": {"team": [team.team]}}
-    events.put_rule(Name=rule, EventBusName=bus, EventPattern=json.dumps(pattern))
-    events.put_targets(Rule=rule, EventBusName=bus, Targets=[{"Id": "queue", "Arn": queue_arn}])
+    queue_url = bus_to_queue(stack, f"changed-{team.team}", pattern)
     new_password = "Changed-" + uuid.uuid4().hex
     change = {**stack.account_config(team.mailbox), "mail_password": new_password}
     assert accounts_call(stack, "PUT", team.account, groups=admin, body=change)[0] == 200
