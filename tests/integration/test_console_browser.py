@@ -288,3 +288,34 @@ def test_a_mail_full_of_xss_vectors_renders_without_running_anything(stack, admi
         page.wait_for_timeout(100)
     assert "/tracker.png" in remote.paths, (remote.paths, page.foreign_requests)
     assert page.dialogs == []
+
+
+def test_the_outbox_shows_failed_and_unknown_mail_with_their_errors(stack, admin, page):
+    from mailcore.ids import new_id
+    from mailcore.models import Direction, Mail, MailStatus
+    from mailcore.settings import Settings
+    from mailcore.storage.aws import aws_storage
+
+    storage = aws_storage(Settings.from_env())
+    errors = {
+        MailStatus.FAILED: "550 5.1.1 recipient unknown",
+        MailStatus.UNKNOWN: "the connection dropped after the message; it may have been delivered",
+    }
+    for status, error in errors.items():
+        mail = Mail(
+            id=new_id(),
+            team=admin.team.team,
+            account=admin.team.account,
+            direction=Direction.OUT,
+            status=status,
+            subject=f"stuck {status.value}",
+            error=error,
+            created_at=datetime.now(UTC),
+        )
+        assert storage.mail.put_new(mail)
+    sign_in(page, stack, admin)
+    page.goto(stack.info["api_url"] + "/console#/outbox")
+    page.wait_for_selector("#outbox tr >> text=stuck failed")
+    text = page.inner_text("#outbox")
+    assert all(error in text for error in errors.values())
+    assert "stuck unknown" in text and page.dialogs == []

@@ -3,11 +3,14 @@
 import contextlib
 import json
 import threading
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from mailcore.errors import AccountNotFound, InvalidInput, NotAMember
 from mailcore.events import MemoryPublisher
+from mailcore.ids import new_id
+from mailcore.models import Direction, Mail, MailStatus
 from mailcore.services.accounts import (
     Accounts,
     CheckFailed,
@@ -238,3 +241,35 @@ def test_two_changes_at_the_same_time_both_survive():
         thread.join(30)
     assert errors == []
     assert sorted(secrets.read("sales")["accounts"]) == ["first", "second"]  # type: ignore[index]
+
+
+def outgoing(account: str, status: str, error: str | None, age: timedelta) -> Mail:
+    return Mail(
+        id=new_id(),
+        team="sales",
+        account=account,
+        direction=Direction.OUT,
+        status=MailStatus(status),
+        error=error,
+        created_at=datetime.now(UTC) - age,
+    )
+
+
+def test_health_shows_the_latest_send_and_its_error_as_the_last_error():
+    accounts, _ = make_accounts()
+    accounts.storage.mail.put_new(outgoing("support", "sent", None, timedelta(hours=2)))
+    failed = outgoing(
+        "support", "failed", "535 authentication failed; check the password", timedelta(hours=1)
+    )
+    accounts.storage.mail.put_new(failed)
+    accounts.storage.pull_state.record("sales", "support", {"last_pull_at": "2026-01-01T00:00:00+00:00"})
+    health = accounts.get(MEMBER, "support", None)["health"]
+    assert health["last_send"]["mail_id"] == failed.id and health["last_send"]["status"] == "failed"
+    assert health["last_error"]["source"] == "send" and "535" in health["last_error"]["message"]
+    assert health["last_pull"]["at"] == "2026-01-01T00:00:00+00:00" and health["last_pull"]["error"] is None
+
+
+def test_health_does_not_look_for_sends_older_than_a_week():
+    accounts, _ = make_accounts()
+    accounts.storage.mail.put_new(outgoing("support", "sent", None, timedelta(days=8)))
+    assert accounts.get(MEMBER, "support", None)["health"]["last_send"] is None

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -50,6 +51,7 @@ SECRET_FIELDS = ("mail_password", "auth.client_secret", "auth.refresh_token")
 # writing once its lease lapses; a change waits this long for another one to finish.
 LEASE_SECONDS = 90.0
 WAIT_SECONDS = 10.0
+LAST_SEND_DAYS = 7
 _NAME = re.compile(NAME_PATTERN)
 
 
@@ -392,7 +394,11 @@ def account_health(storage: Storage, team: str, account: str) -> dict[str, Any]:
             "remaining": state.get("remaining", 0),
             "error": state.get("last_error"),
         }
-    sent, _ = storage.mail.list_team(team, MailQuery(account=account, direction="out"), after=None, limit=1)
+    # The newest outgoing mail of the account, looked for in the last days only: the team's index
+    # is read newest first and filtered, so an account that never sends must not cost a full read.
+    since = (datetime.now(UTC) - timedelta(days=LAST_SEND_DAYS)).strftime("%Y-%m-%dT%H:%M:%S")
+    query = MailQuery(account=account, direction="out", since=since)
+    sent, _ = storage.mail.list_team(team, query, after=None, limit=1)
     last_send = None
     if sent:
         mail = sent[0]
