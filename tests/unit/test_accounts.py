@@ -19,6 +19,7 @@ from mailcore.services.accounts import (
     changed_fields,
     merge_change,
 )
+from mailcore.services.team_writes import keep_rotated_refresh_token
 from mailcore.storage.memory import memory_storage
 from mailcore.storage.team_secrets import MemoryAccountRevisions, MemoryTeamSecrets
 from mailcore.teams import Caller
@@ -273,3 +274,29 @@ def test_health_does_not_look_for_sends_older_than_a_week():
     accounts, _ = make_accounts()
     accounts.storage.mail.put_new(outgoing("support", "sent", None, timedelta(days=8)))
     assert accounts.get(MEMBER, "support", None)["health"]["last_send"] is None
+
+
+def test_a_rotated_refresh_token_waits_for_an_account_change_to_finish():
+    revisions = MemoryAccountRevisions()
+    written: list[str] = []
+    assert revisions.acquire("sales", "an-account-change", 60)
+    rotation = threading.Thread(
+        target=keep_rotated_refresh_token,
+        args=(revisions, lambda team, account, token: written.append(token), "sales", "support", "rt-2"),
+    )
+    rotation.start()
+    rotation.join(0.3)
+    assert written == []  # it may not read the secret while the change is being written
+    revisions.release("sales", "an-account-change", account=None, revision=None)
+    rotation.join(5)
+    assert written == ["rt-2"]
+
+
+def test_a_rotated_refresh_token_is_written_even_when_the_lease_stays_taken():
+    revisions = MemoryAccountRevisions()
+    written: list[str] = []
+    assert revisions.acquire("sales", "a-stuck-writer", 60)
+    keep_rotated_refresh_token(
+        revisions, lambda team, account, token: written.append(token), "sales", "support", "rt-3", wait=0.1
+    )
+    assert written == ["rt-3"]

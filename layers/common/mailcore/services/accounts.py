@@ -16,10 +16,8 @@ from __future__ import annotations
 import io
 import re
 import ssl
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -30,7 +28,6 @@ from mailcore.check import Connection, check_pop3, check_smtp
 from mailcore.errors import (
     AccountNotFound,
     AmbiguousAccount,
-    Conflict,
     InvalidInput,
     MailServerError,
     MailServiceError,
@@ -42,15 +39,12 @@ from mailcore.models import NAME_PATTERN, MailAccount, TeamConfig
 from mailcore.oauth2 import OAuth2Error, TokenBroker
 from mailcore.protocols.diagnose import diagnosis
 from mailcore.protocols.transcript import Transcript
+from mailcore.services.team_writes import AccountRevisions, Writer, writer_lease
 from mailcore.storage import MailQuery, Storage
 from mailcore.teams import Caller
 
 ADMIN_GROUP_SUFFIX = "-admin"
 SECRET_FIELDS = ("mail_password", "auth.client_secret", "auth.refresh_token")
-# The writer lease outlives the accounts function's Timeout (60 s), so a holder cannot still be
-# writing once its lease lapses; a change waits this long for another one to finish.
-LEASE_SECONDS = 90.0
-WAIT_SECONDS = 10.0
 LAST_SEND_DAYS = 7
 _NAME = re.compile(NAME_PATTERN)
 
@@ -79,14 +73,6 @@ class TeamSecrets(Protocol):
     def read(self, team: str) -> dict[str, Any] | None: ...
 
     def write(self, team: str, config: dict[str, Any]) -> None: ...
-
-
-class AccountRevisions(Protocol):
-    def acquire(self, team: str, holder: str, seconds: float) -> bool: ...
-
-    def release(self, team: str, holder: str, *, account: str | None, revision: int | None) -> None: ...
-
-    def revisions(self, team: str) -> dict[str, int]: ...
 
 
 AccountChecker = Callable[[str, str, MailAccount], dict[str, Any]]
@@ -240,21 +226,8 @@ class Accounts:
         self.secrets.write(team, config)
         self.on_written()
 
-    @contextmanager
-    def writer(self, team: str) -> Iterator[_Writer]:
-        holder = uuid.uuid4().hex
-        deadline = time.monotonic() + WAIT_SECONDS
-        while not self.revisions.acquire(team, holder, LEASE_SECONDS):
-            if time.monotonic() > deadline:
-                raise Conflict(
-                    f"another change of team {team!r}'s accounts is being saved; try again", field="team"
-                )
-            time.sleep(0.05)
-        writer = _Writer()
-        try:
-            yield writer
-        finally:
-            self.revisions.release(team, holder, account=writer.account, revision=writer.revision)
+    def writer(self, team: str) -> AbstractContextManager[Writer]:
+        return writer_lease(self.revisions, team)
 
     def publish(
         self,
@@ -268,14 +241,6 @@ class Accounts:
         fields = changed_fields(before or {}, after or {})
         event = AccountChanged(ACCOUNT_CHANGED, team, account, action=action, by=caller.user, fields=fields)
         self.events.publish([event])
-
-
-class _Writer:
-    account: str | None = None
-    revision: int | None = None
-
-    def changed(self, account: str, revision: int) -> None:
-        self.account, self.revision = account, revision
 
 
 def is_admin(caller: Caller, team: str) -> bool:
