@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore import runtime
 from mailcore.api import current_caller, json_response, make_resolver, service_error_body
@@ -26,6 +27,26 @@ ACCOUNT_BODY = (
 )
 
 
+# Every error answers {"error": {"code", "message", "field"}} (mailcore.api).
+ERROR = "an error body {error: {code, message, field}}: "
+READ_ERRORS: dict[int, OpenAPIResponse] = {
+    200: {"description": "the answer"},
+    400: {"description": ERROR + "invalid input (the field names it)"},
+    403: {"description": ERROR + "not a member of the team (not_a_member)"},
+    404: {"description": ERROR + "no such account in your teams (account_not_found)"},
+    409: {"description": ERROR + "two of your teams have this account: name one with ?team="},
+}
+WRITE_ERRORS: dict[int, OpenAPIResponse] = {
+    **READ_ERRORS,
+    403: {"description": ERROR + "not a member (not_a_member) or not in <team>-admin (not_an_administrator)"},
+    409: {"description": ERROR + "ambiguous account, or another change of the team is being saved"},
+    412: {"description": ERROR + "If-Match names an older revision (revision_mismatch)"},
+    422: {
+        "description": ERROR + "?check=true and the check failed (check_failed); the result is under `check`"
+    },
+}
+
+
 @app.exception_handler(CheckFailed)
 def _check_failed(error: CheckFailed) -> Response[str]:
     return json_response(error.status, {**service_error_body(error), "check": error.check})
@@ -42,19 +63,31 @@ def _if_match() -> int | None:
     return int(text)
 
 
-@app.get("/api/core/mail/accounts", summary="The mail accounts of your teams, with their health")
+@app.get(
+    "/api/core/mail/accounts",
+    summary="The mail accounts of your teams, with their health",
+    responses=READ_ERRORS,
+)
 def list_accounts(
     team: Annotated[str | None, Query(max_length=128, description="only this team")] = None,
 ) -> dict[str, Any]:
     return {"accounts": runtime.accounts().list(current_caller(app), team)}
 
 
-@app.get("/api/core/mail/accounts/<account>", summary="One mail account (no secret values) and its health")
+@app.get(
+    "/api/core/mail/accounts/<account>",
+    summary="One mail account (no secret values) and its health",
+    responses=READ_ERRORS,
+)
 def get_account(account: AccountName, team: Team = None) -> dict[str, Any]:
     return {"account": runtime.accounts().get(current_caller(app), account, team)}
 
 
-@app.put("/api/core/mail/accounts/<account>", summary="Create or change a mail account (team administrators)")
+@app.put(
+    "/api/core/mail/accounts/<account>",
+    summary="Create or change a mail account (team administrators)",
+    responses={**WRITE_ERRORS, 201: {"description": "the account was created"}},
+)
 def put_account(
     account: AccountName,
     change: Annotated[dict[str, Any], Body(description=ACCOUNT_BODY)],
@@ -69,13 +102,24 @@ def put_account(
     return json_response(201 if created else 200, {"account": view})
 
 
-@app.delete("/api/core/mail/accounts/<account>", summary="Delete a mail account (team administrators)")
+@app.delete(
+    "/api/core/mail/accounts/<account>",
+    summary="Delete a mail account (team administrators)",
+    responses={
+        **{k: v for k, v in WRITE_ERRORS.items() if k not in (200, 422)},
+        204: {"description": "deleted"},
+    },
+)
 def delete_account(account: AccountName, team: Team = None) -> Response[str]:
     runtime.accounts().delete(current_caller(app), account, team, if_match=_if_match())
     return Response(status_code=204, content_type="application/json", body="")
 
 
-@app.post("/api/core/mail/accounts/<account>/check", summary="Check a saved account as `make check` does")
+@app.post(
+    "/api/core/mail/accounts/<account>/check",
+    summary="Check a saved account as `make check` does",
+    responses=READ_ERRORS,
+)
 def check_account(account: AccountName, team: Team = None) -> dict[str, Any]:
     return {"check": runtime.accounts().check_saved(current_caller(app), account, team)}
 

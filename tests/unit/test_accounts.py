@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from mailcore.errors import AccountNotFound, InvalidInput, NotAMember
+from mailcore.errors import AccountNotFound, Conflict, InvalidInput, NotAMember
 from mailcore.events import MemoryPublisher
 from mailcore.ids import new_id
 from mailcore.models import Direction, Mail, MailStatus
@@ -300,3 +300,18 @@ def test_a_rotated_refresh_token_is_written_even_when_the_lease_stays_taken():
         revisions, lambda team, account, token: written.append(token), "sales", "support", "rt-3", wait=0.1
     )
     assert written == ["rt-3"]
+
+
+def test_a_checked_change_is_not_saved_when_the_kept_password_changed_during_the_check():
+    accounts: Accounts
+
+    def check_while_someone_changes_the_password(team: str, name: str, account: Any) -> dict[str, Any]:
+        other = accounts.secrets.read("sales")
+        other["accounts"]["support"]["mail_password"] = "changed-meanwhile"  # type: ignore[index]
+        accounts.secrets.write("sales", other)  # type: ignore[arg-type]
+        return passing_check(team, name, account)
+
+    accounts, _ = make_accounts(checker=check_while_someone_changes_the_password)
+    with pytest.raises(Conflict):
+        accounts.save(ADMIN, "support", None, without_password(ACCOUNT), check=True, if_match=None)
+    assert accounts.secrets.read("sales")["accounts"]["support"]["mail_password"] == "changed-meanwhile"  # type: ignore[index]

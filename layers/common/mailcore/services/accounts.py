@@ -28,6 +28,7 @@ from mailcore.check import Connection, check_pop3, check_smtp
 from mailcore.errors import (
     AccountNotFound,
     AmbiguousAccount,
+    Conflict,
     InvalidInput,
     MailServerError,
     MailServiceError,
@@ -129,8 +130,8 @@ class Accounts:
                 field="team",
             )
         if not found:
-            where = f"team {team!r} has" if team else "none of your teams has"
-            raise AccountNotFound(f"{where} a mail account {account!r}", field="account")
+            where = f"team {team!r} has no" if team else "none of your teams has a"
+            raise AccountNotFound(f"{where} mail account {account!r}", field="account")
         return found[0]
 
     def view(self, team: str, account: str, config: dict[str, Any], revision: int) -> dict[str, Any]:
@@ -183,6 +184,11 @@ class Accounts:
             expect_revision(if_match, revision, account)
             previous = accounts.get(account)
             final = merge_change(previous, change)
+            if check and final != candidate:
+                # What would be saved is not what was checked (a kept secret changed meanwhile).
+                raise Conflict(
+                    f"account {account!r} changed while it was checked; try again", field="account"
+                )
             validated(final)
             accounts[account] = final
             self.write(target, {**raw, "accounts": accounts})
