@@ -236,36 +236,37 @@ def remote() -> Iterator[Any]:
     server.server_close()
 
 
-def store_hostile_mail(stack, team: TeamAccount, remote: str) -> str:
-    """Stores a received mail as hostile as it gets, past the sanitiser: the console itself must
-    keep it harmless."""
+def store_mail(team: TeamAccount, **fields: Any) -> str:
+    """Puts a mail straight into the stack's storage (past the pipeline) and answers its id."""
     from mailcore.ids import new_id
-    from mailcore.models import Direction, Mail, MailStatus
+    from mailcore.models import Mail
     from mailcore.settings import Settings
     from mailcore.storage.aws import aws_storage
 
-    mail_id = new_id()
-    mail = Mail(
-        id=mail_id,
-        team=team.team,
-        account=team.account,
-        direction=Direction.IN,
-        status=MailStatus.RECEIVED,
+    mail = Mail(id=new_id(), team=team.team, account=team.account, created_at=datetime.now(UTC), **fields)
+    assert aws_storage(Settings.from_env()).mail.put_new(mail)
+    return mail.id
+
+
+def store_hostile_mail(team: TeamAccount, remote: str) -> str:
+    """A received mail as hostile as it gets, past the sanitiser: the console itself must keep it
+    harmless."""
+    return store_mail(
+        team,
+        direction="in",
+        status="received",
         **{"from": "Attacker <attacker@example.test>"},
         to=[team.mailbox.address],
         subject="<img src=x onerror=alert('subject')>",
         body_text="plain",
         body_html=XSS_HTML.replace("{remote}", remote),
-        created_at=datetime.now(UTC),
     )
-    assert aws_storage(Settings.from_env()).mail.put_new(mail)
-    return mail_id
 
 
 def test_a_mail_full_of_xss_vectors_renders_without_running_anything(stack, admin, page, screenshots, remote):
     where = f"127.0.0.1:{remote.server_address[1]}"
     page.let_through.add(where)
-    mail_id = store_hostile_mail(stack, admin.team, where)
+    mail_id = store_hostile_mail(admin.team, where)
     sign_in(page, stack, admin)
     page.goto(f"{stack.info['api_url']}/console#/mail/{mail_id}")
     frame_element = page.wait_for_selector("#mail-body iframe")
@@ -291,28 +292,12 @@ def test_a_mail_full_of_xss_vectors_renders_without_running_anything(stack, admi
 
 
 def test_the_outbox_shows_failed_and_unknown_mail_with_their_errors(stack, admin, page):
-    from mailcore.ids import new_id
-    from mailcore.models import Direction, Mail, MailStatus
-    from mailcore.settings import Settings
-    from mailcore.storage.aws import aws_storage
-
-    storage = aws_storage(Settings.from_env())
     errors = {
-        MailStatus.FAILED: "550 5.1.1 recipient unknown",
-        MailStatus.UNKNOWN: "the connection dropped after the message; it may have been delivered",
+        "failed": "550 5.1.1 recipient unknown",
+        "unknown": "the connection dropped after the message; it may have been delivered",
     }
     for status, error in errors.items():
-        mail = Mail(
-            id=new_id(),
-            team=admin.team.team,
-            account=admin.team.account,
-            direction=Direction.OUT,
-            status=status,
-            subject=f"stuck {status.value}",
-            error=error,
-            created_at=datetime.now(UTC),
-        )
-        assert storage.mail.put_new(mail)
+        store_mail(admin.team, direction="out", status=status, subject=f"stuck {status}", error=error)
     sign_in(page, stack, admin)
     page.goto(stack.info["api_url"] + "/console#/outbox")
     page.wait_for_selector("#outbox tr >> text=stuck failed")
