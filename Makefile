@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: run stop test lint typecheck template unit integration openapi invoke check bench bench-cold bench-oauth2 bench-send bench-hostile fuzz fuzz-mail fuzz-api install clean
+.PHONY: run stop test lint typecheck template unit integration openapi invoke check bench bench-cold bench-oauth2 bench-send bench-hostile fuzz fuzz-mail fuzz-api install clean screenshots
 
 install:
 	@bash scripts/bootstrap.sh
@@ -44,6 +44,10 @@ fuzz-api: install
 
 openapi: install
 	@$(PY) -m local.openapi --write docs/openapi.json
+
+# The console's screenshots in docs/console/, taken by its browser test (docs/console.md).
+screenshots: install
+	@UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q -p no:cacheprovider tests/integration/test_console_browser.py
 
 invoke:
 	@test -n "$(FUNCTION)" -a -n "$(EVENT)" || { echo "usage: make invoke FUNCTION=SendFunction EVENT=event.json"; exit 2; }

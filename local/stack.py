@@ -43,6 +43,8 @@ OAUTH_ACCOUNT = "oauth"
 DEMO_DOMAIN = "example.test"
 MEMBER_EMAIL = "member@example.test"
 OUTSIDER_EMAIL = "outsider@example.test"
+# Administrators of a team are also in its group "<team>-admin" (docs/accounts.md).
+ADMIN_EMAIL = "admin@example.test"
 
 
 @dataclass
@@ -65,12 +67,16 @@ def _stable_secrets(state: Path) -> dict[str, str]:
     if path.exists():
         known = dict(json.loads(path.read_text()))
         if "system" in known:
+            if "admin" not in known:  # made by an older checkout
+                known["admin"] = "Admin-" + secrets.token_urlsafe(9) + "1!"
+                path.write_text(json.dumps(known))
             return known
     made = {
         "mailbox": secrets.token_urlsafe(12),
         "member": "Member-" + secrets.token_urlsafe(9) + "1!",
         "outsider": "Outsider-" + secrets.token_urlsafe(9) + "1!",
         "system": secrets.token_urlsafe(12),
+        "admin": "Admin-" + secrets.token_urlsafe(9) + "1!",
     }
     path.write_text(json.dumps(made))
     path.chmod(0o600)
@@ -178,6 +184,15 @@ class LocalStack:
             password=passwords["outsider"],
             groups=[],
         )
+        cognito_user(
+            self.session,
+            endpoint,
+            pool_id,
+            client_id,
+            email=ADMIN_EMAIL,
+            password=passwords["admin"],
+            groups=[DEMO_TEAM, DEMO_TEAM + "-admin"],
+        )
 
         verifier = CognitoVerifier(endpoint, pool_id, client_id, REGION)
         self.gateway = LocalGateway(
@@ -227,10 +242,12 @@ class LocalStack:
             "users": {
                 "member": {"email": MEMBER_EMAIL, "password": passwords["member"]},
                 "outsider": {"email": OUTSIDER_EMAIL, "password": passwords["outsider"]},
+                "admin": {"email": ADMIN_EMAIL, "password": passwords["admin"]},
             },
             "tokens": {
                 "member": self.token(MEMBER_EMAIL, passwords["member"]),
                 "outsider": self.token(OUTSIDER_EMAIL, passwords["outsider"]),
+                "admin": self.token(ADMIN_EMAIL, passwords["admin"]),
             },
             "team_secret_prefix": self.team_secret_prefix,
             "environment": environment,
@@ -364,6 +381,7 @@ def _describe(info: dict[str, Any]) -> str:
     token = info["tokens"]["member"]
     return f"""
 The mail service runs on {info["api_url"]}  (Swagger UI: {info["api_url"]}/swagger)
+  web console {info["api_url"]}/console (sign in as users.admin or users.member of .local/stack.json)
   demo team {info["team"]!r}, account {info["account"]!r}, mailbox {info["mailbox"]}
   POP3 {info["pop3"]["host"]}:{info["pop3"]["port"]} (TLS), SMTP {info["smtp"]["host"]}:{info["smtp"]["port"]} (STARTTLS)
   AWS (moto) at {info["aws_endpoint"]}; everything is described in .local/stack.json

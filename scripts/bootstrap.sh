@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(dovecot-core dovecot-pop3d dovecot-imapd dovecot-lmtpd postfix openssl make curl jq)
+# chromium: Debian's browser, driven by Playwright in the console's browser test (never
+# `playwright install`: nothing is downloaded outside the package registries).
+apt_packages=(dovecot-core dovecot-pop3d dovecot-imapd dovecot-lmtpd postfix openssl make curl jq chromium)
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

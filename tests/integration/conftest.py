@@ -4,6 +4,7 @@ resources of template.yaml, the real Dovecot and Postfix, and the gateway, start
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import poplib
 import secrets
@@ -89,6 +90,17 @@ def wait_for_messages(stack: LocalStack, address: str, count: int, timeout: floa
                 + stack.mail_servers.log_tail(30)
             )
         time.sleep(0.05)
+
+
+def bus_to_queue(stack: LocalStack, name: str, pattern: dict[str, Any]) -> str:
+    """The URL of a new queue that gets the mail bus's events matching `pattern` (a rule of the bus)."""
+    sqs, events = stack.session.client("sqs"), stack.session.client("events")
+    bus = stack.info["environment"]["MAIL_EVENT_BUS"]
+    queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]
+    events.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps(pattern))
+    events.put_targets(Rule=name, EventBusName=bus, Targets=[{"Id": "queue", "Arn": attributes["QueueArn"]}])
+    return str(queue_url)
 
 
 def read_mailbox(stack: LocalStack, mailbox: Mailbox) -> list[EmailMessage]:

@@ -14,7 +14,7 @@ from mailcore.services.dispatch import SqsPullQueue
 from mailcore.storage.memory import memory_storage
 
 from local.maildir import deliver_files
-from tests.integration.conftest import claims, rest_event
+from tests.integration.conftest import bus_to_queue, claims, rest_event
 
 
 def one_message(subject: str) -> bytes:
@@ -172,19 +172,9 @@ def test_the_pull_status_is_for_members_only(stack, new_team):
 
 def test_each_stored_mail_is_announced_on_the_bus_without_its_body(stack, new_team):
     team = new_team()
-    sqs, events = stack.session.client("sqs"), stack.session.client("events")
-    bus = stack.info["environment"]["MAIL_EVENT_BUS"]
-    queue_url = sqs.create_queue(QueueName=f"received-{team.team}")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    rule = f"received-{team.team}"
-    events.put_rule(
-        Name=rule,
-        EventBusName=bus,
-        EventPattern=json.dumps({"detail-type": ["MailReceived"], "detail": {"team": [team.team]}}),
-    )
-    events.put_targets(Rule=rule, EventBusName=bus, Targets=[{"Id": "queue", "Arn": queue_arn}])
+    sqs = stack.session.client("sqs")
+    pattern = {"detail-type": ["MailReceived"], "detail": {"team": [team.team]}}
+    queue_url = bus_to_queue(stack, f"received-{team.team}", pattern)
     secret_body = "the body that must stay out of events"
     raws = []
     for number in range(12):  # more than one PutEvents batch

@@ -114,6 +114,29 @@ class SyncAnswer(BaseModel):
     deferred: list[str] = Field(description="ids left for the next sync (time ran out)")
 
 
+class AccountView(BaseModel):
+    team: str
+    account: str
+    configuration: dict[str, Any] = Field(
+        description="the account as the team secret holds it, no secret value"
+    )
+    secrets: dict[str, bool] = Field(description="which secret values are set (never the values)")
+    revision: int = Field(description="give it as If-Match to change the account only from this copy")
+    health: dict[str, Any] = Field(description="last pull, last send, last error and its diagnosis")
+
+
+class AccountsAnswer(BaseModel):
+    accounts: list[AccountView]
+
+
+class AccountAnswer(BaseModel):
+    account: AccountView
+
+
+class AccountCheckAnswer(BaseModel):
+    check: dict[str, Any] = Field(description="the check tool's result: ok, transcript, diagnosis")
+
+
 _WHY = {
     400: "Invalid input: the error names the field (body, query, path or header)",
     401: "No valid token",
@@ -138,15 +161,23 @@ READ_MAIL = {"mail": {"operationId": GET_MAIL, "parameters": {"mail_id": "$respo
 
 
 def responses(
-    status: int, model: type[BaseModel], description: str, *errors: int, links: dict[str, Any] | None = None
+    status: int,
+    model: type[BaseModel] | None,
+    description: str,
+    *errors: int,
+    links: dict[str, Any] | None = None,
+    why: dict[int, str] | None = None,
 ) -> dict[int, Any]:
-    """The `responses=` of a route: its success answer (with `links` to what may follow), and
-    every error status it can answer (400, 401, 500 always; the route names the others) with the
-    error body's schema."""
-    success: dict[str, Any] = {"description": description, "content": {APPLICATION_JSON: {"model": model}}}
+    """The `responses=` of a route: its success answer (with `links` to what may follow; no body
+    when `model` is None), and every error status it can answer (400, 401, 500 always; the route
+    names the others) with the error body's schema, described as `why` says where it says."""
+    success: dict[str, Any] = {"description": description}
+    if model is not None:
+        success["content"] = {APPLICATION_JSON: {"model": model}}
     if links:
         success["links"] = links
     answers: dict[int, Any] = {status: success}
     for code in sorted({400, 401, 500, *errors}):
-        answers[code] = {"description": _WHY[code], "content": {APPLICATION_JSON: {"model": ErrorBody}}}
+        text = (why or {}).get(code) or _WHY[code]
+        answers[code] = {"description": text, "content": {APPLICATION_JSON: {"model": ErrorBody}}}
     return answers

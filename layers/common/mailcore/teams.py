@@ -31,10 +31,13 @@ _TEAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=@-]{0,127}$")
 
 @dataclass(frozen=True)
 class Caller:
-    """An authenticated user of the API and the teams (Cognito groups) they belong to."""
+    """An authenticated user of the API, the teams they are a member of and all their Cognito
+    groups (a team is a group with a mail team secret; other groups, such as `<team>-admin`,
+    only qualify a membership)."""
 
     user: str
     teams: frozenset[str]
+    groups: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -108,8 +111,8 @@ def caller_from_claims(claims: Mapping[str, Any] | None, authorization: str | No
     user = str(claims.get("email") or claims.get("cognito:username") or claims.get("sub") or "")
     if not user:
         return None
-    teams = frozenset(group.strip() for group in groups_of(claims, authorization) if group.strip())
-    return Caller(user=user, teams=teams)
+    groups = frozenset(group.strip() for group in groups_of(claims, authorization) if group.strip())
+    return Caller(user=user, teams=groups, groups=groups)
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -226,7 +229,7 @@ class TeamDirectory:
                 continue
             if config is not None and config.is_mail:
                 teams.add(team)
-        return Caller(user=caller.user, teams=frozenset(teams))
+        return Caller(user=caller.user, teams=frozenset(teams), groups=caller.groups)
 
     def accounts_of(self, teams: Iterable[str]) -> list[ResolvedAccount]:
         """Every account of every mail team among `teams`, in a stable order."""
