@@ -44,6 +44,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from local import iam
 from local.template import ApiRoute, FunctionSpec, Template
 
 __all__ = [
@@ -219,11 +220,20 @@ class FunctionRuntime:
     function's Timeout, a JSON result; a pool of execution environments for concurrency."""
 
     def __init__(
-        self, spec: FunctionSpec, *, region: str = "us-east-1", account_id: str = "123456789012"
+        self,
+        spec: FunctionSpec,
+        *,
+        region: str = "us-east-1",
+        account_id: str = "123456789012",
+        role: iam.Principal | None = None,
     ) -> None:
         self.spec = spec
         self.region = region
         self.account_id = account_id
+        # With a role, every AWS call of the function (its init included) is checked against it.
+        self.role = role
+        if role is not None:
+            iam.install()
         self._lock = threading.Lock()
         self._idle: list[Callable[[Any, Any], Any]] = []
         self._created = 0
@@ -250,7 +260,8 @@ class FunctionRuntime:
         if len(payload.encode()) > LAMBDA_PAYLOAD_LIMIT:
             raise RequestTooLarge(f"{self.spec.logical_id}: event over {LAMBDA_PAYLOAD_LIMIT} bytes")
         event_copy = json.loads(payload)
-        handler = self._acquire()
+        with iam.acting_as(self.role):
+            handler = self._acquire()
         context = LambdaContext(
             self.spec, region=self.region, account_id=self.account_id, request_id=request_id
         )
@@ -260,7 +271,8 @@ class FunctionRuntime:
 
         def run() -> None:
             try:
-                outcome["result"] = handler(event_copy, context)
+                with iam.acting_as(self.role):
+                    outcome["result"] = handler(event_copy, context)
             except BaseException as error:  # everything a handler raises is the invocation's error
                 outcome["error"] = error
                 outcome["formatted"] = traceback.format_exc()
@@ -507,6 +519,7 @@ class LocalGateway:
         api_id: str | None = None,
         integration_timeout: float = INTEGRATION_TIMEOUT,
         log_requests: bool = True,
+        check_iam: bool = False,
     ) -> None:
         if host not in _LOOPBACK:
             raise ValueError(f"the local gateway only binds loopback, not {host!r}")
@@ -519,6 +532,7 @@ class LocalGateway:
         self.openapi_path = openapi_path
         self.integration_timeout = integration_timeout
         self.log_requests = log_requests
+        self.check_iam = check_iam
         routes = template.api_routes()
         if api_id is not None:
             routes = [route for route in routes if route.api_id == api_id]
@@ -595,7 +609,10 @@ class LocalGateway:
             if function_id not in self._runtimes:
                 spec = self.template.function(function_id)
                 self._runtimes[function_id] = FunctionRuntime(
-                    spec, region=self.template.region, account_id=self.template.account_id
+                    spec,
+                    region=self.template.region,
+                    account_id=self.template.account_id,
+                    role=self.template.execution_role(function_id) if self.check_iam else None,
                 )
             return self._runtimes[function_id]
 

@@ -9,6 +9,7 @@ The integration tests start the very same stack (on free ports) through `LocalSt
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -23,6 +24,7 @@ from typing import Any
 
 import boto3
 
+from local import iam
 from local.aws import cognito_user, create_resources, id_token, start_moto_server
 from local.environment import use_local_aws
 from local.event_sources import EventSources
@@ -105,6 +107,7 @@ class LocalStack:
         self.state.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state, 0o755)  # Postfix and Dovecot refuse folders others cannot enter
         passwords = _stable_secrets(self.state)
+        iam.install()  # before any client exists: every client made from here on is checked
         use_local_aws(REGION)
         self.moto, endpoint = start_moto_server(self.ports.moto)
         use_local_aws(REGION, endpoint)
@@ -185,6 +188,7 @@ class LocalStack:
             port=self.ports.api,
             authorizer=verifier,
             openapi_path=OPENAPI if OPENAPI.exists() else None,
+            check_iam=True,
         )
         self.gateway.start()
         if self.run_schedules:
@@ -235,6 +239,11 @@ class LocalStack:
             "team_secret_prefix": self.team_secret_prefix,
             "environment": environment,
             "resources": self.physical,
+            # `make invoke` runs a function under the same role (KMS key ids are moto's).
+            "roles": {
+                function_id: dataclasses.asdict(self.template.execution_role(function_id))
+                for function_id in self.template.functions()
+            },
             "pid": os.getpid(),
         }
         return self.info

@@ -15,6 +15,8 @@ import base64
 import copy
 import hashlib
 import json
+import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +25,20 @@ from urllib.parse import unquote
 
 import yaml
 
+from local.iam import Principal
+
 __all__ = ["ApiRoute", "FunctionSpec", "Template", "TemplateError"]
 
 
 class TemplateError(Exception):
     """The template cannot be read or one of its values cannot be evaluated locally."""
+
+
+class _NoManagedPolicies:
+    """The translator's managed-policy loader: only ARNs are used here, never looked up."""
+
+    def load(self) -> dict[str, str]:
+        return {}
 
 
 class _NoValue:
@@ -257,7 +268,9 @@ class Template:
         self.endpoint_url = endpoint_url.rstrip("/") if endpoint_url else None
         self._attributes: dict[tuple[str, str], Any] = {}
         self._condition_values: dict[str, bool] = {}
-        self.parameters = self._parameter_values(parameter_overrides or {})
+        self.parameter_overrides = dict(parameter_overrides or {})
+        self.parameters = self._parameter_values(self.parameter_overrides)
+        self._translated: Template | None = None
         self.all_resources: dict[str, dict[str, Any]] = data["Resources"]
         # Only the resources whose Condition holds exist in the stack.
         self.resources: dict[str, dict[str, Any]] = {
@@ -638,6 +651,56 @@ class Template:
             return _as_string(value, f"Fn::Sub ${{{name}}}")
 
         return self._SUB_VARIABLE.sub(replace, text)
+
+    # ------------------------------------------------------------------ the translated template
+
+    def translated(self) -> Template:
+        """The template as CloudFormation reads it: SAM's own translator (aws-sam-translator)
+        expands the serverless resources (roles with their policies, permissions, event source
+        mappings, schedules, the API's stage); values resolve against the same stack, so
+        attributes recorded on this template hold there too."""
+        if self._translated is None:
+            from samtranslator.translator.transform import transform
+
+            logging.getLogger("samtranslator").setLevel(logging.ERROR)
+            source = copy.deepcopy(self.data)
+            for resource in source["Resources"].values():
+                properties = resource.get("Properties") or {}
+                for key in ("CodeUri", "ContentUri"):  # the translator wants S3 locations
+                    if isinstance(properties.get(key), str):
+                        properties[key] = f"s3://local-code/{properties[key]}"
+            pseudo = {"AWS::Region": self.region, "AWS::AccountId": self.account_id}
+            os.environ.setdefault("AWS_DEFAULT_REGION", self.region)
+            data = transform(source, {**self.parameters, **pseudo}, _NoManagedPolicies())
+            translated = Template(
+                data,
+                path=self.path,
+                stack_name=self.stack_name,
+                parameter_overrides=self.parameter_overrides,
+                region=self.region,
+                account_id=self.account_id,
+                endpoint_url=self.endpoint_url,
+            )
+            translated._attributes = self._attributes  # one stack: what one learns, both know
+            self._translated = translated
+        return self._translated
+
+    def execution_role(self, function_id: str) -> Principal:
+        """The execution role of a function as the translated template defines it."""
+        translated = self.translated()
+        role = translated.resources[function_id]["Properties"]["Role"]
+        role_id = role["Fn::GetAtt"][0] if isinstance(role, dict) and "Fn::GetAtt" in role else None
+        if role_id is None:
+            raise TemplateError(f"{function_id}: only a role defined in the template is checked locally")
+        properties = translated.resources[role_id].get("Properties") or {}
+        documents = [policy["PolicyDocument"] for policy in properties.get("Policies") or []]
+        return Principal(
+            function_id=function_id,
+            role_name=translated.physical_name(role_id),
+            region=self.region,
+            account_id=self.account_id,
+            policies=tuple(translated.resolve(documents)),
+        )
 
     # ------------------------------------------------------------------ functions and events
 
