@@ -29,7 +29,7 @@ from moto.events.models import EventPattern
 
 from local.template import Template
 
-Invoke = Callable[[str, dict[str, Any]], Any]
+Invoke = Callable[..., Any]  # (function id, event, *, asynchronous=False) -> result
 
 
 def matches_filters(filters: list[dict[str, Any]], record: dict[str, Any]) -> bool:
@@ -138,7 +138,7 @@ class EventSources:
                 # An EventBridge target: the function gets the event itself, one at a time.
                 for message in messages:
                     try:
-                        self.invoke(function_id, json.loads(message["Body"]))
+                        self.invoke(function_id, json.loads(message["Body"]), asynchronous=True)
                     except Exception as error:
                         print(f"local stack: {function_id} failed on an event: {error}", file=sys.stderr)
                     sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])

@@ -62,6 +62,7 @@ __all__ = [
 ]
 
 LAMBDA_PAYLOAD_LIMIT = 6_291_556  # bytes of a synchronous invocation's event or result (6 MB)
+ASYNC_EVENT_LIMIT = 262_144  # bytes of an asynchronous invocation's event (EventBridge targets)
 API_PAYLOAD_LIMIT = 10_485_760  # bytes of a request body API Gateway accepts (10 MB)
 INTEGRATION_TIMEOUT = 29.0  # seconds API Gateway REST waits for the function by default
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -251,14 +252,22 @@ class FunctionRuntime:
             self._created += 1
         return load_handler(self.spec, instance)
 
-    def invoke(self, event: Any, *, wait: float | None = None, request_id: str | None = None) -> Any:
+    def invoke(
+        self,
+        event: Any,
+        *,
+        wait: float | None = None,
+        request_id: str | None = None,
+        asynchronous: bool = False,
+    ) -> Any:
         """Calls the handler and returns its JSON result. Raises HandlerError (the handler
         raised), FunctionTimeout (it ran past the function's Timeout; the environment is
         dropped), ResponseError, RequestTooLarge, or IntegrationTimeout when `wait` seconds
         (less than the Timeout) pass first."""
         payload = json.dumps(event, default=_json_default)
-        if len(payload.encode()) > LAMBDA_PAYLOAD_LIMIT:
-            raise RequestTooLarge(f"{self.spec.logical_id}: event over {LAMBDA_PAYLOAD_LIMIT} bytes")
+        size_limit = ASYNC_EVENT_LIMIT if asynchronous else LAMBDA_PAYLOAD_LIMIT
+        if len(payload.encode()) > size_limit:
+            raise RequestTooLarge(f"{self.spec.logical_id}: event over {size_limit} bytes")
         event_copy = json.loads(payload)
         with iam.acting_as(self.role):
             handler = self._acquire()
@@ -616,12 +625,12 @@ class LocalGateway:
                 )
             return self._runtimes[function_id]
 
-    def invoke(self, function_id: str, event: Any) -> Any:
+    def invoke(self, function_id: str, event: Any, *, asynchronous: bool = False) -> Any:
         """Invokes a function directly (schedules, queues, tests): returns its JSON result, raises
         what the handler raised, or FunctionTimeout / ResponseError / RequestTooLarge."""
         self.apply_environment()
         try:
-            return self.runtime(function_id).invoke(event)
+            return self.runtime(function_id).invoke(event, asynchronous=asynchronous)
         except HandlerError as failure:
             raise failure.error from None
 

@@ -32,6 +32,8 @@ from urllib.parse import urlsplit
 import botocore.handlers
 from botocore.exceptions import ClientError
 
+from local import service_limits
+
 __all__ = [
     "Principal",
     "acting_as",
@@ -63,12 +65,12 @@ class Principal:
 
 
 _current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("iam_principal", default=None)
-_usage: dict[str, set[str]] = defaultdict(set)
+_usage: dict[str, set[tuple[str, str]]] = defaultdict(set)
 _usage_lock = threading.Lock()
 
 
-def usage() -> dict[str, set[str]]:
-    """The actions each function was allowed and used so far in this process."""
+def usage() -> dict[str, set[tuple[str, str]]]:
+    """The (action, resource) pairs each function was allowed and used so far in this process."""
     with _usage_lock:
         return {function: set(actions) for function, actions in _usage.items()}
 
@@ -352,7 +354,7 @@ def _check_call(params: dict[str, Any], model: Any, **_: Any) -> None:
             }
             raise ClientError(error, model.name)
         with _usage_lock:
-            _usage[principal.function_id].add(action)
+            _usage[principal.function_id].add((action, resource))
 
 
 _installed = threading.Lock()
@@ -361,11 +363,14 @@ _HOOK = ("before-parameter-build", _check_call)
 
 def install() -> None:
     """Checks every client made from now on (botocore registers its built-in handlers on each new
-    session), and lets executor threads carry the function they work for."""
+    session): IAM, and AWS's size limits (local/service_limits.py); and lets executor threads
+    carry the function they work for."""
     with _installed:
         if _HOOK in botocore.handlers.BUILTIN_HANDLERS:
             return
         botocore.handlers.BUILTIN_HANDLERS.append(_HOOK)
+        # The size limits moto lets pass are checked on the same clients, for every caller.
+        botocore.handlers.BUILTIN_HANDLERS.append(("before-parameter-build", service_limits.check_call))
         submit = ThreadPoolExecutor.submit
 
         def submit_in_context(self: ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any) -> Any:

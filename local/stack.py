@@ -330,9 +330,9 @@ class LocalStack:
         pool_id, client_id = self.user_pool()
         return id_token(self.session, pool_id, client_id, email=email, password=password)
 
-    def invoke(self, function_id: str, event: dict[str, Any]) -> Any:
+    def invoke(self, function_id: str, event: dict[str, Any], *, asynchronous: bool = False) -> Any:
         assert self.gateway is not None
-        return self.gateway.invoke(function_id, event)
+        return self.gateway.invoke(function_id, event, asynchronous=asynchronous)
 
     # --- event sources moto stores but never fires ------------------------------------------
     def _start_schedules(self) -> None:

@@ -430,6 +430,10 @@ class Template:
         known = self._attributes.get((name, "Ref"))
         if known is not None:
             return known
+        if name.endswith(".Alias"):  # SAM: the alias AutoPublishAlias makes, as a qualified ARN
+            function_id = name.removesuffix(".Alias")
+            alias = self.function_properties(function_id).get("AutoPublishAlias")
+            return f"{self._get_att(function_id, 'Arn')}:{self.resolve(alias)}"
         resource = self._resource(name)
         type_ = resource.get("Type")
         physical = self.physical_name(name)

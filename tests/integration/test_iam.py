@@ -73,6 +73,35 @@ def test_the_system_mail_function_may_not_read_a_team_secret(stack, new_team):
         denied(lambda: aws["secretsmanager"].get_secret_value(SecretId=stack.team_secret_prefix + team.team))
 
 
+def test_the_store_function_may_not_read_a_team_secret(stack, new_team):
+    team = new_team()
+    aws = clients()
+    with iam.acting_as(role_of(stack, "StoreFunction")):
+        denied(lambda: aws["secretsmanager"].get_secret_value(SecretId=stack.team_secret_prefix + team.team))
+
+
+def test_the_outbox_push_may_not_read_file_records(stack):
+    aws, resources = clients(), stack.physical
+    with iam.acting_as(role_of(stack, "OutboxPushFunction")):
+        denied(lambda: aws["dynamodb"].get_item(TableName=resources["FilesTable"], Key=mail_key()))
+
+
+def test_the_scheduled_sync_may_not_create_mail(stack):
+    aws = clients()
+    with iam.acting_as(role_of(stack, "OutboxSyncFunction")):
+        denied(lambda: aws["dynamodb"].put_item(TableName=stack.physical["MailTable"], Item=mail_key()))
+
+
+def test_the_queued_pull_may_not_send_to_the_outbox_dead_letter_queue(stack):
+    aws = clients()
+    with iam.acting_as(role_of(stack, "QueuedPullFunction")):
+        denied(
+            lambda: aws["sqs"].send_message(
+                QueueUrl=stack.info["environment"]["OUTBOX_DLQ_URL"], MessageBody="{}"
+            )
+        )
+
+
 def test_the_pull_may_write_a_rotated_refresh_token_back_into_the_team_secret(stack, new_team):
     team = new_team()
     aws, name = clients(), stack.team_secret_prefix + team.team
@@ -80,3 +109,85 @@ def test_the_pull_may_write_a_rotated_refresh_token_back_into_the_team_secret(st
         value = aws["secretsmanager"].get_secret_value(SecretId=name)["SecretString"]
         aws["secretsmanager"].put_secret_value(SecretId=name, SecretString=value)
     assert json.loads(value)["type"] == "mail"
+
+
+def granted(stack: LocalStack, function_id: str) -> set[tuple[str, str]]:
+    """(action, resource) patterns the template's own Policies of a function grant; SAM's
+    policies for what Lambda does with the role (event source destinations) are not code's."""
+    translated = stack.template.translated()
+    policies = translated.resources[f"{function_id}Role"]["Properties"]["Policies"]
+    documents = translated.resolve(
+        [
+            policy["PolicyDocument"]
+            for policy in policies
+            if policy["PolicyName"].startswith(f"{function_id}RolePolicy")
+        ]
+    )
+    return {
+        (str(action), str(resource))
+        for document in documents
+        for statement in iam.statements(document)
+        if statement.get("Effect") == "Allow"
+        for action in iam.listed(statement.get("Action", []))
+        for resource in iam.listed(statement.get("Resource", []))
+    }
+
+
+# Grants a code path of the function needs that no integration test reaches through that function
+# (each is reached through another function running the same use case), by function and action.
+BROKEN_MARK = "an OAuth2 account marked broken (credentials.access_token; pulls reach it)"
+REACHED_OUTSIDE_THE_SUITE = {
+    "SendFunction": {
+        "dynamodb:DeleteItem": "Powertools deletes the in-progress record when a keyed send raises",
+        "dynamodb:PutItem": BROKEN_MARK,
+    },
+    "OutboxPushFunction": {
+        "dynamodb:GetItem": "an account's sending limit and broken mark (SendFunction reaches it)",
+        "dynamodb:PutItem": BROKEN_MARK,
+        "dynamodb:UpdateItem": "an account's sending limit",
+        "secretsmanager:PutSecretValue": "an OAuth2 refresh token rotated while pushing",
+        "sqs:SendMessage": "a pushed mail that failed for good (sync reaches it)",
+    },
+    "OutboxSyncFunction": {
+        "dynamodb:GetItem": "an account's sending limit and broken mark",
+        "dynamodb:PutItem": BROKEN_MARK,
+        "dynamodb:UpdateItem": "an account's sending limit",
+        "s3:GetObject": "the raw message of a queued mail (push reaches it)",
+        "secretsmanager:PutSecretValue": "an OAuth2 refresh token rotated while syncing",
+        "sqs:SendMessage": "a mail that failed for good during the scheduled sync",
+    },
+    "QueuedPullFunction": {
+        "dynamodb:GetItem": "the broken mark of an OAuth2 account pulled from the queue",
+        "dynamodb:PutItem": "attachments of a queued pull's mail (PullFunction reaches it)",
+        "s3:PutObject": "attachments of a queued pull's mail",
+        "secretsmanager:PutSecretValue": "an OAuth2 refresh token rotated during a queued pull",
+        "sqs:SendMessage": "an account out of time goes back on the pull queue",
+    },
+    "PullDispatchFunction": {
+        "sqs:SendMessage": "the suite's dispatcher test writes to a stand-in for PullQueue"
+    },
+}
+
+
+@pytest.mark.after_the_suite
+def test_every_action_a_role_grants_is_used_by_a_code_path_of_its_function(stack, whole_suite):
+    """Least privilege: what the whole integration suite's invocations were allowed to call, per
+    function, against what each role grants (a grant counts once a call matched it)."""
+    if not whole_suite:
+        pytest.skip("needs every integration test in this session (run the whole tests/integration)")
+    used = iam.usage()
+
+    def was_used(function_id: str, action: str, resource: str) -> bool:
+        return action in REACHED_OUTSIDE_THE_SUITE.get(function_id, {}) or any(
+            iam.like(call, action, ignore_case=True) and iam.like(arn, resource)
+            for call, arn in used.get(function_id, ())
+        )
+
+    unused = {
+        function_id: sorted(
+            grant for grant in granted(stack, function_id) if not was_used(function_id, *grant)
+        )
+        for function_id in stack.template.functions()
+    }
+    unused = {function_id: grants for function_id, grants in unused.items() if grants}
+    assert unused == {}, f"granted but used by no code path the suite reached: {unused}"

@@ -73,7 +73,7 @@ class Recorder:
         self.fail_ids: set[str] = set()
         self.lock = threading.Lock()
 
-    def __call__(self, function_id: str, event: dict) -> dict:
+    def __call__(self, function_id: str, event: dict, *, asynchronous: bool = False) -> dict:
         with self.lock:
             self.calls.append((function_id, event))
         failures = [
