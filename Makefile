@@ -61,8 +61,8 @@ smoke:
 
 bench: bench-cold bench-oauth2
 
-# Cold init of every function against `import boto3` + its clients (bench/cold_init.py).
-bench-cold: install
+# Cold init of every function as built (.aws-sam/build), with and without SnapStart, against `import boto3` + its clients (bench/cold_init.py).
+bench-cold: install template
 	@$(PY) -m bench.cold_init
 
 # XOAUTH2 logins (both POP3 forms, SMTP through Postfix) against password logins (bench/oauth2_login.py).

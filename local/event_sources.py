@@ -1,8 +1,9 @@
 """The event sources that moto stores but never fires, driven the way Lambda drives them.
 
-For every function event in template.yaml of type SQS, DynamoDB (streams) and EventBridgeRule,
-a thread polls the source in moto and invokes the handler in-process, as Lambda's event source
-mappings and EventBridge targets do in the cloud:
+For every event source mapping (SQS, DynamoDB streams) and EventBridge rule target of the
+translated template (what CloudFormation creates from template.yaml), a thread polls the source in
+moto and invokes the handler in-process, as Lambda's event source mappings and EventBridge targets
+do in the cloud:
 - SQS: batches of up to BatchSize; with ReportBatchItemFailures only the failed messages stay
   on the queue, otherwise a raised error leaves the whole batch (moto's redrive policy moves a
   message to its dead-letter queue after maxReceiveCount receives, as SQS does).
@@ -74,19 +75,18 @@ class EventSources:
         """Starts a poller per event source; answers what it drives, for the start-up message."""
         started = []
         for function_id, name, properties in self.template.event_sources("SQS"):
-            queue_url = self._queue_url(str(properties["Queue"]))
+            queue_url = self._queue_url(str(properties["EventSourceArn"]))
             self._spawn(f"sqs-{name}", self._poll_queue, function_id, queue_url, properties, False)
-            started.append(f"SQS {_arn_name(str(properties['Queue']))} -> {function_id}")
+            started.append(f"SQS {_arn_name(str(properties['EventSourceArn']))} -> {function_id}")
         for function_id, name, properties in self.template.event_sources("DynamoDB"):
             self._spawn(f"stream-{name}", self._poll_stream, function_id, properties)
             started.append(
-                f"DynamoDB stream of {_arn_name(str(properties['Stream']).split('/stream/')[0])} -> {function_id}"
+                f"DynamoDB stream of {_arn_name(str(properties['EventSourceArn']).split('/stream/')[0])} -> {function_id}"
             )
-        for kind in ("EventBridgeRule", "CloudWatchEvent"):
-            for function_id, name, properties in self.template.event_sources(kind):
-                queue_url = self._rule_to_queue(function_id, name, properties)
-                self._spawn(f"rule-{name}", self._poll_queue, function_id, queue_url, {"BatchSize": 1}, True)
-                started.append(f"EventBridge rule {name} -> {function_id}")
+        for function_id, name, properties in self.template.event_sources("EventBridgeRule"):
+            queue_url = self._rule_to_queue(function_id, name, properties)
+            self._spawn(f"rule-{name}", self._poll_queue, function_id, queue_url, {"BatchSize": 1}, True)
+            started.append(f"EventBridge rule {name} -> {function_id}")
         return started
 
     def stop(self) -> None:
@@ -195,9 +195,12 @@ class EventSources:
             "QueueArn"
         ]
         bus = _arn_name(str(properties.get("EventBusName") or "default"))
-        rule_name = str(properties.get("RuleName") or f"{function_id}-{name}")[:64]
+        rule_name = str(properties.get("Name") or f"{function_id}-{name}")[:64]
         events.put_rule(
-            Name=rule_name, EventBusName=bus, EventPattern=json.dumps(properties["Pattern"]), State="ENABLED"
+            Name=rule_name,
+            EventBusName=bus,
+            EventPattern=json.dumps(properties["EventPattern"]),
+            State="ENABLED",
         )
         events.put_targets(
             Rule=rule_name, EventBusName=bus, Targets=[{"Id": "local-function", "Arn": queue_arn}]
@@ -207,7 +210,7 @@ class EventSources:
     # --- DynamoDB streams ---------------------------------------------------------------------
     def _poll_stream(self, function_id: str, properties: dict[str, Any]) -> None:
         streams = self.session.client("dynamodbstreams")
-        stream_arn = str(properties["Stream"])
+        stream_arn = str(properties["EventSourceArn"])
         batch_size = int(properties.get("BatchSize") or 100)
         retries = int(
             properties.get("MaximumRetryAttempts", 2)

@@ -551,10 +551,10 @@ class LocalGateway:
             raise ValueError(f"routes need a Cognito authorizer but none was given: {', '.join(missing)}")
         apis = sorted({route.api_id for route in self.routes})
         self.api_id = api_id or (apis[0] if len(apis) == 1 else None)
-        api = template.api_properties(self.api_id) if self.api_id else {}
-        self.gateway_responses: dict[str, Any] = template.resolve(api.get("GatewayResponses") or {}) or {}
+        api = template.api_definition(self.api_id) if self.api_id else {}
+        self.gateway_responses: dict[str, Any] = api.get("x-amazon-apigateway-gateway-responses") or {}
         self.binary_media_types: list[str] = [
-            str(item) for item in template.resolve(api.get("BinaryMediaTypes") or []) or []
+            str(item) for item in api.get("x-amazon-apigateway-binary-media-types") or []
         ]
         self.rest_api_id = (
             str(template.resolve({"Ref": self.api_id})) if self.api_id in template.resources else "localapi01"
@@ -929,13 +929,13 @@ class LocalGateway:
         )
         headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", error_type)]
         body = json.dumps({"message": message})
-        if isinstance(custom, dict):
-            if custom.get("StatusCode"):
-                status = int(custom["StatusCode"])
-            parameters = custom.get("ResponseParameters") or {}
-            for name, value in (parameters.get("Headers") or {}).items():
-                headers.append((str(name), str(value).strip("'")))
-            templates = custom.get("ResponseTemplates") or {}
+        if isinstance(custom, dict):  # as in the API's OpenAPI body
+            if custom.get("statusCode"):
+                status = int(custom["statusCode"])
+            for name, value in (custom.get("responseParameters") or {}).items():
+                if name.startswith("gatewayresponse.header."):
+                    headers.append((name.removeprefix("gatewayresponse.header."), str(value).strip("'")))
+            templates = custom.get("responseTemplates") or {}
             template = templates.get("application/json") or next(iter(templates.values()), None)
             if isinstance(template, str):
                 body = self._render(template, response_type, message, request_id, route)

@@ -336,9 +336,7 @@ class LocalStack:
 
     # --- event sources moto stores but never fires ------------------------------------------
     def _start_schedules(self) -> None:
-        for function_id, name, properties in self.template.event_sources(
-            "ScheduleV2"
-        ) + self.template.event_sources("Schedule"):
+        for function_id, name, properties in self.template.event_sources("Schedule"):
             seconds = rate_seconds(str(properties.get("ScheduleExpression", "")))
             if seconds is None:
                 print(
