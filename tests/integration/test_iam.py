@@ -4,6 +4,9 @@ does not allow is refused here as AWS refuses it (local/iam.py)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -12,6 +15,8 @@ from botocore.exceptions import ClientError
 
 from local import iam
 from local.stack import LocalStack
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def role_of(stack: LocalStack, function_id: str) -> iam.Principal:
@@ -109,6 +114,26 @@ def test_the_pull_may_write_a_rotated_refresh_token_back_into_the_team_secret(st
         value = aws["secretsmanager"].get_secret_value(SecretId=name)["SecretString"]
         aws["secretsmanager"].put_secret_value(SecretId=name, SecretString=value)
     assert json.loads(value)["type"] == "mail"
+
+
+def test_make_invoke_runs_a_function_under_its_role_from_the_stack_description(stack, tmp_path):
+    described, event = tmp_path / "stack.json", tmp_path / "event.json"
+    info = json.loads(json.dumps(stack.info))
+    info["roles"]["PullDispatchFunction"]["policies"] = []  # a role that allows nothing
+    described.write_text(json.dumps(info))
+    event.write_text(json.dumps({"source": "schedule"}))
+    command = [
+        sys.executable,
+        "-m",
+        "local.invoke",
+        "PullDispatchFunction",
+        str(event),
+        "--stack-json",
+        str(described),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "PullDispatchFunctionRole/PullDispatchFunction is not authorized to perform" in done.stdout
 
 
 def granted(stack: LocalStack, function_id: str) -> set[tuple[str, str]]:
