@@ -28,7 +28,7 @@ def role_of(stack: LocalStack, function_id: str) -> iam.Principal:
 
 def clients() -> Any:
     session = boto3.session.Session()  # made after the stack started: its clients are checked
-    return {name: session.client(name) for name in ("dynamodb", "sqs", "secretsmanager")}
+    return {name: session.client(name) for name in ("dynamodb", "sqs", "secretsmanager", "kms")}
 
 
 def denied(call: Any) -> str:
@@ -105,6 +105,21 @@ def test_the_queued_pull_may_not_send_to_the_outbox_dead_letter_queue(stack):
                 QueueUrl=stack.info["environment"]["OUTBOX_DLQ_URL"], MessageBody="{}"
             )
         )
+
+
+@pytest.mark.parametrize(
+    "function_id", ["SystemMailFunction", "SystemMailEventsFunction", "SystemMailQueueFunction"]
+)
+def test_only_the_cognito_sender_may_decrypt_the_codes_cognito_encrypts(stack, function_id):
+    aws, key = clients(), stack.info["environment"]["SYSTEM_MAIL_KEY_ARN"]
+    with iam.acting_as(role_of(stack, function_id)):
+        denied(lambda: aws["kms"].decrypt(CiphertextBlob=b"not a real ciphertext", KeyId=key))
+
+
+def test_the_cognito_sender_may_not_write_idempotency_records(stack):
+    aws, table = clients(), stack.physical["IdempotencyTable"]
+    with iam.acting_as(role_of(stack, "CognitoEmailSenderFunction")):
+        denied(lambda: aws["dynamodb"].put_item(TableName=table, Item=mail_key()))
 
 
 def test_the_pull_may_write_a_rotated_refresh_token_back_into_the_team_secret(stack, new_team):
@@ -190,6 +205,18 @@ REACHED_OUTSIDE_THE_SUITE = {
     },
     "PullDispatchFunction": {
         "sqs:SendMessage": "the suite's dispatcher test writes to a stand-in for PullQueue"
+    },
+    # One process here: what one system mail function read (the system secret, a template) is in
+    # the shared cache when the next one runs; in Lambda each function reads it itself.
+    "SystemMailQueueFunction": {
+        "s3:GetObject": "templates and raw messages, read first by another system mail function",
+        "secretsmanager:GetSecretValue": "the system secret, cached by another system mail function",
+    },
+    "SystemMailEventsFunction": {
+        "s3:GetObject": "a raw message (the deliver path SystemMailFunction reaches)"
+    },
+    "CognitoEmailSenderFunction": {
+        "s3:GetObject": "a raw message (the deliver path SystemMailFunction reaches)"
     },
 }
 
