@@ -1,8 +1,9 @@
 """An HTTP server on 127.0.0.1 that behaves like the template's API Gateway REST API.
 
-Routes come from the functions' `Type: Api` events; a request reaches a handler as a REST proxy
-(payload 1.0) event, after the Cognito authorizer checked the ID token where the template asks for
-it, and the handler's answer goes back as API Gateway would send it. What API Gateway does on its
+Routes come from the API's OpenAPI body as the SAM translator writes it for API Gateway (the
+function behind each Lambda proxy integration, its Cognito security scheme); a request reaches a
+handler as a REST proxy (payload 1.0) event, after the Cognito authorizer checked the ID token where
+the body asks for it, under the function's own role (local/iam.py), and the handler's answer goes back as API Gateway would send it. What API Gateway does on its
 own is emulated too: 403 "Missing Authentication Token" for unknown routes, 401 for a missing or bad
 token, 502 when the function fails or answers a malformed proxy response, 504 after the 29 s
 integration timeout, 413 beyond the payload limits, the API's GatewayResponses templates.
