@@ -39,6 +39,34 @@ OPENAPI = ROOT / "docs" / "openapi.json"
 DEFAULT_STATE = ROOT / ".local"
 REGION = "us-east-1"
 
+# How the local stack stands in for every resource type CloudFormation creates from template.yaml
+# (its translation). A type missing here is reported at start and fails
+# tests/unit/test_deployment_shape.py: a new resource type must say how it runs locally.
+CREATED_IN_MOTO = "created in moto by local/aws.py"
+LOCAL_STAND_INS: dict[str, str] = {
+    "AWS::DynamoDB::Table": CREATED_IN_MOTO + " (streams, TTL, PITR, indexes)",
+    "AWS::S3::Bucket": CREATED_IN_MOTO + " (versioning, encryption, lifecycle, public access block)",
+    "AWS::S3::BucketPolicy": CREATED_IN_MOTO + " (without the TLS-only Deny: moto is HTTP here)",
+    "AWS::SQS::Queue": CREATED_IN_MOTO + " (redrive policies)",
+    "AWS::Events::EventBus": CREATED_IN_MOTO,
+    "AWS::KMS::Key": CREATED_IN_MOTO + " (key policy stored, not evaluated)",
+    "AWS::Cognito::UserPool": CREATED_IN_MOTO + " (its Lambda trigger is not wired)",
+    "AWS::Cognito::UserPoolClient": CREATED_IN_MOTO,
+    "AWS::Lambda::Function": "run in this process by local/gateway.py (FunctionRuntime)",
+    "AWS::Lambda::LayerVersion": "its folder on sys.path",
+    "AWS::IAM::Role": "every AWS call checked against it by local/iam.py",
+    "AWS::ApiGateway::RestApi": "local/gateway.py, from its OpenAPI body",
+    "AWS::ApiGateway::Deployment": "local/gateway.py (one stage)",
+    "AWS::ApiGateway::Stage": "local/gateway.py (served at / and /<stage>/)",
+    "AWS::Lambda::Permission": "not needed: the gateway and the drivers invoke in-process",
+    "AWS::Lambda::EventSourceMapping": "polled by local/event_sources.py",
+    "AWS::Events::Rule": "a moto rule with a local queue target, polled by local/event_sources.py",
+    "AWS::Scheduler::Schedule": "a timer thread of the stack (rate expressions only)",
+    "AWS::Lambda::Version": "not emulated: every local environment imports the handler (no snapshot)",
+    "AWS::Lambda::Alias": "not emulated: triggers invoke the function itself",
+    "AWS::Lambda::EventInvokeConfig": "not emulated: a failed asynchronous event is logged, not retried",
+}
+
 DEMO_TEAM = "demo"
 DEMO_ACCOUNT = "demo"
 OAUTH_ACCOUNT = "oauth"
@@ -116,6 +144,13 @@ class LocalStack:
             TEMPLATE, parameter_overrides=self.parameter_overrides, region=REGION, endpoint_url=endpoint
         )
         self.physical = create_resources(self.template, self.session, endpoint)
+        for type_ in sorted(
+            {r["Type"] for r in self.template.translated().resources.values()} - set(LOCAL_STAND_INS)
+        ):
+            print(
+                f"local stack: {type_} has no local stand-in (local/stack.py LOCAL_STAND_INS)",
+                file=sys.stderr,
+            )
 
         (self.state / "mail").mkdir(mode=0o755, exist_ok=True)
         self.oauth2 = OAuth2Server(port=self.ports.oauth2).start()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from local.gateway import INTEGRATION_TIMEOUT
+from local.stack import LOCAL_STAND_INS
 from local.template import Template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,3 +74,8 @@ def test_the_api_event_sources_schedules_rules_and_cognito_invoke_the_alias():
     pool = translated_of_type("AWS::Cognito::UserPool")["UserPool"]["Properties"]
     targets.add(pool["LambdaConfig"]["CustomEmailSender"]["LambdaArn"]["Ref"])
     assert targets and targets <= aliases, targets - aliases
+
+
+def test_every_resource_type_cloudformation_would_create_has_a_local_stand_in():
+    created = {resource["Type"] for resource in template().translated().resources.values()}
+    assert created - set(LOCAL_STAND_INS) == set()
