@@ -11,7 +11,8 @@ do in the cloud:
   language as EventBridge, matched with moto's own matcher), in order; failed records are
   retried up to MaximumRetryAttempts and then described on the OnFailure destination queue.
 - EventBridgeRule: the rule is created in moto on its bus with a local SQS queue as its target
-  (moto matches the pattern and delivers), and that queue is polled to invoke the function.
+  (moto matches the pattern and delivers), and that queue is polled to invoke the function
+  asynchronously: retried per its EventInvokeConfig, then described on its OnFailure queue.
 """
 
 from __future__ import annotations
@@ -137,10 +138,7 @@ class EventSources:
             if unwrap_events:
                 # An EventBridge target: the function gets the event itself, one at a time.
                 for message in messages:
-                    try:
-                        self.invoke(function_id, json.loads(message["Body"]), asynchronous=True)
-                    except Exception as error:
-                        print(f"local stack: {function_id} failed on an event: {error}", file=sys.stderr)
+                    self._invoke_asynchronously(function_id, json.loads(message["Body"]))
                     sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
                 continue
             records = [self._sqs_record(message, queue_arn) for message in messages]
@@ -162,6 +160,41 @@ class EventSources:
             for record in passing:
                 if record["messageId"] not in failed:
                     sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=record["receiptHandle"])
+
+    def _invoke_asynchronously(self, function_id: str, event: dict[str, Any]) -> None:
+        """Lambda's asynchronous invocation: a failed event is tried again (EventInvokeConfig's
+        MaximumRetryAttempts, 2 by default; here without Lambda's minutes of back-off), then
+        described on the OnFailure destination queue, as Lambda describes it."""
+        config = self.template.async_invoke_config(function_id)
+        attempts = 1 + int(config.get("MaximumRetryAttempts", 2))
+        for _ in range(attempts):
+            try:
+                self.invoke(function_id, event, asynchronous=True)
+                return
+            except Exception as error:  # the invocation failed: Lambda tries again
+                failure = error
+        print(f"local stack: {function_id} failed on an event {attempts} times: {failure}", file=sys.stderr)
+        destination = ((config.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
+        if destination:
+            record = {
+                "version": "1.0",
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+                "requestContext": {
+                    "requestId": str(uuid.uuid4()),
+                    "functionArn": f"{function_id}:{config.get('Qualifier', '$LATEST')}",
+                    "condition": "RetriesExhausted",
+                    "approximateInvokeCount": attempts,
+                },
+                "requestPayload": event,
+                "responseContext": {
+                    "statusCode": 200,
+                    "executedVersion": "$LATEST",
+                    "functionError": "Unhandled",
+                },
+                "responsePayload": {"errorMessage": str(failure), "errorType": type(failure).__name__},
+            }
+            url = self._queue_url(str(destination))
+            self.session.client("sqs").send_message(QueueUrl=url, MessageBody=json.dumps(record))
 
     def _sqs_record(self, message: dict[str, Any], queue_arn: str) -> dict[str, Any]:
         attributes = {

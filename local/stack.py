@@ -64,7 +64,7 @@ LOCAL_STAND_INS: dict[str, str] = {
     "AWS::Scheduler::Schedule": "a timer thread of the stack (rate expressions only)",
     "AWS::Lambda::Version": "not emulated: every local environment imports the handler (no snapshot)",
     "AWS::Lambda::Alias": "not emulated: triggers invoke the function itself",
-    "AWS::Lambda::EventInvokeConfig": "not emulated: a failed asynchronous event is logged, not retried",
+    "AWS::Lambda::EventInvokeConfig": "retries and OnFailure queue of asynchronous events, local/event_sources.py",
 }
 
 DEMO_TEAM = "demo"

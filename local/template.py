@@ -843,6 +843,15 @@ class Template:
                     found.append((translated._function_of(target["Arn"]), logical_id, resolved))
         return found
 
+    def async_invoke_config(self, function_id: str) -> dict[str, Any]:
+        """The function's EventInvokeConfig (retries, OnFailure destination), resolved; {} if none."""
+        translated = self.translated()
+        for config in translated.resources_of_type("AWS::Lambda::EventInvokeConfig").values():
+            if config["Properties"].get("FunctionName") == {"Ref": function_id}:
+                resolved: dict[str, Any] = translated.resolve(config["Properties"])
+                return resolved
+        return {}
+
     def _function_of(self, reference: Any) -> str:
         """The function (logical id) a Ref/GetAtt names, directly or through its alias."""
         target = reference.get("Ref") if isinstance(reference, dict) else None

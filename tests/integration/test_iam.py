@@ -206,17 +206,19 @@ REACHED_OUTSIDE_THE_SUITE = {
     "PullDispatchFunction": {
         "sqs:SendMessage": "the suite's dispatcher test writes to a stand-in for PullQueue"
     },
-    # One process here: what one system mail function read (the system secret, a template) is in
-    # the shared cache when the next one runs; in Lambda each function reads it itself.
-    "SystemMailQueueFunction": {
-        "s3:GetObject": "templates and raw messages, read first by another system mail function",
-        "secretsmanager:GetSecretValue": "the system secret, cached by another system mail function",
-    },
-    "SystemMailEventsFunction": {
-        "s3:GetObject": "a raw message (the deliver path SystemMailFunction reaches)"
-    },
-    "CognitoEmailSenderFunction": {
-        "s3:GetObject": "a raw message (the deliver path SystemMailFunction reaches)"
+    # One process here: the system secret and the templates one system mail function read are in
+    # the process-wide cache when the next one runs (whichever runs first); in Lambda each reads them.
+    **{
+        function_id: {
+            "secretsmanager:GetSecretValue": "the system secret, cached by whichever system mail function ran first",
+            "s3:GetObject": "templates and raw messages, cached or read by another system mail function",
+        }
+        for function_id in (
+            "SystemMailFunction",
+            "SystemMailEventsFunction",
+            "SystemMailQueueFunction",
+            "CognitoEmailSenderFunction",
+        )
     },
 }
 
