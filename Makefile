@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: run stop test lint typecheck template unit integration openapi invoke check bench bench-cold bench-oauth2 bench-send bench-hostile fuzz fuzz-mail fuzz-api install clean screenshots
+.PHONY: run stop test lint typecheck template unit integration openapi invoke check bench bench-cold bench-oauth2 bench-send bench-hostile fuzz fuzz-mail fuzz-api install clean screenshots deploy smoke
 
 install:
 	@bash scripts/bootstrap.sh
@@ -59,10 +59,21 @@ check:
 	@test -n "$(PROTOCOL)" || { echo "usage: make check PROTOCOL=pop3|smtp TEAM=<team> ACCOUNT=<account> (or SYSTEM=1) [SEND_TO=<address>]"; exit 2; }
 	@$(PY) -m local.check "$(PROTOCOL)" $(if $(TEAM),--team "$(TEAM)") $(if $(ACCOUNT),--account "$(ACCOUNT)") $(if $(SYSTEM),--system) $(if $(SEND_TO),--send-to "$(SEND_TO)")
 
+# Deploys to your AWS account with the SAM CLI: guided the first time (it writes your answers
+# to samconfig.toml), from samconfig.toml after that.
+deploy: template
+	@if grep -q '^parameter_overrides' samconfig.toml; then .venv-sam/bin/sam deploy; \
+	 else .venv-sam/bin/sam deploy --guided; fi
+
+# Smoke test of a deployment through its public API: make smoke API=<url> TOKEN=<id token> ACCOUNT=<account> [TO=<its address>]
+smoke:
+	@test -n "$(API)" -a -n "$(TOKEN)" -a -n "$(ACCOUNT)" || { echo "usage: make smoke API=<url> TOKEN=<id token> ACCOUNT=<account> [TO=<address>]"; exit 2; }
+	@SMOKE_TOKEN='$(TOKEN)' $(PY) scripts/smoke.py --api "$(API)" --account "$(ACCOUNT)" $(if $(TO),--to "$(TO)")
+
 bench: bench-cold bench-oauth2
 
-# Cold init of every function against `import boto3` + its clients (bench/cold_init.py).
-bench-cold: install
+# Cold init of every function as built (.aws-sam/build), with and without SnapStart, against `import boto3` + its clients (bench/cold_init.py).
+bench-cold: install template
 	@$(PY) -m bench.cold_init
 
 # XOAUTH2 logins (both POP3 forms, SMTP through Postfix) against password logins (bench/oauth2_login.py).

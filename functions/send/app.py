@@ -1,5 +1,5 @@
-"""Outgoing mail: send one now, queue one, sync an account's outbox, and the MailTable stream
-(push) that sends what gets queued."""
+"""Outgoing mail through the API: send one now, queue one, sync an account's outbox. Push (the
+MailTable stream) and the scheduled sync have their own functions (outbox_push, outbox_sync)."""
 
 import hashlib
 import json
@@ -8,8 +8,6 @@ from typing import Annotated, Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
@@ -27,7 +25,6 @@ from mailcore.api import (
     seconds_left_for_caller,
     service_error_body,
 )
-from mailcore.errors import MailServiceError
 from mailcore.models import NAME_PATTERN, QueueRequest, SendRequest
 from mailcore.services.outbox import queue_mail
 from mailcore.services.send import MailSendFailed, send_mail
@@ -35,7 +32,6 @@ from mailcore.teams import ResolvedAccount
 
 logger = Logger()
 app = make_resolver()
-processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
 
 IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600
 Team = Annotated[
@@ -153,38 +149,6 @@ def sync(account: AccountName, team: Team = None) -> dict[str, Any]:
         return outbox.sync(target).public()
 
 
-def scheduled_sync(context: LambdaContext) -> dict[str, int]:
-    """The safety net behind push: mail still queued, or claimed by a sender that died."""
-    directory = runtime.directory()
-    counts = {"sent": 0, "failed": 0, "unknown": 0, "skipped": 0, "errors": 0, "deferred": 0}
-    with runtime.outbox(seconds_left=lambda: context.get_remaining_time_in_millis() / 1000) as outbox:
-        for team in directory.all_teams():
-            try:  # one team's broken secret must not stop the others' mail
-                targets = directory.accounts_of([team])
-            except MailServiceError as error:
-                logger.warning("outbox sync skipped a team", extra={"team": team, "reason": error.message})
-                continue
-            for target in targets:
-                for outcome, mails in outbox.sync(target).public().items():
-                    counts[outcome] += len(mails)
-    return counts
-
-
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    if "httpMethod" in event:
-        return app.resolve(event, context)
-    if "Records" in event:
-        # Push: one connection per account for the whole batch; a record fails (and Lambda
-        # retries it) only when its outcome could not be recorded, never for a refused mail.
-        with runtime.outbox(seconds_left=lambda: context.get_remaining_time_in_millis() / 1000) as outbox:
-            ids = [DynamoDBRecord(record).dynamodb.keys["id"] for record in event["Records"]]  # type: ignore[union-attr]
-            report = outbox.send(ids)
-
-            def check_record(record: DynamoDBRecord) -> None:
-                mail_id = record.dynamodb.keys["id"]  # type: ignore[union-attr]
-                if mail_id in report.errors:
-                    raise RuntimeError(f"mail {mail_id}: {report.errors[mail_id]}")
-
-            return dict(process_partial_response(event, check_record, processor, context))
-    return scheduled_sync(context)
+    return app.resolve(event, context)

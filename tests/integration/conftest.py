@@ -30,6 +30,7 @@ __all__ = ["claims", "rest_event"]
 # Secrets are cached for a second only here, so a test can see a changed secret take effect.
 SECRETS_MAX_AGE = "1"
 MAILBOX_POOL = 200
+WHOLE_SUITE = pytest.StashKey[bool]()
 
 
 @dataclass(frozen=True)
@@ -133,8 +134,18 @@ def _environment_of_the_stack(stack: LocalStack) -> Iterator[None]:
     os.environ.update(saved)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.integration)
+    # A check of what the whole suite did runs last, and only when the whole suite runs.
+    collected = {Path(str(item.fspath)) for item in items}
+    config.stash[WHOLE_SUITE] = all(module in collected for module in here.glob("test_*.py"))
+    items.sort(key=lambda item: item.get_closest_marker("after_the_suite") is not None)
+
+
+@pytest.fixture
+def whole_suite(request: pytest.FixtureRequest) -> bool:
+    """True when this session runs every integration test (and so every code path they reach)."""
+    return request.config.stash.get(WHOLE_SUITE, False)

@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.cold_init import LAYER_SOURCE, imported_distributions, link_distributions
+from bench.cold_init import ROOT, imported_distributions, link_distributions
+
+LAYER_SOURCE = ROOT / "layers" / "common"
 
 _PARSE_IN_CHILD = """
 from mailcore.mime.isolated import IsolatedParser

@@ -38,7 +38,7 @@ def test_a_queued_request_that_fails_validation_fails_without_its_values_in_the_
     }
     # Every record of the batch failed: the processor raises, with each record's error text.
     with pytest.raises(BatchProcessingError) as caught:
-        system_mail_app.lambda_handler(event, LambdaContext())
+        system_mail_app.on_queue(event, LambdaContext())
     captured = capsys.readouterr()
     assert "variabels" in str(caught.value)
     assert "SECRET-RESET-TOKEN" not in str(caught.value) + captured.out + captured.err
@@ -47,5 +47,5 @@ def test_a_queued_request_that_fails_validation_fails_without_its_values_in_the_
 def test_an_event_that_fails_validation_raises_an_error_naming_the_field_not_its_value(system_mail_app):
     event = {"detail-type": "SystemMailRequested", "source": "app", "id": "e-1", "detail": MISSPELLED}
     with pytest.raises(InvalidInput) as caught:
-        system_mail_app.lambda_handler(event, LambdaContext())
+        system_mail_app.on_event(event, LambdaContext())
     assert "variabels" in str(caught.value) and "SECRET-RESET-TOKEN" not in str(caught.value)
