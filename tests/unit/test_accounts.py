@@ -316,3 +316,23 @@ def test_a_checked_change_is_not_saved_when_the_kept_password_changed_during_the
     with pytest.raises(Conflict):
         accounts.save(ADMIN, "support", None, without_password(ACCOUNT), check=True, if_match=None)
     assert accounts.secrets.read("sales")["accounts"]["support"]["mail_password"] == "changed-meanwhile"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {**ACCOUNT, "mail_from": PASSWORD},
+        {**ACCOUNT, "auth": {"mode": PASSWORD}},
+        {
+            **without_password(ACCOUNT),
+            "auth": {"mode": "oauth2", "provider": "google", "client_id": "c", "client_secret": PASSWORD},
+            "mail_from": PASSWORD,
+        },
+    ],
+    ids=["password-in-mail_from", "password-as-auth-mode", "client-secret-in-mail_from"],
+)
+def test_a_secret_pasted_into_a_field_whose_error_quotes_its_input_is_masked_there(change):
+    accounts, _ = make_accounts()
+    with pytest.raises(InvalidInput) as refused:
+        accounts.save(ADMIN, "new", "sales", change, check=False, if_match=None)
+    assert PASSWORD not in refused.value.message and "<redacted>" in refused.value.message

@@ -14,9 +14,10 @@ account's revision refuses a change made from an outdated copy.
 from __future__ import annotations
 
 import io
+import json
 import re
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -225,10 +226,13 @@ class Accounts:
         raise InvalidInput("name the team of the new account with ?team=", field="team")
 
     def write(self, team: str, config: dict[str, Any]) -> None:
+        accounts = dict(config.get("accounts") or {})
         try:
             TeamConfig.model_validate(config)
         except ValidationError as error:
-            raise invalid(error) from None
+            raise invalid(
+                error, [value for item in accounts.values() for value in secret_values(item)]
+            ) from None
         self.secrets.write(team, config)
         self.on_written()
 
@@ -274,8 +278,10 @@ def expect_revision(if_match: int | None, revision: int, account: str) -> None:
         )
 
 
-def invalid(error: ValidationError) -> InvalidInput:
-    """The first problem, naming its field (`smtp.port`), never the value (it may be a password)."""
+def invalid(error: ValidationError, secrets: Iterable[str] = ()) -> InvalidInput:
+    """The first problem, naming its field (`smtp.port`), never the value (it may be a password).
+    Some messages quote the input (an address, a union's tag): a secret value of the account
+    pasted into such a field is masked there too."""
     details = error.errors(include_input=False, include_url=False)
     first = details[0] if details else {"loc": (), "msg": "invalid account"}
     location = [str(part) for part in first["loc"] if not isinstance(part, int)]
@@ -285,15 +291,24 @@ def invalid(error: ValidationError) -> InvalidInput:
     if location[:1] == ["accounts"]:
         location = location[2:]
     field = ".".join(location) or None
-    failure = InvalidInput(str(first["msg"]), field=field)
-    return failure
+    return InvalidInput(Transcript(secrets).redact(str(first["msg"])), field=field)
+
+
+def secret_values(config: Any) -> list[str]:
+    """The secret values an account's JSON holds (as text, whatever their JSON type)."""
+    if not isinstance(config, dict):
+        return []
+    auth = config.get("auth")
+    auth = auth if isinstance(auth, dict) else {}
+    found = [config.get("mail_password"), auth.get("client_secret"), auth.get("refresh_token")]
+    return [json.dumps(value) if not isinstance(value, str) else value for value in found if value]
 
 
 def validated(config: dict[str, Any]) -> MailAccount:
     try:
         return MailAccount.model_validate(config)
     except ValidationError as error:
-        raise invalid(error) from None
+        raise invalid(error, secret_values(config)) from None
 
 
 def merge_change(stored: dict[str, Any] | None, change: dict[str, Any]) -> dict[str, Any]:
