@@ -336,3 +336,13 @@ def test_a_secret_pasted_into_a_field_whose_error_quotes_its_input_is_masked_the
     with pytest.raises(InvalidInput) as refused:
         accounts.save(ADMIN, "new", "sales", change, check=False, if_match=None)
     assert PASSWORD not in refused.value.message and "<redacted>" in refused.value.message
+
+
+def test_a_change_too_large_for_the_team_secret_is_refused_naming_the_longest_field():
+    accounts, _ = make_accounts()
+    before = accounts.secrets.read("sales")
+    change = {**ACCOUNT, "mail_username": "u" * 70_000 + "@example.test"}
+    with pytest.raises(InvalidInput, match="over the 65536") as refused:
+        accounts.save(ADMIN, "support", None, change, check=False, if_match=None)
+    assert refused.value.field == "mail_username"
+    assert accounts.secrets.read("sales") == before

@@ -48,6 +48,8 @@ from mailcore.teams import Caller
 ADMIN_GROUP_SUFFIX = "-admin"
 SECRET_FIELDS = ("mail_password", "auth.client_secret", "auth.refresh_token")
 LAST_SEND_DAYS = 7
+# Secrets Manager's limit on a SecretString; the team secret holds all of the team's accounts.
+MAX_TEAM_SECRET_BYTES = 65536
 _NAME = re.compile(NAME_PATTERN)
 
 
@@ -233,6 +235,22 @@ class Accounts:
             raise invalid(
                 error, [value for item in accounts.values() for value in secret_values(item)]
             ) from None
+        size = len(json.dumps(config).encode())
+        if size > MAX_TEAM_SECRET_BYTES:
+            # Secrets Manager refuses it (a 500 otherwise): say which value made it too long.
+            longest = max(
+                (
+                    (name, len(json.dumps(value)))
+                    for item in accounts.values()
+                    for name, value in _flatten(item).items()
+                ),
+                key=lambda found: found[1],
+                default=(None, 0),
+            )[0]
+            raise InvalidInput(
+                f"the team's secret would be {size} bytes, over the {MAX_TEAM_SECRET_BYTES} a secret may hold",
+                field=longest,
+            )
         self.secrets.write(team, config)
         self.on_written()
 
