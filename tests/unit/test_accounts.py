@@ -2,6 +2,8 @@
 
 import contextlib
 import json
+import socket
+import ssl
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,7 +12,8 @@ import pytest
 from mailcore.errors import AccountNotFound, Conflict, InvalidInput, NotAMember
 from mailcore.events import MemoryPublisher
 from mailcore.ids import new_id
-from mailcore.models import Direction, Mail, MailStatus
+from mailcore.models import Direction, Mail, MailAccount, MailStatus
+from mailcore.services import accounts as accounts_service
 from mailcore.services.accounts import (
     Accounts,
     CheckFailed,
@@ -346,3 +349,37 @@ def test_a_change_too_large_for_the_team_secret_is_refused_naming_the_longest_fi
         accounts.save(ADMIN, "support", None, change, check=False, if_match=None)
     assert refused.value.field == "mail_username"
     assert accounts.secrets.read("sales") == before
+
+
+def test_a_check_through_the_api_answers_before_the_gateway_gives_up_whatever_the_accounts_timeout(
+    monkeypatch,
+):
+    # A server that takes the connection and never says a word; the account waits 300 s an answer.
+    silent = socket.create_server(("127.0.0.1", 0), backlog=8)
+    port = silent.getsockname()[1]
+    monkeypatch.setattr(accounts_service, "CHECK_ANSWER_SECONDS", 0.3, raising=False)
+    account = MailAccount.model_validate(
+        {
+            **ACCOUNT,
+            "timeout_seconds": 300,
+            "smtp": {"host": "127.0.0.1", "port": port, "security": "none"},
+            "pop3": {"host": "127.0.0.1", "port": port, "security": "none"},
+        }
+    )
+    results: list[dict[str, Any]] = []
+    checking = threading.Thread(
+        target=lambda: results.append(
+            accounts_service.check_account(
+                "sales", "support", account, tls_context=ssl.create_default_context()
+            )
+        ),
+        daemon=True,
+    )
+    try:
+        checking.start()
+        checking.join(10)
+    finally:
+        silent.close()
+    assert results, "the check was still waiting after 10 s"
+    assert not results[0]["pop3"]["ok"] and not results[0]["smtp"]["ok"]
+    assert results[0]["pop3"]["problem"] == "timeout"  # smtplib calls a silent server "dropped"
