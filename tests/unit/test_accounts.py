@@ -383,3 +383,38 @@ def test_a_check_through_the_api_answers_before_the_gateway_gives_up_whatever_th
     assert results, "the check was still waiting after 10 s"
     assert not results[0]["pop3"]["ok"] and not results[0]["smtp"]["ok"]
     assert results[0]["pop3"]["problem"] == "timeout"  # smtplib calls a silent server "dropped"
+
+
+def test_a_check_asks_a_failing_token_endpoint_once_for_both_protocols(monkeypatch):
+    from mailcore import oauth2
+
+    # A token endpoint that takes each connection and never answers: each ask costs its timeout.
+    stalled = socket.create_server(("127.0.0.1", 0), backlog=8)
+    taken: list[socket.socket] = []
+
+    def take() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                taken.append(stalled.accept()[0])
+
+    threading.Thread(target=take, daemon=True).start()
+    monkeypatch.setattr(oauth2, "TOKEN_TIMEOUT_SECONDS", 0.3)
+    auth = {
+        "mode": "oauth2",
+        "provider": "generic",
+        "client_id": "c",
+        "client_secret": "s",
+        "scope": "mail",
+        "token_url": f"http://127.0.0.1:{stalled.getsockname()[1]}/token",
+    }
+    account = MailAccount.model_validate({**without_password(ACCOUNT), "auth": auth})
+    try:
+        result = accounts_service.check_account(
+            "sales", "support", account, tls_context=ssl.create_default_context()
+        )
+    finally:
+        stalled.close()
+        for connection in taken:
+            connection.close()
+    assert result["pop3"]["field"] == result["smtp"]["field"] == "auth.client_secret"
+    assert len(taken) == 1

@@ -458,13 +458,22 @@ def check_account(
         update={"timeout_seconds": min(account.timeout_seconds, CHECK_ANSWER_SECONDS)}
     )
     results: dict[str, Any] = {}
+    # A broker of its own: an unsaved configuration must not reuse a cached token. One token for
+    # both protocols, and a token endpoint that failed is not asked twice (a stalled one would
+    # take its timeout twice, past what API Gateway waits).
+    broker, token_failure = TokenBroker(), None
     for protocol in ("pop3", "smtp"):
         transcript, out = Transcript(), io.StringIO()
         try:
             token = None
             if account.oauth2 is not None:
-                # A broker of its own: an unsaved configuration must not reuse a cached token.
-                token = TokenBroker().access_token(team, name, account.oauth2)
+                if token_failure is not None:
+                    raise token_failure
+                try:
+                    token = broker.access_token(team, name, account.oauth2)
+                except OAuth2Error as error:
+                    token_failure = error
+                    raise
             connection = Connection(transcript, tls_context, access_token=token)
             if protocol == "pop3":
                 check_pop3(account, connection, out)
