@@ -207,7 +207,11 @@ class TokenBroker:
                 OAuth2Error(f"{where} could not be reached ({reason}); retry later", temporary=True)
             ) from None
         if body is None:
-            raise OAuth2Error(f"{where} answered more than {MAX_TOKEN_ANSWER_BYTES} bytes", temporary=True)
+            raise OAuth2Error(
+                f"{where} answered more than {MAX_TOKEN_ANSWER_BYTES} bytes, or not within "
+                f"{TOKEN_ANSWER_SECONDS:.0f} s",
+                temporary=True,
+            )
         try:
             answer = json.loads(body)
         except (ValueError, RecursionError):
