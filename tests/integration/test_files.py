@@ -223,3 +223,18 @@ def test_a_mail_that_cannot_be_parsed_within_its_budget_is_a_conflict_and_stays_
     assert status == 409 and answer["error"]["field"] == "mail_id", answer
     assert "24 MiB" in answer["error"]["message"]
     assert get(stack, "mail", mail_id, team.team)[1]["mail"]["parse_error"].startswith("LookupError")
+
+
+def test_a_raw_message_too_large_to_parse_again_is_a_conflict_before_it_is_read(stack, new_team, monkeypatch):
+    from mailcore.services import files
+
+    # Lowered from 64 MB: what matters is that the size is checked before the bytes are read.
+    monkeypatch.setattr(files, "MAX_REPARSE_BYTES", len(RAW) - 1, raising=False)
+    team = new_team()
+    mail_id = stored_with_parse_error(team, RAW)
+
+    status, answer = mail_action(stack, "POST", mail_id, "parse", team.team)
+
+    assert status == 409 and answer["error"]["field"] == "mail_id", answer
+    assert "larger than" in answer["error"]["message"]
+    assert get(stack, "mail", mail_id, team.team)[1]["mail"]["parse_error"].startswith("LookupError")

@@ -2,6 +2,8 @@
 
 import contextlib
 import json
+import socket
+import ssl
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,7 +12,8 @@ import pytest
 from mailcore.errors import AccountNotFound, Conflict, InvalidInput, NotAMember
 from mailcore.events import MemoryPublisher
 from mailcore.ids import new_id
-from mailcore.models import Direction, Mail, MailStatus
+from mailcore.models import Direction, Mail, MailAccount, MailStatus
+from mailcore.services import accounts as accounts_service
 from mailcore.services.accounts import (
     Accounts,
     CheckFailed,
@@ -316,3 +319,102 @@ def test_a_checked_change_is_not_saved_when_the_kept_password_changed_during_the
     with pytest.raises(Conflict):
         accounts.save(ADMIN, "support", None, without_password(ACCOUNT), check=True, if_match=None)
     assert accounts.secrets.read("sales")["accounts"]["support"]["mail_password"] == "changed-meanwhile"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {**ACCOUNT, "mail_from": PASSWORD},
+        {**ACCOUNT, "auth": {"mode": PASSWORD}},
+        {
+            **without_password(ACCOUNT),
+            "auth": {"mode": "oauth2", "provider": "google", "client_id": "c", "client_secret": PASSWORD},
+            "mail_from": PASSWORD,
+        },
+    ],
+    ids=["password-in-mail_from", "password-as-auth-mode", "client-secret-in-mail_from"],
+)
+def test_a_secret_pasted_into_a_field_whose_error_quotes_its_input_is_masked_there(change):
+    accounts, _ = make_accounts()
+    with pytest.raises(InvalidInput) as refused:
+        accounts.save(ADMIN, "new", "sales", change, check=False, if_match=None)
+    assert PASSWORD not in refused.value.message and "<redacted>" in refused.value.message
+
+
+def test_a_change_too_large_for_the_team_secret_is_refused_naming_the_longest_field():
+    accounts, _ = make_accounts()
+    before = accounts.secrets.read("sales")
+    change = {**ACCOUNT, "mail_username": "u" * 70_000 + "@example.test"}
+    with pytest.raises(InvalidInput, match="over the 65536") as refused:
+        accounts.save(ADMIN, "support", None, change, check=False, if_match=None)
+    assert refused.value.field == "mail_username"
+    assert accounts.secrets.read("sales") == before
+
+
+def test_a_check_through_the_api_answers_before_the_gateway_gives_up_whatever_the_accounts_timeout(
+    monkeypatch,
+):
+    # A server that takes the connection and never says a word; the account waits 300 s an answer.
+    silent = socket.create_server(("127.0.0.1", 0), backlog=8)
+    port = silent.getsockname()[1]
+    monkeypatch.setattr(accounts_service, "CHECK_ANSWER_SECONDS", 0.3, raising=False)
+    account = MailAccount.model_validate(
+        {
+            **ACCOUNT,
+            "timeout_seconds": 300,
+            "smtp": {"host": "127.0.0.1", "port": port, "security": "none"},
+            "pop3": {"host": "127.0.0.1", "port": port, "security": "none"},
+        }
+    )
+    results: list[dict[str, Any]] = []
+    checking = threading.Thread(
+        target=lambda: results.append(
+            accounts_service.check_account(
+                "sales", "support", account, tls_context=ssl.create_default_context()
+            )
+        ),
+        daemon=True,
+    )
+    try:
+        checking.start()
+        checking.join(10)
+    finally:
+        silent.close()
+    assert results, "the check was still waiting after 10 s"
+    assert not results[0]["pop3"]["ok"] and not results[0]["smtp"]["ok"]
+    assert results[0]["pop3"]["problem"] == "timeout"  # smtplib calls a silent server "dropped"
+
+
+def test_a_check_asks_a_failing_token_endpoint_once_for_both_protocols(monkeypatch):
+    from mailcore import oauth2
+
+    # A token endpoint that takes each connection and never answers: each ask costs its timeout.
+    stalled = socket.create_server(("127.0.0.1", 0), backlog=8)
+    taken: list[socket.socket] = []
+
+    def take() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                taken.append(stalled.accept()[0])
+
+    threading.Thread(target=take, daemon=True).start()
+    monkeypatch.setattr(oauth2, "TOKEN_TIMEOUT_SECONDS", 0.3)
+    auth = {
+        "mode": "oauth2",
+        "provider": "generic",
+        "client_id": "c",
+        "client_secret": "s",
+        "scope": "mail",
+        "token_url": f"http://127.0.0.1:{stalled.getsockname()[1]}/token",
+    }
+    account = MailAccount.model_validate({**without_password(ACCOUNT), "auth": auth})
+    try:
+        result = accounts_service.check_account(
+            "sales", "support", account, tls_context=ssl.create_default_context()
+        )
+    finally:
+        stalled.close()
+        for connection in taken:
+            connection.close()
+    assert result["pop3"]["field"] == result["smtp"]["field"] == "auth.client_secret"
+    assert len(taken) == 1

@@ -245,3 +245,10 @@ def test_a_content_type_that_is_not_an_ascii_media_type_is_refused(content_type)
     with pytest.raises(ValidationError) as caught:
         FileUpload(name="a.txt", content_type=content_type, content="")
     assert caught.value.errors()[0]["loc"][0] == "content_type"
+
+
+def test_a_body_with_300000_unknown_members_is_a_small_400_naming_the_body(store_app):
+    status, answer = post_files(store_app, json.dumps({f"k{number}": 1 for number in range(300_000)}))
+    assert status == 400 and answer["error"]["field"] == "body"
+    # Lambda answers at most 6 MB; the error must stay far below that.
+    assert len(json.dumps(answer)) < 10_000

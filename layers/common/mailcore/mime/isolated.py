@@ -42,6 +42,9 @@ _LENGTH = struct.Struct(">Q")
 _CHUNK = 1024 * 1024
 _READY = b"R"
 _START_SECONDS = 30.0
+# Environment the interpreter needs to start (shared libraries: the runtime's and the layers'
+# /opt/lib), never AWS_* (the credentials) nor the function's own variables.
+_INTERPRETER_ENVIRONMENT = ("LD_LIBRARY_PATH", "PYTHONHOME")
 
 
 class ParserUnavailable(RuntimeError):
@@ -105,7 +108,7 @@ class IsolatedParser:
                 [sys.executable, "-m", "mailcore.mime.isolated", str(self.memory)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                env={"PYTHONPATH": path, "PYTHONDONTWRITEBYTECODE": "1"},
+                env=_child_environment(path),
             )
             assert self._child.stdout is not None
             try:  # a child that cannot start is the service's fault, not the message's
@@ -149,6 +152,17 @@ class IsolatedParser:
             self.close()
             raise OverBudget(self.over_memory)
         return _from_wire(marshal.loads(answer[1:]))
+
+
+def _child_environment(path: str) -> dict[str, str]:
+    """The import path and what the interpreter itself needs to start, no credentials. Lambda's
+    python is linked against /var/lang/lib/libpython, found through LD_LIBRARY_PATH only: a child
+    started without it dies before it runs a line (every pull would fail in the cloud only)."""
+    environment = {"PYTHONPATH": path, "PYTHONDONTWRITEBYTECODE": "1"}
+    for name in _INTERPRETER_ENVIRONMENT:
+        if name in os.environ:
+            environment[name] = os.environ[name]
+    return environment
 
 
 class ParserPool:

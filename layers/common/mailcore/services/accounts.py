@@ -14,9 +14,10 @@ account's revision refuses a change made from an outdated copy.
 from __future__ import annotations
 
 import io
+import json
 import re
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -47,6 +48,11 @@ from mailcore.teams import Caller
 ADMIN_GROUP_SUFFIX = "-admin"
 SECRET_FIELDS = ("mail_password", "auth.client_secret", "auth.refresh_token")
 LAST_SEND_DAYS = 7
+# Seconds per server answer in a check through the API: POP3 and SMTP each stuck at one step
+# stay under API Gateway's 29 s.
+CHECK_ANSWER_SECONDS = 10.0
+# Secrets Manager's limit on a SecretString; the team secret holds all of the team's accounts.
+MAX_TEAM_SECRET_BYTES = 65536
 _NAME = re.compile(NAME_PATTERN)
 
 
@@ -225,10 +231,29 @@ class Accounts:
         raise InvalidInput("name the team of the new account with ?team=", field="team")
 
     def write(self, team: str, config: dict[str, Any]) -> None:
+        accounts = dict(config.get("accounts") or {})
         try:
             TeamConfig.model_validate(config)
         except ValidationError as error:
-            raise invalid(error) from None
+            raise invalid(
+                error, [value for item in accounts.values() for value in secret_values(item)]
+            ) from None
+        size = len(json.dumps(config).encode())
+        if size > MAX_TEAM_SECRET_BYTES:
+            # Secrets Manager refuses it (a 500 otherwise): say which value made it too long.
+            longest = max(
+                (
+                    (name, len(json.dumps(value)))
+                    for item in accounts.values()
+                    for name, value in _flatten(item).items()
+                ),
+                key=lambda found: found[1],
+                default=(None, 0),
+            )[0]
+            raise InvalidInput(
+                f"the team's secret would be {size} bytes, over the {MAX_TEAM_SECRET_BYTES} a secret may hold",
+                field=longest,
+            )
         self.secrets.write(team, config)
         self.on_written()
 
@@ -274,8 +299,10 @@ def expect_revision(if_match: int | None, revision: int, account: str) -> None:
         )
 
 
-def invalid(error: ValidationError) -> InvalidInput:
-    """The first problem, naming its field (`smtp.port`), never the value (it may be a password)."""
+def invalid(error: ValidationError, secrets: Iterable[str] = ()) -> InvalidInput:
+    """The first problem, naming its field (`smtp.port`), never the value (it may be a password).
+    Some messages quote the input (an address, a union's tag): a secret value of the account
+    pasted into such a field is masked there too."""
     details = error.errors(include_input=False, include_url=False)
     first = details[0] if details else {"loc": (), "msg": "invalid account"}
     location = [str(part) for part in first["loc"] if not isinstance(part, int)]
@@ -285,15 +312,24 @@ def invalid(error: ValidationError) -> InvalidInput:
     if location[:1] == ["accounts"]:
         location = location[2:]
     field = ".".join(location) or None
-    failure = InvalidInput(str(first["msg"]), field=field)
-    return failure
+    return InvalidInput(Transcript(secrets).redact(str(first["msg"])), field=field)
+
+
+def secret_values(config: Any) -> list[str]:
+    """The secret values an account's JSON holds (as text, whatever their JSON type)."""
+    if not isinstance(config, dict):
+        return []
+    auth = config.get("auth")
+    auth = auth if isinstance(auth, dict) else {}
+    found = [config.get("mail_password"), auth.get("client_secret"), auth.get("refresh_token")]
+    return [json.dumps(value) if not isinstance(value, str) else value for value in found if value]
 
 
 def validated(config: dict[str, Any]) -> MailAccount:
     try:
         return MailAccount.model_validate(config)
     except ValidationError as error:
-        raise invalid(error) from None
+        raise invalid(error, secret_values(config)) from None
 
 
 def merge_change(stored: dict[str, Any] | None, change: dict[str, Any]) -> dict[str, Any]:
@@ -416,14 +452,28 @@ def check_account(
     team: str, name: str, account: MailAccount, *, tls_context: ssl.SSLContext
 ) -> dict[str, Any]:
     """What `make check` does for POP3 and for SMTP (log in; list the mailbox), as data."""
+    # API Gateway ends a request after 29 s with a bare 504: the check of a wrong port (packets
+    # dropped: a connect waits the whole timeout, 30 s by default) must answer before that.
+    account = account.model_copy(
+        update={"timeout_seconds": min(account.timeout_seconds, CHECK_ANSWER_SECONDS)}
+    )
     results: dict[str, Any] = {}
+    # A broker of its own: an unsaved configuration must not reuse a cached token. One token for
+    # both protocols, and a token endpoint that failed is not asked twice (a stalled one would
+    # take its timeout twice, past what API Gateway waits).
+    broker, token_failure = TokenBroker(), None
     for protocol in ("pop3", "smtp"):
         transcript, out = Transcript(), io.StringIO()
         try:
             token = None
             if account.oauth2 is not None:
-                # A broker of its own: an unsaved configuration must not reuse a cached token.
-                token = TokenBroker().access_token(team, name, account.oauth2)
+                if token_failure is not None:
+                    raise token_failure
+                try:
+                    token = broker.access_token(team, name, account.oauth2)
+                except OAuth2Error as error:
+                    token_failure = error
+                    raise
             connection = Connection(transcript, tls_context, access_token=token)
             if protocol == "pop3":
                 check_pop3(account, connection, out)

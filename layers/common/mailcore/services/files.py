@@ -18,6 +18,10 @@ MAX_INLINE_BYTES = 7 * 1024 * 1024
 MAX_FILE_BYTES = 40 * 1024 * 1024
 # Parsing a mail again answers an API caller, whom API Gateway gives 29 s in all.
 REPARSE_SECONDS = 20.0
+# A raw message parsed again is read whole into this function's memory (512 MB), then copied to
+# the parser child, whose budget (256 MiB) is ~5x the peak of a 50 MB mail: a larger raw message
+# cannot be parsed anyway, and one of hundreds of MB would end the function out of memory (a 502).
+MAX_REPARSE_BYTES = 64 * 1024 * 1024
 
 
 def choose_team(caller: Caller, team: str | None) -> str:
@@ -117,7 +121,13 @@ def parse_again(caller: Caller, mail_id: str, storage: Storage) -> Mail:
     mail = team_mail(caller, mail_id, storage)
     if mail.direction is not Direction.IN or not mail.raw_key:
         raise Conflict("only a received mail is parsed from its raw message", field="mail_id")
-    raw = storage.blobs.get(mail.raw_key)
+    raw = storage.blobs.get_at_most(mail.raw_key, MAX_REPARSE_BYTES)
+    if raw is None:
+        raise Conflict(
+            f"the raw message is larger than the {MAX_REPARSE_BYTES // 2**20} MB that can be parsed again; "
+            "download it (GET .../raw)",
+            field="mail_id",
+        )
     # The raw message may be one the pull set aside for its cost: it gets the same per-message
     # budget here, cut to what an API caller can wait for.
     with IsolatedParser() as parser:
