@@ -1,25 +1,26 @@
-"""Cold init of every function against the floor it cannot beat, measured in the same run.
+"""Cold init of every function as built (`.aws-sam/build`), against the floor it cannot beat,
+with and without SnapStart's preparation, measured in the same run.
 
-Run: `make bench-cold` (or `.venv/bin/python -m bench.cold_init --runs 7`).
+Run: `make bench-cold` (it runs `sam build` and compiles the bytecode first), or
+`.venv/bin/python -m bench.cold_init --runs 7` after `make template`.
 
-Each sample is a fresh interpreter started with `-S`, so nothing of the dev install (its
-site-packages, the editable mailcore) is on the path; PYTHONPATH is the deployment layout
-assembled in a temporary folder, in Lambda's order:
+Each sample is a fresh interpreter started with `-S`, so nothing of the dev install is on the
+path; PYTHONPATH is Lambda's order:
 
-    function/  the function's CodeUri files               (/var/task)
-    layer/     mailcore + the layer's runtime dependencies (/opt/python)
-    runtime/   boto3 and what it needs                     (the runtime's own boto3)
+    function/  .aws-sam/build/<Function>            (/var/task)
+    layer/     .aws-sam/build/CommonLayer/python    (/opt/python)
+    runtime/   boto3 and what it needs              (the runtime's own boto3)
 
-`sam build` would give the same layout, but for arm64: its pydantic_core and nh3 wheels do not
-load on this machine, so the layer is assembled from the dev venv's installed distributions.
+The build is for arm64: its native packages (pydantic_core, nh3, cryptography, ...) do not load
+on this x86 machine, so those alone are replaced by the dev venv's x86 builds of the same
+versions. Two layouts: as built (with the compiled .pyc `make template` adds), and without any
+.pyc, which is what `sam build` alone ships (Lambda's code folders are read-only: every cold
+start compiles again).
 
-A sample times (1) importing the handler module, which is what Lambda's INIT phase does, and
-(2) that plus creating the AWS clients the function's policies grant, the way the handler
-creates them on first use (`mailcore.storage.aws.aws_client`). The floor is a fresh process
-doing only `import boto3` and creating the same clients from one session. Two layouts are
-measured: with .pyc compiled by `compileall`, and without any .pyc under a read-only-like
-PYTHONDONTWRITEBYTECODE, which is what `sam build` ships (Lambda's /opt and /var/task are
-read-only, so nothing is cached between cold starts); the runtime's boto3 keeps its .pyc in both.
+A sample times (1) importing the handler module, Lambda's INIT phase, and (2) that plus creating
+the AWS clients the function's policies grant, the way the handler does on first use. With
+SnapStart, (1) is in the snapshot: what is left after restore is (2) minus (1). The floor is a
+fresh process doing `import boto3` (in a snapshot too) and creating the same clients.
 """
 
 from __future__ import annotations
@@ -38,21 +39,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from local import iam
 from local.template import FunctionSpec, Template
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"
-LAYER_SOURCE = ROOT / "layers" / "common"
-
-# A policy template of SAM grants one service; its name says which.
-_POLICY_TEMPLATE_SERVICES = {
-    "DynamoDB": "dynamodb",
-    "S3": "s3",
-    "EventBridge": "events",
-    "AWSSecretsManager": "secretsmanager",
-    "SQS": "sqs",
-    "SNS": "sns",
-}
+BUILD = ROOT / ".aws-sam" / "build"
 
 # Run with -S inside the sample process; argv: module attribute service...
 _SAMPLE_CODE = """
@@ -75,11 +67,12 @@ import sys, time
 started = time.perf_counter()
 import resource
 import boto3
+imported = time.perf_counter()
 session = boto3.session.Session()
 for service in sys.argv[1:]:
     session.client(service)
 ready = time.perf_counter()
-print(ready - started, ready - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(imported - started, ready - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 # Run with the dev venv's own site-packages; prints the distributions whose modules got imported.
@@ -131,20 +124,18 @@ class Sample:
 
 
 def granted_services(template: Template, logical_id: str) -> tuple[str, ...]:
-    """The AWS services a function's Policies allow it to call, by boto3 client name."""
-    services: set[str] = set()
-    for policy in template.function_properties(logical_id).get("Policies") or []:
-        if not isinstance(policy, dict):
-            continue
-        for name in policy:
-            for prefix, service in _POLICY_TEMPLATE_SERVICES.items():
-                if name.startswith(prefix):
-                    services.add(service)
-        for statement in policy.get("Statement") or []:
-            actions = statement.get("Action") or []
-            for action in [actions] if isinstance(actions, str) else actions:
-                services.add(action.partition(":")[0])
-    return tuple(sorted(services))
+    """The AWS services a function's role (from the translated template) allows it to call."""
+    return tuple(
+        sorted(
+            {
+                str(action).partition(":")[0]
+                for document in template.execution_role(logical_id).policies
+                for statement in iam.statements(document)
+                if statement.get("Effect") == "Allow"
+                for action in iam.listed(statement.get("Action", []))
+            }
+        )
+    )
 
 
 def subjects(template: Template) -> list[Subject]:
@@ -185,57 +176,49 @@ def link_distributions(names: Iterable[str], target: Path) -> None:
                 destination.symlink_to(source)
 
 
-@dataclass(frozen=True)
-class Dependencies:
-    """Installed distributions by where Lambda finds them: the layer or the runtime."""
-
-    layer: frozenset[str]
-    runtime: frozenset[str]
-
-
-def dependencies(template_subjects: Sequence[Subject]) -> Dependencies:
-    """What importing the handlers and creating their clients loads, split like Lambda splits it."""
+def runtime_distributions(template_subjects: Sequence[Subject]) -> frozenset[str]:
+    """What `import boto3` and the functions' clients load: the runtime's own distributions."""
     all_services = sorted({service for subject in template_subjects for service in subject.services})
     # What the interpreter itself loads (site hooks of the dev venv) belongs to neither.
     interpreter = imported_distributions([], [], [])
-    runtime = imported_distributions([], [], all_services) - interpreter
-    handlers: set[str] = set()
-    for subject in template_subjects:
-        # mailcore.storage.aws is what the handlers import on first use, to create their clients.
-        modules = [subject.spec.module, "mailcore.storage.aws"]
-        handlers |= imported_distributions([subject.spec.code_dir, LAYER_SOURCE], modules, [])
-    # mailcore itself is the editable dev install; the layer gets its source instead.
-    return Dependencies(
-        frozenset(handlers - runtime - interpreter - {_own_distribution()}), frozenset(runtime)
-    )
+    return frozenset(imported_distributions([], [], all_services) - interpreter)
+
+
+def _native(entry: Path) -> bool:
+    files = [entry] if entry.is_file() else list(entry.rglob("*.so"))
+    return any(file.suffix == ".so" for file in files)
 
 
 def assemble(
-    root: Path, template_subjects: Sequence[Subject], needs: Dependencies, *, bytecode: bool
+    root: Path, template_subjects: Sequence[Subject], runtime: frozenset[str], *, bytecode: bool
 ) -> Layout:
-    """Lays out every function, the layer and the runtime under root; compiles .pyc if asked."""
-    layer = root / "layer"
-    runtime = root / "runtime"
+    """Lays out the built functions and layer (with their .pyc or without) and the runtime."""
+    if not (BUILD / "CommonLayer" / "python").is_dir():
+        raise SystemExit(f"{BUILD} has no built layer: run `make template` (sam build) first")
+    skip = [] if bytecode else ["__pycache__"]
     functions: dict[str, Path] = {}
     for subject in template_subjects:
         destination = root / "functions" / subject.spec.logical_id
-        shutil.copytree(subject.spec.code_dir, destination, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(BUILD / subject.spec.logical_id, destination, ignore=shutil.ignore_patterns(*skip))
         functions[subject.spec.logical_id] = destination
+    built_layer, layer = BUILD / "CommonLayer" / "python", root / "layer"
+    native = {entry.name for entry in built_layer.iterdir() if _native(entry)}
     shutil.copytree(
-        LAYER_SOURCE / "mailcore", layer / "mailcore", ignore=shutil.ignore_patterns("__pycache__")
+        built_layer, layer, ignore=lambda _, names: [n for n in names if n in native or n in skip]
     )
-    link_distributions(needs.layer, layer)
-    link_distributions(needs.runtime, runtime)
-    # The runtime's boto3 comes compiled in both layouts.
-    _compile([runtime])
+    # The arm64 native packages are replaced by this machine's builds (no .pyc; compiled below).
+    owners = metadata.packages_distributions()
+    replaced = {dist for name in native for dist in owners.get(name.split(".")[0], [])}
+    link_distributions(replaced, layer / ".native")
+    for entry in (layer / ".native").iterdir():
+        if not (layer / entry.name).exists():  # the build's own metadata of them stays
+            entry.rename(layer / entry.name)
+    shutil.rmtree(layer / ".native")
+    link_distributions(runtime, root / "runtime")
+    _compile([root / "runtime"])  # the runtime's boto3 comes compiled in both layouts
     if bytecode:
-        _compile([layer, *functions.values()])
-    return Layout(root, functions, layer, runtime)
-
-
-def _own_distribution() -> str:
-    owners = metadata.packages_distributions().get("mailcore") or ["mail-service"]
-    return owners[0]
+        _compile([layer / name for name in sorted(native) if (layer / name).is_dir()])
+    return Layout(root, functions, layer, root / "runtime")
 
 
 def _compile(folders: Sequence[Path]) -> None:
@@ -287,36 +270,44 @@ def run_sample(layout: Layout, subject: Subject | None, services: Sequence[str],
 class Row:
     function: str
     services: tuple[str, ...]
-    imported: Sample  # medians, with .pyc
-    imported_without_bytecode: Sample  # medians
+    built: Sample  # medians, as built with .pyc
+    without_bytecode: Sample  # medians, sam build alone
     floor: Sample  # medians
 
     def cells(self) -> list[str]:
-        with_pyc = self.imported.ready_seconds
-        without_pyc = self.imported_without_bytecode.ready_seconds
-        floor = self.floor.ready_seconds
+        built, bare, floor = (
+            self.built.ready_seconds,
+            self.without_bytecode.ready_seconds,
+            self.floor.ready_seconds,
+        )
+        restored = self.built.ready_seconds - self.built.import_seconds
+        floor_restored = self.floor.ready_seconds - self.floor.import_seconds
         return [
             self.function,
             ",".join(self.services),
-            f"{self.imported.import_seconds * 1000:.0f}",
-            f"{with_pyc * 1000:.0f}",
-            f"{without_pyc * 1000:.0f}",
+            f"{built * 1000:.0f}",
+            f"{built / floor:.2f}x",
+            f"{bare * 1000:.0f}",
+            f"{bare / floor:.2f}x",
             f"{floor * 1000:.0f}",
-            f"{with_pyc / floor:.2f}x",
-            f"{without_pyc / floor:.2f}x",
-            f"{self.imported.peak_rss_kib / 1024:.0f}",
+            f"{restored * 1000:.0f}",
+            f"{restored / floor_restored:.2f}x",
+            f"{floor_restored * 1000:.0f}",
+            f"{self.built.peak_rss_kib / 1024:.0f}",
         ]
 
 
 HEADERS = [
     "function",
     "clients",
-    "import ms",
-    "import+clients ms",
-    "same, no .pyc",
-    "floor ms",
+    "init ms",
     "ratio",
+    "init, no .pyc",
     "ratio no .pyc",
+    "floor ms",
+    "after restore ms",
+    "ratio",
+    "floor after restore",
     "peak RSS MiB",
 ]
 
@@ -332,25 +323,25 @@ def _median(samples: Sequence[Sample]) -> Sample:
 def measure(runs: int, *, workdir: Path) -> list[Row]:
     template = Template.load(TEMPLATE)
     measured = subjects(template)
-    needs = dependencies(measured)
-    compiled = assemble(workdir / "pyc", measured, needs, bytecode=True)
-    source_only = assemble(workdir / "source", measured, needs, bytecode=False)
+    runtime = runtime_distributions(measured)
+    built = assemble(workdir / "pyc", measured, runtime, bytecode=True)
+    bare = assemble(workdir / "source", measured, runtime, bytecode=False)
     floors = sorted({subject.services for subject in measured})
     with_pyc: dict[str, list[Sample]] = {subject.spec.logical_id: [] for subject in measured}
     without_pyc: dict[str, list[Sample]] = {subject.spec.logical_id: [] for subject in measured}
     floor_samples: dict[tuple[str, ...], list[Sample]] = {services: [] for services in floors}
     # One throw-away sample of each layout fills the page cache; then rounds interleave
     # everything, so that a slow moment of the (shared) machine spreads over all columns.
-    run_sample(compiled, None, floors[0], bytecode=True)
-    run_sample(compiled, measured[0], measured[0].services, bytecode=True)
-    run_sample(source_only, measured[0], measured[0].services, bytecode=False)
+    run_sample(built, None, floors[0], bytecode=True)
+    run_sample(built, measured[0], measured[0].services, bytecode=True)
+    run_sample(bare, measured[0], measured[0].services, bytecode=False)
     for _ in range(runs):
         for services in floors:
-            floor_samples[services].append(run_sample(compiled, None, services, bytecode=True))
+            floor_samples[services].append(run_sample(built, None, services, bytecode=True))
         for subject in measured:
             logical_id = subject.spec.logical_id
-            with_pyc[logical_id].append(run_sample(compiled, subject, subject.services, bytecode=True))
-            without_pyc[logical_id].append(run_sample(source_only, subject, subject.services, bytecode=False))
+            with_pyc[logical_id].append(run_sample(built, subject, subject.services, bytecode=True))
+            without_pyc[logical_id].append(run_sample(bare, subject, subject.services, bytecode=False))
     return [
         Row(
             subject.spec.logical_id,
@@ -383,9 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Cold init, median of {arguments.runs} fresh processes (Python {sys.version.split()[0]})")
     print(render(rows))
     print(
-        "import = Lambda's INIT (handler module); import+clients adds the first use of the AWS "
-        "clients the policies grant;\nfloor = `import boto3` + the same clients from one session; "
-        "ratio = import+clients / floor."
+        "init = importing the handler (Lambda's INIT) + the first use of the AWS clients its policies "
+        "grant, from .aws-sam/build;\nfloor = `import boto3` + the same clients; after restore = "
+        "what is left with SnapStart (the import is in the snapshot), against the floor's clients."
     )
     return 0
 

@@ -24,6 +24,7 @@ import boto3
 from botocore.exceptions import ClientError, ParamValidationError
 from moto.server import ThreadedMotoServer
 
+from local.moto_atomic import make_dynamodb_atomic
 from local.template import Template
 
 __all__ = ["cognito_user", "create_resources", "id_token", "start_moto_server"]
@@ -77,6 +78,7 @@ def start_moto_server(port: int = 0, *, quiet: bool = True) -> tuple[ThreadedMot
     """Starts moto in server mode on 127.0.0.1 (port 0: a free one); returns (server, endpoint URL)."""
     if quiet:  # werkzeug logs every request otherwise
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    make_dynamodb_atomic()  # conditional writes must race as they do in DynamoDB
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     host, bound_port = server.get_host_and_port()

@@ -1,8 +1,9 @@
 """The event sources that moto stores but never fires, driven the way Lambda drives them.
 
-For every function event in template.yaml of type SQS, DynamoDB (streams) and EventBridgeRule,
-a thread polls the source in moto and invokes the handler in-process, as Lambda's event source
-mappings and EventBridge targets do in the cloud:
+For every event source mapping (SQS, DynamoDB streams) and EventBridge rule target of the
+translated template (what CloudFormation creates from template.yaml), a thread polls the source in
+moto and invokes the handler in-process, as Lambda's event source mappings and EventBridge targets
+do in the cloud:
 - SQS: batches of up to BatchSize; with ReportBatchItemFailures only the failed messages stay
   on the queue, otherwise a raised error leaves the whole batch (moto's redrive policy moves a
   message to its dead-letter queue after maxReceiveCount receives, as SQS does).
@@ -10,7 +11,8 @@ mappings and EventBridge targets do in the cloud:
   language as EventBridge, matched with moto's own matcher), in order; failed records are
   retried up to MaximumRetryAttempts and then described on the OnFailure destination queue.
 - EventBridgeRule: the rule is created in moto on its bus with a local SQS queue as its target
-  (moto matches the pattern and delivers), and that queue is polled to invoke the function.
+  (moto matches the pattern and delivers), and that queue is polled to invoke the function
+  asynchronously: retried per its EventInvokeConfig, then described on its OnFailure queue.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from moto.events.models import EventPattern
 
 from local.template import Template
 
-Invoke = Callable[[str, dict[str, Any]], Any]
+Invoke = Callable[..., Any]  # (function id, event, *, asynchronous=False) -> result
 
 
 def matches_filters(filters: list[dict[str, Any]], record: dict[str, Any]) -> bool:
@@ -74,19 +76,18 @@ class EventSources:
         """Starts a poller per event source; answers what it drives, for the start-up message."""
         started = []
         for function_id, name, properties in self.template.event_sources("SQS"):
-            queue_url = self._queue_url(str(properties["Queue"]))
+            queue_url = self._queue_url(str(properties["EventSourceArn"]))
             self._spawn(f"sqs-{name}", self._poll_queue, function_id, queue_url, properties, False)
-            started.append(f"SQS {_arn_name(str(properties['Queue']))} -> {function_id}")
+            started.append(f"SQS {_arn_name(str(properties['EventSourceArn']))} -> {function_id}")
         for function_id, name, properties in self.template.event_sources("DynamoDB"):
             self._spawn(f"stream-{name}", self._poll_stream, function_id, properties)
             started.append(
-                f"DynamoDB stream of {_arn_name(str(properties['Stream']).split('/stream/')[0])} -> {function_id}"
+                f"DynamoDB stream of {_arn_name(str(properties['EventSourceArn']).split('/stream/')[0])} -> {function_id}"
             )
-        for kind in ("EventBridgeRule", "CloudWatchEvent"):
-            for function_id, name, properties in self.template.event_sources(kind):
-                queue_url = self._rule_to_queue(function_id, name, properties)
-                self._spawn(f"rule-{name}", self._poll_queue, function_id, queue_url, {"BatchSize": 1}, True)
-                started.append(f"EventBridge rule {name} -> {function_id}")
+        for function_id, name, properties in self.template.event_sources("EventBridgeRule"):
+            queue_url = self._rule_to_queue(function_id, name, properties)
+            self._spawn(f"rule-{name}", self._poll_queue, function_id, queue_url, {"BatchSize": 1}, True)
+            started.append(f"EventBridge rule {name} -> {function_id}")
         return started
 
     def stop(self) -> None:
@@ -137,10 +138,7 @@ class EventSources:
             if unwrap_events:
                 # An EventBridge target: the function gets the event itself, one at a time.
                 for message in messages:
-                    try:
-                        self.invoke(function_id, json.loads(message["Body"]))
-                    except Exception as error:
-                        print(f"local stack: {function_id} failed on an event: {error}", file=sys.stderr)
+                    self._invoke_asynchronously(function_id, json.loads(message["Body"]))
                     sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
                 continue
             records = [self._sqs_record(message, queue_arn) for message in messages]
@@ -162,6 +160,41 @@ class EventSources:
             for record in passing:
                 if record["messageId"] not in failed:
                     sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=record["receiptHandle"])
+
+    def _invoke_asynchronously(self, function_id: str, event: dict[str, Any]) -> None:
+        """Lambda's asynchronous invocation: a failed event is tried again (EventInvokeConfig's
+        MaximumRetryAttempts, 2 by default; here without Lambda's minutes of back-off), then
+        described on the OnFailure destination queue, as Lambda describes it."""
+        config = self.template.async_invoke_config(function_id)
+        attempts = 1 + int(config.get("MaximumRetryAttempts", 2))
+        for _ in range(attempts):
+            try:
+                self.invoke(function_id, event, asynchronous=True)
+                return
+            except Exception as error:  # the invocation failed: Lambda tries again
+                failure = error
+        print(f"local stack: {function_id} failed on an event {attempts} times: {failure}", file=sys.stderr)
+        destination = ((config.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
+        if destination:
+            record = {
+                "version": "1.0",
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+                "requestContext": {
+                    "requestId": str(uuid.uuid4()),
+                    "functionArn": f"{function_id}:{config.get('Qualifier', '$LATEST')}",
+                    "condition": "RetriesExhausted",
+                    "approximateInvokeCount": attempts,
+                },
+                "requestPayload": event,
+                "responseContext": {
+                    "statusCode": 200,
+                    "executedVersion": "$LATEST",
+                    "functionError": "Unhandled",
+                },
+                "responsePayload": {"errorMessage": str(failure), "errorType": type(failure).__name__},
+            }
+            url = self._queue_url(str(destination))
+            self.session.client("sqs").send_message(QueueUrl=url, MessageBody=json.dumps(record))
 
     def _sqs_record(self, message: dict[str, Any], queue_arn: str) -> dict[str, Any]:
         attributes = {
@@ -195,9 +228,12 @@ class EventSources:
             "QueueArn"
         ]
         bus = _arn_name(str(properties.get("EventBusName") or "default"))
-        rule_name = str(properties.get("RuleName") or f"{function_id}-{name}")[:64]
+        rule_name = str(properties.get("Name") or f"{function_id}-{name}")[:64]
         events.put_rule(
-            Name=rule_name, EventBusName=bus, EventPattern=json.dumps(properties["Pattern"]), State="ENABLED"
+            Name=rule_name,
+            EventBusName=bus,
+            EventPattern=json.dumps(properties["EventPattern"]),
+            State="ENABLED",
         )
         events.put_targets(
             Rule=rule_name, EventBusName=bus, Targets=[{"Id": "local-function", "Arn": queue_arn}]
@@ -207,7 +243,7 @@ class EventSources:
     # --- DynamoDB streams ---------------------------------------------------------------------
     def _poll_stream(self, function_id: str, properties: dict[str, Any]) -> None:
         streams = self.session.client("dynamodbstreams")
-        stream_arn = str(properties["Stream"])
+        stream_arn = str(properties["EventSourceArn"])
         batch_size = int(properties.get("BatchSize") or 100)
         retries = int(
             properties.get("MaximumRetryAttempts", 2)

@@ -1,8 +1,9 @@
 """An HTTP server on 127.0.0.1 that behaves like the template's API Gateway REST API.
 
-Routes come from the functions' `Type: Api` events; a request reaches a handler as a REST proxy
-(payload 1.0) event, after the Cognito authorizer checked the ID token where the template asks for
-it, and the handler's answer goes back as API Gateway would send it. What API Gateway does on its
+Routes come from the API's OpenAPI body as the SAM translator writes it for API Gateway (the
+function behind each Lambda proxy integration, its Cognito security scheme); a request reaches a
+handler as a REST proxy (payload 1.0) event, after the Cognito authorizer checked the ID token where
+the body asks for it, under the function's own role (local/iam.py), and the handler's answer goes back as API Gateway would send it. What API Gateway does on its
 own is emulated too: 403 "Missing Authentication Token" for unknown routes, 401 for a missing or bad
 token, 502 when the function fails or answers a malformed proxy response, 504 after the 29 s
 integration timeout, 413 beyond the payload limits, the API's GatewayResponses templates.
@@ -44,6 +45,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from local import iam
 from local.template import ApiRoute, FunctionSpec, Template
 
 __all__ = [
@@ -61,6 +63,7 @@ __all__ = [
 ]
 
 LAMBDA_PAYLOAD_LIMIT = 6_291_556  # bytes of a synchronous invocation's event or result (6 MB)
+ASYNC_EVENT_LIMIT = 262_144  # bytes of an asynchronous invocation's event (EventBridge targets)
 API_PAYLOAD_LIMIT = 10_485_760  # bytes of a request body API Gateway accepts (10 MB)
 INTEGRATION_TIMEOUT = 29.0  # seconds API Gateway REST waits for the function by default
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -219,11 +222,20 @@ class FunctionRuntime:
     function's Timeout, a JSON result; a pool of execution environments for concurrency."""
 
     def __init__(
-        self, spec: FunctionSpec, *, region: str = "us-east-1", account_id: str = "123456789012"
+        self,
+        spec: FunctionSpec,
+        *,
+        region: str = "us-east-1",
+        account_id: str = "123456789012",
+        role: iam.Principal | None = None,
     ) -> None:
         self.spec = spec
         self.region = region
         self.account_id = account_id
+        # With a role, every AWS call of the function (its init included) is checked against it.
+        self.role = role
+        if role is not None:
+            iam.install()
         self._lock = threading.Lock()
         self._idle: list[Callable[[Any, Any], Any]] = []
         self._created = 0
@@ -241,16 +253,25 @@ class FunctionRuntime:
             self._created += 1
         return load_handler(self.spec, instance)
 
-    def invoke(self, event: Any, *, wait: float | None = None, request_id: str | None = None) -> Any:
+    def invoke(
+        self,
+        event: Any,
+        *,
+        wait: float | None = None,
+        request_id: str | None = None,
+        asynchronous: bool = False,
+    ) -> Any:
         """Calls the handler and returns its JSON result. Raises HandlerError (the handler
         raised), FunctionTimeout (it ran past the function's Timeout; the environment is
         dropped), ResponseError, RequestTooLarge, or IntegrationTimeout when `wait` seconds
         (less than the Timeout) pass first."""
         payload = json.dumps(event, default=_json_default)
-        if len(payload.encode()) > LAMBDA_PAYLOAD_LIMIT:
-            raise RequestTooLarge(f"{self.spec.logical_id}: event over {LAMBDA_PAYLOAD_LIMIT} bytes")
+        size_limit = ASYNC_EVENT_LIMIT if asynchronous else LAMBDA_PAYLOAD_LIMIT
+        if len(payload.encode()) > size_limit:
+            raise RequestTooLarge(f"{self.spec.logical_id}: event over {size_limit} bytes")
         event_copy = json.loads(payload)
-        handler = self._acquire()
+        with iam.acting_as(self.role):
+            handler = self._acquire()
         context = LambdaContext(
             self.spec, region=self.region, account_id=self.account_id, request_id=request_id
         )
@@ -260,7 +281,8 @@ class FunctionRuntime:
 
         def run() -> None:
             try:
-                outcome["result"] = handler(event_copy, context)
+                with iam.acting_as(self.role):
+                    outcome["result"] = handler(event_copy, context)
             except BaseException as error:  # everything a handler raises is the invocation's error
                 outcome["error"] = error
                 outcome["formatted"] = traceback.format_exc()
@@ -472,6 +494,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
 
+    def __getattr__(self, name: str) -> Any:
+        # Any other method (TRACE, QUERY, ...) is routed too, as API Gateway does (an undeclared
+        # one answers 403 there), where http.server would answer 501.
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
+
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.gateway.log_requests:
             super().log_message(format, *args)
@@ -507,6 +536,7 @@ class LocalGateway:
         api_id: str | None = None,
         integration_timeout: float = INTEGRATION_TIMEOUT,
         log_requests: bool = True,
+        check_iam: bool = False,
     ) -> None:
         if host not in _LOOPBACK:
             raise ValueError(f"the local gateway only binds loopback, not {host!r}")
@@ -519,6 +549,7 @@ class LocalGateway:
         self.openapi_path = openapi_path
         self.integration_timeout = integration_timeout
         self.log_requests = log_requests
+        self.check_iam = check_iam
         routes = template.api_routes()
         if api_id is not None:
             routes = [route for route in routes if route.api_id == api_id]
@@ -528,10 +559,10 @@ class LocalGateway:
             raise ValueError(f"routes need a Cognito authorizer but none was given: {', '.join(missing)}")
         apis = sorted({route.api_id for route in self.routes})
         self.api_id = api_id or (apis[0] if len(apis) == 1 else None)
-        api = template.api_properties(self.api_id) if self.api_id else {}
-        self.gateway_responses: dict[str, Any] = template.resolve(api.get("GatewayResponses") or {}) or {}
+        api = template.api_definition(self.api_id) if self.api_id else {}
+        self.gateway_responses: dict[str, Any] = api.get("x-amazon-apigateway-gateway-responses") or {}
         self.binary_media_types: list[str] = [
-            str(item) for item in template.resolve(api.get("BinaryMediaTypes") or []) or []
+            str(item) for item in api.get("x-amazon-apigateway-binary-media-types") or []
         ]
         self.rest_api_id = (
             str(template.resolve({"Ref": self.api_id})) if self.api_id in template.resources else "localapi01"
@@ -595,16 +626,19 @@ class LocalGateway:
             if function_id not in self._runtimes:
                 spec = self.template.function(function_id)
                 self._runtimes[function_id] = FunctionRuntime(
-                    spec, region=self.template.region, account_id=self.template.account_id
+                    spec,
+                    region=self.template.region,
+                    account_id=self.template.account_id,
+                    role=self.template.execution_role(function_id) if self.check_iam else None,
                 )
             return self._runtimes[function_id]
 
-    def invoke(self, function_id: str, event: Any) -> Any:
+    def invoke(self, function_id: str, event: Any, *, asynchronous: bool = False) -> Any:
         """Invokes a function directly (schedules, queues, tests): returns its JSON result, raises
         what the handler raised, or FunctionTimeout / ResponseError / RequestTooLarge."""
         self.apply_environment()
         try:
-            return self.runtime(function_id).invoke(event)
+            return self.runtime(function_id).invoke(event, asynchronous=asynchronous)
         except HandlerError as failure:
             raise failure.error from None
 
@@ -903,13 +937,13 @@ class LocalGateway:
         )
         headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", error_type)]
         body = json.dumps({"message": message})
-        if isinstance(custom, dict):
-            if custom.get("StatusCode"):
-                status = int(custom["StatusCode"])
-            parameters = custom.get("ResponseParameters") or {}
-            for name, value in (parameters.get("Headers") or {}).items():
-                headers.append((str(name), str(value).strip("'")))
-            templates = custom.get("ResponseTemplates") or {}
+        if isinstance(custom, dict):  # as in the API's OpenAPI body
+            if custom.get("statusCode"):
+                status = int(custom["statusCode"])
+            for name, value in (custom.get("responseParameters") or {}).items():
+                if name.startswith("gatewayresponse.header."):
+                    headers.append((name.removeprefix("gatewayresponse.header."), str(value).strip("'")))
+            templates = custom.get("responseTemplates") or {}
             template = templates.get("application/json") or next(iter(templates.values()), None)
             if isinstance(template, str):
                 body = self._render(template, response_type, message, request_id, route)

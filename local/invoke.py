@@ -21,6 +21,7 @@ from typing import Any
 
 from local.environment import use_local_aws
 from local.gateway import FunctionRuntime, HandlerError, InvocationError
+from local.iam import Principal
 from local.template import Template, TemplateError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
 
     use_local_aws(region, str(stack.get("aws_endpoint") or "") or None, stack.get("environment"))
 
-    runtime = FunctionRuntime(spec, region=region, account_id=template.account_id)
+    role = stack.get("roles", {}).get(args.function)
+    principal = Principal(**{**role, "policies": tuple(role["policies"])}) if role else None
+    runtime = FunctionRuntime(spec, region=region, account_id=template.account_id, role=principal)
     try:
         result = runtime.invoke(event)
     except HandlerError as failure:

@@ -8,6 +8,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from aws_lambda_powertools.event_handler.openapi.merge import OpenAPIMerge
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
@@ -38,7 +39,33 @@ def openapi_document(template_path: Path = ROOT / "template.yaml") -> str:
     for function_id in sorted(http_functions):
         spec = functions[function_id]
         merge.add_file(spec.code_dir / (spec.module.replace(".", "/") + ".py"), "app")
-    return json.dumps(json.loads(merge.get_openapi_json_schema()), indent=2, sort_keys=True) + "\n"
+    document = without_unanswered_422(json.loads(merge.get_openapi_json_schema()))
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+_POWERTOOLS_422 = "#/components/schemas/HTTPValidationError"
+
+
+def without_unanswered_422(document: dict[str, Any]) -> dict[str, Any]:
+    """Powertools declares 422 with its own schema on every validated route; the service answers
+    invalid input with 400 (mailcore.api), so that 422 is dropped (a route's own 422, with the
+    error body, stays), and the schemas nothing refers to any more with it."""
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            answer = operation["responses"].get("422", {})
+            if (
+                answer.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref")
+                == _POWERTOOLS_422
+            ):
+                del operation["responses"]["422"]
+    schemas = document["components"]["schemas"]
+    while True:
+        text = json.dumps(document)
+        unused = [name for name in schemas if f'"#/components/schemas/{name}"' not in text]
+        if not unused:
+            return document
+        for name in unused:
+            del schemas[name]
 
 
 def swagger_page(document: str) -> str:

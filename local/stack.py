@@ -9,6 +9,7 @@ The integration tests start the very same stack (on free ports) through `LocalSt
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -23,6 +24,7 @@ from typing import Any
 
 import boto3
 
+from local import iam
 from local.aws import cognito_user, create_resources, id_token, start_moto_server
 from local.environment import use_local_aws
 from local.event_sources import EventSources
@@ -37,12 +39,42 @@ OPENAPI = ROOT / "docs" / "openapi.json"
 DEFAULT_STATE = ROOT / ".local"
 REGION = "us-east-1"
 
+# How the local stack stands in for every resource type CloudFormation creates from template.yaml
+# (its translation). A type missing here is reported at start and fails
+# tests/unit/test_deployment_shape.py: a new resource type must say how it runs locally.
+CREATED_IN_MOTO = "created in moto by local/aws.py"
+LOCAL_STAND_INS: dict[str, str] = {
+    "AWS::DynamoDB::Table": CREATED_IN_MOTO + " (streams, TTL, PITR, indexes)",
+    "AWS::S3::Bucket": CREATED_IN_MOTO + " (versioning, encryption, lifecycle, public access block)",
+    "AWS::S3::BucketPolicy": CREATED_IN_MOTO + " (without the TLS-only Deny: moto is HTTP here)",
+    "AWS::SQS::Queue": CREATED_IN_MOTO + " (redrive policies)",
+    "AWS::Events::EventBus": CREATED_IN_MOTO,
+    "AWS::KMS::Key": CREATED_IN_MOTO + " (key policy stored, not evaluated)",
+    "AWS::Cognito::UserPool": CREATED_IN_MOTO + " (its Lambda trigger is not wired)",
+    "AWS::Cognito::UserPoolClient": CREATED_IN_MOTO,
+    "AWS::Lambda::Function": "run in this process by local/gateway.py (FunctionRuntime)",
+    "AWS::Lambda::LayerVersion": "its folder on sys.path",
+    "AWS::IAM::Role": "every AWS call checked against it by local/iam.py",
+    "AWS::ApiGateway::RestApi": "local/gateway.py, from its OpenAPI body",
+    "AWS::ApiGateway::Deployment": "local/gateway.py (one stage)",
+    "AWS::ApiGateway::Stage": "local/gateway.py (served at / and /<stage>/)",
+    "AWS::Lambda::Permission": "not needed: the gateway and the drivers invoke in-process",
+    "AWS::Lambda::EventSourceMapping": "polled by local/event_sources.py",
+    "AWS::Events::Rule": "a moto rule with a local queue target, polled by local/event_sources.py",
+    "AWS::Scheduler::Schedule": "a timer thread of the stack (rate expressions only)",
+    "AWS::Lambda::Version": "not emulated: every local environment imports the handler (no snapshot)",
+    "AWS::Lambda::Alias": "not emulated: triggers invoke the function itself",
+    "AWS::Lambda::EventInvokeConfig": "retries and OnFailure queue of asynchronous events, local/event_sources.py",
+}
+
 DEMO_TEAM = "demo"
 DEMO_ACCOUNT = "demo"
 OAUTH_ACCOUNT = "oauth"
 DEMO_DOMAIN = "example.test"
 MEMBER_EMAIL = "member@example.test"
 OUTSIDER_EMAIL = "outsider@example.test"
+# Administrators of a team are also in its group "<team>-admin" (docs/accounts.md).
+ADMIN_EMAIL = "admin@example.test"
 
 
 @dataclass
@@ -65,12 +97,16 @@ def _stable_secrets(state: Path) -> dict[str, str]:
     if path.exists():
         known = dict(json.loads(path.read_text()))
         if "system" in known:
+            if "admin" not in known:  # made by an older checkout
+                known["admin"] = "Admin-" + secrets.token_urlsafe(9) + "1!"
+                path.write_text(json.dumps(known))
             return known
     made = {
         "mailbox": secrets.token_urlsafe(12),
         "member": "Member-" + secrets.token_urlsafe(9) + "1!",
         "outsider": "Outsider-" + secrets.token_urlsafe(9) + "1!",
         "system": secrets.token_urlsafe(12),
+        "admin": "Admin-" + secrets.token_urlsafe(9) + "1!",
     }
     path.write_text(json.dumps(made))
     path.chmod(0o600)
@@ -105,6 +141,7 @@ class LocalStack:
         self.state.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state, 0o755)  # Postfix and Dovecot refuse folders others cannot enter
         passwords = _stable_secrets(self.state)
+        iam.install()  # before any client exists: every client made from here on is checked
         use_local_aws(REGION)
         self.moto, endpoint = start_moto_server(self.ports.moto)
         use_local_aws(REGION, endpoint)
@@ -113,6 +150,13 @@ class LocalStack:
             TEMPLATE, parameter_overrides=self.parameter_overrides, region=REGION, endpoint_url=endpoint
         )
         self.physical = create_resources(self.template, self.session, endpoint)
+        for type_ in sorted(
+            {r["Type"] for r in self.template.translated().resources.values()} - set(LOCAL_STAND_INS)
+        ):
+            print(
+                f"local stack: {type_} has no local stand-in (local/stack.py LOCAL_STAND_INS)",
+                file=sys.stderr,
+            )
 
         (self.state / "mail").mkdir(mode=0o755, exist_ok=True)
         self.oauth2 = OAuth2Server(port=self.ports.oauth2).start()
@@ -178,6 +222,15 @@ class LocalStack:
             password=passwords["outsider"],
             groups=[],
         )
+        cognito_user(
+            self.session,
+            endpoint,
+            pool_id,
+            client_id,
+            email=ADMIN_EMAIL,
+            password=passwords["admin"],
+            groups=[DEMO_TEAM, DEMO_TEAM + "-admin"],
+        )
 
         verifier = CognitoVerifier(endpoint, pool_id, client_id, REGION)
         self.gateway = LocalGateway(
@@ -185,6 +238,7 @@ class LocalStack:
             port=self.ports.api,
             authorizer=verifier,
             openapi_path=OPENAPI if OPENAPI.exists() else None,
+            check_iam=True,
         )
         self.gateway.start()
         if self.run_schedules:
@@ -227,14 +281,21 @@ class LocalStack:
             "users": {
                 "member": {"email": MEMBER_EMAIL, "password": passwords["member"]},
                 "outsider": {"email": OUTSIDER_EMAIL, "password": passwords["outsider"]},
+                "admin": {"email": ADMIN_EMAIL, "password": passwords["admin"]},
             },
             "tokens": {
                 "member": self.token(MEMBER_EMAIL, passwords["member"]),
                 "outsider": self.token(OUTSIDER_EMAIL, passwords["outsider"]),
+                "admin": self.token(ADMIN_EMAIL, passwords["admin"]),
             },
             "team_secret_prefix": self.team_secret_prefix,
             "environment": environment,
             "resources": self.physical,
+            # `make invoke` runs a function under the same role (KMS key ids are moto's).
+            "roles": {
+                function_id: dataclasses.asdict(self.template.execution_role(function_id))
+                for function_id in self.template.functions()
+            },
             "pid": os.getpid(),
         }
         return self.info
@@ -321,15 +382,13 @@ class LocalStack:
         pool_id, client_id = self.user_pool()
         return id_token(self.session, pool_id, client_id, email=email, password=password)
 
-    def invoke(self, function_id: str, event: dict[str, Any]) -> Any:
+    def invoke(self, function_id: str, event: dict[str, Any], *, asynchronous: bool = False) -> Any:
         assert self.gateway is not None
-        return self.gateway.invoke(function_id, event)
+        return self.gateway.invoke(function_id, event, asynchronous=asynchronous)
 
     # --- event sources moto stores but never fires ------------------------------------------
     def _start_schedules(self) -> None:
-        for function_id, name, properties in self.template.event_sources(
-            "ScheduleV2"
-        ) + self.template.event_sources("Schedule"):
+        for function_id, name, properties in self.template.event_sources("Schedule"):
             seconds = rate_seconds(str(properties.get("ScheduleExpression", "")))
             if seconds is None:
                 print(
@@ -364,6 +423,7 @@ def _describe(info: dict[str, Any]) -> str:
     token = info["tokens"]["member"]
     return f"""
 The mail service runs on {info["api_url"]}  (Swagger UI: {info["api_url"]}/swagger)
+  web console {info["api_url"]}/console (sign in as users.admin or users.member of .local/stack.json)
   demo team {info["team"]!r}, account {info["account"]!r}, mailbox {info["mailbox"]}
   POP3 {info["pop3"]["host"]}:{info["pop3"]["port"]} (TLS), SMTP {info["smtp"]["host"]}:{info["smtp"]["port"]} (STARTTLS)
   AWS (moto) at {info["aws_endpoint"]}; everything is described in .local/stack.json

@@ -1,9 +1,11 @@
 """Reads the SAM template (the single source of truth) for the local stack.
 
-`Template` parses template.yaml, evaluates CloudFormation intrinsics (Ref, Fn::GetAtt, Fn::Sub,
-Fn::If and the condition functions, Fn::Join, Fn::Select, Fn::Split, Fn::FindInMap, ...) and
-conditions, and names every resource deterministically, so that the moto resources, the function
-environment and the HTTP routes all come from the same file as the deployed stack.
+`Template` parses template.yaml and has it translated by aws-sam-translator (`translated()`), the
+SAM CLI's own translator: functions (Globals merged), their roles, the API's routes and authorizer
+(its OpenAPI body), event source mappings, rules and schedules are read from that translation, as
+CloudFormation reads them. `Template` evaluates the CloudFormation intrinsics (Ref, Fn::GetAtt,
+Fn::Sub, Fn::If and the condition functions, Fn::Join, Fn::Select, Fn::Split, Fn::FindInMap, ...)
+and conditions of both, and names every resource deterministically.
 
 Values only known once a resource exists (a table's StreamArn, a user pool's id, a queue's URL as
 moto answers it) are handed in with `set_attribute`; `local.aws.create_resources` does that.
@@ -15,6 +17,8 @@ import base64
 import copy
 import hashlib
 import json
+import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +27,23 @@ from urllib.parse import unquote
 
 import yaml
 
+from local.iam import Principal
+
 __all__ = ["ApiRoute", "FunctionSpec", "Template", "TemplateError"]
 
 
 class TemplateError(Exception):
     """The template cannot be read or one of its values cannot be evaluated locally."""
+
+
+_LOCAL_CODE = "local-code"  # the bucket name standing for this checkout in translated Code locations
+
+
+class _NoManagedPolicies:
+    """The translator's managed-policy loader: only ARNs are used here, never looked up."""
+
+    def load(self) -> dict[str, str]:
+        return {}
 
 
 class _NoValue:
@@ -204,9 +220,6 @@ _NAME_PROPERTY: Final = {
     "AWS::Serverless::StateMachine": "Name",
 }
 
-_FUNCTION_TYPES: Final = ("AWS::Serverless::Function",)
-_LAYER_TYPES: Final = ("AWS::Serverless::LayerVersion", "AWS::Lambda::LayerVersion")
-
 
 def _as_string(value: Any, where: str) -> str:
     """CloudFormation's string conversion of a resolved scalar."""
@@ -215,21 +228,6 @@ def _as_string(value: Any, where: str) -> str:
     if isinstance(value, (str, int, float)):
         return str(value)
     raise TemplateError(f"{where}: expected a string, got {value!r}")
-
-
-def _merge_globals(global_value: Any, local_value: Any) -> Any:
-    """SAM's Globals rules: maps merge (the resource wins), lists append (globals first),
-    anything else (and any intrinsic) is overridden by the resource."""
-    if isinstance(global_value, dict) and isinstance(local_value, dict):
-        if _is_intrinsic(global_value) or _is_intrinsic(local_value):
-            return copy.deepcopy(local_value)
-        merged = copy.deepcopy(global_value)
-        for key, value in local_value.items():
-            merged[key] = _merge_globals(merged[key], value) if key in merged else copy.deepcopy(value)
-        return merged
-    if isinstance(global_value, list) and isinstance(local_value, list):
-        return copy.deepcopy(global_value) + copy.deepcopy(local_value)
-    return copy.deepcopy(local_value)
 
 
 class Template:
@@ -257,7 +255,9 @@ class Template:
         self.endpoint_url = endpoint_url.rstrip("/") if endpoint_url else None
         self._attributes: dict[tuple[str, str], Any] = {}
         self._condition_values: dict[str, bool] = {}
-        self.parameters = self._parameter_values(parameter_overrides or {})
+        self.parameter_overrides = dict(parameter_overrides or {})
+        self.parameters = self._parameter_values(self.parameter_overrides)
+        self._translated: Template | None = None
         self.all_resources: dict[str, dict[str, Any]] = data["Resources"]
         # Only the resources whose Condition holds exist in the stack.
         self.resources: dict[str, dict[str, Any]] = {
@@ -417,6 +417,15 @@ class Template:
         known = self._attributes.get((name, "Ref"))
         if known is not None:
             return known
+        if name.endswith(".Alias"):  # SAM: the alias AutoPublishAlias makes, as a qualified ARN
+            function_id = name.removesuffix(".Alias")
+            aliases = self.translated().resources_of_type("AWS::Lambda::Alias").values()
+            (alias,) = [
+                a["Properties"]["Name"]
+                for a in aliases
+                if a["Properties"]["FunctionName"] == {"Ref": function_id}
+            ]
+            return f"{self._get_att(function_id, 'Arn')}:{alias}"
         resource = self._resource(name)
         type_ = resource.get("Type")
         physical = self.physical_name(name)
@@ -639,133 +648,221 @@ class Template:
 
         return self._SUB_VARIABLE.sub(replace, text)
 
+    # ------------------------------------------------------------------ the translated template
+
+    def translated(self) -> Template:
+        """The template as CloudFormation reads it: SAM's own translator (aws-sam-translator)
+        expands the serverless resources (roles with their policies, permissions, event source
+        mappings, schedules, the API's stage); values resolve against the same stack, so
+        attributes recorded on this template hold there too."""
+        if self._translated is None:
+            from samtranslator.translator.transform import transform
+
+            logging.getLogger("samtranslator").setLevel(logging.ERROR)
+            source = copy.deepcopy(self.data)
+            for resource in source["Resources"].values():
+                properties = resource.get("Properties") or {}
+                for key in ("CodeUri", "ContentUri"):  # the translator wants S3 locations
+                    if isinstance(properties.get(key), str):
+                        properties[key] = f"s3://{_LOCAL_CODE}/{properties[key].rstrip('/')}"
+            pseudo = {"AWS::Region": self.region, "AWS::AccountId": self.account_id}
+            os.environ.setdefault("AWS_DEFAULT_REGION", self.region)
+            data = transform(source, {**self.parameters, **pseudo}, _NoManagedPolicies())
+            translated = Template(
+                data,
+                path=self.path,
+                stack_name=self.stack_name,
+                parameter_overrides=self.parameter_overrides,
+                region=self.region,
+                account_id=self.account_id,
+                endpoint_url=self.endpoint_url,
+            )
+            translated._attributes = self._attributes  # one stack: what one learns, both know
+            self._translated = translated
+        return self._translated
+
+    def execution_role(self, function_id: str) -> Principal:
+        """The execution role of a function as the translated template defines it."""
+        translated = self.translated()
+        role = translated.resources[function_id]["Properties"]["Role"]
+        role_id = role["Fn::GetAtt"][0] if isinstance(role, dict) and "Fn::GetAtt" in role else None
+        if role_id is None:
+            raise TemplateError(f"{function_id}: only a role defined in the template is checked locally")
+        properties = translated.resources[role_id].get("Properties") or {}
+        documents = [policy["PolicyDocument"] for policy in properties.get("Policies") or []]
+        return Principal(
+            function_id=function_id,
+            role_name=translated.physical_name(role_id),
+            region=self.region,
+            account_id=self.account_id,
+            policies=tuple(translated.resolve(documents)),
+        )
+
     # ------------------------------------------------------------------ functions and events
 
-    def globals(self, section: str) -> dict[str, Any]:
-        return dict(((self.data.get("Globals") or {}).get(section)) or {})
-
-    def function_properties(self, logical_id: str) -> dict[str, Any]:
-        """The raw properties of a function with Globals.Function merged in (SAM's rules)."""
-        resource = self._resource(logical_id)
-        if resource.get("Type") not in _FUNCTION_TYPES:
-            raise TemplateError(f"{logical_id} is not an AWS::Serverless::Function")
-        merged: dict[str, Any] = _merge_globals(self.globals("Function"), resource.get("Properties") or {})
-        return merged
-
     def functions(self) -> dict[str, FunctionSpec]:
-        """Every AWS::Serverless::Function of the stack, by logical id."""
-        return {
-            logical_id: self.function(logical_id) for logical_id in self.resources_of_type(_FUNCTION_TYPES[0])
-        }
+        """Every function of the stack as CloudFormation creates it (Globals merged), by logical id."""
+        return {logical_id: self.function(logical_id) for logical_id in self._lambda_functions()}
+
+    def _lambda_functions(self) -> dict[str, dict[str, Any]]:
+        return self.translated().resources_of_type("AWS::Lambda::Function")
 
     def function(self, logical_id: str, *, resolve_environment: bool = True) -> FunctionSpec:
-        """The spec of one function; with resolve_environment=False its environment is left
-        empty (for callers that take the values from a running stack instead)."""
-        properties = self.function_properties(logical_id)
+        """The spec of one function from the translated template; with resolve_environment=False
+        its environment is left empty (for callers that take the values from a running stack)."""
+        translated = self.translated()
+        if logical_id not in self._lambda_functions():
+            raise TemplateError(f"{logical_id} is not a function of this template")
+        properties = translated.resources[logical_id]["Properties"]
         where = f"function {logical_id}"
-        code_uri = self.resolve(properties.get("CodeUri", "."))
-        if not isinstance(code_uri, str):
-            raise TemplateError(f"{where}: only a local CodeUri folder runs locally, got {code_uri!r}")
-        handler = _as_string(self.resolve(properties.get("Handler")), f"{where} Handler")
+        handler = _as_string(translated.resolve(properties.get("Handler")), f"{where} Handler")
         module, _, attribute = handler.rpartition(".")
         if not module or not attribute:
             raise TemplateError(f"{where}: Handler {handler!r} is not module.function")
-        variables = ((properties.get("Environment") or {}).get("Variables")) or {}
-        environment = (
-            {
-                name: _as_string(value, f"{where} environment variable {name}")
-                for name, value in (self.resolve(variables) or {}).items()
-            }
-            if resolve_environment
-            else {}
-        )
-        layer_dirs: list[Path] = []
-        for layer in properties.get("Layers") or []:
-            if isinstance(layer, dict) and set(layer) == {"Ref"} and layer["Ref"] in self.resources:
-                layer_resource = self.resources[layer["Ref"]]
-                if layer_resource.get("Type") in _LAYER_TYPES:
-                    content = self.resolve((layer_resource.get("Properties") or {}).get("ContentUri"))
-                    if isinstance(content, str):
-                        layer_dir = (self.base_dir / content).resolve()
-                        # A layer built without BuildMethod ships its packages under python/.
-                        if (layer_dir / "python").is_dir() and "BuildMethod" not in (
-                            layer_resource.get("Metadata") or {}
-                        ):
-                            layer_dir = layer_dir / "python"
-                        layer_dirs.append(layer_dir)
+        variables = (properties.get("Environment") or {}).get("Variables") or {}
+        environment = {
+            name: _as_string(value, f"{where} environment variable {name}")
+            for name, value in ((translated.resolve(variables) or {}) if resolve_environment else {}).items()
+        }
         return FunctionSpec(
             logical_id=logical_id,
-            code_dir=(self.base_dir / code_uri).resolve(),
+            code_dir=self._code_dir(properties.get("Code"), where),
             module=module,
             attribute=attribute,
-            timeout=int(self.resolve(properties.get("Timeout", 3))),
-            memory=int(self.resolve(properties.get("MemorySize", 128))),
+            timeout=int(translated.resolve(properties.get("Timeout", 3))),
+            memory=int(translated.resolve(properties.get("MemorySize", 128))),
             environment=environment,
             function_name=self.physical_name(logical_id),
-            runtime=str(self.resolve(properties.get("Runtime", ""))),
+            runtime=str(translated.resolve(properties.get("Runtime", ""))),
             handler=handler,
-            layer_dirs=tuple(layer_dirs),
+            layer_dirs=tuple(self._layer_dir(layer) for layer in properties.get("Layers") or []),
         )
 
-    def api_properties(self, api_id: str) -> dict[str, Any]:
-        """Raw properties of an AWS::Serverless::Api with Globals.Api merged in; for the implicit
-        ServerlessRestApi (events without RestApiId), Globals.Api alone."""
-        resource = self.resources.get(api_id)
-        own = (resource.get("Properties") or {}) if resource is not None else {}
-        merged: dict[str, Any] = _merge_globals(self.globals("Api"), own)
-        return merged
+    def _code_dir(self, code: Any, where: str) -> Path:
+        """The local folder of a translated Code/Content location (see `translated`)."""
+        if not isinstance(code, dict) or code.get("S3Bucket") != _LOCAL_CODE:
+            raise TemplateError(f"{where}: only a local CodeUri/ContentUri folder runs locally, got {code!r}")
+        return (self.base_dir / str(code["S3Key"])).resolve()
 
-    def api_ids(self) -> list[str]:
-        """Logical ids of the APIs that serve at least one route."""
-        return sorted({route.api_id for route in self.api_routes()})
+    def _layer_dir(self, layer: Any) -> Path:
+        translated = self.translated()
+        resource = translated.resources.get(layer.get("Ref", "") if isinstance(layer, dict) else "") or {}
+        if resource.get("Type") != "AWS::Lambda::LayerVersion":
+            raise TemplateError(f"layer {layer!r}: only a layer of this template runs locally")
+        layer_dir = self._code_dir(resource["Properties"].get("Content"), f"layer {layer!r}")
+        # A layer built without BuildMethod ships its packages under python/ (the build metadata is
+        # SAM's, not part of what CloudFormation gets).
+        built = any(
+            "BuildMethod" in (original.get("Metadata") or {})
+            for original in self.resources_of_type("AWS::Serverless::LayerVersion").values()
+            if self.resolve((original.get("Properties") or {}).get("ContentUri"))
+            == str(layer_dir.relative_to(self.base_dir))
+        )
+        return layer_dir / "python" if (layer_dir / "python").is_dir() and not built else layer_dir
+
+    def api_definition(self, api_id: str) -> dict[str, Any]:
+        """The OpenAPI body API Gateway gets for a REST API (the translator writes it), resolved."""
+        translated = self.translated()
+        api = translated.resources_of_type("AWS::ApiGateway::RestApi").get(api_id) or {}
+        body = translated.resolve((api.get("Properties") or {}).get("Body") or {})
+        return body if isinstance(body, dict) else {}
 
     def api_routes(self) -> list[ApiRoute]:
-        """Every `Type: Api` event of every function."""
+        """Every route of every REST API, read from the OpenAPI bodies as API Gateway reads them:
+        the function behind each method's Lambda proxy integration, and its Cognito authorizer."""
+        translated = self.translated()
         routes: list[ApiRoute] = []
-        for function_id in self.resources_of_type(_FUNCTION_TYPES[0]):
-            properties = self.function_properties(function_id)
-            for event_name, event in (properties.get("Events") or {}).items():
-                if (event or {}).get("Type") != "Api":
-                    continue
-                event_properties = event.get("Properties") or {}
-                rest_api = event_properties.get("RestApiId")
-                if rest_api is None:
-                    api_id = "ServerlessRestApi"
-                elif isinstance(rest_api, dict) and set(rest_api) == {"Ref"}:
-                    api_id = str(rest_api["Ref"])
-                else:
-                    raise TemplateError(f"{function_id}.{event_name}: RestApiId must be !Ref of an Api")
-                auth = self.api_properties(api_id).get("Auth") or {}
-                event_auth = event_properties.get("Auth") or {}
-                authorizer = event_auth.get("Authorizer", auth.get("DefaultAuthorizer"))
-                if authorizer in (None, "NONE"):
-                    authorizer = None
-                identity = ((auth.get("Authorizers") or {}).get(authorizer) or {}).get("Identity") or {}
-                method = _as_string(self.resolve(event_properties.get("Method")), "Method").upper()
-                routes.append(
-                    ApiRoute(
-                        function_id=function_id,
-                        method=method,
-                        path=_as_string(self.resolve(event_properties.get("Path")), "Path"),
-                        authorized=authorizer is not None,
-                        event_name=event_name,
-                        api_id=api_id,
-                        authorizer=authorizer,
-                        identity_header=str(identity.get("Header", "Authorization")),
+        for api_id, api in translated.resources_of_type("AWS::ApiGateway::RestApi").items():
+            body = (api.get("Properties") or {}).get("Body") or {}
+            schemes = (
+                (body.get("components") or {}).get("securitySchemes") or body.get("securityDefinitions") or {}
+            )
+            for path, methods in (body.get("paths") or {}).items():
+                for method, operation in methods.items():
+                    integration = (operation or {}).get("x-amazon-apigateway-integration") or {}
+                    function_id = translated._integrated_function(integration.get("uri"))
+                    if function_id is None:
+                        continue
+                    names = [name for requirement in operation.get("security") or [] for name in requirement]
+                    authorizer = next(
+                        (n for n in names if "x-amazon-apigateway-authorizer" in schemes.get(n, {})), None
                     )
-                )
+                    routes.append(
+                        ApiRoute(
+                            function_id=function_id,
+                            method="ANY" if method == "x-amazon-apigateway-any-method" else method.upper(),
+                            path=path,
+                            authorized=authorizer is not None,
+                            api_id=api_id,
+                            authorizer=authorizer,
+                            identity_header=str(schemes[authorizer].get("name", "Authorization"))
+                            if authorizer
+                            else "Authorization",
+                        )
+                    )
         return routes
 
-    def event_sources(self, type_: str) -> list[tuple[str, str, dict[str, Any]]]:
-        """(function id, event name, resolved Properties) of every event of one Type
-        ("ScheduleV2", "Schedule", "SQS", "DynamoDB", "EventBridgeRule", "Api", ...)."""
-        sources: list[tuple[str, str, dict[str, Any]]] = []
-        for function_id in self.resources_of_type(_FUNCTION_TYPES[0]):
-            events = self.function_properties(function_id).get("Events") or {}
-            for event_name, event in events.items():
-                if (event or {}).get("Type") == type_:
-                    sources.append((function_id, event_name, self.resolve(event.get("Properties") or {})))
-        return sources
+    _INVOCATION = re.compile(r"functions/\$\{([A-Za-z0-9]+)(?:\.Arn)?\}/invocations")
+
+    def _integrated_function(self, uri: Any) -> str | None:
+        """The function (logical id) a Lambda proxy integration's URI invokes, through its alias."""
+        found = self._INVOCATION.search(json.dumps(uri))
+        return self._function_of({"Ref": found.group(1)}) if found else None
+
+    def event_sources(self, kind: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """(function id, logical id, resolved Properties) of every trigger of one kind, read from
+        the translated template as CloudFormation creates them: "SQS" and "DynamoDB" (event source
+        mappings), "EventBridgeRule" (one per rule target; EventBusName, EventPattern), "Schedule"
+        (EventBridge Scheduler schedules and rules with a ScheduleExpression; its target's Input)."""
+        translated = self.translated()
+        found: list[tuple[str, str, dict[str, Any]]] = []
+        if kind in ("SQS", "DynamoDB"):
+            for logical_id, mapping in translated.resources_of_type(
+                "AWS::Lambda::EventSourceMapping"
+            ).items():
+                properties = mapping["Properties"]
+                source = properties["EventSourceArn"]
+                from_stream = (
+                    isinstance(source, dict) and source.get("Fn::GetAtt", [None, None])[1] == "StreamArn"
+                )
+                if from_stream == (kind == "DynamoDB"):
+                    function_id = translated._function_of(properties["FunctionName"])
+                    found.append((function_id, logical_id, translated.resolve(properties)))
+            return found
+        for type_ in ("AWS::Events::Rule", "AWS::Scheduler::Schedule"):
+            for logical_id, trigger in translated.resources_of_type(type_).items():
+                properties = trigger["Properties"]
+                scheduled = "ScheduleExpression" in properties
+                if scheduled != (kind == "Schedule") or kind not in ("Schedule", "EventBridgeRule"):
+                    continue
+                for target in properties.get("Targets") or [properties.get("Target")]:
+                    resolved = translated.resolve(
+                        {key: value for key, value in properties.items() if key != "Targets"}
+                    )
+                    resolved["Input"] = translated.resolve(target.get("Input"))
+                    found.append((translated._function_of(target["Arn"]), logical_id, resolved))
+        return found
+
+    def async_invoke_config(self, function_id: str) -> dict[str, Any]:
+        """The function's EventInvokeConfig (retries, OnFailure destination), resolved; {} if none."""
+        translated = self.translated()
+        for config in translated.resources_of_type("AWS::Lambda::EventInvokeConfig").values():
+            if config["Properties"].get("FunctionName") == {"Ref": function_id}:
+                resolved: dict[str, Any] = translated.resolve(config["Properties"])
+                return resolved
+        return {}
+
+    def _function_of(self, reference: Any) -> str:
+        """The function (logical id) a Ref/GetAtt names, directly or through its alias."""
+        target = reference.get("Ref") if isinstance(reference, dict) else None
+        if isinstance(reference, dict) and "Fn::GetAtt" in reference:
+            target = reference["Fn::GetAtt"][0]
+        resource = self.resources.get(str(target)) or {}
+        if resource.get("Type") == "AWS::Lambda::Alias":
+            return str(resource["Properties"]["FunctionName"]["Ref"])
+        if resource.get("Type") != "AWS::Lambda::Function":
+            raise TemplateError(f"{reference!r} is no function of this template")
+        return str(target)
 
     def outputs(self) -> dict[str, Any]:
         """The resolved Outputs whose Condition holds."""

@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(dovecot-core dovecot-pop3d dovecot-imapd dovecot-lmtpd postfix openssl make curl jq)
+# chromium: Debian's browser, driven by Playwright in the console's browser test (never
+# `playwright install`: nothing is downloaded outside the package registries).
+apt_packages=(dovecot-core dovecot-pop3d dovecot-imapd dovecot-lmtpd postfix openssl make curl jq chromium)
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -31,8 +33,9 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; sys.exit(sys.
   "$python" -m venv .venv
 fi
 stamp=.venv/.requirements.sha
-want=$(cat requirements-dev.txt layers/common/requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat requirements-dev.txt requirements-translator.txt layers/common/requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt -e .
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-translator.txt
   echo "$want" > "$stamp"
 fi

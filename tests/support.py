@@ -21,14 +21,17 @@ def rest_event(
     query: dict[str, str] | None = None,
     body: str | None = None,
     caller: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A REST API (payload v1) proxy event, for calling a handler directly."""
+    """A REST API (payload v1) proxy event, for calling a handler directly. Headers go in both
+    forms, as API Gateway hands them over (Powertools reads multiValueHeaders when present)."""
+    headers = {"Content-Type": "application/json", **(headers or {})}
     return {
         "resource": resource,
         "path": path,
         "httpMethod": method,
-        "headers": {"Content-Type": "application/json"},
-        "multiValueHeaders": {"Content-Type": ["application/json"]},
+        "headers": headers,
+        "multiValueHeaders": {name: [value] for name, value in headers.items()},
         "queryStringParameters": query,
         "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} if query else None,
         "pathParameters": path_parameters,

@@ -1,25 +1,27 @@
-"""Pull new mail over POP3: one account or all of the caller's (API), a pull's status (API), and
-the accounts the dispatcher put on the pull queue (SQS, partial batch failures)."""
+"""Pull new mail over POP3 through the API: one account or all of the caller's, and a pull's status.
+The pull queue has its own function (functions/pull_queue)."""
 
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.event_handler.openapi.params import Query
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore import runtime
+from mailcore.answers import PullAnswer, PullStatusAnswer, responses
 from mailcore.api import current_caller, debug_transcript, make_resolver, seconds_left_for_caller
+from mailcore.models import NAME_PATTERN
 from mailcore.protocols.transcript import Transcript
-from mailcore.services.dispatch import pull_queued_account, pull_status
+from mailcore.services.dispatch import pull_status
 from mailcore.services.pull import pull_account, pull_accounts
 
 logger = Logger()
 app = make_resolver()
-processor = BatchProcessor(event_type=EventType.SQS)
 
 Debug = Annotated[bool, Query(description="add the POP3 conversation (credentials redacted)")]
-Team = Annotated[str | None, Query(description="the team, when two of yours have this account")]
+Team = Annotated[
+    str | None, Query(max_length=128, description="the team, when two of yours have this account")
+]
+AccountName = Annotated[str, Path(pattern=NAME_PATTERN, description="the account's name in its team secret")]
 
 
 def _answer(reports: list[Any], transcript: Transcript, debug: bool) -> dict[str, Any]:
@@ -43,9 +45,14 @@ def _seconds_left() -> float:
     return seconds_left_for_caller(app)
 
 
-@app.get("/api/core/mail/pull/<account>", summary="Pull new mail of one account")
-@app.post("/api/core/mail/pull/<account>", summary="Pull new mail of one account")
-def pull_one(account: str, team: Team = None, debug: Debug = False) -> dict[str, Any]:
+PULLED = responses(
+    200, PullAnswer, "What the pull fetched (a server failure is reported here)", 403, 404, 409
+)
+
+
+@app.get("/api/core/mail/pull/<account>", summary="Pull new mail of one account", responses=PULLED)
+@app.post("/api/core/mail/pull/<account>", summary="Pull new mail of one account", responses=PULLED)
+def pull_one(account: AccountName, team: Team = None, debug: Debug = False) -> dict[str, Any]:
     target = runtime.directory().resolve_account(current_caller(app), account, team)
     with debug_transcript(debug) as transcript:
         report = pull_account(
@@ -61,17 +68,21 @@ def pull_one(account: str, team: Team = None, debug: Debug = False) -> dict[str,
 
 
 @app.get(
-    "/api/core/mail/pull/<account>/status", summary="The latest pull of an account, and whether one runs"
+    "/api/core/mail/pull/<account>/status",
+    summary="The latest pull of an account, and whether one runs",
+    responses=responses(200, PullStatusAnswer, "The latest pull", 403, 404, 409),
 )
-def pull_one_status(account: str, team: Team = None) -> dict[str, Any]:
+def pull_one_status(account: AccountName, team: Team = None) -> dict[str, Any]:
     status = pull_status(
         current_caller(app), account, team, directory=runtime.directory(), storage=runtime.storage()
     )
     return {"status": status}
 
 
-@app.get("/api/core/mail/pull", summary="Pull new mail of every account of your mail teams")
-@app.post("/api/core/mail/pull", summary="Pull new mail of every account of your mail teams")
+@app.get("/api/core/mail/pull", summary="Pull new mail of every account of your mail teams", responses=PULLED)
+@app.post(
+    "/api/core/mail/pull", summary="Pull new mail of every account of your mail teams", responses=PULLED
+)
 def pull_mine(debug: Debug = False) -> dict[str, Any]:
     targets = runtime.directory().accounts_of(current_caller(app).teams)
     with debug_transcript(debug) as transcript:
@@ -87,25 +98,6 @@ def pull_mine(debug: Debug = False) -> dict[str, Any]:
     return _answer(reports, transcript, debug)
 
 
-def _pull_record(record: SQSRecord) -> None:
-    context = processor.lambda_context
-    pull_queued_account(
-        record.json_body,
-        directory=runtime.directory(),
-        storage=runtime.storage(),
-        queue=runtime.pull_queue(),
-        tls_context=runtime.tls_context(),
-        seconds_left=lambda: context.get_remaining_time_in_millis() / 1000,
-        events=runtime.events(),
-        tokens=runtime.tokens(),
-    )
-
-
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    if "httpMethod" in event:
-        return app.resolve(event, context)
-    answer = process_partial_response(
-        event=event, record_handler=_pull_record, processor=processor, context=context
-    )
-    return dict(answer)
+    return app.resolve(event, context)

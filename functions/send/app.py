@@ -1,5 +1,5 @@
-"""Outgoing mail: send one now, queue one, sync an account's outbox, and the MailTable stream
-(push) that sends what gets queued."""
+"""Outgoing mail through the API: send one now, queue one, sync an account's outbox. Push (the
+MailTable stream) and the scheduled sync have their own functions (outbox_push, outbox_sync)."""
 
 import hashlib
 import json
@@ -8,9 +8,7 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Body, Query
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
@@ -18,6 +16,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore import runtime
+from mailcore.answers import READ_MAIL, MailAnswer, RetryAnswer, SyncAnswer, responses
 from mailcore.api import (
     current_caller,
     debug_transcript,
@@ -27,8 +26,7 @@ from mailcore.api import (
     seconds_left_for_caller,
     service_error_body,
 )
-from mailcore.errors import MailServiceError
-from mailcore.models import MailStatus, QueueRequest, SendRequest
+from mailcore.models import ID_PATTERN, NAME_PATTERN, MailStatus, QueueRequest, SendRequest
 from mailcore.services.files import team_mail
 from mailcore.services.outbox import cancel as cancel_mail
 from mailcore.services.outbox import completion_event, queue_mail
@@ -38,10 +36,22 @@ from mailcore.teams import ResolvedAccount
 
 logger = Logger()
 app = make_resolver()
-processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
 
 IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600
-Team = Annotated[str | None, Query(description="the team, when two of yours have this account")]
+Team = Annotated[
+    str | None, Query(max_length=128, description="the team, when two of yours have this account")
+]
+AccountName = Annotated[str, Path(pattern=NAME_PATTERN, description="the account's name in its team secret")]
+MailId = Annotated[str, Path(pattern=ID_PATTERN, description="the outgoing mail's id")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="the same key within 24 h answers the first send's outcome instead of sending again",
+    ),
+]
 
 
 @app.exception_handler(IdempotencyValidationError)
@@ -78,17 +88,23 @@ def _send(*, request: dict[str, Any], target: ResolvedAccount, debug: bool) -> d
     return {"status": 200, "body": {"mail": mail.public(), **({"debug": transcript.lines} if debug else {})}}
 
 
-@app.post("/api/core/mail/send/<account>", summary="Send one mail with a team's account")
+@app.post(
+    "/api/core/mail/send/<account>",
+    summary="Send one mail with a team's account",
+    responses=responses(
+        200, MailAnswer, "The mail is sent", 202, 403, 404, 409, 413, 415, 422, 429, 502, links=READ_MAIL
+    ),
+)
 def send(
-    account: str,
+    account: AccountName,
     request: Annotated[SendRequest, Body()],
     team: Team = None,
     debug: Annotated[bool, Query(description="add the SMTP conversation (credentials redacted)")] = False,
+    key: IdempotencyKey = None,
 ) -> Response[str]:
     caller = current_caller(app)
     target = runtime.directory().resolve_account(caller, account, team)
     body = request.model_dump(mode="json")
-    key = app.current_event.headers.get("Idempotency-Key")
     if not key:
         answer = _send(request={"body": body}, target=target, debug=debug)
         return json_response(answer["status"], answer["body"])
@@ -116,7 +132,11 @@ def send(
     return json_response(answer["status"], answer["body"])
 
 
-@app.post("/api/core/mail", summary="Queue a mail of an account; sent within seconds (push), or at send_at")
+@app.post(
+    "/api/core/mail",
+    summary="Queue a mail of an account; sent within seconds (push), or at send_at",
+    responses=responses(202, MailAnswer, "The mail is queued", 403, 404, 409, 413, 415, links=READ_MAIL),
+)
 def queue(request: Annotated[QueueRequest, Body()]) -> Response[str]:
     target = runtime.directory().resolve_account(current_caller(app), request.account, request.team)
     max_age = request.retry_max_age_hours
@@ -134,8 +154,9 @@ def queue(request: Annotated[QueueRequest, Body()]) -> Response[str]:
 @app.post(
     "/api/core/mail/<mail_id>/cancel",
     summary="Cancel a queued or deferred mail of your team (409 when it is in another status)",
+    responses=responses(200, MailAnswer, "The mail is cancelled", 403, 404, 409, 415, links=READ_MAIL),
 )
-def cancel(mail_id: str) -> dict[str, Any]:
+def cancel(mail_id: MailId) -> dict[str, Any]:
     storage = runtime.storage()
     mail = team_mail(current_caller(app), mail_id, storage)
     cancelled = cancel_mail(storage, mail)
@@ -146,8 +167,9 @@ def cancel(mail_id: str) -> dict[str, Any]:
 @app.post(
     "/api/core/mail/<mail_id>/retry",
     summary="Queue a failed or unknown mail of your team again, with the same Message-ID",
+    responses=responses(202, RetryAnswer, "The mail is queued again", 403, 404, 409, 415, links=READ_MAIL),
 )
-def retry(mail_id: str) -> Response[str]:
+def retry(mail_id: MailId) -> Response[str]:
     storage = runtime.storage()
     mail = team_mail(current_caller(app), mail_id, storage)
     queued = retry_mail(storage, mail)
@@ -160,45 +182,17 @@ def retry(mail_id: str) -> Response[str]:
     return json_response(202, body)
 
 
-@app.post("/api/core/mail/sync/<account>", summary="Send everything still queued for an account")
-def sync(account: str, team: Team = None) -> dict[str, Any]:
+@app.post(
+    "/api/core/mail/sync/<account>",
+    summary="Send everything still queued for an account",
+    responses=responses(200, SyncAnswer, "What was sent, failed, deferred or left", 403, 404, 409),
+)
+def sync(account: AccountName, team: Team = None) -> dict[str, Any]:
     target = runtime.directory().resolve_account(current_caller(app), account, team)
     with runtime.outbox(seconds_left=lambda: seconds_left_for_caller(app)) as outbox:
         return outbox.sync(target).public()
 
 
-def scheduled_sync(context: LambdaContext) -> dict[str, int]:
-    """The safety net behind push: mail still queued, or claimed by a sender that died."""
-    directory = runtime.directory()
-    counts = {"sent": 0, "failed": 0, "unknown": 0, "skipped": 0, "errors": 0, "deferred": 0, "released": 0}
-    with runtime.outbox(seconds_left=lambda: context.get_remaining_time_in_millis() / 1000) as outbox:
-        for team in directory.all_teams():
-            try:  # one team's broken secret must not stop the others' mail
-                targets = directory.accounts_of([team])
-            except MailServiceError as error:
-                logger.warning("outbox sync skipped a team", extra={"team": team, "reason": error.message})
-                continue
-            for target in targets:
-                for outcome, mails in outbox.sync(target).public().items():
-                    counts[outcome] += len(mails)
-    return counts
-
-
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    if "httpMethod" in event:
-        return app.resolve(event, context)
-    if "Records" in event:
-        # Push: one connection per account for the whole batch; a record fails (and Lambda
-        # retries it) only when its outcome could not be recorded, never for a refused mail.
-        with runtime.outbox(seconds_left=lambda: context.get_remaining_time_in_millis() / 1000) as outbox:
-            ids = [DynamoDBRecord(record).dynamodb.keys["id"] for record in event["Records"]]  # type: ignore[union-attr]
-            report = outbox.send(ids)
-
-            def check_record(record: DynamoDBRecord) -> None:
-                mail_id = record.dynamodb.keys["id"]  # type: ignore[union-attr]
-                if mail_id in report.errors:
-                    raise RuntimeError(f"mail {mail_id}: {report.errors[mail_id]}")
-
-            return dict(process_partial_response(event, check_record, processor, context))
-    return scheduled_sync(context)
+    return app.resolve(event, context)

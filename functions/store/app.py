@@ -8,9 +8,19 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore import runtime
+from mailcore.answers import (
+    GET_FILE,
+    GET_MAIL,
+    READ_FILE,
+    FileAnswer,
+    MailAnswer,
+    MailListAnswer,
+    RawMailAnswer,
+    responses,
+)
 from mailcore.api import current_caller, json_response, make_resolver
 from mailcore.models import ID_PATTERN, Direction, FileUpload, MailStatus
-from mailcore.services.files import store_file, team_file, team_mail
+from mailcore.services.files import parse_again, store_file, team_file, team_mail, team_raw_mail
 from mailcore.services.mail_list import DEFAULT_LIMIT, MAX_LIMIT, list_mail, since_key
 from mailcore.storage import MailQuery
 
@@ -18,7 +28,19 @@ logger = Logger()
 app = make_resolver()
 
 
-@app.post("/api/core/files", summary="Store a file of a team (base64 content, or an upload URL)")
+@app.post(
+    "/api/core/files",
+    summary="Store a file of a team (base64 content, or an upload URL)",
+    responses=responses(
+        201,
+        FileAnswer,
+        "The file is stored, or registered with an upload URL",
+        403,
+        413,
+        415,
+        links=READ_FILE,
+    ),
+)
 def upload_file(upload: Annotated[FileUpload, Body()]) -> Response[str]:
     stored, upload_url = store_file(
         current_caller(app),
@@ -35,13 +57,22 @@ def upload_file(upload: Annotated[FileUpload, Body()]) -> Response[str]:
     return json_response(201, answer)
 
 
-@app.get("/api/core/files/<file_id>", summary="A file's metadata and a presigned download URL")
+@app.get(
+    "/api/core/files/<file_id>",
+    summary="A file's metadata and a presigned download URL",
+    operation_id=GET_FILE,
+    responses=responses(200, FileAnswer, "The file", 403, 404),
+)
 def get_file(file_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str, Any]:
     stored, url = team_file(current_caller(app), file_id, runtime.storage())
     return {"file": stored.public(url)}
 
 
-@app.get("/api/core/mail", summary="Your teams' mail, newest first (summaries; cursor pagination)")
+@app.get(
+    "/api/core/mail",
+    summary="Your teams' mail, newest first (summaries; cursor pagination)",
+    responses=responses(200, MailListAnswer, "A page of mail summaries", 403),
+)
 def list_team_mail(
     team: Annotated[str | None, Query(description="only this team's mail")] = None,
     account: Annotated[str | None, Query(max_length=64)] = None,
@@ -66,9 +97,35 @@ def list_team_mail(
     )
 
 
-@app.get("/api/core/mail/<mail_id>", summary="A stored mail")
+@app.get(
+    "/api/core/mail/<mail_id>",
+    summary="A stored mail",
+    operation_id=GET_MAIL,
+    responses=responses(200, MailAnswer, "The mail", 403, 404),
+)
 def get_mail(mail_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str, Any]:
     return {"mail": team_mail(current_caller(app), mail_id, runtime.storage()).public()}
+
+
+@app.get(
+    "/api/core/mail/<mail_id>/raw",
+    summary="A presigned URL to a stored mail's raw message (members only)",
+    responses=responses(200, RawMailAnswer, "The raw message's download URL", 403, 404),
+)
+def get_raw_mail(mail_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str, Any]:
+    mail, url = team_raw_mail(current_caller(app), mail_id, runtime.storage())
+    return {"raw": {"url": url, "size": mail.raw_size}}
+
+
+@app.post(
+    "/api/core/mail/<mail_id>/parse",
+    summary="Parse a received mail again from its raw message (after a parser fix), keeping its id",
+    responses=responses(
+        200, MailAnswer, "The mail as parsed now (parse_error when it still fails)", 403, 404, 409
+    ),
+)
+def parse_mail_again(mail_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str, Any]:
+    return {"mail": parse_again(current_caller(app), mail_id, runtime.storage()).public()}
 
 
 @logger.inject_lambda_context

@@ -1,9 +1,10 @@
 """System mail (no team) from a template, sent with the system SMTP configuration.
 
-Triggers (template.yaml): an EventBridge rule (detail-type SystemMailRequested, detail
-{"template", "to", "variables"}), the queue SystemMailQueue (the same JSON as message body; partial
-batch failures), direct invocation (the same JSON; answers the outcome), and the Cognito user
-pool's custom email sender (its code decrypted with the stack's KMS key).
+One handler per trigger, each its own function in template.yaml: `lambda_handler`, direct
+invocation ({"template", "to", "variables"}; answers the outcome); `on_event`, the EventBridge rule
+(detail-type SystemMailRequested, the same JSON as detail); `on_queue`, SystemMailQueue (the same
+JSON as message body; partial batch failures); `on_cognito`, the user pool's custom email sender
+(its code decrypted with the stack's KMS key).
 """
 
 from collections.abc import Callable
@@ -55,28 +56,27 @@ def deliver_once() -> Callable[..., dict[str, Any]]:
         data_keyword_argument="delivery", persistence_store=runtime.idempotency_store(), config=once
     )
     def deliver_delivery(delivery: dict[str, Any]) -> dict[str, Any]:
-        result = deliver(SystemMailRequest.model_validate(delivery["request"]))
+        result = deliver(validated(delivery["request"]))
         return {"status": result.status, "mail_id": result.mail_id}
 
     return deliver_delivery
+
+
+def validated(request: Any) -> SystemMailRequest:
+    """The request, or InvalidInput naming what is wrong but never a value: pydantic's own error
+    text holds the input (a reset link, a code), and Lambda and the batch processor log it."""
+    try:
+        return SystemMailRequest.model_validate(request)
+    except ValidationError as error:
+        raise InvalidInput(f"invalid system mail request: {describe_validation_error(error)}") from None
 
 
 def _queued(record: SQSRecord) -> None:
     body = record.json_body
     # A queue fed by an EventBridge rule holds whole events: take their detail.
     request = body.get("detail", body) if "detail-type" in body else body
-    SystemMailRequest.model_validate(request)  # a bad request fails its record, never the cache
+    validated(request)  # a bad request fails its record, never the cache
     deliver_once()(delivery={"delivery_id": f"sqs:{record.message_id}", "request": request})
-
-
-def _cognito(event: dict[str, Any]) -> dict[str, Any]:
-    trigger = CustomEmailSenderTriggerEvent(event)
-    code = trigger.request.get("code")
-    plain = decrypt_cognito_code(code, runtime.settings().system_mail_key_arn) if code else None
-    deliver(
-        cognito_request(trigger.trigger_source, trigger.user_name, trigger.request.user_attributes, plain)
-    )
-    return event
 
 
 def _direct(event: dict[str, Any]) -> dict[str, Any]:
@@ -94,22 +94,34 @@ def _direct(event: dict[str, Any]) -> dict[str, Any]:
 
 
 @logger.inject_lambda_context
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return _direct(event)
+
+
+@logger.inject_lambda_context
+def on_event(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # A delivery still "in progress" when its Lambda died may be retried once this run's time is up.
     once.register_lambda_context(context)
-    if "Records" in event:
-        return process_partial_response(
-            event=event, record_handler=_queued, processor=processor, context=context
-        )
-    if str(event.get("triggerSource", "")).startswith("CustomEmailSender_"):
-        return _cognito(event)
-    if "detail-type" in event:
-        # A failure raises: Lambda retries the asynchronous event, then hands it to the DLQ.
-        # The detail is validated; the envelope is taken as it comes (moto's lacks `account`).
-        bridged = EventBridgeEvent(event)
-        SystemMailRequest.model_validate(bridged.detail)
-        answer = deliver_once()(
-            delivery={"delivery_id": f"event:{bridged.get_id}", "request": bridged.detail}
-        )
-        return {"status": answer["status"]}
-    return _direct(event)
+    # A failure raises: Lambda retries the asynchronous event, then hands it to the DLQ.
+    # The detail is validated; the envelope is taken as it comes (moto's lacks `account`).
+    bridged = EventBridgeEvent(event)
+    validated(bridged.detail)
+    answer = deliver_once()(delivery={"delivery_id": f"event:{bridged.get_id}", "request": bridged.detail})
+    return {"status": answer["status"]}
+
+
+@logger.inject_lambda_context
+def on_queue(event: dict[str, Any], context: LambdaContext) -> Any:
+    once.register_lambda_context(context)
+    return process_partial_response(event=event, record_handler=_queued, processor=processor, context=context)
+
+
+@logger.inject_lambda_context
+def on_cognito(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    trigger = CustomEmailSenderTriggerEvent(event)
+    code = trigger.request.get("code")
+    plain = decrypt_cognito_code(code, runtime.settings().system_mail_key_arn) if code else None
+    deliver(
+        cognito_request(trigger.trigger_source, trigger.user_name, trigger.request.user_attributes, plain)
+    )
+    return event

@@ -4,6 +4,7 @@ resources of template.yaml, the real Dovecot and Postfix, and the gateway, start
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import poplib
 import secrets
@@ -29,6 +30,7 @@ __all__ = ["claims", "rest_event"]
 # Secrets are cached for a second only here, so a test can see a changed secret take effect.
 SECRETS_MAX_AGE = "1"
 MAILBOX_POOL = 200
+WHOLE_SUITE = pytest.StashKey[bool]()
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,17 @@ def wait_for_messages(stack: LocalStack, address: str, count: int, timeout: floa
         time.sleep(0.05)
 
 
+def bus_to_queue(stack: LocalStack, name: str, pattern: dict[str, Any]) -> str:
+    """The URL of a new queue that gets the mail bus's events matching `pattern` (a rule of the bus)."""
+    sqs, events = stack.session.client("sqs"), stack.session.client("events")
+    bus = stack.info["environment"]["MAIL_EVENT_BUS"]
+    queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]
+    events.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps(pattern))
+    events.put_targets(Rule=name, EventBusName=bus, Targets=[{"Id": "queue", "Arn": attributes["QueueArn"]}])
+    return str(queue_url)
+
+
 def read_mailbox(stack: LocalStack, mailbox: Mailbox) -> list[EmailMessage]:
     """Every message in the mailbox, read over POP3 (TLS, verified) without deleting anything."""
     assert stack.mail_servers is not None
@@ -121,8 +134,18 @@ def _environment_of_the_stack(stack: LocalStack) -> Iterator[None]:
     os.environ.update(saved)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.integration)
+    # A check of what the whole suite did runs last, and only when the whole suite runs.
+    collected = {Path(str(item.fspath)) for item in items}
+    config.stash[WHOLE_SUITE] = all(module in collected for module in here.glob("test_*.py"))
+    items.sort(key=lambda item: item.get_closest_marker("after_the_suite") is not None)
+
+
+@pytest.fixture
+def whole_suite(request: pytest.FixtureRequest) -> bool:
+    """True when this session runs every integration test (and so every code path they reach)."""
+    return request.config.stash.get(WHOLE_SUITE, False)

@@ -52,8 +52,10 @@ def every_page(stack, *teams: str, **query: str) -> list[dict]:
 
 
 @pytest.fixture
-def two_teams() -> tuple[str, str, dict[str, str]]:
+def two_teams(stack) -> tuple[str, str, dict[str, str]]:
     first, second = f"list-{new_id()[-8:]}", f"list-{new_id()[-8:]}"
+    for team in (first, second):  # only groups with a mail team secret are teams
+        stack.put_team_secret(team, {"type": "mail", "accounts": {}})
     ids = {}
     for minutes in (0, 10, 20, 30, 40):
         ids[f"first {minutes}"] = put_mail(first, minutes, account="sales" if minutes % 20 else "main")

@@ -30,8 +30,8 @@ def call(stack, method: str, path: str, resource: str, *, team, body=None, param
         path_parameters=params,
         body=json.dumps(body) if body is not None else None,
         caller=claims(team.team),
+        headers=headers,
     )
-    event["headers"].update(headers or {})
     answer = stack.invoke("SendFunction", event)
     return answer["statusCode"], json.loads(answer["body"])
 
@@ -169,7 +169,7 @@ def test_a_queued_mail_with_a_bad_address_is_refused_naming_the_field(stack, new
 def test_push_sends_a_queued_mail_from_its_stream_record(stack, new_team):
     team = new_team()
     mail = queue(stack, team, subject="Pushed")
-    answer = stack.invoke("SendFunction", stream_event(stack, [mail["id"]]))
+    answer = stack.invoke("OutboxPushFunction", stream_event(stack, [mail["id"]]))
     assert answer == {"batchItemFailures": []}
     wait_for_messages(stack, team.mailbox.address, 1)
     assert stored(mail["id"]).status == "sent"
@@ -217,7 +217,7 @@ def test_a_minimal_item_another_service_writes_is_sent(stack, new_team):
             "body_text": {"S": "written straight into the table"},
         },
     )
-    assert stack.invoke("SendFunction", stream_event(stack, [mail_id])) == {"batchItemFailures": []}
+    assert stack.invoke("OutboxPushFunction", stream_event(stack, [mail_id])) == {"batchItemFailures": []}
     wait_for_messages(stack, team.mailbox.address, 1)
     (message,) = read_mailbox(stack, team.mailbox)
     item = stored(mail_id)
@@ -241,7 +241,7 @@ def test_push_and_sync_racing_for_the_same_50_mails_deliver_each_exactly_once(st
         except BaseException as error:
             errors.append(error)
 
-    actions = [lambda event=event: stack.invoke("SendFunction", event) for event in pushes]
+    actions = [lambda event=event: stack.invoke("OutboxPushFunction", event) for event in pushes]
     actions += [lambda: sync(stack, team) for _ in range(3)]
     threads = [threading.Thread(target=run, args=(action,)) for action in actions]
     for thread in threads:
@@ -491,7 +491,7 @@ def test_a_stream_record_whose_claim_cannot_be_written_is_reported_as_a_batch_it
         return transition(self, mail_id, *args, **kwargs)
 
     monkeypatch.setattr(mail_class, "transition", unavailable_for_one)
-    answer = stack.invoke("SendFunction", event)
+    answer = stack.invoke("OutboxPushFunction", event)
     monkeypatch.undo()
     assert answer == {"batchItemFailures": [{"itemIdentifier": sequence}]}
     assert stored(broken["id"]).status == "sending"  # untouched: Lambda's retry will send it
@@ -512,5 +512,5 @@ def test_a_wrong_password_fails_the_queued_mail_at_once_and_never_shows_the_pass
 def test_the_schedule_takes_over_mail_whose_sender_died(stack, new_team):
     team = new_team()
     mail_id = orphan(stack, team, lease_until="2026-01-01T00:00:00+00:00")
-    counts = stack.invoke("SendFunction", {"source": "schedule"})
+    counts = stack.invoke("OutboxSyncFunction", {"source": "schedule"})
     assert counts["sent"] >= 1 and stored(mail_id).status == "sent"

@@ -3,6 +3,7 @@ batch failures, pull state and status, MailReceived events. Real Dovecot, moto S
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import time
@@ -14,7 +15,7 @@ from mailcore.services.dispatch import SqsPullQueue
 from mailcore.storage.memory import memory_storage
 
 from local.maildir import deliver_files
-from tests.integration.conftest import claims, rest_event
+from tests.integration.conftest import bus_to_queue, claims, rest_event
 
 
 def one_message(subject: str) -> bytes:
@@ -42,6 +43,25 @@ def drain(stack, url: str) -> list[dict]:
             Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(batch)],
         )
     return received
+
+
+def stands_in_for_the_pull_queue(stack, function_id: str, url: str, monkeypatch) -> None:
+    """The function's role grants PullQueue; this test's queue takes PullQueue's place."""
+    runtime_of_function = stack.gateway.runtime(function_id)
+    role = runtime_of_function.role
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    grant = {
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "sqs:SendMessage",
+                "Resource": f"arn:aws:sqs:{role.region}:{role.account_id}:{name}",
+            }
+        ]
+    }
+    monkeypatch.setattr(
+        runtime_of_function, "role", dataclasses.replace(role, policies=(*role.policies, grant))
+    )
 
 
 def sqs_event(messages: list[dict]) -> dict:
@@ -88,6 +108,7 @@ def test_the_dispatcher_enqueues_one_message_per_account_and_the_consumer_pulls_
     sqs = stack.session.client("sqs")
     url = sqs.create_queue(QueueName=f"dispatch-{working.team}")["QueueUrl"]
     monkeypatch.setattr(runtime, "pull_queue", lambda: SqsPullQueue(url, client=sqs))
+    stands_in_for_the_pull_queue(stack, "PullDispatchFunction", url, monkeypatch)
     time.sleep(1.2)  # the list of teams is cached like the secrets
 
     answer = stack.invoke("PullDispatchFunction", {"source": "schedule"})
@@ -101,7 +122,7 @@ def test_the_dispatcher_enqueues_one_message_per_account_and_the_consumer_pulls_
     )
 
     result = stack.invoke(
-        "PullFunction", sqs_event([m for m, b in zip(queued, bodies, strict=True) if b["team"] in mine])
+        "QueuedPullFunction", sqs_event([m for m, b in zip(queued, bodies, strict=True) if b["team"] in mine])
     )
     assert result == {"batchItemFailures": []}  # a broken account is recorded, not retried
     assert status_of(stack, working)[1]["status"]["fetched"] == 1
@@ -150,7 +171,7 @@ def test_a_storage_failure_makes_only_that_message_a_batch_item_failure(stack, n
             "MD5OfBody": "",
         },
     ]
-    result = stack.invoke("PullFunction", sqs_event(messages))
+    result = stack.invoke("QueuedPullFunction", sqs_event(messages))
     assert result == {"batchItemFailures": [{"itemIdentifier": messages[0]["MessageId"]}]}
     assert stack.mail_servers.message_count(team.mailbox.address) == 1  # nothing deleted, nothing lost
 
@@ -172,19 +193,9 @@ def test_the_pull_status_is_for_members_only(stack, new_team):
 
 def test_each_stored_mail_is_announced_on_the_bus_without_its_body(stack, new_team):
     team = new_team()
-    sqs, events = stack.session.client("sqs"), stack.session.client("events")
-    bus = stack.info["environment"]["MAIL_EVENT_BUS"]
-    queue_url = sqs.create_queue(QueueName=f"received-{team.team}")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    rule = f"received-{team.team}"
-    events.put_rule(
-        Name=rule,
-        EventBusName=bus,
-        EventPattern=json.dumps({"detail-type": ["MailReceived"], "detail": {"team": [team.team]}}),
-    )
-    events.put_targets(Rule=rule, EventBusName=bus, Targets=[{"Id": "queue", "Arn": queue_arn}])
+    sqs = stack.session.client("sqs")
+    pattern = {"detail-type": ["MailReceived"], "detail": {"team": [team.team]}}
+    queue_url = bus_to_queue(stack, f"received-{team.team}", pattern)
     secret_body = "the body that must stay out of events"
     raws = []
     for number in range(12):  # more than one PutEvents batch

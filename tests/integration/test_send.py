@@ -139,3 +139,20 @@ def test_an_unknown_field_is_refused_naming_it(stack, new_team):
     team = new_team()
     status, answer = send(stack, team, {"to": team.mailbox.address, "body_text": "x", "sender": "a@b.test"})
     assert status == 400 and answer["error"]["field"] == "sender"
+
+
+def test_an_account_whose_password_is_in_another_script_logs_in_and_sends(stack):
+    import secrets
+
+    from local.mailservers import Mailbox
+    from tests.integration.conftest import TeamAccount
+
+    password = f"пароль-密码-ñ-{secrets.token_hex(4)}"
+    mailbox = Mailbox(f"utf8-{secrets.token_hex(4)}@example.test", password)
+    stack.mail_servers.add_mailboxes([mailbox])
+    team = TeamAccount(f"utf8-{secrets.token_hex(4)}", "main", mailbox)
+    stack.put_team_secret(team.team, {"type": "mail", "accounts": {"main": stack.account_config(mailbox)}})
+    status, answer = send(stack, team, {"to": mailbox.address, "body_text": "x"}, query={"debug": "true"})
+    assert status == 200, answer
+    assert password not in json.dumps(answer, ensure_ascii=False)
+    wait_for_messages(stack, mailbox.address, 1)

@@ -1,4 +1,4 @@
-"""System mail through SystemMailFunction's handler, with every trigger's event shape, against the
+"""System mail through its functions, one per trigger (direct, EventBridge, SQS, Cognito), against the
 real Postfix/Dovecot (read back over POP3) and moto (storage, KMS, Secrets Manager, S3)."""
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ from mailcore.templates import PLACEHOLDER
 
 from tests.integration.conftest import read_mailbox, wait_for_messages
 
-FUNCTION = "SystemMailFunction"
+FUNCTION = "SystemMailFunction"  # direct invocation
+EVENTS_FUNCTION = "SystemMailEventsFunction"
+QUEUE_FUNCTION = "SystemMailQueueFunction"
+COGNITO_FUNCTION = "CognitoEmailSenderFunction"
 
 
 def request(to: str, **variables: Any) -> dict[str, Any]:
@@ -122,7 +125,7 @@ def bodies(message) -> tuple[str, str]:
 def test_an_eventbridge_request_sends_the_rendered_password_recovery_mail(stack, new_team):
     team = new_team()
     detail = request(team.mailbox.address, name="Ann <Admin>")
-    answer = stack.invoke(FUNCTION, eventbridge_event(detail))
+    answer = stack.invoke(EVENTS_FUNCTION, eventbridge_event(detail))
     assert answer == {"status": "sent"}
     message = only_message(stack, team.mailbox)
     text, html = bodies(message)
@@ -135,7 +138,9 @@ def test_an_eventbridge_request_sends_the_rendered_password_recovery_mail(stack,
 
 def test_system_mail_says_it_is_auto_generated_so_auto_responders_stay_quiet(stack, new_team):
     team = new_team()
-    assert stack.invoke(FUNCTION, eventbridge_event(request(team.mailbox.address))) == {"status": "sent"}
+    assert stack.invoke(EVENTS_FUNCTION, eventbridge_event(request(team.mailbox.address))) == {
+        "status": "sent"
+    }
     assert only_message(stack, team.mailbox)["Auto-Submitted"] == "auto-generated"
 
 
@@ -144,7 +149,7 @@ def test_queued_requests_report_only_the_failed_records(stack, new_team):
     good = json.dumps(request(team.mailbox.address))
     missing_variable = json.dumps({"template": "password_recovery", "to": team.mailbox.address})
     event = sqs_event(good, missing_variable)
-    answer = stack.invoke(FUNCTION, event)
+    answer = stack.invoke(QUEUE_FUNCTION, event)
     assert answer == {"batchItemFailures": [{"itemIdentifier": event["Records"][1]["messageId"]}]}
     assert only_message(stack, team.mailbox)["Subject"] == "Reset your password"
 
@@ -171,7 +176,7 @@ def test_the_cognito_custom_email_sender_mails_the_decrypted_code(stack, new_tea
     event = cognito_event(
         "CustomEmailSender_ForgotPassword", team.mailbox.address, encrypt_like_cognito(stack, "482913")
     )
-    stack.invoke(FUNCTION, event)
+    stack.invoke(COGNITO_FUNCTION, event)
     message = only_message(stack, team.mailbox)
     text, _ = bodies(message)
     assert message["Subject"] == "Reset your password"
@@ -183,7 +188,7 @@ def test_cognito_sign_up_sends_the_verification_template(stack, new_team):
     event = cognito_event(
         "CustomEmailSender_SignUp", team.mailbox.address, encrypt_like_cognito(stack, "551177")
     )
-    stack.invoke(FUNCTION, event)
+    stack.invoke(COGNITO_FUNCTION, event)
     message = only_message(stack, team.mailbox)
     assert message["Subject"] == "Your verification code"
     assert "551177" in bodies(message)[0]
@@ -209,7 +214,9 @@ def test_an_unknown_template_is_an_error_naming_the_known_ones(stack, new_team):
 
 def test_an_eventbridge_request_that_cannot_be_sent_raises_so_lambda_retries_it(stack):
     with pytest.raises(Exception, match="undefined"):
-        stack.invoke(FUNCTION, eventbridge_event({"template": "password_recovery", "to": "x@example.test"}))
+        stack.invoke(
+            EVENTS_FUNCTION, eventbridge_event({"template": "password_recovery", "to": "x@example.test"})
+        )
 
 
 def test_a_recipient_gets_at_most_the_limit_of_one_template_an_hour(stack, new_team):
@@ -251,7 +258,7 @@ def test_secrets_reach_the_recipient_but_never_the_log_the_item_or_the_raw_objec
     event = cognito_event(
         "CustomEmailSender_ForgotPassword", team.mailbox.address, encrypt_like_cognito(stack, code)
     )
-    stack.invoke(FUNCTION, event)
+    stack.invoke(COGNITO_FUNCTION, event)
 
     stored = runtime.storage().mail.get(answer["mail_id"])
     assert stored is not None
@@ -343,7 +350,15 @@ def test_make_invoke_with_an_eventbridge_event_sends_through_the_local_postfix(s
     described.write_text(json.dumps(stack.info))
     event_file.write_text(json.dumps(eventbridge_event(request(team.mailbox.address, name="Invoked"))))
     done = subprocess.run(
-        [sys.executable, "-m", "local.invoke", FUNCTION, str(event_file), "--stack-json", str(described)],
+        [
+            sys.executable,
+            "-m",
+            "local.invoke",
+            EVENTS_FUNCTION,
+            str(event_file),
+            "--stack-json",
+            str(described),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -383,8 +398,8 @@ def test_a_message_sent_to_the_system_mail_queue_is_sent(stack, new_team):
 def test_a_queue_message_delivered_twice_sends_one_mail(stack, new_team):
     team = new_team()
     event = sqs_event(json.dumps(request(team.mailbox.address)))
-    assert stack.invoke(FUNCTION, event) == {"batchItemFailures": []}
-    assert stack.invoke(FUNCTION, event) == {"batchItemFailures": []}  # SQS delivers at least once
+    assert stack.invoke(QUEUE_FUNCTION, event) == {"batchItemFailures": []}
+    assert stack.invoke(QUEUE_FUNCTION, event) == {"batchItemFailures": []}  # SQS delivers at least once
     wait_for_messages(stack, team.mailbox.address, 1)
     time.sleep(0.5)
     assert stack.mail_servers.message_count(team.mailbox.address) == 1
@@ -393,8 +408,8 @@ def test_a_queue_message_delivered_twice_sends_one_mail(stack, new_team):
 def test_an_event_delivered_twice_sends_one_mail(stack, new_team):
     team = new_team()
     event = eventbridge_event(request(team.mailbox.address))
-    assert stack.invoke(FUNCTION, event) == {"status": "sent"}
-    assert stack.invoke(FUNCTION, event) == {"status": "sent"}  # EventBridge delivers at least once
+    assert stack.invoke(EVENTS_FUNCTION, event) == {"status": "sent"}
+    assert stack.invoke(EVENTS_FUNCTION, event) == {"status": "sent"}  # EventBridge delivers at least once
     wait_for_messages(stack, team.mailbox.address, 1)
     time.sleep(0.5)
     assert stack.mail_servers.message_count(team.mailbox.address) == 1

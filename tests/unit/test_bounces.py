@@ -200,3 +200,31 @@ def test_automatic_mail_is_marked_auto_reply(header):
 def test_a_person_s_mail_is_not_an_auto_reply(header):
     raw = f"From: a@example.test\r\nTo: desk@example.test\r\n{header}\r\n\r\nThanks.\r\n".encode()
     assert not classify(raw).auto_reply
+
+
+def test_a_report_of_thousands_of_recipients_keeps_the_first_hundred_entries():
+    # Each entry lands on the bounce and on its outgoing mail: both stay far under 400 KB.
+    blocks = "".join(
+        f"\r\nFinal-Recipient: rfc822; r{n}@customer.example\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        for n in range(3000)
+    )
+    raw = (
+        "From: MAILER-DAEMON@example.test\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+        'MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n'
+        "\r\n--b\r\nContent-Type: text/plain\r\n\r\nnot delivered\r\n"
+        f"--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; example.test\r\n{blocks}"
+        "\r\n--b--\r\n"
+    ).encode()
+    found = classify(raw)
+    assert found.is_bounce and len(found.report) == 100
+    assert found.report[0]["recipient"] == "r0@customer.example"
+
+
+def test_a_bounce_set_aside_unparsed_is_still_linked_to_its_outgoing_mail():
+    storage = memory_storage()
+    outgoing = sent_mail(storage, ["Someone <nobody@fabrikam.example>"])
+    raw = fixture("exchange-online-ndr.eml", outgoing.message_id)
+    aside = pull.set_aside(TARGET, "u1", raw, reason="over its parse budget", now=NOW)
+    stored = pull.write_incoming(aside, storage)
+    assert stored is not None and stored.bounce_of == outgoing.id and stored.parse_error
+    assert storage.mail.get(outgoing.id).status == MailStatus.BOUNCED

@@ -19,6 +19,8 @@ Resources:
     Type: AWS::SQS::Queue
     Properties:
       VisibilityTimeout: 1
+  Dead:
+    Type: AWS::SQS::Queue
   Items:
     Type: AWS::DynamoDB::Table
     Properties:
@@ -41,6 +43,12 @@ Resources:
       CodeUri: tests/unit/data/fn_echo/
       Handler: app.lambda_handler
       Runtime: python3.13
+      EventInvokeConfig:
+        MaximumRetryAttempts: 1
+        DestinationConfig:
+          OnFailure:
+            Type: SQS
+            Destination: !GetAtt Dead.Arn
       Events:
         FromQueue:
           Type: SQS
@@ -64,6 +72,7 @@ Resources:
             Pattern:
               detail-type:
                 - Ping
+                - Fail
 """
 
 
@@ -73,9 +82,11 @@ class Recorder:
         self.fail_ids: set[str] = set()
         self.lock = threading.Lock()
 
-    def __call__(self, function_id: str, event: dict) -> dict:
+    def __call__(self, function_id: str, event: dict, *, asynchronous: bool = False) -> dict:
         with self.lock:
             self.calls.append((function_id, event))
+        if event.get("detail-type") == "Fail":
+            raise RuntimeError("the handler failed")
         failures = [
             {"itemIdentifier": r["messageId"]}
             for r in event.get("Records", [])
@@ -197,3 +208,26 @@ def test_events_matching_the_rule_reach_the_function(world):
 def test_filter_criteria_without_filters_let_everything_through():
     assert matches_filters([], {"anything": 1})
     assert not matches_filters([{"Pattern": '{"a": ["x"]}'}], {"a": "y"})
+
+
+def test_a_failing_event_is_retried_then_described_on_the_on_failure_queue(world):
+    session, names, recorder, _ = world
+    client(session, "events").put_events(
+        Entries=[
+            {
+                "Source": "app",
+                "DetailType": "Fail",
+                "Detail": json.dumps({"n": 2}),
+                "EventBusName": "unit-bus",
+            }
+        ]
+    )
+    sqs = client(session, "sqs")
+    url = sqs.get_queue_url(QueueName=names["Dead"].rsplit("/", 1)[-1])["QueueUrl"]
+    received: list[dict] = []
+    wait_until(lambda: received.extend(sqs.receive_message(QueueUrl=url).get("Messages", [])) or received)
+    record = json.loads(received[0]["Body"])
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 2  # MaximumRetryAttempts: 1
+    assert record["requestPayload"]["detail"] == {"n": 2}
+    assert sum(e["detail-type"] == "Fail" for e in recorder.bodies("events")) == 2

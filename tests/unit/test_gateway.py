@@ -131,6 +131,8 @@ def test_unknown_route_is_missing_authentication_token(stack):
     assert ("x-amzn-ErrorType", "MissingAuthenticationTokenException") in headers
     # a known path with a method the API does not have is unknown too
     assert call(stack, "DELETE", "/api/echo/demo", token=stack.token)[0] == 403
+    for method in ("TRACE", "QUERY"):
+        assert call(stack, method, "/api/echo/demo", token=stack.token)[0] == 403
 
 
 def test_missing_or_bad_token_is_401_without_calling_the_function(stack):

@@ -141,7 +141,7 @@ def test_short_form_tags_and_dates_parse_as_in_cloudformation(template):
     raw = template.resources["EchoFunction"]["Properties"]["Environment"]["Variables"]
     assert raw["TABLE_ARN"] == {"Fn::GetAtt": ["MailTable", "Arn"]}
     assert raw["ECHO_NAME"] == {"Fn::Sub": "${AWS::StackName}-echo"}
-    assert template.globals("Function")["Environment"]["Variables"]["RELEASED"] == "2026-11-24"
+    assert template.data["Globals"]["Function"]["Environment"]["Variables"]["RELEASED"] == "2026-11-24"
 
 
 # ---------------------------------------------------------------------------- names
@@ -160,7 +160,7 @@ def test_physical_names(template):
 # ---------------------------------------------------------------------------- functions
 
 
-def test_functions_merge_globals(template):
+def test_functions_are_read_from_the_translated_template_with_globals_merged(template):
     functions = template.functions()
     assert set(functions) == {"EchoFunction", "BoomFunction", "SlowFunction", "BinaryFunction"}
     echo = functions["EchoFunction"]
@@ -255,26 +255,20 @@ def test_route_matching():
     ]
 
 
-def test_event_sources(template):
+def test_event_sources_come_from_the_translated_template(template):
     template.set_attribute(
         "MailTable", "StreamArn", "arn:aws:dynamodb:us-east-1:123456789012:table/x/stream/1"
     )
-    (sqs,) = template.event_sources("SQS")
-    assert sqs == (
-        "EchoFunction",
-        "Work",
-        {
-            "Queue": "arn:aws:sqs:us-east-1:123456789012:demo-WorkQueue",
-            "BatchSize": 5,
-            "FunctionResponseTypes": ["ReportBatchItemFailures"],
-        },
-    )
+    ((function_id, name, sqs),) = template.event_sources("SQS")
+    assert (function_id, name) == ("EchoFunction", "EchoFunctionWork")  # the mapping's logical id
+    assert sqs["EventSourceArn"] == "arn:aws:sqs:us-east-1:123456789012:demo-WorkQueue"
+    assert sqs["BatchSize"] == 5 and sqs["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     ((_, _, stream),) = template.event_sources("DynamoDB")
-    assert stream["Stream"].endswith("/stream/1")
-    ((function_id, name, schedule),) = template.event_sources("ScheduleV2")
+    assert stream["EventSourceArn"].endswith("/stream/1")
+    ((function_id, name, schedule),) = template.event_sources("Schedule")
     assert (function_id, name, json.loads(schedule["Input"])) == (
         "EchoFunction",
-        "Tick",
+        "EchoFunctionTick",
         {"source": "schedule"},
     )
     assert template.event_sources("EventBridgeRule") == []

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from mailcore.models import MailAccount, OAuth2Auth, Pop3AuthForm
@@ -208,3 +211,130 @@ def test_a_failed_write_back_of_a_rotated_token_is_logged_and_the_login_goes_on(
     assert "could not write the rotated refresh token of t/a" in caplog.text
     for token in provider.issued:
         assert token not in caplog.text
+
+
+class HostileTokenEndpoint:
+    """A token endpoint on loopback answering what a test sets, given the form it received."""
+
+    def __init__(self, answer) -> None:
+        self.answer = answer  # (form) -> (status, body bytes)
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+                raw = urllib.parse.urlencode(form)
+                status, body = outer.answer({**form, "raw": raw})
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def auth(self, **values) -> OAuth2Auth:
+        return OAuth2Auth.model_validate(
+            {
+                "mode": "oauth2",
+                "provider": "generic",
+                "client_id": "cid",
+                "client_secret": "s3cr3t+/of=the/app",
+                "refresh_token": "1//rt+of/the=user",
+                "token_url": f"http://127.0.0.1:{self.server.server_address[1]}/token",
+                "scope": "mail",
+                **values,
+            }
+        )
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hostile():
+    endpoints: list[HostileTokenEndpoint] = []
+
+    def start(answer) -> HostileTokenEndpoint:
+        endpoints.append(HostileTokenEndpoint(answer))
+        return endpoints[-1]
+
+    yield start
+    for endpoint in endpoints:
+        endpoint.close()
+
+
+SECRETS_AS_SENT = ["s3cr3t+/of=the/app", "1//rt+of/the=user"]
+
+
+def shown_forms(secret: str) -> list[str]:
+    return [
+        secret,
+        urllib.parse.quote_plus(secret),
+        urllib.parse.quote(secret, safe=""),
+        base64.b64encode(secret.encode()).decode(),
+    ]
+
+
+def test_a_token_endpoint_echoing_the_secrets_in_its_error_shows_none_of_them(hostile):
+    def echo(form):
+        body = {
+            "error": form["client_secret"],
+            "error_description": f"bad request {form['raw']} for {form['refresh_token']}",
+        }
+        return 400, json.dumps(body).encode()
+
+    endpoint = hostile(echo)
+    with pytest.raises(OAuth2Error) as caught:
+        TokenBroker().access_token("t", "a", endpoint.auth())
+    shown = " ".join(
+        [caught.value.message, str(caught.value), repr(caught.value.args), str(caught.value.error)]
+    )
+    for secret in SECRETS_AS_SENT:
+        for form in shown_forms(secret):
+            assert form not in shown
+    assert "<redacted>" in shown
+
+
+def test_a_token_endpoint_echoing_the_secret_at_the_cut_of_its_description_shows_no_part_of_it(hostile):
+    endpoint = hostile(
+        lambda form: (
+            400,
+            json.dumps(
+                {"error": "invalid_request", "error_description": "x" * 290 + form["client_secret"]}
+            ).encode(),
+        )
+    )
+    with pytest.raises(OAuth2Error) as caught:
+        TokenBroker().access_token("t", "a", endpoint.auth())
+    assert "s3cr3t" not in caught.value.message
+
+
+def test_a_huge_token_answer_is_refused_without_reading_it_all(hostile):
+    endpoint = hostile(lambda form: (200, b'{"access_token": "' + b"a" * 20_000_000 + b'"}'))
+    with pytest.raises(OAuth2Error, match="more than") as caught:
+        TokenBroker().access_token("t", "a", endpoint.auth())
+    assert caught.value.temporary
+
+
+def test_a_token_answer_nested_too_deep_is_an_oauth2_error(hostile):
+    endpoint = hostile(lambda form: (200, b"[" * 30_000 + b"]" * 30_000))
+    with pytest.raises(OAuth2Error, match="not JSON"):
+        TokenBroker().access_token("t", "a", endpoint.auth())
+    refused = hostile(lambda form: (400, b'{"error":' + b"[" * 30_000 + b"]" * 30_000 + b"}"))
+    with pytest.raises(OAuth2Error, match="HTTP 400"):
+        TokenBroker().access_token("t", "a", refused.auth())
+
+
+@pytest.mark.parametrize("expires_in", ["3600", "soon", {"s": 1}, None, -5, 1e308])
+def test_a_token_answer_with_any_expires_in_still_gives_the_token(hostile, expires_in):
+    endpoint = hostile(
+        lambda form: (200, json.dumps({"access_token": "tok", "expires_in": expires_in}).encode())
+    )
+    assert TokenBroker().access_token("t", "a", endpoint.auth()) == "tok"

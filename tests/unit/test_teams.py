@@ -1,8 +1,13 @@
+import base64
+import json
 from typing import Any
 
 import pytest
 from mailcore.errors import AccountNotFound, AmbiguousAccount, NotAMember, TeamConfigInvalid
 from mailcore.teams import Caller, TeamDirectory, caller_from_claims
+
+from tests.support import claims, rest_event
+from tests.unit.test_handlers import LambdaContext, load
 
 ACCOUNT = {
     "mail_from": "support@example.test",
@@ -109,7 +114,7 @@ def test_a_broken_secret_of_another_team_does_not_break_resolving(directory):
 
 @pytest.mark.parametrize(
     "groups",
-    ["[sales, service]", "sales,service", "sales service", '["sales","service"]', ["sales", "service"]],
+    ["[sales service]", "sales,service", "sales service", '["sales","service"]', ["sales", "service"]],
 )
 def test_cognito_groups_are_read_in_every_form_api_gateway_hands_them_over(groups):
     found = caller_from_claims({"email": "u@example.test", "cognito:groups": groups})
@@ -119,3 +124,80 @@ def test_cognito_groups_are_read_in_every_form_api_gateway_hands_them_over(group
 def test_claims_without_a_user_are_no_caller():
     assert caller_from_claims({}) is None
     assert caller_from_claims({"cognito:groups": "sales"}) is None
+
+
+def token_with(payload: dict[str, Any]) -> str:
+    encode = lambda part: base64.urlsafe_b64encode(json.dumps(part).encode()).decode().rstrip("=")  # noqa: E731
+    return f"Bearer {encode({'alg': 'RS256'})}.{encode(payload)}.c2lnbmF0dXJl"
+
+
+def test_a_group_name_with_a_comma_stays_whole_when_the_verified_token_lists_it():
+    claims = {"sub": "u-1", "email": "u@example.test", "cognito:groups": "ops,alpha,beta"}
+    token = token_with({"sub": "u-1", "cognito:groups": ["ops,alpha", "beta"]})
+    found = caller_from_claims(claims, token)
+    assert found is not None and found.teams == {"ops,alpha", "beta"}
+
+
+def test_a_token_that_is_not_the_one_api_gateway_verified_is_not_read():
+    claims = {"sub": "u-1", "email": "u@example.test", "cognito:groups": "sales"}
+    for other in ({"sub": "u-2", "cognito:groups": ["hr"]}, {"sub": "u-1", "cognito:groups": ["hr"]}):
+        found = caller_from_claims(claims, token_with(other))
+        assert found is not None and found.teams == {"sales"}
+
+
+def test_only_groups_with_a_mail_team_secret_are_teams(directory):
+    directory.provider.secrets["teams/system"] = {"type": "mail", "accounts": {}}
+    member = directory.member_teams(caller("sales", "chat", "admins", "system"))
+    assert member.teams == {"sales"}
+
+
+@pytest.fixture
+def store_app(monkeypatch, directory):
+    from mailcore import runtime
+    from mailcore.storage.memory import memory_storage
+
+    storage = memory_storage()
+    monkeypatch.setattr(runtime, "storage", lambda: storage)
+    monkeypatch.setattr(runtime, "directory", lambda: directory)
+    app = load("store")
+    app.storage = storage
+    return app
+
+
+def call(app, method: str, path: str, resource: str, groups: str, body: dict | None = None, **params):
+    event = rest_event(
+        method,
+        path,
+        resource=resource,
+        path_parameters=params or None,
+        body=json.dumps(body) if body is not None else None,
+        caller=claims(*groups.split()),
+    )
+    answer = app.lambda_handler(event, LambdaContext())
+    return answer["statusCode"], json.loads(answer["body"])
+
+
+def test_a_group_without_a_mail_team_secret_cannot_store_files(store_app):
+    body = {"name": "a.txt", "content": "", "team": "admins"}
+    status, answer = call(store_app, "POST", "/api/core/files", "/api/core/files", "admins", body)
+    assert status == 403 and answer["error"]["field"] == "team"
+
+
+def test_system_mail_is_never_visible_to_a_group_named_system(store_app):
+    from datetime import UTC, datetime
+
+    from mailcore.models import Direction, Mail
+
+    mail = Mail(
+        id="m1",
+        team="system",
+        account="system",
+        direction=Direction.OUT,
+        status="sent",
+        created_at=datetime.now(UTC),
+    )
+    store_app.storage.mail.put_new(mail)
+    status, _ = call(
+        store_app, "GET", "/api/core/mail/m1", "/api/core/mail/{mail_id}", "system", mail_id="m1"
+    )
+    assert status == 403

@@ -11,6 +11,7 @@ from mailcore.protocols.pop3 import Pop3Session
 from mailcore.protocols.smtp import SmtpSession
 from mailcore.protocols.tls import client_tls_context
 from mailcore.protocols.transcript import Transcript
+from pydantic import SecretStr
 
 PASSWORD = "Tr0ub4dor&3-secret"
 
@@ -104,3 +105,101 @@ def test_implicit_tls_against_a_plain_server_is_explained():
             tls_context=client_tls_context(),
         ).open()
     assert "STARTTLS" in caught.value.message or "TLS" in caught.value.message
+
+
+def encodings_of(user: str, password: str) -> list[str]:
+    """The password as the client sends it: plain (POP3 PASS), AUTH LOGIN and AUTH PLAIN payloads."""
+    plain = f"\0{user}\0{password}".encode()
+    return [password, base64.b64encode(password.encode()).decode(), base64.b64encode(plain).decode()]
+
+
+def smtp_echoing_auth_plain(reader, writer):
+    writer.write(b"220 fake ESMTP\r\n")
+    reader.readline()
+    writer.write(b"250-fake\r\n250 AUTH PLAIN LOGIN\r\n")
+    auth_line = reader.readline().rstrip(b"\r\n")
+    writer.write(b"535 5.7.8 bad credentials in <" + auth_line + b"> (PASS " + PASSWORD.encode() + b")\r\n")
+
+
+def test_credentials_an_smtp_server_echoes_in_its_error_are_masked_in_every_encoding():
+    port = serve_once(smtp_echoing_auth_plain)
+    transcript = Transcript()
+    with pytest.raises(MailServerError) as caught:
+        SmtpSession(account(smtp_port=port), transcript=transcript, tls_context=client_tls_context()).open()
+    shown = "\n".join([*transcript.lines, caught.value.message, str(caught.value), caught.value.reply or ""])
+    assert "<redacted>" in caught.value.message
+    for secret in encodings_of("a@example.test", PASSWORD):
+        assert secret not in shown
+
+
+def test_a_failed_send_stores_no_echoed_credentials_in_mail_reply_or_error():
+    from mailcore.models import SendRequest
+    from mailcore.services.send import MailSendFailed, send_mail
+    from mailcore.storage.memory import memory_storage
+    from mailcore.teams import ResolvedAccount
+
+    port = serve_once(smtp_echoing_auth_plain)
+    storage = memory_storage()
+    with pytest.raises(MailSendFailed) as caught:
+        send_mail(
+            ResolvedAccount("t", "desk", account(smtp_port=port)),
+            SendRequest(to="b@example.test", body_text="x"),
+            storage=storage,
+            transcript=Transcript(),
+            tls_context=client_tls_context(),
+        )
+    stored = storage.mail.get(caught.value.mail.id)
+    shown = f"{stored.reply} {stored.error} {caught.value.message}"
+    assert stored.error and "<redacted>" in shown
+    for secret in encodings_of("a@example.test", PASSWORD):
+        assert secret not in shown
+
+
+def pop3_echoing_pass(reader, writer):
+    writer.write(b"+OK fake\r\n")
+    reader.readline()
+    writer.write(b"+OK\r\n")
+    pass_line = reader.readline().rstrip(b"\r\n")
+    writer.write(b"-ERR [AUTH] refused: " + pass_line + b"\r\n")
+
+
+def test_a_password_a_pop3_server_echoes_reaches_no_pull_report_state_or_diagnosis():
+    from mailcore.services.pull import pull_account
+    from mailcore.storage.memory import memory_storage
+    from mailcore.teams import ResolvedAccount
+
+    port = serve_once(pop3_echoing_pass)
+    storage = memory_storage()
+    report = pull_account(
+        ResolvedAccount("t", "desk", account(pop3_port=port)),
+        storage=storage,
+        transcript=Transcript(),
+        tls_context=client_tls_context(),
+    )
+    state = storage.pull_state.get("t", "desk")
+    assert report.error and "<redacted>" in report.error
+    assert PASSWORD not in f"{report.model_dump()} {state}"
+
+
+NON_ASCII_PASSWORD = "пароль-密码-ñ"
+
+
+def smtp_checking_utf8_plain(reader, writer):
+    writer.write(b"220 fake ESMTP\r\n")
+    reader.readline()
+    writer.write(b"250-fake\r\n250 AUTH PLAIN\r\n")
+    payload = reader.readline().split()[-1]
+    ok = base64.b64decode(payload) == f"\0a@example.test\0{NON_ASCII_PASSWORD}".encode()
+    writer.write(b"235 2.7.0 ok\r\n" if ok else b"535 5.7.8 no\r\n")
+    reader.readline()
+    writer.write(b"221 bye\r\n")
+
+
+def test_a_password_in_any_script_logs_in_with_utf8_auth_plain():
+    port = serve_once(smtp_checking_utf8_plain)
+    config = account(smtp_port=port).model_copy(update={"mail_password": SecretStr(NON_ASCII_PASSWORD)})
+    transcript = Transcript()
+    with SmtpSession(config, transcript=transcript, tls_context=client_tls_context()):
+        pass
+    assert "S: 235 2.7.0 ok" in transcript.lines
+    assert not any(character in "\n".join(transcript.lines) for character in "пароль密码ñ")

@@ -32,6 +32,7 @@ from mailcore.storage import Clause, Storage
 
 # A report is small; the original message attached to it may be large and is read only this far.
 REPORT_BYTES = 256 * 1024
+REPORT_ENTRIES = 100
 _AUTO_SUBJECT = re.compile(
     r"^\s*(out of (the )?office|auto(matic)?[ -]?(reply|response|antwort)|abwesenheit|"
     r"absence|away from (the )?office|on vacation|vacation reply|r[ée]ponse automatique)",
@@ -107,7 +108,9 @@ def read_report(message: Message) -> tuple[list[dict[str, Any]], str | None]:
     entries = _rfc3464(message)
     if not entries:
         entries = _non_standard(message)
-    return entries, original
+    # Each entry lands on two items (the bounce and its outgoing mail): a report of thousands of
+    # recipients must not push either past DynamoDB's 400 KB.
+    return entries[:REPORT_ENTRIES], original
 
 
 def _rfc3464(message: Message) -> list[dict[str, Any]]:

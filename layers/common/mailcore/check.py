@@ -146,6 +146,8 @@ class Connection:
     transcript: Transcript
     tls_context: ssl.SSLContext
     source_address: tuple[str, int] | None = None
+    # An OAuth2 account's access token (the accounts API gets one before it checks).
+    access_token: str | None = None
 
 
 def check_pop3(account: MailAccount, connection: Connection, out: TextIO) -> None:
@@ -153,6 +155,7 @@ def check_pop3(account: MailAccount, connection: Connection, out: TextIO) -> Non
         account,
         transcript=connection.transcript,
         tls_context=connection.tls_context,
+        access_token=connection.access_token,
         source_address=connection.source_address,
     ) as session:
         count, size = session.pop.stat()
@@ -169,6 +172,7 @@ def check_smtp(account: SmtpAccount, connection: Connection, send_to: str | None
         account,
         transcript=connection.transcript,
         tls_context=connection.tls_context,
+        access_token=connection.access_token,
         source_address=connection.source_address,
     ) as session:
         if not send_to:

@@ -1,6 +1,11 @@
 """Domain exceptions. The API maps each to one HTTP status, in one place (mailcore.api)."""
 
 
+class StoreRefused(Exception):
+    """Storage refused an item or object for what it is (too large, invalid): trying again fails
+    again. A pull sets such a message aside instead of retrying it forever."""
+
+
 class MailServiceError(Exception):
     """Base of every error the service reports to a caller in words."""
 

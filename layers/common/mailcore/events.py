@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -20,6 +21,9 @@ MAIL_FAILED = "MailFailed"
 MAIL_DEFERRED = "MailDeferred"
 MAIL_CANCELLED = "MailCancelled"
 MAIL_BOUNCED = "MailBounced"
+# A received message stored raw and unparsed (over its budget, or refused by storage): `reason`.
+MAIL_SET_ASIDE = "MailSetAside"
+ACCOUNT_CHANGED = "AccountChanged"
 # PutEvents takes at most 10 entries a call.
 _BATCH = 10
 
@@ -38,8 +42,32 @@ class MailEvent:
         return {"team": self.team, "account": self.account, "mail_id": self.mail_id, **self.extra}
 
 
+@dataclass(frozen=True)
+class AccountChanged:
+    """An account was created, changed or deleted: who did it and which fields (never a value)."""
+
+    detail_type: str
+    team: str
+    account: str
+    action: str
+    by: str
+    fields: list[str]
+
+    def detail(self) -> dict[str, Any]:
+        return {
+            "team": self.team,
+            "account": self.account,
+            "action": self.action,
+            "by": self.by,
+            "fields": self.fields,
+        }
+
+
+Event = MailEvent | AccountChanged
+
+
 class EventPublisher(Protocol):
-    def publish(self, events: list[MailEvent]) -> None: ...
+    def publish(self, events: Sequence[Event]) -> None: ...
 
 
 class EventBridgePublisher:
@@ -55,7 +83,7 @@ class EventBridgePublisher:
             self._client = aws_client("events")
         return self._client
 
-    def publish(self, events: list[MailEvent]) -> None:
+    def publish(self, events: Sequence[Event]) -> None:
         """Puts the events; entries EventBridge refuses are retried once, then logged (the mail
         itself is stored either way: an event is a notification, not the record)."""
         entries = [
@@ -84,7 +112,7 @@ class EventBridgePublisher:
 
 class MemoryPublisher:
     def __init__(self) -> None:
-        self.events: list[MailEvent] = []
+        self.events: list[Event] = []
 
-    def publish(self, events: list[MailEvent]) -> None:
+    def publish(self, events: Sequence[Event]) -> None:
         self.events.extend(events)

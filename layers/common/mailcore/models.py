@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.utils import getaddresses
 from enum import StrEnum
@@ -18,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -221,8 +223,71 @@ class TeamConfig(BaseModel):
         return self.type == "mail"
 
 
+# What the email package refuses in a header value: every character str.splitlines() breaks a
+# line at (CR, LF, VT, FF, FS, GS, RS, NEL, U+2028, U+2029), NUL and the other C0 controls but
+# TAB, DEL, and lone surrogates (they cannot be encoded). Checked here so a violation is a 400
+# naming the field, never a ValueError from the MIME builder later.
+_HEADER_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_DOMAIN_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+MAX_ADDRESSES = 100
+
+
+def reject_header_unsafe(value: str) -> str:
+    if found := _HEADER_UNSAFE.search(value):
+        raise ValueError(f"must not contain the control or line-break character U+{ord(found.group()):04X}")
+    return value
+
+
+def header_safe(value: str) -> str:
+    """`value` with every character a header may not hold replaced by a space (for header text
+    taken from stored data, such as a received mail's subject or a received file's name)."""
+    return _HEADER_UNSAFE.sub(" ", value)
+
+
+def reject_surrogates(value: str) -> str:
+    if _SURROGATE.search(value):
+        raise ValueError("must not contain lone surrogates (text that is not Unicode)")
+    return value
+
+
+def ascii_domain(domain: str) -> str:
+    """The domain as SMTP and the header need it: IDNA (punycode) for a non-ASCII one; raises
+    ValueError saying what is wrong (an empty label, a trailing dot, a label not a host name)."""
+    if not domain or domain.startswith(".") or domain.endswith(".") or ".." in domain:
+        raise ValueError(
+            f"the domain {domain[:100]!r} has an empty label (a leading, trailing or double dot)"
+        )
+    if not domain.isascii():
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise ValueError(
+                f"the domain {domain[:100]!r} is not a valid internationalised domain name"
+            ) from None
+    labels = domain.split(".")
+    if len(domain) > 253 or len(labels) < 2 or not all(_DOMAIN_LABEL.match(label) for label in labels):
+        raise ValueError(f"the domain {domain[:100]!r} is not a host name")
+    return domain
+
+
+def _checked_address(name: str, addr: str, item: str) -> str:
+    reject_header_unsafe(name)
+    local, at, domain = addr.rpartition("@")
+    if not at or not local or not domain or " " in addr or len(local) > 64:
+        raise ValueError(f"not a valid mail address: {item.strip()[:100]!r}")
+    if not local.isascii():
+        # Such a local part needs SMTPUTF8 end to end; the service sends plain SMTP only.
+        raise ValueError(
+            f"the local part of {addr[:100]!r} is not ASCII: it needs SMTPUTF8, which this service does not use"
+        )
+    address = Address(display_name=name, addr_spec=f"{local}@{ascii_domain(domain)}")
+    return str(address)
+
+
 def parse_addresses(value: str | list[str]) -> list[str]:
-    """Parses a comma separated string or a list of addresses into normalised `Name <addr>` strings.
+    """Parses a comma separated string or a list of addresses into normalised `Name <addr>` strings
+    with ASCII (IDNA) domains, each one the MIME builder and smtplib can use.
 
     Raises ValueError naming what is wrong, which pydantic reports against the field.
     """
@@ -231,21 +296,18 @@ def parse_addresses(value: str | list[str]) -> list[str]:
     for item in items:
         if not isinstance(item, str):
             raise ValueError("addresses must be strings")
-        reject_line_breaks(item)
+        reject_header_unsafe(item)
         if not item.strip():
             continue
-        for name, addr in getaddresses([item], strict=True):
-            local, at, domain = addr.rpartition("@")
-            if not at or not local or not domain or " " in addr or "." not in domain.strip("."):
-                raise ValueError(f"not a valid mail address: {item.strip()!r}")
-            addresses.append(str(Address(display_name=name, addr_spec=addr)))
+        try:
+            for name, addr in getaddresses([item], strict=True):
+                addresses.append(_checked_address(name, addr, item))
+        except (HeaderParseError, IndexError, TypeError):
+            # The email package's parser raises these (not ValueError) for a malformed address.
+            raise ValueError(f"not a valid mail address: {item.strip()[:100]!r}") from None
+        if len(addresses) > MAX_ADDRESSES:
+            raise ValueError(f"at most {MAX_ADDRESSES} addresses")
     return addresses
-
-
-def reject_line_breaks(value: str) -> str:
-    if "\r" in value or "\n" in value:
-        raise ValueError("must not contain CR or LF")
-    return value
 
 
 def _address_list(value: Any) -> Any:
@@ -275,23 +337,76 @@ def _id_list(value: Any) -> Any:
     return ids
 
 
-AddressList = Annotated[list[str], BeforeValidator(_address_list)]
-FileIdList = Annotated[list[str], BeforeValidator(_id_list)]
-HeaderText = Annotated[str, BeforeValidator(lambda v: reject_line_breaks(v) if isinstance(v, str) else v)]
+_ADDRESS_TEXT = {
+    "type": "string",
+    "maxLength": 20_000,
+    "examples": ["Ann Lee <ann@example.com>, bob@example.com"],
+}
+AddressList = Annotated[
+    list[str],
+    BeforeValidator(_address_list),
+    WithJsonSchema(
+        {
+            "description": "addresses (`Name <addr@domain>` or `addr@domain`; a non-ASCII domain is sent as "
+            f"IDNA, a non-ASCII local part is refused): a list, or one comma separated string; at most {MAX_ADDRESSES}",
+            "anyOf": [_ADDRESS_TEXT, {"type": "array", "items": _ADDRESS_TEXT, "maxItems": MAX_ADDRESSES}],
+        }
+    ),
+]
+_FILE_ID = {"type": "string", "pattern": ID_PATTERN}
+FileIdList = Annotated[
+    list[str],
+    BeforeValidator(_id_list),
+    WithJsonSchema(
+        {
+            "description": "ids of files of the team (POST /api/core/files): a list, or one comma separated string",
+            "anyOf": [
+                {"type": "string", "maxLength": 6500},
+                {"type": "array", "items": _FILE_ID, "maxItems": 100},
+            ],
+        }
+    ),
+]
+HeaderText = Annotated[str, BeforeValidator(lambda v: reject_header_unsafe(v) if isinstance(v, str) else v)]
+BodyText = Annotated[str, BeforeValidator(lambda v: reject_surrogates(v) if isinstance(v, str) else v)]
+
+
+_SENDABLE: dict[str, Any] = {
+    # What `missing()` asks of a mail to send: a recipient and a body.
+    "allOf": [
+        {"anyOf": [{"required": ["to"]}, {"required": ["cc"]}, {"required": ["bcc"]}]},
+        {"anyOf": [{"required": ["body_text"]}, {"required": ["body_html"]}]},
+    ],
+}
+
+
+def _schema_extra(schema: dict[str, Any], **extra: Any) -> Any:
+    """JSON Schema keywords added to a model's schema (pydantic types the value narrowly)."""
+    return {**schema, **extra}
+
+
+_SEND_EXAMPLE: dict[str, Any] = {
+    "to": ["Ann Lee <ann@example.com>"],
+    "subject": "Your invoice",
+    "body_text": "Hello Ann, the invoice is attached.",
+    "body_html": "<p>Hello Ann, the invoice is attached.</p>",
+}
 
 
 class SendRequest(BaseModel):
     """What a caller asks to send. Lists may also be given as comma separated strings."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra=_schema_extra(_SENDABLE, examples=[_SEND_EXAMPLE])
+    )
 
     to: AddressList = Field(default_factory=list)
     cc: AddressList = Field(default_factory=list)
     bcc: AddressList = Field(default_factory=list)
     reply_to: AddressList = Field(default_factory=list)
     subject: HeaderText = Field(default="", max_length=998)
-    body_text: str | None = None
-    body_html: str | None = None
+    body_text: BodyText | None = None
+    body_html: BodyText | None = None
     attachments: FileIdList = Field(default_factory=list, max_length=100)
     # The id of a stored mail of the same team this one answers: sets In-Reply-To, References, "Re:".
     reply_to_mail: str | None = Field(default=None, pattern=ID_PATTERN)
@@ -313,6 +428,11 @@ class SendRequest(BaseModel):
 class QueueRequest(SendRequest):
     """A mail to put in the outbox of `account` (of `team`, when two of the caller's have one)."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=_schema_extra(_SENDABLE, examples=[{"account": "demo", **_SEND_EXAMPLE}]),
+    )
+
     account: str = Field(pattern=NAME_PATTERN)
     team: str | None = Field(default=None, max_length=128)
     # When to send (ISO 8601; without an offset, UTC): in the past means now, at most
@@ -330,14 +450,31 @@ class QueueRequest(SendRequest):
 class FileUpload(BaseModel):
     """A file to store: its bytes as base64 `content`, or only its `size` to get an upload URL."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [{"required": ["content"]}, {"required": ["size"]}],
+            "examples": [
+                {"name": "invoice.pdf", "content_type": "application/pdf", "content": "JVBERi0xLjcK"},
+                {"name": "video.mp4", "content_type": "video/mp4", "size": 25_000_000},
+            ],
+        },
+    )
 
     name: HeaderText = Field(min_length=1, max_length=255)
     content_type: str = Field(
-        default="application/octet-stream", pattern=r"^[\w.+-]+/[\w.+-]+$", max_length=255
+        # RFC 6838 names, ASCII: the type becomes S3's Content-Type header and the MIME part's.
+        default="application/octet-stream",
+        pattern=r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$",
+        max_length=255,
     )
-    content: str | None = None
-    size: int | None = Field(default=None, ge=0)
+    content: str | None = Field(
+        default=None,
+        max_length=10_000_000,
+        pattern=r"^[A-Za-z0-9+/]*={0,2}$",
+        description="the file's bytes, base64 (at most 7 MB decoded)",
+    )
+    size: int | None = Field(default=None, ge=0, le=40 * 1024 * 1024, description="for an upload URL instead")
     team: str | None = Field(default=None, max_length=128)
 
     @field_validator("name")
@@ -420,6 +557,8 @@ class Mail(BaseModel):
     raw_key: str | None = None
     raw_size: int | None = None
     parse_error: str | None = None
+    # Received: what the item leaves out of the raw message (docs/received-mail-limits.md).
+    cut: list[str] = Field(default_factory=list)
 
     def public(self) -> dict[str, Any]:
         """The mail as the API answers it: JSON types, no storage internals."""
@@ -458,6 +597,9 @@ class AccountPullReport(BaseModel):
     deleted: int = 0
     remaining: int = 0
     mail_ids: list[str] = Field(default_factory=list)
+    # Messages stored raw with a small item, unparsed: over the per-message budget, or refused by
+    # storage (each has a parse_error saying why; see docs/received-mail-limits.md).
+    set_aside: int = 0
     error: str | None = None
     # Things that went through but need a person's attention (e.g. Gmail rewrote From).
     warnings: list[str] = Field(default_factory=list)

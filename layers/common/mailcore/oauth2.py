@@ -28,6 +28,7 @@ from typing import Any
 
 from mailcore.errors import MailServerError
 from mailcore.models import OAuth2Auth
+from mailcore.protocols.transcript import Transcript
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,10 @@ logger = logging.getLogger(__name__)
 # short-lived tokens a quarter of their lifetime.
 EXPIRY_MARGIN_SECONDS = 60.0
 TOKEN_TIMEOUT_SECONDS = 15.0
+# A token answer is a few KB; the endpoint is any URL a team administrator sets, so its answer is
+# read up to this size and within this time in total (the socket timeout is per read only).
+MAX_TOKEN_ANSWER_BYTES = 64 * 1024
+TOKEN_ANSWER_SECONDS = 30.0
 # Errors of RFC 6749 §5.2 that no retry can fix: the secret must change.
 PERMANENT_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client", "invalid_scope"})
 
@@ -142,7 +147,7 @@ class TokenBroker:
                     self._cache.pop(key, None)
                 raise
             token = answer["access_token"]
-            lifetime = float(answer.get("expires_in") or 3600)
+            lifetime = _lifetime(answer.get("expires_in"))
             margin = min(EXPIRY_MARGIN_SECONDS, lifetime / 4)
             rotated = answer.get("refresh_token")
             newest = rotated if isinstance(rotated, str) and rotated else refresh_token
@@ -187,39 +192,98 @@ class TokenBroker:
             method="POST",
         )
         where = f"the OAuth2 token endpoint {urllib.parse.urlsplit(url).netloc}"
-        secrets = [value for key, value in form.items() if key in ("client_secret", "refresh_token")]
+        masks = _secret_masks(form)
         self.requests += 1
         try:
             with urllib.request.urlopen(
                 request, timeout=TOKEN_TIMEOUT_SECONDS, context=self.tls_context
             ) as reply:
-                body = reply.read()
+                body = _read_bounded(reply)
         except urllib.error.HTTPError as error:
-            raise _refusal(where, error.code, error.read(), auth, secrets) from None
+            raise _refusal(where, error.code, _read_bounded(error), auth, masks) from None
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
-            raise OAuth2Error(
-                f"{where} could not be reached ({reason}); retry later", temporary=True
+            raise masks.redact_failure(
+                OAuth2Error(f"{where} could not be reached ({reason}); retry later", temporary=True)
             ) from None
+        if body is None:
+            raise OAuth2Error(
+                f"{where} answered more than {MAX_TOKEN_ANSWER_BYTES} bytes, or not within "
+                f"{TOKEN_ANSWER_SECONDS:.0f} s",
+                temporary=True,
+            )
         try:
             answer = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise OAuth2Error(f"{where} answered something that is not JSON", temporary=True) from None
         if not isinstance(answer, dict) or not isinstance(answer.get("access_token"), str):
             raise OAuth2Error(f"{where} answered without an access_token", temporary=True)
         return answer
 
 
-def _refusal(where: str, status: int, body: bytes, auth: OAuth2Auth, secrets: list[str]) -> OAuth2Error:
+def _lifetime(expires_in: object) -> float:
+    """Seconds the token lives: the endpoint's expires_in (a number, or a string of one, as some
+    providers send it) within a second and a day; an hour when it gave none or nonsense."""
     try:
-        data = json.loads(body)
+        seconds = float(expires_in) if isinstance(expires_in, int | float | str) and expires_in else 3600.0
     except ValueError:
+        seconds = 3600.0
+    return min(max(seconds, 1.0), 86400.0) if seconds == seconds else 3600.0
+
+
+def _secret_masks(form: dict[str, str]) -> Transcript:
+    """The secrets sent, as the endpoint may echo them: as sent (form-encoded), decoded, base64."""
+    masks = Transcript()
+    for key in ("client_secret", "refresh_token"):
+        secret = form.get(key)
+        if secret:
+            masks.add_secret(secret)
+            masks.add_secret(urllib.parse.quote_plus(secret))
+            masks.add_secret(urllib.parse.quote(secret, safe=""))
+            masks.add_secret(base64.b64encode(secret.encode()).decode("ascii"))
+    return masks
+
+
+def _read_bounded(stream: Any) -> bytes | None:
+    """The answer's body, or None when it is larger than MAX_TOKEN_ANSWER_BYTES or still coming
+    after TOKEN_ANSWER_SECONDS (a hostile endpoint could drip it a byte per socket timeout)."""
+    deadline = time.monotonic() + TOKEN_ANSWER_SECONDS
+    read = getattr(stream, "read1", None) or stream.read
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while size <= MAX_TOKEN_ANSWER_BYTES:
+            if time.monotonic() > deadline:
+                return None
+            chunk = read(MAX_TOKEN_ANSWER_BYTES + 1 - size)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _refusal(where: str, status: int, body: bytes | None, auth: OAuth2Auth, masks: Transcript) -> OAuth2Error:
+    """The refusal in words, with the secrets the endpoint may have echoed masked (before the
+    description is cut, so no part of one is left)."""
+    return masks.redact_failure(_refusal_in_words(where, status, body, auth, masks))
+
+
+def _refusal_in_words(
+    where: str, status: int, body: bytes | None, auth: OAuth2Auth, masks: Transcript
+) -> OAuth2Error:
+    try:
+        data = json.loads(body) if body is not None else {}
+    except (ValueError, RecursionError):
         data = {}
     error = str(data.get("error") or "") if isinstance(data, dict) else ""
     description = str(data.get("error_description") or "") if isinstance(data, dict) else ""
-    for secret in secrets:
-        description = description.replace(secret, "<redacted>")
-    description = " ".join(description.split())[:300]
+    # RFC 6749 error codes are short printable ASCII; anything else is not a code to repeat.
+    error = masks.redact(error)
+    error = error if len(error) <= 64 and error.isascii() and error.isprintable() else "invalid_answer"
+    description = " ".join(masks.redact(description).split())[:300]
     detail = f"{error}: {description}" if description else error or f"HTTP {status}"
     if error == "invalid_grant":
         if auth.refresh_token is not None:

@@ -26,9 +26,11 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
     from mailcore.protocols.transcript import Transcript
+    from mailcore.services.accounts import Accounts
     from mailcore.services.dispatch import PullQueue
     from mailcore.services.outbox import Outbox
     from mailcore.services.system import SystemMailer
+    from mailcore.services.team_writes import AccountRevisions
 
 
 def _utc_now() -> datetime:
@@ -104,9 +106,40 @@ def outbox(transcript: Transcript | None = None, seconds_left: Callable[[], floa
 
 
 @cache
+def accounts() -> Accounts:
+    """The accounts API's use cases: team secrets written under the team's writer lease."""
+    from mailcore.services.accounts import Accounts, check_account
+    from mailcore.storage.team_secrets import SecretsManagerTeamSecrets
+
+    return Accounts(
+        secrets=SecretsManagerTeamSecrets(settings().team_secret_prefix),
+        revisions=account_revisions(),
+        storage=storage(),
+        events=events(),
+        checker=lambda team, name, account: check_account(team, name, account, tls_context=tls_context()),
+        on_written=lambda: directory().provider.clear_cache(),
+    )
+
+
+@cache
 def tokens() -> TokenBroker:
-    """OAuth2 access tokens of this process; rotated refresh tokens go back to the team secret."""
-    return TokenBroker(on_rotated=directory().store_refresh_token)
+    """OAuth2 access tokens of this process; rotated refresh tokens go back to the team secret,
+    under the team's writer lease (services/accounts.py), so no account change is lost."""
+    from mailcore.services.team_writes import keep_rotated_refresh_token
+
+    def keep(team: str, account: str, refresh_token: str) -> None:
+        keep_rotated_refresh_token(
+            account_revisions(), directory().store_refresh_token, team, account, refresh_token
+        )
+
+    return TokenBroker(on_rotated=keep)
+
+
+@cache
+def account_revisions() -> AccountRevisions:
+    from mailcore.storage.team_secrets import DynamoAccountRevisions
+
+    return DynamoAccountRevisions(settings().pull_state_table)
 
 
 @cache
@@ -160,5 +193,7 @@ def reset() -> None:
         _session,
         client_tls_context,
         system_mailer,
+        accounts,
+        account_revisions,
     ):
         made.cache_clear()

@@ -18,6 +18,13 @@
   `cid:` sources (images sent within the mail) are kept, and so are inline `data:` images of
   the raster types png, gif, jpeg and webp; every other `data:` URL (svg, html, ...) is removed.
 
+Bounded for any input (docs/received-mail-limits.md): html5ever, the parser inside nh3, works in
+time quadratic in the nesting depth (1 MB of nested `<div>` took 206 s) and in the number of
+unclosed formatting elements, so `safe_html` takes at most MAX_HTML_CHARS characters and drops
+the start tags nested deeper than MAX_HTML_DEPTH, or beyond MAX_FORMATTING unclosed formatting
+elements (their content stays), before nh3 sees the HTML. Mail, sent and received, keeps its full HTML in the raw
+message.
+
 `text_from_html` renders HTML as plain text with the stdlib `html.parser`, for clients that show
 text only and for the text part of a mail written in HTML.
 """
@@ -94,11 +101,62 @@ _CLEANER = nh3.Cleaner(
 )
 
 
+MAX_HTML_CHARS = 4_000_000
+MAX_HTML_DEPTH = 100
+MAX_FORMATTING = 8
+_FORMATTING = {
+    "a", "b", "big", "code", "em", "font", "i", "nobr", "s", "small", "strike", "strong", "tt", "u",
+}  # fmt: skip
+# Every "<" and a letter counts as a tag, ending at ">" or before the next "<": one pass whatever
+# the input (a pattern that looks for the ">" of each "<" is quadratic on "<a<a<a...").
+_TAG = re.compile(r"<(/?)([A-Za-z][^\s/<>]*)[^<>]*(?:>|(?=<)|$)")
+_VOID = {
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "keygen", "link", "meta", "param",
+    "source", "track", "wbr",
+}  # fmt: skip
+
+
+def _shallow(html: str) -> str:
+    """`html` without the start tags that would open more than MAX_HTML_DEPTH elements, or keep
+    more than MAX_FORMATTING formatting elements (b, i, font, ...) unclosed.
+
+    One pass over the tags with a stack of open names, as a parser would keep it: an end tag
+    closes up to its name when that name is open (else it is a stray the parser ignores too).
+    Formatting elements are counted until their own end tag: a parser reopens every unclosed one
+    in each new block ("reconstructing the active formatting elements"), so thousands of them
+    with distinct attributes made html5ever's work and tree quadratic.
+    """
+    open_names: list[str] = []
+    unclosed: dict[str, int] = {}
+
+    def kept(tag: re.Match[str]) -> str:
+        name = tag.group(2).lower()
+        if tag.group(1):
+            if unclosed.get(name):
+                unclosed[name] -= 1
+            for depth in range(len(open_names) - 1, -1, -1):
+                if open_names[depth] == name:
+                    del open_names[depth:]
+                    break
+            return tag.group(0)
+        if name in _VOID:
+            return tag.group(0)
+        formatting = name in _FORMATTING
+        if len(open_names) >= MAX_HTML_DEPTH or (formatting and sum(unclosed.values()) >= MAX_FORMATTING):
+            return ""
+        if formatting:
+            unclosed[name] = unclosed.get(name, 0) + 1
+        open_names.append(name)
+        return tag.group(0)
+
+    return _TAG.sub(kept, html)
+
+
 def safe_html(html: str) -> str:
     """The HTML of a mail, safe to show in a page: see the module docstring for what is kept."""
     if not html:
         return ""
-    html = html.replace("\x00", "")
+    html = _shallow(html[:MAX_HTML_CHARS].replace("\x00", ""))
     try:
         return _CLEANER.clean(html)
     except UnicodeEncodeError:  # lone surrogates, which nh3 cannot take

@@ -7,6 +7,8 @@ within the cache time (POWERTOOLS_PARAMETERS_MAX_AGE) without a redeploy or rest
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import re
@@ -29,10 +31,13 @@ _TEAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=@-]{0,127}$")
 
 @dataclass(frozen=True)
 class Caller:
-    """An authenticated user of the API and the teams (Cognito groups) they belong to."""
+    """An authenticated user of the API, the teams they are a member of and all their Cognito
+    groups (a team is a group with a mail team secret; other groups, such as `<team>-admin`,
+    only qualify a membership)."""
 
     user: str
     teams: frozenset[str]
+    groups: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -42,30 +47,72 @@ class ResolvedAccount:
     account: MailAccount
 
 
-def caller_from_claims(claims: Mapping[str, Any] | None) -> Caller | None:
-    """Reads the caller from the authorizer's claims, or None when there are none.
+# The reserved team that system mail (password resets, sign-up codes) is stored under: never a
+# caller's team, whatever groups their token names.
+SYSTEM_TEAM = "system"
 
-    API Gateway (REST) hands claims over as strings: `cognito:groups` arrives as "[a, b]",
-    "a,b" or "a b" depending on the path it took, and as a list from other sources.
+
+def _token_claims(authorization: str | None) -> dict[str, Any] | None:
+    """The payload of the token in the Authorization header, read without a signature check: only
+    used when it is the very token whose claims API Gateway verified (see `groups_of`)."""
+    token = (authorization or "").strip()
+    if token[:7].lower() == "bearer ":
+        token = token[7:].strip()
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def groups_of(claims: Mapping[str, Any], authorization: str | None = None) -> list[str]:
+    """The caller's Cognito groups, each name whole.
+
+    A REST API's Cognito authorizer hands every claim over as a string: the groups list arrives
+    joined with commas ("a,b"), and a Cognito group name may itself hold a comma, so the string
+    cannot be split safely. The token in the Authorization header (the one API Gateway verified,
+    checked here by its `sub` and rendered groups) carries the real list: it is used when present.
+    Otherwise "[a b]" (the HTTP API form; names hold no white space) is split on white space, and
+    a plain string on commas (as API Gateway joined it) and white space.
     """
+    groups = claims.get("cognito:groups")
+    if isinstance(groups, list):
+        return [str(group) for group in groups]
+    if not groups:
+        return []
+    text = str(groups).strip()
+    token = _token_claims(authorization)
+    if token is not None and token.get("sub") == claims.get("sub"):
+        listed = token.get("cognito:groups")
+        if isinstance(listed, list) and text in (
+            ",".join(map(str, listed)),
+            "[" + " ".join(map(str, listed)) + "]",
+        ):
+            return [str(group) for group in listed]
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            parsed = json.loads(text)
+            if isinstance(parsed, list):
+                return [str(group) for group in parsed]
+        except ValueError:
+            pass
+        return text[1:-1].split()
+    return re.split(r"[,\s]+", text)
+
+
+def caller_from_claims(claims: Mapping[str, Any] | None, authorization: str | None = None) -> Caller | None:
+    """Reads the caller from the authorizer's claims, or None when there are none. Its teams are
+    still all its groups: `TeamDirectory.member_teams` keeps the mail teams among them."""
     if not claims:
         return None
     user = str(claims.get("email") or claims.get("cognito:username") or claims.get("sub") or "")
     if not user:
         return None
-    groups = claims.get("cognito:groups") or []
-    if isinstance(groups, str):
-        text = groups.strip()
-        if text.startswith("[") and text.endswith("]"):
-            try:
-                parsed = json.loads(text)
-                groups = parsed if isinstance(parsed, list) else [text]
-            except ValueError:
-                groups = re.split(r"[,\s]+", text[1:-1])
-        else:
-            groups = re.split(r"[,\s]+", text)
-    teams = frozenset(str(group).strip() for group in groups if str(group).strip())
-    return Caller(user=user, teams=teams)
+    groups = frozenset(group.strip() for group in groups_of(claims, authorization) if group.strip())
+    return Caller(user=user, teams=groups, groups=groups)
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -166,6 +213,23 @@ class TeamDirectory:
                     names.append(name[len(self.prefix) :])
         self._listed = (now, sorted(names))
         return self._listed[1]
+
+    def member_teams(self, caller: Caller) -> Caller:
+        """The caller with only the groups that are mail teams: a group without a mail team secret
+        (an admin group, a group of another application, the reserved `system`) grants nothing.
+        A team whose secret is broken stays, so its members hear about it (team_config_invalid)."""
+        teams = set()
+        for team in caller.teams:
+            if team == SYSTEM_TEAM:
+                continue
+            try:
+                config = self.team(team)
+            except TeamConfigInvalid:
+                teams.add(team)
+                continue
+            if config is not None and config.is_mail:
+                teams.add(team)
+        return Caller(user=caller.user, teams=frozenset(teams), groups=caller.groups)
 
     def accounts_of(self, teams: Iterable[str]) -> list[ResolvedAccount]:
         """Every account of every mail team among `teams`, in a stable order."""

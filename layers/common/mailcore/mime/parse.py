@@ -15,6 +15,11 @@ truncated MIME, and a mail that parses badly must still be stored and shown as w
   known labels decode with replacement characters for bad bytes. NULs are removed.
 - The HTML is sanitized (`mailcore.sanitize.safe_html`); when there is no text part the text is
   derived from it.
+- Bounded whatever the mail holds (docs/received-mail-limits.md): a header value is parsed only up
+  to MAX_PARSED_HEADER characters, address headers are split into addresses by a linear scan and
+  each address is parsed on its own, and the parsed mail keeps at most the capped number of
+  recipients, references and attachments, each text cut to a number of UTF-8 bytes with CUT_MARK.
+  `ParsedMail.cut` says what was left out; the raw message keeps everything.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import contextlib
 import mimetypes
 import quopri
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy as email_policy
@@ -43,13 +48,33 @@ from email.headerregistry import BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import Message
 from email.parser import BytesFeedParser, BytesHeaderParser
 from email.utils import parsedate_to_datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 from mailcore.sanitize import safe_html, text_from_html
 
 _CACHED_HEADERS = 512
-_CACHED_HEADER_LENGTH = 1000
+# The stdlib header parser copies the rest of the value for each token it takes (quadratic: four
+# To headers of 64 KB of `"` took 212 s) and keeps a parse tree per encoded word (a Subject of
+# 8,000 encoded words took 494 MiB): it only ever sees this much of a value.
+MAX_PARSED_HEADER = 4000
+# One address ("Name <user@domain>") longer than this is kept as its text, not parsed.
+MAX_PARSED_ADDRESS = 500
+# What the stored item keeps (the raw message keeps all of it).
+MAX_RECIPIENTS = 100  # per list: to, cc, reply-to
+MAX_REFERENCES = 50  # the first (the thread's root) and the latest ones
+MAX_ATTACHMENTS = 100  # parts kept as files; the rest stay in the raw message
+MAX_ADDRESS_BYTES = 320
+MAX_SUBJECT_BYTES = 2000
+MAX_ID_BYTES = 500
+CUT_MARK = "[…]"
+
+
+def _cut_header(value: str) -> str:
+    """The start of a long header value, cut at a space so no encoded word is cut in two."""
+    head = value[:MAX_PARSED_HEADER]
+    space = max(head.rfind(" "), head.rfind("\t"))
+    return head[:space] if space > MAX_PARSED_HEADER // 2 else head
 
 
 class _HeaderClasses(HeaderRegistry):
@@ -81,8 +106,8 @@ class _HeaderClasses(HeaderRegistry):
         # The feed parser asks for a part's Content-Type (and its boundary, charset, ...) several
         # times, each a full parse: the answers for recent values are kept (header objects are
         # immutable strings, safe to share). That halves the time spent parsing a message.
-        if len(value) > _CACHED_HEADER_LENGTH:
-            return self._parsed(name, value)
+        if len(value) > MAX_PARSED_HEADER:
+            value = _cut_header(value)
         key = (name, value)
         header = self._recent.get(key)
         if header is None:
@@ -132,6 +157,7 @@ class ParsedMail:
     body_text: str = ""
     body_html: str = ""  # sanitized
     attachments: list[ParsedAttachment] = field(default_factory=list)
+    cut: list[str] = field(default_factory=list)  # what the caps left out, e.g. "to: 100 of 2000 kept"
 
 
 # --- text helpers -------------------------------------------------------------------------------
@@ -218,8 +244,9 @@ def _unfold(value: str) -> str:
 
 
 def _decoded_text(value: str) -> str:
-    """A raw header value unfolded, its encoded words decoded as far as they decode."""
-    value = _clean(_unfold(value))
+    """A raw header value unfolded, its encoded words decoded as far as they decode (of a long
+    value, only its start: see MAX_PARSED_HEADER)."""
+    value = _clean(_unfold(_cut_header(value) if len(value) > MAX_PARSED_HEADER else value))
     if "=?" in value:
         # An unknown charset or a broken encoded word keeps the raw text.
         with contextlib.suppress(Exception):
@@ -260,8 +287,23 @@ def _addresses(msg: Message, raw: dict[str, str], name: str) -> list[str]:
     value = raw.get(name)
     if value is None:
         return []
+    if len(value) <= MAX_PARSED_ADDRESS:
+        return _parsed_addresses(lambda: _header(msg, raw, name), value)
+    # A long list: each address on its own, so that the parser's cost stays linear in the list.
+    found: list[str] = []
+    header_of = _POLICY.header_factory
+    for piece in _address_pieces(_clean(_unfold(value))):
+        if len(piece) > MAX_PARSED_ADDRESS:
+            found.append(_decoded_text(piece))
+        else:
+            found += _parsed_addresses(partial(header_of, name, piece), piece)
+    return found
+
+
+def _parsed_addresses(parse: Callable[[], Any], value: str) -> list[str]:
+    """The addresses of a header as `Name <addr>`; its decoded text when it does not parse cleanly."""
     try:
-        header = _header(msg, raw, name)
+        header = parse()
         addresses = header.addresses
         harmless = all(isinstance(defect, _HARMLESS_DEFECTS) for defect in header.defects)
         if harmless and all(address.username and address.domain for address in addresses):
@@ -272,6 +314,45 @@ def _addresses(msg: Message, raw: dict[str, str], name: str) -> list[str]:
     return [fallback] if fallback else []
 
 
+_ADDRESS_SYNTAX = re.compile(r'[^"\\()<>\[\],:;]+|.', re.DOTALL)
+_CLOSING = {"(": ")", "<": ">", "[": "]"}
+
+
+def _address_pieces(value: str) -> list[str]:
+    """An address list split at its top-level commas in one pass (quotes, comments, angle
+    brackets and domain literals respected); group names and their `;` are dropped."""
+    pieces: list[str] = []
+    current: list[str] = []
+    quoted, escaped = False, False
+    nesting: list[str] = []  # the closing character of each open comment, <...> or [...]
+    for token in _ADDRESS_SYNTAX.findall(value):
+        if escaped:
+            escaped = False
+        elif token == "\\":
+            escaped = True
+        elif quoted:
+            quoted = token != '"'
+        elif nesting and nesting[-1] == ")":  # in a comment only comments nest
+            if token in "()":
+                nesting.append(")") if token == "(" else nesting.pop()
+        elif nesting and token == nesting[-1]:
+            nesting.pop()
+        elif token == '"':
+            quoted = True
+        elif token in _CLOSING and (not nesting or token == "("):
+            nesting.append(_CLOSING[token])
+        elif not nesting and token in ",;":
+            pieces.append("".join(current).strip())
+            current = []
+            continue
+        elif not nesting and token == ":":  # "group name:" before the group's addresses
+            current = []
+            continue
+        current.append(token)
+    pieces.append("".join(current).strip())
+    return [piece for piece in pieces if piece]
+
+
 def _subject(msg: Message, raw: dict[str, str]) -> str:
     if "subject" not in raw:
         return ""
@@ -279,7 +360,8 @@ def _subject(msg: Message, raw: dict[str, str]) -> str:
         text = _clean(str(_header(msg, raw, "subject")))
     except Exception:
         text = _decoded_text(raw["subject"])
-    return _LINE_BREAKS.sub("", text).strip()
+    text = _LINE_BREAKS.sub("", text).strip()
+    return text + CUT_MARK if len(raw["subject"]) > MAX_PARSED_HEADER else text
 
 
 def _date(raw: dict[str, str]) -> datetime | None:
@@ -438,6 +520,7 @@ def _walk(msg: Message, mail: ParsedMail) -> tuple[str | None, str | None]:
     text: str | None = None
     html: str | None = None
     stack: list[Message] = [msg]
+    left_out = 0
     while stack:
         part = stack.pop()
         index = len(mail.attachments) + 1
@@ -455,7 +538,9 @@ def _walk(msg: Message, mail: ParsedMail) -> tuple[str | None, str | None]:
                 continue
             disposition, disposition_params = _structured(part, "content-disposition")
             filename = _safe_filename(disposition_params.get("filename") or type_params.get("name"))
-            if part.is_multipart():  # message/rfc822 and other message/* with a parsed payload
+            if part.is_multipart() and len(mail.attachments) >= MAX_ATTACHMENTS:
+                left_out += 1
+            elif part.is_multipart():  # message/rfc822 and other message/* with a parsed payload
                 mail.attachments.append(_embedded_message(part, index, content_type, filename))
                 continue
             if maintype == "multipart":  # a multipart without a usable boundary: show it as text
@@ -467,6 +552,9 @@ def _walk(msg: Message, mail: ParsedMail) -> tuple[str | None, str | None]:
                 if subtype == "html" and html is None:
                     html = _text_of(part, subtype, type_params.get("charset"))
                     continue
+            if len(mail.attachments) >= MAX_ATTACHMENTS:
+                left_out += 1
+                continue
             content_id = _content_id(part)
             mail.attachments.append(
                 ParsedAttachment(
@@ -478,6 +566,9 @@ def _walk(msg: Message, mail: ParsedMail) -> tuple[str | None, str | None]:
                 )
             )
         except Exception:  # keep what can be kept of a part that breaks the email package
+            if len(mail.attachments) >= MAX_ATTACHMENTS:
+                left_out += 1
+                continue
             mail.attachments.append(
                 ParsedAttachment(
                     filename=_fallback_filename(index, "application/octet-stream"),
@@ -487,6 +578,9 @@ def _walk(msg: Message, mail: ParsedMail) -> tuple[str | None, str | None]:
                     inline=False,
                 )
             )
+    if left_out:
+        kept = len(mail.attachments)
+        mail.cut.append(f"attachments: {kept} of {kept + left_out} kept as files, all are in the raw message")
     return text, html
 
 
@@ -495,7 +589,12 @@ def _normalise_text(text: str) -> str:
 
 
 def parse_message(raw: bytes) -> ParsedMail:
-    """The parsed mail. Never raises: whatever cannot be parsed is left empty or kept raw."""
+    """The parsed mail, within the caps. Never raises: whatever cannot be parsed is left empty or
+    kept raw."""
+    return _bounded(_parsed_somehow(raw))
+
+
+def _parsed_somehow(raw: bytes) -> ParsedMail:
     try:
         return _parse(raw)
     except Exception:  # the email package failed on the body (e.g. RecursionError on deep nesting)
@@ -507,6 +606,40 @@ def parse_message(raw: bytes) -> ParsedMail:
         return mail
     except Exception:
         return ParsedMail(body_text=_normalise_text(_decode(bytes(raw), None)))
+
+
+def cut_text(text: str, max_bytes: int) -> str:
+    """`text` in at most `max_bytes` UTF-8 bytes, ending with CUT_MARK when it was cut."""
+    if len(text) * 4 <= max_bytes or len(text.encode("utf-8", "surrogatepass")) <= max_bytes:
+        return text
+    room = max_bytes - len(CUT_MARK.encode())
+    return text.encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore") + CUT_MARK
+
+
+def _capped(name: str, values: list[str], cap: int, max_bytes: int, mail: ParsedMail) -> list[str]:
+    if len(values) > cap:
+        mail.cut.append(f"{name}: {cap} of {len(values)} kept")
+        # References: the thread's root and the latest ones say where a mail belongs.
+        values = values[: cap // 2] + values[-(cap - cap // 2) :] if name == "references" else values[:cap]
+    kept = [cut_text(value, max_bytes) for value in values]
+    if any(value.endswith(CUT_MARK) for value in kept):
+        mail.cut.append(f"{name}: cut, marked {CUT_MARK}")
+    return kept
+
+
+def _bounded(mail: ParsedMail) -> ParsedMail:
+    """The mail within the caps of the stored item (module docstring)."""
+    [mail.from_] = _capped("from", [mail.from_], 1, MAX_ADDRESS_BYTES, mail)
+    [mail.subject] = _capped("subject", [mail.subject], 1, MAX_SUBJECT_BYTES, mail)
+    mail.to = _capped("to", mail.to, MAX_RECIPIENTS, MAX_ADDRESS_BYTES, mail)
+    mail.cc = _capped("cc", mail.cc, MAX_RECIPIENTS, MAX_ADDRESS_BYTES, mail)
+    mail.reply_to = _capped("reply_to", mail.reply_to, MAX_RECIPIENTS, MAX_ADDRESS_BYTES, mail)
+    mail.references = _capped("references", mail.references, MAX_REFERENCES, MAX_ID_BYTES, mail)
+    for name in ("message_id", "in_reply_to"):
+        if (value := getattr(mail, name)) is not None:
+            [cut] = _capped(name, [value], 1, MAX_ID_BYTES, mail)
+            setattr(mail, name, cut)
+    return mail
 
 
 def _headers_of(msg: Message) -> ParsedMail:
@@ -521,6 +654,33 @@ def _headers_of(msg: Message) -> ParsedMail:
         message_id=_message_id(headers.get("message-id")),
         in_reply_to=_message_id(headers.get("in-reply-to")),
         references=_message_ids(headers.get("references")),
+    )
+
+
+_HEADER_BLOCK = 256 * 1024
+_CHEAP_HEADER = re.compile(rb"^(from|subject|date)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+
+
+def cheap_headers(raw: bytes) -> ParsedMail:
+    """Sender, subject and date of a message that is set aside unparsed: a bounded look at the
+    start of its header block only (no MIME parsing), each value cut to a length before decoding."""
+    ends = [
+        end
+        for end in (raw.find(b"\n\n", 0, _HEADER_BLOCK), raw.find(b"\r\n\r\n", 0, _HEADER_BLOCK))
+        if end >= 0
+    ]
+    block = raw[: min(ends, default=_HEADER_BLOCK)]
+    found: dict[str, str] = {}
+    for match in _CHEAP_HEADER.finditer(block):
+        name = match.group(1).decode("ascii").lower()
+        value = match.group(2)[:MAX_SUBJECT_BYTES].decode("utf-8", "surrogateescape")
+        found.setdefault(name, value)
+    return _bounded(
+        ParsedMail(
+            from_=_decoded_text(found.get("from", "")),
+            subject=_decoded_text(found.get("subject", "")),
+            date=_date(found),
+        )
     )
 
 

@@ -113,7 +113,7 @@ class Pop3Session:
         self.source_address = source_address
         self._sasl_error: str | None = None
         self._pop: poplib.POP3 | None = None
-        transcript.add_secret(account.mail_password.get_secret_value())
+        transcript.add_credentials(account.pop3_login, account.mail_password.get_secret_value())
         if access_token:
             transcript.add_secret(access_token)
             transcript.add_secret(xoauth2_base64(account.pop3_login, access_token))
@@ -133,13 +133,14 @@ class Pop3Session:
         return self._pop
 
     def _fail(self, error: BaseException) -> Exception:
-        return pop3_failure(
+        failure = pop3_failure(
             error,
             self.account.pop3,
             username=self.account.pop3_login,
             oauth2=bool(self.access_token),
             sasl_error=self._sasl_error,
         )
+        return self.transcript.redact_failure(failure)
 
     def _xoauth2(self, pop: poplib.POP3, token: str) -> None:
         oauth2 = self.account.oauth2

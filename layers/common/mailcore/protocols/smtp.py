@@ -117,7 +117,7 @@ class SmtpSession:
         self.source_address = source_address
         self._smtp: smtplib.SMTP | None = None
         self._sasl_error: str | None = None
-        transcript.add_secret(account.mail_password.get_secret_value())
+        transcript.add_credentials(account.smtp_login, account.mail_password.get_secret_value())
         if access_token:
             transcript.add_secret(access_token)
             transcript.add_secret(xoauth2_base64(account.smtp_login, access_token))
@@ -155,7 +155,7 @@ class SmtpSession:
             else:
                 password = self.account.mail_password.get_secret_value()
                 if password:
-                    smtp.login(self.account.smtp_login, password)
+                    password_login(smtp, self.account.smtp_login, password)
         except Exception as error:
             if smtp is not None:
                 _close_quietly(smtp)
@@ -172,6 +172,9 @@ class SmtpSession:
         return ""
 
     def _failure(self, error: BaseException) -> Exception:
+        return self.transcript.redact_failure(self._diagnosed(error))
+
+    def _diagnosed(self, error: BaseException) -> Exception:
         return smtp_failure(
             error,
             self.account.smtp,
@@ -204,7 +207,10 @@ class SmtpSession:
                 ) from None
             raise failure from None
         return SmtpDelivery(
-            refused={rcpt: f"{code} {_text(reply)}" for rcpt, (code, reply) in refused.items()},
+            refused={
+                rcpt: self.transcript.redact(f"{code} {_text(reply)}")
+                for rcpt, (code, reply) in refused.items()
+            },
             reply=self.transcript.last_server_line() or "",
         )
 
@@ -215,6 +221,31 @@ class SmtpSession:
             except Exception:
                 _close_quietly(self._smtp)
             self._smtp = None
+
+
+def _base64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def password_login(smtp: smtplib.SMTP, user: str, password: str) -> None:
+    """AUTH PLAIN (else LOGIN) with the credentials in UTF-8, as RFC 4616 wants: smtplib's login()
+    encodes them as ASCII, so a password in another script could not log in at all, and its
+    UnicodeEncodeError named the password's character. CRAM-MD5 alone is left to smtplib."""
+    smtp.ehlo_or_helo_if_needed()
+    if not smtp.has_extn("auth"):
+        raise smtplib.SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
+    offered = smtp.esmtp_features["auth"].upper().split()
+    if "PLAIN" in offered:
+        code, reply = smtp.docmd("AUTH", "PLAIN " + _base64(f"\0{user}\0{password}"))
+    elif "LOGIN" in offered:
+        code, reply = smtp.docmd("AUTH", "LOGIN " + _base64(user))
+        if code == 334:
+            code, reply = smtp.docmd(_base64(password))
+    else:
+        smtp.login(user, password)
+        return
+    if code not in (235, 503):  # 503: already authenticated
+        raise smtplib.SMTPAuthenticationError(code, reply)
 
 
 def _close_quietly(smtp: Any) -> None:

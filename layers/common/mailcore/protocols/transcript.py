@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable
+from typing import TypeVar
+
+Failure = TypeVar("Failure", bound=Exception)
 
 REDACTED = "<redacted>"
 
@@ -18,6 +22,25 @@ class Transcript:
     def add_secret(self, secret: str) -> None:
         if secret and secret not in self._secrets:
             self._secrets = sorted([*self._secrets, secret], key=len, reverse=True)
+
+    def add_credentials(self, user: str, password: str) -> None:
+        """The password and every encoding a client sends it in (the AUTH LOGIN and AUTH PLAIN
+        payloads, in UTF-8 as RFC 4616 wants): a server that echoes one back shows it masked."""
+        if not password:
+            return
+        self.add_secret(password)
+        for plain in (password, f"\0{user}\0{password}", f"{user}\0{user}\0{password}"):
+            self.add_secret(base64.b64encode(plain.encode("utf-8")).decode("ascii"))
+
+    def redact_failure(self, failure: Failure) -> Failure:
+        """The failure with every known secret masked in its message and the server's reply it
+        carries (a server may echo the credentials in its error)."""
+        for attribute in ("message", "reply"):
+            value = getattr(failure, attribute, None)
+            if isinstance(value, str):
+                setattr(failure, attribute, self.redact(value))
+        failure.args = tuple(self.redact(arg) if isinstance(arg, str) else arg for arg in failure.args)
+        return failure
 
     def redact(self, text: str) -> str:
         for secret in self._secrets:

@@ -147,4 +147,8 @@ def pull_status(
         "running": storage.pull_state.lease_held(target.team, target.name),
         # OAuth2 accounts whose grant was refused are not tried again until their secret changes.
         "broken_reason": state.get("broken_reason"),
+        # Messages stored raw and unparsed (over their budget, or refused by storage), ever, and
+        # the latest: {"mail_id", "reason", "at"}. Many of them: an attack or a broken sender.
+        "set_aside": state.get("set_aside", 0),
+        "latest_set_aside": state.get("latest_set_aside"),
     }

@@ -6,9 +6,9 @@ import base64
 import binascii
 from datetime import UTC, datetime
 
-from mailcore.errors import InvalidInput, NotAMember, NotFound
+from mailcore.errors import Conflict, InvalidInput, NotAMember, NotFound
 from mailcore.ids import new_id
-from mailcore.models import Mail, StoredFile
+from mailcore.models import Direction, Mail, StoredFile
 from mailcore.storage import Storage, file_key
 from mailcore.teams import Caller
 
@@ -16,6 +16,12 @@ from mailcore.teams import Caller
 # are uploaded straight to S3 with a presigned URL.
 MAX_INLINE_BYTES = 7 * 1024 * 1024
 MAX_FILE_BYTES = 40 * 1024 * 1024
+# Parsing a mail again answers an API caller, whom API Gateway gives 29 s in all.
+REPARSE_SECONDS = 20.0
+# A raw message parsed again is read whole into this function's memory (512 MB), then copied to
+# the parser child, whose budget (256 MiB) is ~5x the peak of a 50 MB mail: a larger raw message
+# cannot be parsed anyway, and one of hundreds of MB would end the function out of memory (a 502).
+MAX_REPARSE_BYTES = 64 * 1024 * 1024
 
 
 def choose_team(caller: Caller, team: str | None) -> str:
@@ -93,6 +99,64 @@ def team_file(caller: Caller, file_id: str, storage: Storage) -> tuple[StoredFil
         raise NotAMember("the file belongs to a team you are not a member of", field="file_id")
     url = storage.blobs.download_url(stored.s3_key, filename=stored.name, content_type=stored.content_type)
     return stored, url
+
+
+def team_raw_mail(caller: Caller, mail_id: str, storage: Storage) -> tuple[Mail, str]:
+    """A mail of one of the caller's teams with a presigned URL to its raw message: the only way
+    to look at a mail stored with a parse_error."""
+    mail = team_mail(caller, mail_id, storage)
+    if not mail.raw_key:
+        raise NotFound(f"mail {mail_id!r} has no raw message", field="mail_id")
+    url = storage.blobs.download_url(mail.raw_key, filename=f"{mail.id}.eml", content_type="message/rfc822")
+    return mail, url
+
+
+def parse_again(caller: Caller, mail_id: str, storage: Storage) -> Mail:
+    """A received mail parsed again from its raw message (after a parser fix), keeping its id,
+    status and time; its attachments are written again under the same file ids."""
+    # Imported here: the pull's code (POP3 included) is not worth the store function's cold start.
+    from mailcore.mime.isolated import IsolatedParser, OutOfTime, OverBudget
+    from mailcore.services.pull import parse_incoming
+
+    mail = team_mail(caller, mail_id, storage)
+    if mail.direction is not Direction.IN or not mail.raw_key:
+        raise Conflict("only a received mail is parsed from its raw message", field="mail_id")
+    raw = storage.blobs.get_at_most(mail.raw_key, MAX_REPARSE_BYTES)
+    if raw is None:
+        raise Conflict(
+            f"the raw message is larger than the {MAX_REPARSE_BYTES // 2**20} MB that can be parsed again; "
+            "download it (GET .../raw)",
+            field="mail_id",
+        )
+    # The raw message may be one the pull set aside for its cost: it gets the same per-message
+    # budget here, cut to what an API caller can wait for.
+    with IsolatedParser() as parser:
+        try:
+            incoming = parse_incoming(
+                mail.team,
+                mail.account,
+                mail.id,
+                mail.uidl,
+                raw,
+                received=mail.created_at,
+                parse=lambda data: parser.parse(data, seconds_left=REPARSE_SECONDS),
+            )
+        except OverBudget as over:
+            raise Conflict(
+                f"the raw message cannot be parsed within its budget: {over.bound}", field="mail_id"
+            ) from None
+        except OutOfTime:
+            raise Conflict(
+                f"the raw message cannot be parsed within the {REPARSE_SECONDS:.0f} s an API call has",
+                field="mail_id",
+            ) from None
+    for stored, data in incoming.files:
+        storage.blobs.put(stored.s3_key, data, stored.content_type)
+        storage.files.put(stored)
+    again = incoming.mail.model_copy(update={"status": mail.status})
+    if not storage.mail.replace(again):
+        raise NotFound(f"no mail {mail_id!r}", field="mail_id")
+    return again
 
 
 def team_mail(caller: Caller, mail_id: str, storage: Storage) -> Mail:

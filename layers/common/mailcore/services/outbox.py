@@ -323,19 +323,37 @@ def queue_mail(
     return mail
 
 
+# An EventBridge entry and an SQS message hold 256 KB, a mail may have thousands of recipients and
+# a server's reply has no length limit: a notice names at most NOTICE_REFUSED refused recipients
+# (with how many there were) and keeps NOTICE_TEXT characters of a reply or an error. The mail
+# itself keeps everything.
+NOTICE_REFUSED = 100
+NOTICE_TEXT = 1_000
+
+
+def _notice_text(text: str | None) -> str | None:
+    return text if text is None or len(text) <= NOTICE_TEXT else text[:NOTICE_TEXT] + "..."
+
+
 def completion_event(mail: Mail) -> MailEvent:
     detail_type = {
         MailStatus.SENT: MAIL_SENT,
         MailStatus.DEFERRED: MAIL_DEFERRED,
         MailStatus.CANCELLED: MAIL_CANCELLED,
     }.get(mail.status, MAIL_FAILED)
-    extra: dict[str, Any] = {"status": mail.status.value, "reply": mail.reply, "message_id": mail.message_id}
+    extra: dict[str, Any] = {
+        "status": mail.status.value,
+        "reply": _notice_text(mail.reply),
+        "message_id": mail.message_id,
+    }
     if mail.next_attempt_at is not None and mail.status == MailStatus.DEFERRED:
         extra |= {"next_attempt_at": _iso(mail.next_attempt_at), "attempts": mail.attempts}
     if mail.refused:
-        extra["refused"] = mail.refused
+        named = list(mail.refused.items())[:NOTICE_REFUSED]
+        extra["refused"] = {address: _notice_text(reply) for address, reply in named}
+        extra["refused_count"] = len(mail.refused)
     if mail.error:
-        extra["error"] = mail.error
+        extra["error"] = _notice_text(mail.error)
     return MailEvent(detail_type, mail.team, mail.account, mail.id, extra)
 
 
@@ -756,8 +774,8 @@ class Outbox:
                 "team": mail.team,
                 "account": mail.account,
                 "attempts": mail.attempts,
-                "error": mail.error,
-                "reply": mail.reply,
+                "error": _notice_text(mail.error),
+                "reply": _notice_text(mail.reply),
             }
         )
 

@@ -18,19 +18,22 @@ from __future__ import annotations
 import logging
 import mimetypes
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from functools import partial
+from typing import Any, Protocol
 
 from mailcore import bounces
-from mailcore.errors import MailServerError, PullRunning
-from mailcore.events import MAIL_RECEIVED, EventPublisher, MailEvent
+from mailcore.errors import MailServerError, PullRunning, StoreRefused
+from mailcore.events import MAIL_RECEIVED, MAIL_SET_ASIDE, EventPublisher, MailEvent
 from mailcore.ids import incoming_mail_id, new_id
-from mailcore.mime.parse import ParsedMail, parse_message
+from mailcore.mime.isolated import PARSERS, OutOfTime, OverBudget, ParserUnavailable
+from mailcore.mime.parse import ParsedMail, cheap_headers, parse_message
 from mailcore.models import AccountPullReport, Direction, Mail, MailStatus, StoredFile
 from mailcore.oauth2 import OAuth2Error, TokenBroker
 from mailcore.protocols.diagnose import from_rewritten_warning
@@ -44,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 # Stop fetching when fewer seconds than this are left: storing one large message takes a while.
 TIME_MARGIN_SECONDS = 10.0
+# A message's parsing stops this long before the time runs out (its writes and the record follow).
+WRITE_MARGIN_SECONDS = 5.0
 # A pull never runs longer than a Lambda can (15 min); its lease outlives it by a margin.
 MAX_PULL_SECONDS = 900.0
 LEASE_MARGIN_SECONDS = 30.0
@@ -53,6 +58,8 @@ MAX_IN_FLIGHT = 16
 MAX_BYTES_IN_FLIGHT = 48 * 1024 * 1024
 EVENT_BATCH = 10
 ALREADY_RUNNING = "a pull of this account is already running"
+# The start of the parse_error of a message stored raw and unparsed.
+SET_ASIDE = "set aside"
 
 
 class MailboxSession(Protocol):
@@ -79,20 +86,48 @@ class IncomingMail:
     raw_key: str
     raw: bytes
     files: list[tuple[StoredFile, bytes]]
+    set_aside: str | None = None  # why it is stored unparsed
+
+
+Parse = Callable[[bytes], ParsedMail]
 
 
 def prepare_incoming(
-    target: ResolvedAccount, uidl: str, raw: bytes, *, now: datetime | None = None
+    target: ResolvedAccount,
+    uidl: str,
+    raw: bytes,
+    *,
+    now: datetime | None = None,
+    parse: Parse = parse_message,
 ) -> IncomingMail:
-    """Parses a pulled message (CPU only: the pull does this on its own thread, see _pull)."""
-    team, account = target.team, target.name
-    mail_id = incoming_mail_id(team, account, mailbox_identity(target), uidl)
+    """Parses a pulled message (CPU only: the pull does this on its own thread, see _pull). A
+    message over its budget (see mailcore.mime.isolated) is set aside."""
+    mail_id = incoming_mail_id(target.team, target.name, mailbox_identity(target), uidl)
     received = now or datetime.now(UTC)
+    try:
+        return parse_incoming(target.team, target.name, mail_id, uidl, raw, received=received, parse=parse)
+    except OverBudget as over:
+        return set_aside(target, uidl, raw, reason=over.bound, now=received)
 
+
+def parse_incoming(
+    team: str,
+    account: str,
+    mail_id: str,
+    uidl: str | None,
+    raw: bytes,
+    *,
+    received: datetime,
+    parse: Parse = parse_message,
+) -> IncomingMail:
+    """The item and attachments of the received message `mail_id` (pulled now, or stored earlier
+    and parsed again from its raw message)."""
     parsed: ParsedMail | None
     try:
-        parsed = parse_message(raw)
+        parsed = parse(raw)
         parse_error = None
+    except (OverBudget, ParserUnavailable, OutOfTime):
+        raise
     except Exception as error:  # the raw message is kept; a person can look at it
         parsed, parse_error = None, f"{type(error).__name__}: {error}"[:1000]
 
@@ -115,18 +150,8 @@ def prepare_incoming(
             )
             files.append((stored, attachment.data))
 
-    mail = Mail(
-        id=mail_id,
-        team=team,
-        account=account,
-        direction=Direction.IN,
-        status=MailStatus.RECEIVED,
-        created_at=received,
-        uidl=uidl,
-        raw_key=raw_key(team, account, mail_id),
-        raw_size=len(raw),
-        parse_error=parse_error,
-        attachments=[stored.id for stored, _ in files],
+    mail = _received_mail(team, account, uidl, raw, mail_id, received).model_copy(
+        update={"parse_error": parse_error, "attachments": [stored.id for stored, _ in files]}
     )
     if parsed is not None:
         mail = mail.model_copy(
@@ -142,10 +167,47 @@ def prepare_incoming(
                 "references": parsed.references,
                 "body_text": parsed.body_text,
                 "body_html": parsed.body_html,
+                "cut": parsed.cut,
             }
         )
     mail = bounces.mark(mail, raw)
-    return IncomingMail(mail=mail, raw_key=raw_key(team, account, mail_id), raw=raw, files=files)
+    return IncomingMail(mail=mail, raw_key=mail.raw_key or "", raw=raw, files=files)
+
+
+def _received_mail(
+    team: str, account: str, uidl: str | None, raw: bytes, mail_id: str, received: datetime
+) -> Mail:
+    return Mail(
+        id=mail_id,
+        team=team,
+        account=account,
+        direction=Direction.IN,
+        status=MailStatus.RECEIVED,
+        created_at=received,
+        uidl=uidl,
+        raw_key=raw_key(team, account, mail_id),
+        raw_size=len(raw),
+    )
+
+
+def set_aside(
+    target: ResolvedAccount, uidl: str, raw: bytes, *, reason: str, now: datetime | None = None
+) -> IncomingMail:
+    """The message stored as it came: its raw bytes and a small item with what can be read
+    cheaply (sender, subject cut to a length, date, size), `parse_error` saying why."""
+    mail_id = incoming_mail_id(target.team, target.name, mailbox_identity(target), uidl)
+    headers = cheap_headers(raw)
+    mail = _received_mail(target.team, target.name, uidl, raw, mail_id, now or datetime.now(UTC)).model_copy(
+        update={
+            "from_": headers.from_,
+            "subject": headers.subject,
+            "date": headers.date,
+            "parse_error": f"{SET_ASIDE}: {reason}",
+        }
+    )
+    # A bounce too big or too odd to parse is still linked: classifying reads at most 256 KB.
+    mail = bounces.mark(mail, raw)
+    return IncomingMail(mail=mail, raw_key=mail.raw_key or "", raw=raw, files=[], set_aside=reason)
 
 
 def write_incoming(incoming: IncomingMail, storage: Storage) -> Mail | None:
@@ -173,19 +235,27 @@ def store_incoming(
 
 
 class _ReceivedEvents:
-    """MailReceived events of one pull, put on the bus in batches as mail is stored."""
+    """MailReceived (and MailSetAside) events of one pull, put on the bus in batches as mail is
+    stored."""
 
     def __init__(self, publisher: EventPublisher | None, team: str, account: str) -> None:
         self.publisher, self.team, self.account = publisher, team, account
         self.waiting: list[MailEvent] = []
 
     def add(self, mail: Mail) -> None:
+        """MailReceived (with auto_reply and bounce_of), then MailBounced for a linked bounce."""
+        extra = {"auto_reply": mail.auto_reply, **({"bounce_of": mail.bounce_of} if mail.bounce_of else {})}
+        self._wait(MailEvent(MAIL_RECEIVED, self.team, self.account, mail.id, extra))
+        if mail.bounce_of:
+            self._wait(bounces.bounced_event(mail))
+
+    def add_set_aside(self, mail: Mail, reason: str) -> None:
+        self._wait(MailEvent(MAIL_SET_ASIDE, self.team, self.account, mail.id, {"reason": reason}))
+
+    def _wait(self, event: MailEvent) -> None:
         if self.publisher is None:
             return
-        extra = {"auto_reply": mail.auto_reply, **({"bounce_of": mail.bounce_of} if mail.bounce_of else {})}
-        self.waiting.append(MailEvent(MAIL_RECEIVED, self.team, self.account, mail.id, extra))
-        if mail.bounce_of:
-            self.waiting.append(bounces.bounced_event(mail))
+        self.waiting.append(event)
         if len(self.waiting) >= EVENT_BATCH:
             self.flush()
 
@@ -197,7 +267,7 @@ class _ReceivedEvents:
             self.publisher.publish(batch)
         except Exception:
             # The mail is stored either way; an event is a notification, not the record.
-            logger.exception("could not put %d MailReceived events", len(batch))
+            logger.exception("could not put %d mail events", len(batch))
 
 
 def pull_account(
@@ -210,6 +280,7 @@ def pull_account(
     events: EventPublisher | None = None,
     open_session: SessionOpener | None = None,
     tokens: TokenBroker | None = None,
+    parse: Parse | None = None,
 ) -> AccountPullReport:
     """Pulls the account's new messages under its lease; a failure of the mail server is reported
     (and recorded on the account's pull state), not raised. Raises PullRunning when another pull
@@ -223,23 +294,40 @@ def pull_account(
         opener = open_session or _pop3_opener(transcript, tls_context, tokens, storage)
         report = AccountPullReport(team=team, account=account)
         broken: dict[str, object] = {}
+        aside = _SetAsideState(storage.pull_state.get(team, account))
         try:
-            _pull(
-                target,
-                report,
-                storage=storage,
-                opener=opener,
-                seconds_left=seconds_left,
-                events=events,
-                broken=broken,
-            )
+            with PARSERS.borrowed() as parser:
+                _pull(
+                    target,
+                    report,
+                    storage=storage,
+                    opener=opener,
+                    seconds_left=seconds_left,
+                    events=events,
+                    broken=broken,
+                    aside=aside,
+                    parse=parser.parse if parse is None else _untimed(parse),
+                )
         except Exception:
-            _record(storage, report, error="storing the mail failed; the next pull retries")
+            _record(storage, report, error="storing the mail failed; the next pull retries", aside=aside)
             raise
-        _record(storage, report, error=report.error, broken=broken)
+        _record(storage, report, error=report.error, broken=broken, aside=aside)
         return report
     finally:
         storage.pull_state.release_lease(team, account, holder)
+
+
+class TimedParse(Protocol):
+    """Parses a message; raises OutOfTime when `seconds_left` runs out first (IsolatedParser.parse)."""
+
+    def __call__(self, raw: bytes, *, seconds_left: float | None = None) -> ParsedMail: ...
+
+
+def _untimed(parse: Parse) -> TimedParse:
+    def timed(raw: bytes, *, seconds_left: float | None = None) -> ParsedMail:
+        return parse(raw)
+
+    return timed
 
 
 def _pop3_opener(
@@ -258,10 +346,31 @@ def _pop3_opener(
     return opened
 
 
+class _SetAsideState:
+    """Messages set aside on this account, counted over all its pulls, and the latest of them."""
+
+    def __init__(self, previous: dict[str, Any] | None) -> None:
+        self.count = int((previous or {}).get("set_aside", 0))
+        self.latest: dict[str, str] | None = (previous or {}).get("latest_set_aside")
+
+    def add(self, mail: Mail, reason: str) -> None:
+        self.count += 1
+        self.latest = {"mail_id": mail.id, "reason": reason, "at": datetime.now(UTC).isoformat()}
+
+    def fields(self) -> dict[str, object]:
+        return {"set_aside": self.count, "latest_set_aside": self.latest} if self.count else {}
+
+
 def _record(
-    storage: Storage, report: AccountPullReport, *, error: str | None, broken: dict[str, object] | None = None
+    storage: Storage,
+    report: AccountPullReport,
+    *,
+    error: str | None,
+    aside: _SetAsideState,
+    broken: dict[str, object] | None = None,
 ) -> None:
     state = {
+        **aside.fields(),
         "last_pull_at": datetime.now(UTC).isoformat(),
         "last_error": error,
         "fetched": report.fetched,
@@ -278,6 +387,20 @@ def _record(
         logger.exception("could not record the pull state of %s/%s", report.team, report.account)
 
 
+def _written_or_set_aside(
+    target: ResolvedAccount, writes: Future[Mail | None], incoming: IncomingMail, storage: Storage
+) -> tuple[Mail | None, IncomingMail]:
+    """The outcome of a message's writes; a message storage refused for what it is (it would fail
+    again on every pull) is written again, set aside."""
+    try:
+        return writes.result(), incoming
+    except StoreRefused as refused:
+        aside = set_aside(
+            target, incoming.mail.uidl or "", incoming.raw, reason=f"storing it failed: {refused}"
+        )
+        return write_incoming(aside, storage), aside
+
+
 def _pull(
     target: ResolvedAccount,
     report: AccountPullReport,
@@ -287,22 +410,30 @@ def _pull(
     seconds_left: Callable[[], float] | None,
     events: EventPublisher | None,
     broken: dict[str, object],
+    aside: _SetAsideState,
+    parse: TimedParse,
 ) -> None:
     identity = mailbox_identity(target)
     delete = not target.account.leave_on_server
     received = _ReceivedEvents(events, target.team, target.name)
-    # (message number, its writes, its size): settled in order, so DELE follows its own writes.
-    pending: deque[tuple[int, Future[Mail | None], int]] = deque()
+    # (message number, its writes, its size, the message): settled in order, so DELE follows its
+    # own writes.
+    pending: deque[tuple[int, Future[Mail | None], int, IncomingMail]] = deque()
 
     def settle_first(session: MailboxSession | None) -> None:
-        number, writes, _ = pending.popleft()
-        stored = writes.result()
+        number, writes, _, incoming = pending.popleft()
+        stored, incoming = _written_or_set_aside(target, writes, incoming, storage)
         if stored is None:
             report.skipped += 1
         else:
             report.fetched += 1
             report.mail_ids.append(stored.id)
             received.add(stored)
+            if incoming.set_aside is not None:
+                report.set_aside += 1
+                aside.add(stored, incoming.set_aside)
+                received.add_set_aside(stored, incoming.set_aside)
+                logger.warning("%s/%s: mail %s %s", target.team, target.name, stored.id, stored.parse_error)
             if warning := from_rewritten_warning(target.account, stored):
                 report.warnings.append(warning)
                 logger.warning("%s/%s: %s", target.team, target.name, warning)
@@ -328,22 +459,28 @@ def _pull(
                                 session.delete(number)
                                 report.deleted += 1
                     for position, (number, uidl) in enumerate(new):
-                        if seconds_left is not None and seconds_left() < TIME_MARGIN_SECONDS:
+                        left = seconds_left() if seconds_left is not None else None
+                        if left is not None and left < TIME_MARGIN_SECONDS:
                             report.remaining = len(new) - position
                             break
+                        deadline = None if left is None else time.monotonic() + left - WRITE_MARGIN_SECONDS
                         raw = session.retrieve(number)
-                        pending.append(
-                            (
-                                number,
-                                writers.submit(write_incoming, prepare_incoming(target, uidl, raw), storage),
-                                len(raw),
-                            )
+                        within = partial(
+                            parse, seconds_left=None if deadline is None else deadline - time.monotonic()
                         )
+                        try:
+                            incoming = prepare_incoming(target, uidl, raw, parse=within)
+                        except OutOfTime:  # not the message's fault: the next pull takes it
+                            report.remaining = len(new) - position
+                            break
                         del raw
+                        writes = writers.submit(write_incoming, incoming, storage)
+                        pending.append((number, writes, len(incoming.raw), incoming))
+                        del incoming
                         while pending and (
                             pending[0][1].done()
                             or len(pending) >= MAX_IN_FLIGHT
-                            or sum(size for _, _, size in pending) > MAX_BYTES_IN_FLIGHT
+                            or sum(size for _, _, size, _ in pending) > MAX_BYTES_IN_FLIGHT
                         ):
                             settle_first(session if delete else None)
                     while pending:

@@ -21,7 +21,7 @@ from mailcore.errors import InvalidInput, MailServerError, NotFound
 from mailcore.ids import new_id
 from mailcore.limits import AccountLimiter
 from mailcore.mime.build import OutgoingAttachment, build_message, new_message_id
-from mailcore.models import Direction, Mail, MailStatus, SendRequest, StoredFile
+from mailcore.models import Direction, Mail, MailStatus, SendRequest, StoredFile, header_safe
 from mailcore.oauth2 import TokenBroker
 from mailcore.protocols.smtp import SmtpAccount, SmtpDelivery, SmtpSession
 from mailcore.protocols.transcript import Transcript
@@ -97,16 +97,31 @@ def thread_of(team: str, mail_id: str, storage: Storage) -> Mail:
     return original
 
 
+def _file_content(stored: StoredFile, storage: Storage) -> bytes:
+    """A file's bytes. A file uploaded through a presigned URL is read only up to the size
+    declared when it was registered: the URL cannot hold the uploader to it, this read does."""
+    try:
+        if stored.uploaded:
+            return storage.blobs.get(stored.s3_key)
+        data = storage.blobs.get_at_most(stored.s3_key, stored.size)
+    except Exception as error:
+        raise NotFound(f"the content of file {stored.id!r} is missing", field="attachments") from error
+    if data is None:
+        raise InvalidInput(
+            f"file {stored.id!r} holds more than the {stored.size} bytes declared for its upload",
+            field="attachments",
+        )
+    return data
+
+
 def render(mail: Mail, storage: Storage, *, auto_generated: bool = False) -> bytes:
     """The raw RFC 5322 bytes of a composed mail (its attachments read from storage);
     `auto_generated` for system mail (Auto-Submitted: auto-generated)."""
     attachments = []
     for stored in team_files(mail.team, mail.attachments, storage):
-        try:
-            data = storage.blobs.get(stored.s3_key)
-        except Exception as error:
-            raise NotFound(f"the content of file {stored.id!r} is missing", field="attachments") from error
-        attachments.append(OutgoingAttachment(stored.name, stored.content_type, data))
+        data = _file_content(stored, storage)
+        # A received file's name is whatever the sender wrote: only header-safe text goes out.
+        attachments.append(OutgoingAttachment(header_safe(stored.name), stored.content_type, data))
     assert mail.date is not None and mail.message_id is not None
     message = build_message(
         mail_from=mail.from_,
@@ -143,7 +158,7 @@ def compose(
     subject, in_reply_to, references = request.subject, None, []
     if request.reply_to_mail:
         original = thread_of(target.team, request.reply_to_mail, storage)
-        subject = reply_subject(subject or original.subject)
+        subject = reply_subject(subject or header_safe(original.subject))
         if original.message_id:
             in_reply_to = original.message_id
             chain = [*original.references, original.message_id]

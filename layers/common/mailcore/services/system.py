@@ -28,13 +28,12 @@ from mailcore.models import AddressList, Mail, Security, SendRequest, ServerEndp
 from mailcore.protocols.transcript import Transcript
 from mailcore.services.send import SystemSender, send_mail
 from mailcore.storage import RateLimits, Storage
-from mailcore.teams import describe_validation_error
+from mailcore.teams import SYSTEM_TEAM, describe_validation_error
 from mailcore.templates import MailTemplates, RenderedMail
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
-SYSTEM_TEAM = "system"
 SYSTEM_ACCOUNT = "system"
 
 

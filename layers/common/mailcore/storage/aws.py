@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from mailcore.errors import StoreRefused
 from mailcore.models import Mail, MailStatus, StoredFile
 from mailcore.settings import Settings
 from mailcore.storage import Guard, MailQuery, Storage, Transition, body_key, index_attributes, outbox_key
@@ -15,6 +17,8 @@ from mailcore.storage import Guard, MailQuery, Storage, Transition, body_key, in
 if TYPE_CHECKING:
     from botocore.client import BaseClient
 
+# Answers that say the request itself is wrong (an item over 400 KB, an object too large).
+_REFUSALS = {"ValidationException", "EntityTooLarge", "KeyTooLongError"}
 # DynamoDB items stop at 400 KB; bodies above this many bytes go to S3 and the item points there.
 BODY_INLINE_LIMIT = 200_000
 PRESIGN_SECONDS = 900
@@ -67,6 +71,22 @@ class AwsAdapter:
         return self._client or aws_client(self.service)
 
 
+@contextmanager
+def refusals_raised() -> Iterator[None]:
+    """Raises StoreRefused for an AWS answer that will be the same on every retry."""
+    from botocore.exceptions import ClientError
+
+    try:
+        yield
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code")
+        if code in _REFUSALS:
+            raise StoreRefused(
+                f"{code}: {error.response.get('Error', {}).get('Message', '')}"[:300]
+            ) from error
+        raise
+
+
 @cache
 def _codec() -> tuple[Any, Any]:
     from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -94,6 +114,10 @@ class S3Blobs(AwsAdapter):
         super().__init__(client)
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
+        with refusals_raised():
+            self._put(key, data, content_type)
+
+    def _put(self, key: str, data: bytes, content_type: str) -> None:
         if len(data) <= MULTIPART_THRESHOLD:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
             return
@@ -109,6 +133,17 @@ class S3Blobs(AwsAdapter):
 
     def get(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def get_at_most(self, key: str, limit: int) -> bytes | None:
+        # One GET: the size checked is the size read, even if the object is replaced meanwhile.
+        answer = self.client.get_object(Bucket=self.bucket, Key=key)
+        body = answer["Body"]
+        if answer["ContentLength"] > limit:
+            body.close()
+            return None
+        data: bytes = body.read(limit + 1)
+        body.close()
+        return None if len(data) > limit else data
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
@@ -166,10 +201,22 @@ class DynamoMail(AwsAdapter):
     def put_new(self, mail: Mail) -> bool:
         client = self.client
         try:
+            with refusals_raised():
+                client.put_item(
+                    TableName=self.table,
+                    Item=self._item(mail),
+                    ConditionExpression="attribute_not_exists(id)",
+                )
+        except client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def replace(self, mail: Mail) -> bool:
+        client = self.client
+        try:
+            # Closes the race with a delete: a mail removed meanwhile is not written back.
             client.put_item(
-                TableName=self.table,
-                Item=self._item(mail),
-                ConditionExpression="attribute_not_exists(id)",
+                TableName=self.table, Item=self._item(mail), ConditionExpression="attribute_exists(id)"
             )
         except client.exceptions.ConditionalCheckFailedException:
             return False

@@ -34,6 +34,13 @@ class MemoryMail:
             self.extra[mail.id] = index_attributes(mail)
             return True
 
+    def replace(self, mail: Mail) -> bool:
+        with self._lock:
+            if mail.id not in self.items:
+                return False
+            self.items[mail.id] = mail.model_copy(deep=True)
+            return True
+
     def _attributes(self, mail_id: str) -> dict[str, Any]:
         plain = self.items[mail_id].model_dump(mode="json")
         return {**{k: v for k, v in plain.items() if v is not None}, **self.extra.get(mail_id, {})}
@@ -165,6 +172,10 @@ class MemoryBlobs:
 
     def get(self, key: str) -> bytes:
         return self.objects[key][0]
+
+    def get_at_most(self, key: str, limit: int) -> bytes | None:
+        data = self.objects[key][0]
+        return None if len(data) > limit else data
 
     def exists(self, key: str) -> bool:
         return key in self.objects

@@ -1,0 +1,41 @@
+"""The console's files: served with a strict policy, nothing outside its folder."""
+
+import pytest
+
+from tests.support import rest_event
+from tests.unit.test_handlers import LambdaContext, load
+
+
+@pytest.fixture(scope="module")
+def console():
+    return load("console")
+
+
+def get(console, file: str | None) -> dict:
+    path = "/console" + (f"/{file}" if file else "")
+    event = rest_event(
+        "GET",
+        path,
+        resource="/console/{file}" if file else "/console",
+        path_parameters={"file": file} if file else None,
+    )
+    return console.lambda_handler(event, LambdaContext())
+
+
+def test_the_console_page_is_served_with_a_policy_that_allows_only_its_own_scripts(console):
+    answer = get(console, None)
+    assert answer["statusCode"] == 200 and "<title>Mail console</title>" in answer["body"]
+    policy = answer["multiValueHeaders"]["Content-Security-Policy"][0]
+    assert "script-src 'self';" in policy and "frame-ancestors 'none'" in policy
+    assert "unsafe-eval" not in policy and "script-src 'self' 'unsafe-inline'" not in policy
+
+
+def test_a_module_is_served_as_javascript(console):
+    answer = get(console, "app.js")
+    assert answer["multiValueHeaders"]["Content-Type"][0].startswith("text/javascript")
+
+
+@pytest.mark.parametrize("file", ["..%2Fapp.py", "../app.py", "%2e%2e%2fapp.py", "nothing.js", "..", "."])
+def test_nothing_outside_the_console_folder_is_served(console, file):
+    answer = get(console, file)
+    assert answer["statusCode"] == 404 and "lambda_handler" not in answer["body"]
