@@ -1,5 +1,7 @@
 """Domain exceptions. The API maps each to one HTTP status, in one place (mailcore.api)."""
 
+from mailcore.textcut import cut_to_bytes
+
 
 class StoreRefused(Exception):
     """Storage refused an item or object for what it is (too large, invalid): trying again fails
@@ -82,12 +84,23 @@ class MailServerError(MailServiceError):
         temporary: bool = False,
         problem: str = "server_error",
     ) -> None:
+        # A server's words are as long as it makes them; they end up in the mail's item, its
+        # events and answers, so they are kept to a length here, where they enter the domain.
+        message, reply = _cut(message), _cut(reply)
         super().__init__(message)
         self.reply_code = reply_code
         self.reply = reply
         self.temporary = temporary
         # What went wrong, as a stable word (auth_failed, wrong_port, ...): see protocols/diagnose.py.
         self.problem = problem
+
+
+# The most of a server's answer kept in an error (and so in a stored mail's `error` and `reply`).
+SERVER_TEXT_BYTES = 2000
+
+
+def _cut[T: (str, str | None)](text: T) -> T:
+    return text if text is None else cut_to_bytes(text, SERVER_TEXT_BYTES)
 
 
 class DeliveryUnknown(MailServerError):

@@ -17,6 +17,7 @@ from mailcore.models import Security, ServerEndpoint
 from mailcore.oauth2 import describe_sasl_error, xoauth2_base64, xoauth2_payload
 from mailcore.protocols.diagnose import smtp_failure
 from mailcore.protocols.transcript import REDACTED, Transcript
+from mailcore.textcut import cut_to_bytes
 
 
 class _Recording:
@@ -208,7 +209,7 @@ class SmtpSession:
             raise failure from None
         return SmtpDelivery(
             refused={
-                rcpt: self.transcript.redact(f"{code} {_text(reply)}")
+                rcpt: self.transcript.redact(f"{code} {refused_reply(reply)}")
                 for rcpt, (code, reply) in refused.items()
             },
             reply=self.transcript.last_server_line() or "",
@@ -253,6 +254,12 @@ def _close_quietly(smtp: Any) -> None:
         smtp.close()
 
 
-def _text(reply: bytes | str) -> str:
+# A refused recipient's reply as kept on the mail (up to 300 recipients share one item; a real
+# refusal, "550 5.1.1 <addr>: Recipient address rejected: User unknown", is under 150 bytes).
+REFUSED_REPLY_BYTES = 200
+
+
+def refused_reply(reply: bytes | str) -> str:
+    """A refused recipient's reply on one line, cut to REFUSED_REPLY_BYTES."""
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
-    return " ".join(text.split())
+    return cut_to_bytes(" ".join(text.split()), REFUSED_REPLY_BYTES)

@@ -18,6 +18,7 @@ from typing import Any
 
 from mailcore.errors import MailServerError
 from mailcore.models import Mail, MailAccount
+from mailcore.textcut import cut_to_bytes
 
 # Pauses after the 1st, 2nd, ... deferral; after the last one, HOURLY with jitter.
 DEFERRAL_STEPS = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=15), timedelta(minutes=30))
@@ -29,6 +30,10 @@ DEFAULT_MAX_AGE = timedelta(days=2)
 LONGEST_MAX_AGE = timedelta(days=5)
 # attempt_log keeps the first entry and the latest ones: a mail tried for days stays a small item.
 ATTEMPT_LOG_LIMIT = 50
+# Of each attempt: the server's reply up to this many bytes, and the first recipients tried (the
+# mail's own fields name them all): 50 entries of at most ~3 KB stay far under DynamoDB's 400 KB.
+ATTEMPT_REPLY_BYTES = 500
+ATTEMPT_RECIPIENTS = 10
 
 
 @dataclass(frozen=True)
@@ -90,15 +95,24 @@ def server_reply(error: MailServerError) -> str | None:
 def attempt_entry(
     at: datetime, recipients: list[str], *, outcome: str, reply: str | None, error: str | None = None
 ) -> dict[str, Any]:
+    """One attempt, small by design: ATTEMPT_LOG_LIMIT of them must fit in the mail's item
+    whatever the server answers (a reply is as long as the server makes it) and however many
+    recipients the mail has."""
     entry: dict[str, Any] = {
         "time": at.astimezone(UTC).isoformat(),
         "outcome": outcome,
-        "reply": reply,
-        "recipients": recipients,
+        "reply": cut_reply(reply),
+        "recipients": recipients[:ATTEMPT_RECIPIENTS],
     }
+    if len(recipients) > ATTEMPT_RECIPIENTS:
+        entry["recipient_count"] = len(recipients)
     if error and error != reply:
-        entry["error"] = error
+        entry["error"] = cut_reply(error)
     return entry
+
+
+def cut_reply(text: str | None) -> str | None:
+    return text if text is None else cut_to_bytes(text, ATTEMPT_REPLY_BYTES)
 
 
 def capped(log: list[dict[str, Any]]) -> list[dict[str, Any]]:
