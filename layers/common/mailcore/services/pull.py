@@ -15,7 +15,6 @@ is sent only once its own writes completed.
 
 from __future__ import annotations
 
-import logging
 import mimetypes
 import ssl
 import time
@@ -28,7 +27,9 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
 
-from mailcore import bounces
+from aws_lambda_powertools import Logger
+
+from mailcore import bounces, telemetry
 from mailcore.errors import MailServerError, PullRunning, StoreRefused
 from mailcore.events import MAIL_RECEIVED, MAIL_SET_ASIDE, EventPublisher, MailEvent
 from mailcore.ids import incoming_mail_id, new_id
@@ -43,7 +44,7 @@ from mailcore.services.credentials import broken_mark, open_session
 from mailcore.storage import Storage, file_key, raw_key
 from mailcore.teams import ResolvedAccount
 
-logger = logging.getLogger(__name__)
+logger = Logger(child=True)
 
 # Stop fetching when fewer seconds than this are left: storing one large message takes a while.
 TIME_MARGIN_SECONDS = 10.0
@@ -71,6 +72,11 @@ class MailboxSession(Protocol):
 
 
 SessionOpener = Callable[[ResolvedAccount], AbstractContextManager[MailboxSession]]
+
+
+def _keys(target: ResolvedAccount) -> dict[str, str]:
+    """The structured log keys of an account (names only: never its settings)."""
+    return {"team": target.team, "account": target.name}
 
 
 def mailbox_identity(target: ResolvedAccount) -> str:
@@ -267,7 +273,10 @@ class _ReceivedEvents:
             self.publisher.publish(batch)
         except Exception:
             # The mail is stored either way; an event is a notification, not the record.
-            logger.exception("could not put %d mail events", len(batch))
+            logger.exception(
+                "could not put mail events",
+                extra={"team": self.team, "account": self.account, "events": len(batch)},
+            )
 
 
 def pull_account(
@@ -290,11 +299,14 @@ def pull_account(
     budget = min(seconds_left(), MAX_PULL_SECONDS) if seconds_left is not None else MAX_PULL_SECONDS
     if not storage.pull_state.acquire_lease(team, account, holder, budget + LEASE_MARGIN_SECONDS):
         raise PullRunning(ALREADY_RUNNING, field="account")
+    started = time.monotonic()
     try:
         opener = open_session or _pop3_opener(transcript, tls_context, tokens, storage)
         report = AccountPullReport(team=team, account=account)
         broken: dict[str, object] = {}
-        aside = _SetAsideState(storage.pull_state.get(team, account))
+        previous = storage.pull_state.get(team, account)
+        _measure_lag(team, account, previous)
+        aside = _SetAsideState(previous)
         try:
             with PARSERS.borrowed() as parser:
                 _pull(
@@ -312,9 +324,19 @@ def pull_account(
             _record(storage, report, error="storing the mail failed; the next pull retries", aside=aside)
             raise
         _record(storage, report, error=report.error, broken=broken, aside=aside)
+        telemetry.pull_finished(team, account, seconds=time.monotonic() - started, backlog=report.remaining)
         return report
     finally:
         storage.pull_state.release_lease(team, account, holder)
+
+
+def _measure_lag(team: str, account: str, previous: dict[str, Any] | None) -> None:
+    """The time since the account's previous pull ended (none before its first pull)."""
+    try:
+        last = datetime.fromisoformat(str((previous or {})["last_pull_at"]))
+    except (KeyError, ValueError):
+        return
+    telemetry.pull_lag(team, account, max(0.0, (datetime.now(UTC) - last).total_seconds()))
 
 
 class TimedParse(Protocol):
@@ -384,7 +406,9 @@ def _record(
     except Exception:
         if error is None:
             raise
-        logger.exception("could not record the pull state of %s/%s", report.team, report.account)
+        logger.exception(
+            "could not record the pull state", extra={"team": report.team, "account": report.account}
+        )
 
 
 def _written_or_set_aside(
@@ -433,10 +457,16 @@ def _pull(
                 report.set_aside += 1
                 aside.add(stored, incoming.set_aside)
                 received.add_set_aside(stored, incoming.set_aside)
-                logger.warning("%s/%s: mail %s %s", target.team, target.name, stored.id, stored.parse_error)
+                logger.warning(
+                    "mail set aside",
+                    extra={**_keys(target), "mail_id": stored.id, "reason": stored.parse_error},
+                )
             if warning := from_rewritten_warning(target.account, stored):
                 report.warnings.append(warning)
-                logger.warning("%s/%s: %s", target.team, target.name, warning)
+                logger.warning(
+                    "From rewritten by the provider",
+                    extra={**_keys(target), "mail_id": stored.id, "reason": warning},
+                )
         if session is not None:
             session.delete(number)
             report.deleted += 1
@@ -492,7 +522,7 @@ def _pull(
                     try:
                         settle_first(None)
                     except Exception:
-                        logger.exception("a write of %s/%s failed", target.team, target.name)
+                        logger.exception("a write of a pulled mail failed", extra=_keys(target))
     except OAuth2Error as error:
         report.error = error.message
         if not error.temporary:
@@ -533,7 +563,7 @@ def pull_accounts(
             reports.append(AccountPullReport(team=target.team, account=target.name, error=running.message))
         except Exception:
             # Storage failing is not the account's fault; report it and go on with the others.
-            logger.exception("pull of %s/%s failed", target.team, target.name)
+            logger.exception("pull failed", extra=_keys(target))
             reports.append(
                 AccountPullReport(
                     team=target.team, account=target.name, error="storing the mail failed; retry later"
