@@ -498,7 +498,7 @@ class Outbox:
     def sync(self, target: ResolvedAccount) -> OutboxReport:
         """Sends everything still in the account's outbox (queued, or claimed by a sender whose
         lease ran out) and its waiting mail that is due (scheduled, deferred)."""
-        self._accounts[(target.team, target.name)] = target.account
+        self._accounts[(target.team, target.name)] = target.config
         ids = [mail.id for mail in self.storage.mail.outbox(target.team, target.name)]
         due = self.storage.mail.due(target.team, target.name, _iso(self.clock()))
         return self.send([*ids, *(mail.id for mail in due)])

@@ -80,8 +80,8 @@ def _keys(target: ResolvedAccount) -> dict[str, str]:
 
 
 def mailbox_identity(target: ResolvedAccount) -> str:
-    pop3 = target.account.pop3
-    return f"{pop3.host}:{pop3.port}/{target.account.pop3_login}"
+    pop3 = target.config.pop3
+    return f"{pop3.host}:{pop3.port}/{target.config.pop3_login}"
 
 
 @dataclass
@@ -367,7 +367,7 @@ def _pop3_opener(
         return open_session(
             target,
             lambda token: Pop3Session(
-                target.account, transcript=transcript, tls_context=tls_context, access_token=token
+                target.config, transcript=transcript, tls_context=tls_context, access_token=token
             ),
             tokens=tokens,
             pull_state=storage.pull_state,
@@ -450,7 +450,7 @@ class _PullRun:
     ) -> None:
         self.target, self.report, self.storage = target, report, storage
         self.seconds_left, self.aside, self.parse = seconds_left, aside, parse
-        self.delete = not target.account.leave_on_server
+        self.delete = not target.config.leave_on_server
         self.received = _ReceivedEvents(events, target.team, target.name)
         # (message number, its writes, its size, the message), settled in order.
         self.pending: deque[tuple[int, Future[Mail | None], int, IncomingMail]] = deque()
@@ -538,7 +538,7 @@ class _PullRun:
             logger.warning(
                 "mail set aside", extra={**_keys(target), "mail_id": stored.id, "reason": stored.parse_error}
             )
-        if warning := from_rewritten_warning(target.account, stored):
+        if warning := from_rewritten_warning(target.config, stored):
             report.warnings.append(warning)
             logger.warning(
                 "From rewritten by the provider",
