@@ -3,13 +3,14 @@ JSON keys of the function's log, never as text only."""
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 
 import pytest
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+from mailcore import api, events, oauth2, telemetry
 from mailcore.protocols.transcript import Transcript
+from mailcore.services import dispatch, outbox, team_writes
 from mailcore.services import pull as pull_service
 from mailcore.services.pull import pull_accounts
 from mailcore.storage.memory import memory_storage
@@ -17,19 +18,14 @@ from mailcore.storage.memory import memory_storage
 from tests.unit.test_pull_pipeline import TARGET
 
 
-@pytest.fixture
-def function_log():
-    """What the function's Powertools Logger (the parent of the layer's child loggers) writes."""
-    parent = logging.getLogger(pull_service.logger.name.split(".")[0])
-    written = io.StringIO()
-    handler = logging.StreamHandler(written)
-    handler.setFormatter(LambdaPowertoolsFormatter())
-    parent.addHandler(handler)
-    yield written
-    parent.removeHandler(handler)
+@pytest.mark.parametrize(
+    "module", [api, events, oauth2, telemetry, dispatch, outbox, pull_service, team_writes]
+)
+def test_layer_modules_log_through_a_child_of_the_functions_powertools_logger(module):
+    assert isinstance(module.logger, Logger) and module.logger.child
 
 
-def test_a_failed_pull_is_logged_as_json_naming_its_team_and_account(function_log):
+def test_a_failed_pull_is_logged_as_json_naming_its_team_and_account(caplog):
     storage = memory_storage()
 
     def unreachable(*args: object) -> bool:
@@ -38,7 +34,8 @@ def test_a_failed_pull_is_logged_as_json_naming_its_team_and_account(function_lo
     storage.pull_state.acquire_lease = unreachable  # type: ignore[method-assign]
     pull_accounts([TARGET], storage=storage, transcript=Transcript(), tls_context=None)  # type: ignore[arg-type]
 
-    (line,) = [json.loads(text) for text in function_log.getvalue().splitlines()]
+    (record,) = [record for record in caplog.records if record.name == pull_service.logger.name]
+    line = json.loads(LambdaPowertoolsFormatter().format(record))
     assert line["message"] == "pull failed"
     assert (line["team"], line["account"]) == ("acme", "main")
-    assert "secret" not in function_log.getvalue()  # the account's password is "secret"
+    assert "secret" not in json.dumps(line)  # the account's password is "secret"
