@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore import runtime
 from mailcore.answers import AccountAnswer, AccountCheckAnswer, AccountsAnswer, responses
@@ -13,6 +14,7 @@ from mailcore.api import current_caller, json_response, make_resolver, service_e
 from mailcore.errors import InvalidInput
 from mailcore.models import NAME_PATTERN
 from mailcore.services.accounts import CheckFailed
+from mailcore.telemetry import log_metrics
 
 logger = Logger()
 app = make_resolver()
@@ -115,6 +117,7 @@ def check_account(account: AccountName, team: Team = None) -> dict[str, Any]:
     return {"check": runtime.accounts().check_saved(current_caller(app), account, team)}
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

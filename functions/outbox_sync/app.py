@@ -7,11 +7,13 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore import runtime
 from mailcore.errors import MailServiceError
+from mailcore.telemetry import log_metrics
 
 logger = Logger()
 
 
 @logger.inject_lambda_context
+@log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     directory = runtime.directory()
     counts = {"sent": 0, "failed": 0, "unknown": 0, "skipped": 0, "errors": 0, "deferred": 0, "released": 0}

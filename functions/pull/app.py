@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore import runtime
 from mailcore.answers import PullAnswer, PullStatusAnswer, responses
@@ -13,6 +14,7 @@ from mailcore.models import NAME_PATTERN
 from mailcore.protocols.transcript import Transcript
 from mailcore.services.dispatch import pull_status
 from mailcore.services.pull import pull_account, pull_accounts
+from mailcore.telemetry import log_metrics
 
 logger = Logger()
 app = make_resolver()
@@ -98,6 +100,7 @@ def pull_mine(debug: Debug = False) -> dict[str, Any]:
     return _answer(reports, transcript, debug)
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

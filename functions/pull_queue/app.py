@@ -9,6 +9,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore import runtime
 from mailcore.services.dispatch import pull_queued_account
+from mailcore.telemetry import log_metrics
 
 logger = Logger()
 processor = BatchProcessor(event_type=EventType.SQS)
@@ -29,6 +30,7 @@ def _pull_record(record: SQSRecord) -> None:
 
 
 @logger.inject_lambda_context
+@log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return dict(
         process_partial_response(

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
+from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
@@ -33,6 +34,7 @@ from mailcore.services.outbox import completion_event, queue_mail
 from mailcore.services.outbox import retry as retry_mail
 from mailcore.services.send import MailSendFailed, send_mail
 from mailcore.teams import ResolvedAccount
+from mailcore.telemetry import log_metrics
 
 logger = Logger()
 app = make_resolver()
@@ -193,6 +195,7 @@ def sync(account: AccountName, team: Team = None) -> dict[str, Any]:
         return outbox.sync(target).public()
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore import runtime
 from mailcore.answers import (
@@ -23,6 +24,7 @@ from mailcore.models import ID_PATTERN, Direction, FileUpload, MailStatus
 from mailcore.services.files import parse_again, store_file, team_file, team_mail, team_raw_mail
 from mailcore.services.mail_list import DEFAULT_LIMIT, MAX_LIMIT, list_mail, since_key
 from mailcore.storage import MailQuery
+from mailcore.telemetry import log_metrics
 
 logger = Logger()
 app = make_resolver()
@@ -128,6 +130,7 @@ def parse_mail_again(mail_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[
     return {"mail": parse_again(current_caller(app), mail_id, runtime.storage()).public()}
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -31,6 +31,7 @@ from mailcore.services.system import (
     decrypt_cognito_code,
 )
 from mailcore.teams import describe_validation_error
+from mailcore.telemetry import log_metrics
 
 TEMPLATES = Path(__file__).parent / "templates"
 logger = Logger()
@@ -94,11 +95,13 @@ def _direct(event: dict[str, Any]) -> dict[str, Any]:
 
 
 @logger.inject_lambda_context
+@log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return _direct(event)
 
 
 @logger.inject_lambda_context
+@log_metrics
 def on_event(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # A delivery still "in progress" when its Lambda died may be retried once this run's time is up.
     once.register_lambda_context(context)
@@ -111,12 +114,14 @@ def on_event(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 
 
 @logger.inject_lambda_context
+@log_metrics
 def on_queue(event: dict[str, Any], context: LambdaContext) -> Any:
     once.register_lambda_context(context)
     return process_partial_response(event=event, record_handler=_queued, processor=processor, context=context)
 
 
 @logger.inject_lambda_context
+@log_metrics
 def on_cognito(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     trigger = CustomEmailSenderTriggerEvent(event)
     code = trigger.request.get("code")

@@ -81,7 +81,7 @@ class Harness:
 
         class Scripted(outbox_module.Outbox):
             def _account(self, mail):
-                return harness.target.account
+                return harness.target.config
 
             def _session(self, mail, account):
                 return harness.server

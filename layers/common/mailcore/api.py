@@ -23,7 +23,7 @@ from mailcore.protocols.diagnose import diagnosis
 from mailcore.protocols.transcript import Transcript
 from mailcore.teams import Caller, caller_from_claims
 
-logger = Logger()
+logger = Logger(child=True)
 
 
 def json_response(status: int, body: dict[str, Any]) -> Response[str]:

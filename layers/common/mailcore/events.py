@@ -6,10 +6,11 @@ Events name the mail (team, account, mail id and what happened), never its conte
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+
+from aws_lambda_powertools import Logger
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
@@ -27,7 +28,7 @@ ACCOUNT_CHANGED = "AccountChanged"
 # PutEvents takes at most 10 entries a call.
 _BATCH = 10
 
-logger = logging.getLogger(__name__)
+logger = Logger(child=True)
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class EventBridgePublisher:
                     if "ErrorCode" in result
                 ]
                 if attempt:
-                    logger.error("could not put %d events on %s", len(batch), self.bus_name)
+                    logger.error("could not put events", extra={"events": len(batch), "bus": self.bus_name})
 
 
 class MemoryPublisher:

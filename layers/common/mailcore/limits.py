@@ -142,7 +142,7 @@ class AccountLimiter:
 
     def take_message(self, target: ResolvedAccount) -> None:
         """Counts one message against the account's per-minute limit; RateLimited when it is used up."""
-        limit = target.account.message_rate_limit
+        limit = target.config.message_rate_limit
         if limit is None:
             return
         now = self.clock()
@@ -160,7 +160,7 @@ class AccountLimiter:
     @contextmanager
     def connection(self, target: ResolvedAccount) -> Iterator[None]:
         """Holds one of the account's SMTP connection slots for the block; RateLimited when none is free."""
-        limit = target.account.connection_limit
+        limit = target.config.connection_limit
         if limit is None:
             yield
             return

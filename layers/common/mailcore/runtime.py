@@ -62,8 +62,10 @@ def directory() -> TeamDirectory:
 @cache
 def events() -> EventPublisher:
     from mailcore.events import EventBridgePublisher
+    from mailcore.telemetry import MeteredPublisher
 
-    return EventBridgePublisher(settings().event_bus)
+    # Every mail outcome is published once as an event: counting them there is the one place.
+    return MeteredPublisher(EventBridgePublisher(settings().event_bus))
 
 
 @cache

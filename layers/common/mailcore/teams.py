@@ -44,7 +44,7 @@ class Caller:
 class ResolvedAccount:
     team: str
     name: str
-    account: MailAccount
+    config: MailAccount  # the account as its team secret holds it (Mail.account is its name)
 
 
 # The reserved team that system mail (password resets, sign-up codes) is stored under: never a

@@ -35,7 +35,7 @@ def access_token(
     marked broken on its pull state with the fingerprint of its credentials; until the secret
     changes, every process answers the recorded error without asking the token endpoint again.
     """
-    auth = target.account.oauth2
+    auth = target.config.oauth2
     if auth is None:
         return None
     fingerprint = credential_fingerprint(auth)
@@ -78,7 +78,7 @@ def open_session[SessionT: _Session](
     dropped and the login tried once more with a new one: the token endpoint then says what is
     wrong (invalid_grant marks the account broken) instead of every login failing until expiry.
     """
-    broker = (tokens or default_tokens()) if target.account.oauth2 is not None else None
+    broker = (tokens or default_tokens()) if target.config.oauth2 is not None else None
     for last_try in (False, True):
         from_cache = broker is not None and broker.has_token(target.team, target.name)
         session = make(access_token(target, tokens=broker, pull_state=pull_state))

@@ -5,10 +5,11 @@ server sees). A broken account costs only its own message."""
 from __future__ import annotations
 
 import json
-import logging
 import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
+
+from aws_lambda_powertools import Logger
 
 from mailcore.errors import PullRunning, TeamConfigInvalid
 from mailcore.events import EventPublisher
@@ -22,7 +23,7 @@ from mailcore.teams import Caller, ResolvedAccount, TeamDirectory
 if TYPE_CHECKING:
     from botocore.client import BaseClient
 
-logger = logging.getLogger(__name__)
+logger = Logger(child=True)
 
 # SendMessageBatch takes at most 10 entries a call.
 _BATCH = 10
@@ -81,7 +82,7 @@ def dispatch_pulls(directory: TeamDirectory, queue: PullQueue) -> int:
             resolved = directory.accounts_of([team])
         except TeamConfigInvalid as error:
             # One team's broken secret is its operators' problem; the other teams still pull.
-            logger.error("not pulling team %s: %s", team, error.message)
+            logger.error("not pulling a team", extra={"team": team, "reason": error.message})
             continue
         accounts.extend({"team": found.team, "account": found.name} for found in resolved)
     queue.send(accounts)
@@ -105,7 +106,7 @@ def pull_queued_account(
     team, account = str(message.get("team", "")), str(message.get("account", ""))
     config = directory.team(team)
     if config is None or account not in config.accounts:
-        logger.warning("queued pull of %s/%s: no such account any more", team, account)
+        logger.warning("queued pull: no such account any more", extra={"team": team, "account": account})
         return None
     if seconds_left() < TIME_MARGIN_SECONDS:
         queue.send([{"team": team, "account": account}])

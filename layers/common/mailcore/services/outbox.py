@@ -20,7 +20,6 @@ only then does it end `failed` and on the dead-letter queue.
 
 from __future__ import annotations
 
-import logging
 import secrets
 import ssl
 import threading
@@ -31,6 +30,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
+
+from aws_lambda_powertools import Logger
 
 from mailcore.errors import Conflict, DeliveryUnknown, InvalidInput, MailServerError, MailServiceError
 from mailcore.events import MAIL_CANCELLED, MAIL_DEFERRED, MAIL_FAILED, MAIL_SENT, EventPublisher, MailEvent
@@ -44,7 +45,7 @@ from mailcore.services.retry import RetryPolicy, attempt_entry, capped, deferred
 from mailcore.storage import Clause, Guard, Storage, Transition, iso_time, outbox_key, raw_key
 from mailcore.teams import ResolvedAccount, TeamDirectory
 
-logger = logging.getLogger(__name__)
+logger = Logger(child=True)
 
 # Longer than any function's timeout, so a live sender never loses its claim; after it a
 # crashed sender's claim is taken over by the next sync or push.
@@ -497,7 +498,7 @@ class Outbox:
     def sync(self, target: ResolvedAccount) -> OutboxReport:
         """Sends everything still in the account's outbox (queued, or claimed by a sender whose
         lease ran out) and its waiting mail that is due (scheduled, deferred)."""
-        self._accounts[(target.team, target.name)] = target.account
+        self._accounts[(target.team, target.name)] = target.config
         ids = [mail.id for mail in self.storage.mail.outbox(target.team, target.name)]
         due = self.storage.mail.due(target.team, target.name, _iso(self.clock()))
         return self.send([*ids, *(mail.id for mail in due)])
@@ -758,7 +759,10 @@ class Outbox:
             if done:
                 events.append(completion_event(mail))
             else:
-                logger.warning("outcome of mail %s not recorded: its claim was superseded", mail.id)
+                logger.warning(
+                    "outcome of a mail not recorded: its claim was superseded",
+                    extra={"team": mail.team, "account": mail.account, "mail_id": mail.id},
+                )
         # PutEvents takes ten entries a call: publish whole tens now, the rest at the flush.
         with self._events_lock:
             self._pending_events.extend(events)

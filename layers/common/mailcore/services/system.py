@@ -95,7 +95,7 @@ def send_system_mail(
     tls_context: ssl.SSLContext,
     stored_as: SendRequest | None = None,
 ) -> Mail:
-    sender = SystemSender(team=SYSTEM_TEAM, name=SYSTEM_ACCOUNT, account=config)
+    sender = SystemSender(team=SYSTEM_TEAM, name=SYSTEM_ACCOUNT, config=config)
     return send_mail(
         sender, request, storage=storage, transcript=transcript, tls_context=tls_context, stored_as=stored_as
     )

@@ -7,12 +7,13 @@ refresh tokens, do not import the accounts use cases and the check tool at cold 
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
+
+from aws_lambda_powertools import Logger
 
 from mailcore.errors import Conflict
 
@@ -22,7 +23,7 @@ from mailcore.errors import Conflict
 LEASE_SECONDS = 90.0
 WAIT_SECONDS = 10.0
 
-logger = logging.getLogger(__name__)
+logger = Logger(child=True)
 
 
 class AccountRevisions(Protocol):
@@ -76,5 +77,7 @@ def keep_rotated_refresh_token(
             store(team, account, refresh_token)
             return
     except Conflict:
-        logger.warning("refresh token of %s/%s written without the writer lease", team, account)
+        logger.warning(
+            "refresh token written without the writer lease", extra={"team": team, "account": account}
+        )
     store(team, account, refresh_token)
