@@ -8,6 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# Named here too: the port is in mailcore.ports, most callers import it with the event types.
+from mailcore.ports import EventPublisher as EventPublisher
+
 SOURCE = "mail-service"
 MAIL_RECEIVED = "MailReceived"
 MAIL_SENT = "MailSent"
