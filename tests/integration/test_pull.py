@@ -5,9 +5,8 @@ import smtplib
 import time
 from email.message import EmailMessage
 
-from mailcore import runtime
-
 from tests.integration.conftest import claims, rest_event, wait_for_messages
+from tests.stack import stack_storage
 
 
 def deliver(stack, address: str, subject: str, *, html: str | None = None, text: str = "hello") -> None:
@@ -54,11 +53,11 @@ def test_a_pull_stores_each_new_message_with_text_and_safe_html(stack, new_team)
     assert status == 200
     (report,) = answer["accounts"]
     assert report["fetched"] == 1 and report["error"] is None
-    mail = runtime.storage().mail.get(report["mail_ids"][0])
+    mail = stack_storage().mail.get(report["mail_ids"][0])
     assert mail.subject == "Offer" and mail.direction == "in" and mail.status == "received"
     assert mail.body_text.strip() == "hello"
     assert "onclick" not in mail.body_html and 'rel="noopener noreferrer"' in mail.body_html
-    assert runtime.storage().blobs.get(mail.raw_key).startswith(b"")
+    assert stack_storage().blobs.get(mail.raw_key).startswith(b"")
 
 
 def test_a_second_pull_fetches_nothing_new(stack, new_team):
@@ -85,7 +84,7 @@ def test_mail_is_deleted_from_the_server_after_it_is_stored_when_the_account_say
     wait_for_messages(stack, team.mailbox.address, 1)
     _, answer = pull(stack, team, account=team.account)
     assert answer["accounts"][0]["deleted"] == 1
-    assert runtime.storage().mail.get(answer["accounts"][0]["mail_ids"][0]) is not None
+    assert stack_storage().mail.get(answer["accounts"][0]["mail_ids"][0]) is not None
     assert stack.mail_servers.message_count(team.mailbox.address) == 0
 
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from mailcore.errors import AccountNotFound, Conflict, InvalidInput, NotAMember
-from mailcore.events import MemoryPublisher
 from mailcore.ids import new_id
 from mailcore.models import Direction, Mail, MailAccount, MailStatus
 from mailcore.services import accounts as accounts_service
@@ -23,9 +22,9 @@ from mailcore.services.accounts import (
     merge_change,
 )
 from mailcore.services.team_writes import keep_rotated_refresh_token
-from mailcore.storage.memory import memory_storage
-from mailcore.storage.team_secrets import MemoryAccountRevisions, MemoryTeamSecrets
 from mailcore.teams import Caller
+
+from tests.fakes import MemoryAccountRevisions, MemoryPublisher, MemoryTeamSecrets, memory_storage
 
 PASSWORD = "pw-Very-Secret-42"
 ACCOUNT = {

@@ -8,18 +8,19 @@ import json
 import pytest
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
-from mailcore import api, events, oauth2, telemetry
+from mailcore import api, oauth2, telemetry
+from mailcore.adapters import eventbridge
 from mailcore.protocols.transcript import Transcript
 from mailcore.services import dispatch, outbox, team_writes
 from mailcore.services import pull as pull_service
 from mailcore.services.pull import pull_accounts
-from mailcore.storage.memory import memory_storage
 
+from tests.fakes import memory_storage
 from tests.unit.test_pull_pipeline import TARGET
 
 
 @pytest.mark.parametrize(
-    "module", [api, events, oauth2, telemetry, dispatch, outbox, pull_service, team_writes]
+    "module", [api, eventbridge, oauth2, telemetry, dispatch, outbox, pull_service, team_writes]
 )
 def test_layer_modules_log_through_a_child_of_the_functions_powertools_logger(module):
     assert isinstance(module.logger, Logger) and module.logger.child

@@ -9,19 +9,32 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mailcore import runtime, telemetry
-from mailcore.events import MAIL_RECEIVED, MailEvent, MemoryPublisher
+from mailcore import telemetry
+from mailcore.events import MAIL_RECEIVED, MailEvent
 from mailcore.models import MailStatus, OAuth2Auth
 from mailcore.oauth2 import OAuth2Error, TokenBroker
 from mailcore.services.outbox import completion_event
-from mailcore.storage.memory import memory_storage
+from mailcore.settings import Settings
+from mailcore.wiring import accounts as accounts_root
+from mailcore.wiring import parts
 
 from local.oauth2_server import OAuth2Server
+from tests.fakes import MemoryPublisher, memory_storage
+from tests.stack import function_environment
 from tests.support import outgoing_mail
 from tests.unit.test_pull_pipeline import FakeMailbox, pull
 
 ROOT = Path(__file__).resolve().parents[2]
-HANDLERS = ("accounts", "dispatch", "outbox_push", "outbox_sync", "pull", "pull_queue", "send", "store")
+HANDLERS = {
+    "accounts": "AccountsFunction",
+    "dispatch": "PullDispatchFunction",
+    "outbox_push": "OutboxPushFunction",
+    "outbox_sync": "OutboxSyncFunction",
+    "pull": "PullFunction",
+    "pull_queue": "QueuedPullFunction",
+    "send": "SendFunction",
+    "store": "StoreFunction",
+}
 
 
 @pytest.fixture
@@ -179,11 +192,12 @@ def test_the_buffer_is_written_when_the_handler_raises_and_a_failed_write_does_n
 
 
 def test_the_published_events_of_every_function_are_counted():
-    runtime.reset()
-    try:
-        assert isinstance(runtime.events(), telemetry.MeteredPublisher)
-    finally:
-        runtime.reset()
+    settings = Settings(
+        **{name: "x" for name in ("MAIL_TABLE", "FILES_TABLE", "PULL_STATE_TABLE", "MAIL_BUCKET")},
+        **{"MAIL_EVENT_BUS": "bus", "TEAM_SECRET_PREFIX": "t/", "SYSTEM_MAIL_SECRET_NAME": "s"},
+    )
+    assert isinstance(parts.mail_parts(settings)["events"], telemetry.MeteredPublisher)
+    assert isinstance(accounts_root.build(settings).accounts.events, telemetry.MeteredPublisher)
 
 
 @pytest.mark.parametrize("function", HANDLERS)
@@ -193,7 +207,8 @@ def test_every_handler_that_can_buffer_metrics_writes_them(function):
     )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    with function_environment(HANDLERS[function]):
+        spec.loader.exec_module(module)
 
     assert getattr(module.lambda_handler, telemetry.WRITES_METRICS, False)
 

@@ -29,15 +29,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from aws_lambda_powertools import Logger
 
 from mailcore.errors import Conflict, DeliveryUnknown, InvalidInput, MailServerError, MailServiceError
-from mailcore.events import MAIL_CANCELLED, MAIL_DEFERRED, MAIL_FAILED, MAIL_SENT, EventPublisher, MailEvent
+from mailcore.events import MAIL_CANCELLED, MAIL_DEFERRED, MAIL_FAILED, MAIL_SENT, MailEvent
 from mailcore.limits import AccountLimiter, RateLimited
 from mailcore.models import Mail, MailAccount, MailStatus, SendRequest, parse_addresses
 from mailcore.oauth2 import TokenBroker
+from mailcore.ports import DeadLetters, EventPublisher
 from mailcore.protocols.smtp import SmtpSession
 from mailcore.protocols.transcript import Transcript
 from mailcore.services.credentials import open_session
@@ -67,20 +68,6 @@ CHUNKS_AHEAD = 8
 FINAL = (MailStatus.SENT, MailStatus.FAILED, MailStatus.UNKNOWN)
 # The index attributes of a mail still to send (storage.index_attributes), and of a claim.
 QUEUE_ATTRIBUTES = ("outbox", "waiting", "due_at", "lease_owner", "lease_until", "attempt_started_at")
-
-
-class DeadLetters(Protocol):
-    def put(self, body: dict[str, Any]) -> None:
-        """Keeps a mail that ended failed after its retries for a person (or a redrive) to see."""
-        ...
-
-
-class MemoryDeadLetters:
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-
-    def put(self, body: dict[str, Any]) -> None:
-        self.bodies.append(body)
 
 
 _iso = iso_time

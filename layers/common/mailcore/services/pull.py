@@ -4,7 +4,7 @@ Order per message: raw bytes to the bucket, attachments to the file store, then 
 conditional put, and only then (when the account asks for it) DELE. The item's id derives from
 the message's UIDL, so a message pulled again after a crash or by a concurrent pull is never
 stored twice: the conditional put refuses the second copy. A lease per account (see
-mailcore.storage.pull_state) keeps a second pull from downloading the mailbox at the same time.
+mailcore.adapters.dynamodb) keeps a second pull from downloading the mailbox at the same time.
 
 The writes of a message run on a small thread pool while the next message is fetched and
 parsed: against real S3/DynamoDB latencies a loop waiting for each write would spend most of its
@@ -31,12 +31,13 @@ from aws_lambda_powertools import Logger
 
 from mailcore import bounces, telemetry
 from mailcore.errors import MailServerError, PullRunning, StoreRefused
-from mailcore.events import MAIL_RECEIVED, MAIL_SET_ASIDE, EventPublisher, MailEvent
+from mailcore.events import MAIL_RECEIVED, MAIL_SET_ASIDE, MailEvent
 from mailcore.ids import incoming_mail_id, new_id
 from mailcore.mime.isolated import PARSERS, OutOfTime, OverBudget, ParserUnavailable
 from mailcore.mime.parse import ParsedMail, cheap_headers, parse_message
 from mailcore.models import AccountPullReport, Direction, Mail, MailStatus, StoredFile
 from mailcore.oauth2 import OAuth2Error, TokenBroker
+from mailcore.ports import EventPublisher
 from mailcore.protocols.diagnose import from_rewritten_warning
 from mailcore.protocols.pop3 import Pop3Session
 from mailcore.protocols.transcript import Transcript

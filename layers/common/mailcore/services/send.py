@@ -32,7 +32,7 @@ from mailcore.storage import Storage, raw_key
 from mailcore.teams import ResolvedAccount
 
 if TYPE_CHECKING:
-    from mailcore.events import EventPublisher
+    from mailcore.ports import EventPublisher
 
 # "Re:", "RE:", "re :", "Aw:" (German), "Sv:" (Nordic), "Antw:" (Dutch), also "Re[2]:".
 _REPLY_PREFIX = re.compile(r"^\s*(re|aw|sv|antw)\s*(\[\d+\])?\s*:", re.IGNORECASE)

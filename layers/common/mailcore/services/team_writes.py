@@ -1,5 +1,5 @@
 """Writes of a team secret: one writer at a time per team (the writer lease, see
-storage/team_secrets.py for the conditions), for account changes and rotated refresh tokens.
+adapters/dynamodb.py for the conditions), for account changes and rotated refresh tokens.
 
 Kept apart from services/accounts.py so that the pull and send functions, which write rotated
 refresh tokens, do not import the accounts use cases and the check tool at cold start.
@@ -11,11 +11,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Protocol
 
 from aws_lambda_powertools import Logger
 
 from mailcore.errors import Conflict
+from mailcore.ports import AccountRevisions
 
 # The writer lease outlives the accounts function's Timeout (60 s), and a rotated token's write
 # (one read and one write of the secret) takes seconds: a holder is done long before its lease
@@ -24,14 +24,6 @@ LEASE_SECONDS = 90.0
 WAIT_SECONDS = 10.0
 
 logger = Logger(child=True)
-
-
-class AccountRevisions(Protocol):
-    def acquire(self, team: str, holder: str, seconds: float) -> bool: ...
-
-    def release(self, team: str, holder: str, *, account: str | None, revision: int | None) -> None: ...
-
-    def revisions(self, team: str) -> dict[str, int]: ...
 
 
 class Writer:

@@ -1,90 +1,31 @@
-"""DynamoDB and S3 adapters of the storage ports. Clients are created once, lazily, per process."""
+"""DynamoDB: the mail and file tables, and the items of the pull state table (pull leases and
+states, rate-limit windows, sending-limit counters, team writer leases). Every conditional write
+of these items is in this module and says which race it closes."""
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
-from mailcore.errors import StoreRefused
+from mailcore.adapters.base import AwsAdapter, aws_client, refusals_raised
+from mailcore.limits import RATE_ITEM_LIFETIME_SECONDS
 from mailcore.models import Mail, MailStatus, StoredFile
-from mailcore.settings import Settings
-from mailcore.storage import Guard, MailQuery, Storage, Transition, body_key, index_attributes, outbox_key
+from mailcore.ports import BlobStore
+from mailcore.storage import Guard, MailQuery, Transition, body_key, index_attributes, outbox_key
 
 if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
     from botocore.client import BaseClient
 
-# Answers that say the request itself is wrong (an item over 400 KB, an object too large).
-_REFUSALS = {"ValidationException", "EntityTooLarge", "KeyTooLongError"}
 # DynamoDB items stop at 400 KB; bodies above this many bytes go to S3 and the item points there.
 BODY_INLINE_LIMIT = 200_000
-PRESIGN_SECONDS = 900
-MULTIPART_THRESHOLD = 8 * 1024 * 1024
-
-
-@cache
-def _transfer_config() -> Any:
-    from boto3.s3.transfer import TransferConfig
-
-    # Threads off: the pull already overlaps its writes; parts stream from the caller's buffer.
-    return TransferConfig(
-        multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD, use_threads=False
-    )
-
-
-@cache
-def _session() -> Any:
-    import boto3
-
-    # One session for every client: each new session loads botocore's endpoint data again.
-    return boto3.session.Session()
-
-
-@cache
-def aws_client(service: str) -> BaseClient:
-    from botocore.config import Config
-
-    # The outbox writes from a small thread pool: room for its connections beside the caller's.
-    config = Config(
-        retries={"mode": "standard", "max_attempts": 5},
-        connect_timeout=5,
-        read_timeout=30,
-        max_pool_connections=32,
-    )
-    return _session().client(service, config=config)
-
-
-class AwsAdapter:
-    """An adapter's AWS client: the one a test hands in, else the process's shared client of
-    `service`, made on first use (a cold start pays only for the clients it uses)."""
-
-    service: ClassVar[str]
-
-    def __init__(self, client: BaseClient | None = None) -> None:
-        self._client = client
-
-    @property
-    def client(self) -> BaseClient:
-        return self._client or aws_client(self.service)
-
-
-@contextmanager
-def refusals_raised() -> Iterator[None]:
-    """Raises StoreRefused for an AWS answer that will be the same on every retry."""
-    from botocore.exceptions import ClientError
-
-    try:
-        yield
-    except ClientError as error:
-        code = error.response.get("Error", {}).get("Code")
-        if code in _REFUSALS:
-            raise StoreRefused(
-                f"{code}: {error.response.get('Error', {}).get('Message', '')}"[:300]
-            ) from error
-        raise
+LEASE, STATE = "LEASE", "STATE"
+WRITER = "WRITER"
 
 
 @cache
@@ -106,81 +47,10 @@ def from_item(item: dict[str, Any]) -> dict[str, Any]:
     return {key: int(value) if type(value).__name__ == "Decimal" else value for key, value in plain.items()}
 
 
-class S3Blobs(AwsAdapter):
-    service = "s3"
-
-    def __init__(self, bucket: str, client: BaseClient | None = None) -> None:
-        self.bucket = bucket
-        super().__init__(client)
-
-    def put(self, key: str, data: bytes, content_type: str) -> None:
-        with refusals_raised():
-            self._put(key, data, content_type)
-
-    def _put(self, key: str, data: bytes, content_type: str) -> None:
-        if len(data) <= MULTIPART_THRESHOLD:
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
-            return
-        # A large message goes up in parts read from the one copy in memory (BytesIO shares
-        # the bytes object), instead of one request body holding a second copy.
-        self.client.upload_fileobj(
-            io.BytesIO(data),
-            self.bucket,
-            key,
-            ExtraArgs={"ContentType": content_type},
-            Config=_transfer_config(),
-        )
-
-    def get(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-
-    def get_at_most(self, key: str, limit: int) -> bytes | None:
-        # One GET: the size checked is the size read, even if the object is replaced meanwhile.
-        answer = self.client.get_object(Bucket=self.bucket, Key=key)
-        body = answer["Body"]
-        if answer["ContentLength"] > limit:
-            body.close()
-            return None
-        data: bytes = body.read(limit + 1)
-        body.close()
-        return None if len(data) > limit else data
-
-    def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
-                return False
-            raise
-        return True
-
-    def download_url(self, key: str, *, filename: str, content_type: str) -> str:
-        quoted = filename.replace("\\", "_").replace('"', "_")
-        return self.client.generate_presigned_url(
-            "get_object",
-            Params={
-                "Bucket": self.bucket,
-                "Key": key,
-                "ResponseContentType": content_type,
-                "ResponseContentDisposition": f'attachment; filename="{quoted}"',
-            },
-            ExpiresIn=PRESIGN_SECONDS,
-        )
-
-    def upload_url(self, key: str, *, content_type: str) -> str:
-        return self.client.generate_presigned_url(
-            "put_object",
-            Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type},
-            ExpiresIn=PRESIGN_SECONDS,
-        )
-
-
 class DynamoMail(AwsAdapter):
     service = "dynamodb"
 
-    def __init__(self, table: str, blobs: S3Blobs, client: BaseClient | None = None) -> None:
+    def __init__(self, table: str, blobs: BlobStore, client: BaseClient | None = None) -> None:
         self.table = table
         self.blobs = blobs
         super().__init__(client)
@@ -502,26 +372,226 @@ def count_below(client: BaseClient, table: str, key: dict[str, Any], *, limit: i
     return True
 
 
-class SqsDeadLetters(AwsAdapter):
-    """The outbox's dead-letter queue: one JSON message per mail that ended failed after retries."""
+# Pull state of an account in DynamoDB: the lease that lets one pull at a time download a
+# mailbox, and the outcome of the latest pull. Every transition of these items is in this module.
+#
+# Items (PullStateTable): pk "<team>#<account>", sk "LEASE" (holder, expires_at) and sk "STATE"
+# (last_pull_at, last_error, fetched, remaining). `expires_at` is also the table's TTL attribute,
+# so DynamoDB removes the leases of crashed pulls eventually; the condition below does not wait
+# for that (TTL deletes lag by up to days).
 
-    service = "sqs"
 
-    def __init__(self, queue_url: str, client: BaseClient | None = None) -> None:
-        self.queue_url = queue_url
+class DynamoPullState(AwsAdapter):
+    service = "dynamodb"
+
+    def __init__(self, table: str, client: BaseClient | None = None) -> None:
+        self.table = table
         super().__init__(client)
 
-    def put(self, body: dict[str, Any]) -> None:
-        self.client.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps(body))
+    @staticmethod
+    def _key(team: str, account: str, kind: str) -> dict[str, Any]:
+        return {"pk": {"S": f"{team}#{account}"}, "sk": {"S": kind}}
+
+    def acquire_lease(self, team: str, account: str, holder: str, seconds: float) -> bool:
+        """Takes the account's lease for `seconds`; False when another pull holds a live one."""
+        client = self.client
+        now = int(time.time())
+        try:
+            client.put_item(
+                TableName=self.table,
+                Item={
+                    **self._key(team, account, LEASE),
+                    "holder": {"S": holder},
+                    "expires_at": {"N": str(now + max(1, int(seconds)))},
+                },
+                # Race closed: two pulls of one account starting together (API call and schedule)
+                # both see "no lease" and both download the mailbox. Only one conditional put
+                # wins. A lease whose holder crashed stops counting once expired, so a killed
+                # Lambda does not lock the account until TTL gets round to deleting the item.
+                ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
+                ExpressionAttributeValues={":now": {"N": str(now)}},
+            )
+        except client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def release_lease(self, team: str, account: str, holder: str) -> None:
+        client = self.client
+        with contextlib.suppress(client.exceptions.ConditionalCheckFailedException):
+            client.delete_item(
+                TableName=self.table,
+                Key=self._key(team, account, LEASE),
+                # Race closed: a pull that overran its lease must not delete the lease a newer
+                # pull took over in the meantime (that would let a third pull start alongside).
+                ConditionExpression="holder = :holder",
+                ExpressionAttributeValues={":holder": {"S": holder}},
+            )
+
+    def lease_held(self, team: str, account: str) -> bool:
+        answer = self.client.get_item(
+            TableName=self.table, Key=self._key(team, account, LEASE), ConsistentRead=True
+        )
+        item = answer.get("Item")
+        return item is not None and int(item["expires_at"]["N"]) >= int(time.time())
+
+    def record(self, team: str, account: str, state: dict[str, Any]) -> None:
+        # Unconditional: only the lease holder records, so the latest pull's outcome wins.
+        item = {**to_item(state), **self._key(team, account, STATE)}
+        self.client.put_item(TableName=self.table, Item=item)
+
+    def get(self, team: str, account: str) -> dict[str, Any] | None:
+        answer = self.client.get_item(
+            TableName=self.table, Key=self._key(team, account, STATE), ConsistentRead=True
+        )
+        if "Item" not in answer:
+            return None
+        state = from_item(answer["Item"])
+        state.pop("pk"), state.pop("sk")
+        return state
 
 
-def aws_storage(settings: Settings) -> Storage:
-    from mailcore.storage.pull_state import DynamoPullState
+# Writing team secrets without losing a change: the secret itself (Secrets Manager) and the
+# writer's lease and account revisions next to it (PullStateTable).
+#
+# Secrets Manager has no compare-and-swap: PutSecretValue always makes the new value current. Two
+# changes that both read the secret, change one account each and write it back would lose the first
+# write. So a change of a team's accounts runs under the team's writer lease, a DynamoDB item taken
+# with a conditional put, and reads the secret fresh (never from a cache) only once it holds the
+# lease: every writer sees the finished write of the one before.
+#
+# Item: pk "accounts#<team>", sk "WRITER": holder, lease_until (epoch seconds), revisions (a map
+# account -> the number of changes made through the API, the version a caller's If-Match names).
+# `lease_until` is not the table's TTL attribute (`expires_at`): TTL would delete the revisions.
 
-    blobs = S3Blobs(settings.bucket)
-    return Storage(
-        mail=DynamoMail(settings.mail_table, blobs),
-        files=DynamoFiles(settings.files_table),
-        blobs=blobs,
-        pull_state=DynamoPullState(settings.pull_state_table),
-    )
+
+class DynamoAccountRevisions(AwsAdapter):
+    service = "dynamodb"
+
+    def __init__(self, table: str, client: BaseClient | None = None) -> None:
+        self.table = table
+        super().__init__(client)
+
+    @staticmethod
+    def _key(team: str) -> dict[str, Any]:
+        return {"pk": {"S": f"accounts#{team}"}, "sk": {"S": WRITER}}
+
+    def acquire(self, team: str, holder: str, seconds: float) -> bool:
+        """Takes the team's writer lease; False while another live writer holds it."""
+        client = self.client
+        now = int(time.time())
+        try:
+            client.update_item(
+                TableName=self.table,
+                Key=self._key(team),
+                UpdateExpression=(
+                    "SET holder = :holder, lease_until = :until, revisions = if_not_exists(revisions, :none)"
+                ),
+                # Race closed: two changes of one team's accounts at the same time, each reading
+                # the secret before the other wrote it, the later PutSecretValue erasing the
+                # earlier change. Only one conditional update wins; the other waits and then reads
+                # the secret with the first change in it. A lease outlives the function's timeout,
+                # so a holder cannot still be writing when its lease lapses; a crashed holder's
+                # lease stops counting then.
+                ConditionExpression="attribute_not_exists(holder) OR lease_until < :now",
+                ExpressionAttributeValues={
+                    ":holder": {"S": holder},
+                    ":until": {"N": str(now + max(1, int(seconds)))},
+                    ":now": {"N": str(now)},
+                    ":none": {"M": {}},
+                },
+            )
+        except client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def release(self, team: str, holder: str, *, account: str | None, revision: int | None) -> None:
+        """Gives the lease back, recording the account's new revision when a change was written."""
+        client = self.client
+        request: dict[str, Any] = {
+            "UpdateExpression": "REMOVE holder, lease_until",
+            "ExpressionAttributeValues": {":holder": {"S": holder}},
+        }
+        if account is not None and revision is not None:
+            request["UpdateExpression"] = "SET revisions.#account = :revision REMOVE holder, lease_until"
+            request["ExpressionAttributeNames"] = {"#account": account}
+            request["ExpressionAttributeValues"][":revision"] = {"N": str(revision)}
+        with contextlib.suppress(client.exceptions.ConditionalCheckFailedException):
+            client.update_item(
+                TableName=self.table,
+                Key=self._key(team),
+                # Race closed: a writer whose lease lapsed must not end the lease of the writer
+                # that took over (a third could then write alongside it), nor move a revision.
+                ConditionExpression="holder = :holder",
+                **request,
+            )
+
+    def revisions(self, team: str) -> dict[str, int]:
+        answer = self.client.get_item(TableName=self.table, Key=self._key(team), ConsistentRead=True)
+        stored = answer.get("Item", {}).get("revisions", {}).get("M", {})
+        return {account: int(value["N"]) for account, value in stored.items()}
+
+
+# Per-account sending limits shared by every process: messages a minute and concurrent SMTP
+# connections (Exchange Online allows 30 and 3 per mailbox; see MailAccount.message_rate_limit).
+#
+# The counters live in the pull state table next to the account's STATE item (pk `team#account`):
+# `RATE#<epoch minute>` counts the messages of one minute (expiring by TTL), `CONN#<n>` are the
+# connection slots, each a lease with an expiry so a crashed process frees its slot by itself.
+# All conditions are in this module.
+#
+# The API the send paths use (send_mail now; the outbox's sender can call the same):
+#
+#     limiter.take_message(target)          # raises RateLimited (429, retry_after) when over
+#     with limiter.connection(target): ...  # raises RateLimited when every slot is taken
+
+
+class DynamoLimitCounters(AwsAdapter):
+    service = "dynamodb"
+
+    def __init__(self, table: str, client: BaseClient | None = None) -> None:
+        self.table = table
+        super().__init__(client)
+
+    def take(self, pk: str, minute: int, limit: int, expires_at: int) -> bool:
+        key = {"pk": {"S": pk}, "sk": {"S": f"RATE#{minute}"}}
+        return count_below(self.client, self.table, key, limit=limit, expires_at=expires_at)
+
+    def lease(self, pk: str, slot: int, holder: str, now: float, until: float) -> bool:
+        client = self.client
+        try:
+            # Closes the race of two processes taking the same free slot: only one put finds it
+            # free (absent, or its lease run out because the holder crashed).
+            client.put_item(
+                TableName=self.table,
+                Item={
+                    "pk": {"S": pk},
+                    "sk": {"S": f"CONN#{slot}"},
+                    "holder": {"S": holder},
+                    "lease_until": {"N": f"{until:.3f}"},
+                    "expires_at": {"N": str(math.ceil(until) + RATE_ITEM_LIFETIME_SECONDS)},
+                },
+                ConditionExpression="attribute_not_exists(pk) OR lease_until < :now",
+                ExpressionAttributeValues={":now": {"N": f"{now:.3f}"}},
+            )
+        except client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def release(self, pk: str, slot: int, holder: str) -> None:
+        client = self.client
+        # A holder whose lease ran out and was taken over must not free the new holder's slot.
+        with contextlib.suppress(client.exceptions.ConditionalCheckFailedException):
+            client.delete_item(
+                TableName=self.table,
+                Key={"pk": {"S": pk}, "sk": {"S": f"CONN#{slot}"}},
+                ConditionExpression="holder = :holder",
+                ExpressionAttributeValues={":holder": {"S": holder}},
+            )
+
+
+def idempotency_store(table: str) -> DynamoDBPersistenceLayer:
+    """A persistence layer for ONE idempotency configuration: Powertools keeps the first
+    configuration a layer is given, so two uses (send's keys, system mail's) must not share one."""
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
+    return DynamoDBPersistenceLayer(table_name=table, boto3_client=aws_client("dynamodb"))
