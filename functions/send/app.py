@@ -27,11 +27,12 @@ from mailcore.api import (
     service_error_body,
 )
 from mailcore.models import ID_PATTERN, NAME_PATTERN, MailStatus, QueueRequest, SendRequest
+from mailcore.services.delivery import completion_event
 from mailcore.services.files import team_mail
 from mailcore.services.outbox import cancel as cancel_mail
-from mailcore.services.outbox import completion_event, queue_mail
+from mailcore.services.outbox import queue_mail
 from mailcore.services.outbox import retry as retry_mail
-from mailcore.services.send import MailSendFailed, send_mail
+from mailcore.services.send import MailSendFailed
 from mailcore.teams import ResolvedAccount
 
 logger = Logger()
@@ -71,15 +72,8 @@ def _send(*, request: dict[str, Any], target: ResolvedAccount, debug: bool) -> d
     Idempotency-Key gets it back instead of sending again."""
     with debug_transcript(debug) as transcript:
         try:
-            mail = send_mail(
-                target,
-                SendRequest.model_validate(request["body"]),
-                storage=runtime.storage(),
-                transcript=transcript,
-                tls_context=runtime.tls_context(),
-                tokens=runtime.tokens(),
-                limiter=runtime.limiter(),
-                events=runtime.events(),
+            mail = runtime.direct_send().send(
+                target, SendRequest.model_validate(request["body"]), transcript=transcript
             )
         except MailSendFailed as failure:  # MailDeferred too: 202, the outbox tries it again
             if debug:

@@ -167,7 +167,7 @@ def test_retrying_an_unknown_mail_sends_it_again_with_the_same_message_id_and_a_
     team = new_team()
     mail = queue(stack, team, to="nobody-here@example.test")
     failed = waiting(mail["id"], "failed")
-    runtime.storage().mail.update_status(mail["id"], MailStatus.UNKNOWN)
+    runtime.storage().mail.replace(failed.model_copy(update={"status": MailStatus.UNKNOWN}))
     status, answer = control(stack, team, mail["id"], "retry")
     assert status == 202 and "may have been delivered" in answer["warning"], answer
     assert answer["mail"]["status"] == "queued" and answer["mail"]["message_id"] == failed.message_id

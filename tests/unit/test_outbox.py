@@ -4,11 +4,20 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from mailcore.models import Direction, Mail, MailStatus
-from mailcore.services.outbox import LEASE, claim, finish
+from mailcore.services.delivery import Completions, Outcome, ended
+from mailcore.services.outbox import LEASE, claim, owner_guard
 from mailcore.services.send import reply_subject
 from mailcore.storage.memory import memory_storage
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def finish(storage, mail, owner) -> bool:
+    """Records the outcome of a claimed mail as a run does; False when the claim was superseded."""
+    (recorded,) = Completions(storage, events=None, dead_letters=None).record(
+        [(Outcome(mail), owner_guard(owner))]
+    )
+    return recorded
 
 
 def stored_mail(storage, status=MailStatus.QUEUED, mail_id="m1"):
@@ -145,7 +154,7 @@ class _PacedOutbox:
 
             def _deliver(self, claimed):
                 self.delivered.append(claimed.mail.id)
-                return outbox_module._outcome(claimed.mail, MailStatus.SENT, reply="250 ok")
+                return Outcome(ended(claimed.mail, MailStatus.SENT, reply="250 ok"))
 
         outbox = Paced(
             storage=storage,

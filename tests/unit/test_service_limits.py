@@ -11,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 from mailcore.events import MAIL_RECEIVED, EventBridgePublisher, MailEvent
 from mailcore.models import Direction, Mail, MailStatus
-from mailcore.services.outbox import completion_event
+from mailcore.services.delivery import completion_event
 from moto import mock_aws
 
 from local import iam

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from mailcore.services.accounts import Accounts
     from mailcore.services.dispatch import PullQueue
     from mailcore.services.outbox import Outbox
+    from mailcore.services.send import DirectSend
     from mailcore.services.system import SystemMailer
     from mailcore.services.team_writes import AccountRevisions
 
@@ -101,6 +102,22 @@ def outbox(transcript: Transcript | None = None, seconds_left: Callable[[], floa
         tokens=tokens(),
         limiter=limiter(),
         seconds_left=seconds_left,
+        clock=lambda: clock(),
+    )
+
+
+def direct_send() -> DirectSend:
+    """Sending one mail now: the outbox's delivery without a claim (services/send.py)."""
+    from mailcore.services.send import DirectSend
+    from mailcore.storage.aws import SqsDeadLetters
+
+    return DirectSend(
+        storage=storage(),
+        tls_context=tls_context(),
+        tokens=tokens(),
+        limiter=limiter(),
+        events=events(),
+        dead_letters=SqsDeadLetters(settings().outbox_dlq_url),
         clock=lambda: clock(),
     )
 
