@@ -269,3 +269,27 @@ def test_a_direct_send_finding_no_free_connection_slot_is_refused_429_and_stores
             target, SendRequest(to="x@example.test", body_text="x"), transcript=Transcript()
         )
     assert storage.mail.items == {} and storage.blobs.objects == {}
+
+
+def test_a_direct_team_mail_past_its_maximum_age_fails_and_is_dead_lettered_like_a_queued_one():
+    from mailcore.services.outbox import MemoryDeadLetters
+
+    server = BusyOnceSmtpServer(busy_connections=10)
+    short = target_on(server.port)
+    # 36 s of trying: the first deferral (1 minute) would fall after it.
+    account = short.account.model_copy(update={"retry_max_age_hours": 0.01})
+    dead_letters = MemoryDeadLetters()
+    direct = DirectSend(
+        storage=memory_storage(), tls_context=None, dead_letters=dead_letters, sleep=lambda _: None
+    )  # type: ignore[arg-type]
+    try:
+        with pytest.raises(MailSendFailed) as failed:
+            direct.send(
+                ResolvedAccount(short.team, short.name, account),
+                SendRequest(to="x@example.test", body_text="x"),
+                transcript=Transcript(),
+            )
+    finally:
+        server.close()
+    assert failed.value.status == 502 and failed.value.mail.status == MailStatus.FAILED
+    assert [letter["mail_id"] for letter in dead_letters.bodies] == [failed.value.mail.id]

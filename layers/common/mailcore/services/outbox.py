@@ -454,17 +454,24 @@ class Outbox:
                 finished.append((outcome, owner_guard(claimed.owner)))
                 report.add(outcome.mail)
                 if len(finished) >= CLAIM_BATCH:
-                    self._writes.append(self._pool.submit(self.completions.record, finished))
-                    finished = []
+                    finished = self._write(finished)
+        self._write(finished)
+        self._flush_into(report)
+        return report
+
+    def _write(self, finished: list[tuple[Outcome, Guard]]) -> list[tuple[Outcome, Guard]]:
+        """Records these outcomes behind the conversation, on the pool; answers an empty batch."""
         if finished:
             self._writes.append(self._pool.submit(self.completions.record, finished))
+        return []
+
+    def _flush_into(self, report: OutboxReport) -> None:
         try:
             self.flush()
         except Exception as error:
             logger.exception("outcomes of this run could not all be written")
             done = [*report.sent, *report.failed, *report.unknown, *report.deferred]
             report.errors.update({mail.id: str(error) for mail in done})
-        return report
 
     def flush(self) -> None:
         """Waits for the outcome writes and puts the events still pending."""
