@@ -60,6 +60,22 @@ def test_a_superseded_claim_cannot_record_its_outcome():
     assert storage.mail.get("m1").status == MailStatus.SENT
 
 
+def test_a_superseded_claim_neither_announces_nor_dead_letters_the_outcome_it_could_not_record():
+    from mailcore.events import MemoryPublisher
+    from mailcore.services.outbox import MemoryDeadLetters
+
+    storage, events, dead_letters = memory_storage(), MemoryPublisher(), MemoryDeadLetters()
+    stored_mail(storage)
+    mail, stale = claim(storage, "m1", now=NOW)
+    claim(storage, "m1", now=NOW + LEASE + timedelta(seconds=1))
+    failed = ended(mail, MailStatus.FAILED, error="421 still busy")
+    completions = Completions(storage, events, dead_letters)
+    assert completions.record([(Outcome(failed, dead_letter=True), owner_guard(stale))]) == [False]
+    completions.flush()
+    assert events.events == [] and dead_letters.bodies == []
+    assert storage.mail.get("m1").status == MailStatus.SENDING  # the newer claim's to finish
+
+
 def test_a_mail_sent_through_the_direct_api_is_never_claimed():
     storage = memory_storage()
     stored_mail(storage, status=MailStatus.SENDING)
