@@ -27,7 +27,7 @@ from mailcore.api import (
     service_error_body,
 )
 from mailcore.models import ID_PATTERN, NAME_PATTERN, MailStatus, QueueRequest, SendRequest
-from mailcore.services.delivery import completion_event
+from mailcore.services.delivery import Completions
 from mailcore.services.files import team_mail
 from mailcore.services.outbox import cancel as cancel_mail
 from mailcore.services.outbox import queue_mail
@@ -153,8 +153,7 @@ def queue(request: Annotated[QueueRequest, Body()]) -> Response[str]:
 def cancel(mail_id: MailId) -> dict[str, Any]:
     storage = runtime.storage()
     mail = team_mail(current_caller(app), mail_id, storage)
-    cancelled = cancel_mail(storage, mail)
-    runtime.events().publish([completion_event(cancelled)])
+    cancelled = cancel_mail(storage, mail, completions=Completions(storage, runtime.events(), None))
     return {"mail": cancelled.public()}
 
 

@@ -12,7 +12,15 @@ import pytest
 from mailcore import runtime
 from mailcore.models import MailStatus
 
-from tests.integration.test_outbox import call, queue, stored, sync, wait_for_messages
+from tests.integration.test_outbox import (
+    bus_queue,  # noqa: F401 (a fixture)
+    call,
+    drain,
+    queue,
+    stored,
+    sync,
+    wait_for_messages,
+)
 
 BUSY = "450 4.2.1 Mailbox busy, try again later"
 
@@ -145,6 +153,16 @@ def test_a_deferred_mail_cancelled_through_the_api_is_never_sent(stack, busy_tea
     sync(stack, busy_team)
     assert stored(mail["id"]).status == "cancelled"
     assert stack.mail_servers.message_count(busy_team.mailbox.address) == 0
+
+
+def test_a_mail_cancelled_through_the_api_puts_mail_cancelled_on_the_bus(stack, new_team, bus_queue):  # noqa: F811
+    team = new_team()
+    mail = queue(stack, team, send_at=(datetime.now(UTC) + timedelta(days=1)).isoformat())
+    status, answer = control(stack, team, mail["id"], "cancel")
+    assert status == 200, answer
+    (event,) = drain(stack, bus_queue, 1)
+    assert event["detail-type"] == "MailCancelled" and event["detail"]["mail_id"] == mail["id"]
+    assert event["detail"]["status"] == "cancelled"
 
 
 def test_cancelling_a_sent_mail_is_a_409_naming_its_status(stack, new_team):

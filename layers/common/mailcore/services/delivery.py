@@ -162,10 +162,11 @@ def outcome_transition(mail: Mail, guard: Guard) -> Transition:
 
 
 class Completions:
-    """Writes outcomes (each one guarded transition), then puts their completion events on the
-    bus, whole tens at once (PutEvents takes ten entries a call), and dead-letters the mails
-    that failed for good after temporary failures. Only an outcome that was written is
-    announced: a sender whose hold was superseded has nothing to tell."""
+    """The one place completion events are published. Writes outcomes (each one guarded
+    transition), then puts their events on the bus, whole tens at once (PutEvents takes ten
+    entries a call), and dead-letters the mails that failed for good after temporary failures.
+    Only an outcome that was written is announced: a sender whose hold was superseded has
+    nothing to tell."""
 
     def __init__(
         self, storage: Storage, events: EventPublisher | None, dead_letters: DeadLetters | None
@@ -193,6 +194,11 @@ class Completions:
             batch, self._pending = self._pending[:whole], self._pending[whole:]
         self._publish(batch)
         return recorded
+
+    def announce(self, mails: Sequence[Mail]) -> None:
+        """Puts the completion events of mails that reached their status without a delivery
+        (a cancel), at once."""
+        self._publish([completion_event(mail) for mail in mails])
 
     def flush(self) -> None:
         """Puts the events still pending."""

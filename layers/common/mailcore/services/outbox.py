@@ -175,9 +175,10 @@ CANCELLABLE = (MailStatus.QUEUED, MailStatus.DEFERRED)
 RETRYABLE = (MailStatus.FAILED, MailStatus.UNKNOWN)
 
 
-def cancel(storage: Storage, mail: Mail) -> Mail:
-    """Cancels a queued or deferred mail: it leaves the outbox unsent. Raises Conflict naming
-    the status when it is not cancellable now (a run holds it: it is `sending`)."""
+def cancel(storage: Storage, mail: Mail, *, completions: Completions | None = None) -> Mail:
+    """Cancels a queued or deferred mail: it leaves the outbox unsent (and MailCancelled goes on
+    the bus through `completions`). Raises Conflict naming the status when it is not
+    cancellable now (a run holds it: it is `sending`)."""
     # A run claims by moving the mail to `sending`; cancelling only from `queued`/`deferred`
     # means exactly one of the two wins: a cancelled mail is never claimed (claim_guard wants
     # queued/deferred), and a claimed one is never cancelled mid-send, where cancelling could
@@ -196,6 +197,8 @@ def cancel(storage: Storage, mail: Mail) -> Mail:
         raise Conflict(
             f"only a queued or deferred mail can be cancelled; this one is {status}{why}", field="status"
         )
+    if completions is not None:
+        completions.announce([done])
     return done
 
 
