@@ -83,7 +83,8 @@ class Attempts:
                 mail = tried(mail, at, recipients, "failed", server_reply(error), error.message)
                 if pause is None or not self.short.retries(error):
                     return self.after_failure(mail, error, account)
-                self.transcript.note(f"temporary failure ({error.reply_code}); trying again in {pause:g} s")
+                said = error.reply_code or "no reply"
+                self.transcript.note(f"temporary failure ({said}); trying again in {pause:g} s")
                 self.sleep(pause)
                 continue
             mail = tried(mail, at, recipients, "sent", delivery.reply, None)
