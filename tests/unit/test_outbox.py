@@ -62,8 +62,7 @@ def test_a_superseded_claim_cannot_record_its_outcome():
 
 
 def test_a_superseded_claim_neither_announces_nor_dead_letters_the_outcome_it_could_not_record():
-    from mailcore.events import MemoryPublisher
-    from tests.fakes import MemoryDeadLetters
+    from tests.fakes import MemoryDeadLetters, MemoryPublisher
 
     storage, events, dead_letters = memory_storage(), MemoryPublisher(), MemoryDeadLetters()
     stored_mail(storage)

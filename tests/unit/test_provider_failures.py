@@ -9,15 +9,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from mailcore.events import MemoryPublisher
-from mailcore.limits import AccountLimiter, MemoryLimitCounters, RateLimited
+from mailcore.limits import AccountLimiter, RateLimited
 from mailcore.models import Direction, Mail, MailAccount, MailStatus, SendRequest, ServerEndpoint
 from mailcore.protocols.diagnose import from_rewritten_warning, smtp_failure
 from mailcore.protocols.transcript import Transcript
 from mailcore.services.send import DirectSend, MailDeferred, MailSendFailed
 from mailcore.teams import ResolvedAccount
 
-from tests.fakes import memory_storage
+from tests.fakes import MemoryLimitCounters, MemoryPublisher, memory_storage
 
 ENDPOINT = ServerEndpoint(host="smtp.office365.com", port=587, security="starttls")
 
@@ -262,7 +261,7 @@ def test_a_direct_send_whose_connection_drops_after_the_message_is_unknown_and_n
 
 def test_a_direct_send_finding_no_free_connection_slot_is_refused_429_and_stores_nothing():
     free = target_on(1)
-    target = ResolvedAccount(free.team, free.name, free.account.model_copy(update={"max_connections": 1}))
+    target = ResolvedAccount(free.team, free.name, free.config.model_copy(update={"max_connections": 1}))
     limiter = AccountLimiter(MemoryLimitCounters())
     storage = memory_storage()
     with limiter.connection(target), pytest.raises(RateLimited):
@@ -278,7 +277,7 @@ def test_a_direct_team_mail_past_its_maximum_age_fails_and_is_dead_lettered_like
     server = BusyOnceSmtpServer(busy_connections=10)
     short = target_on(server.port)
     # 36 s of trying: the first deferral (1 minute) would fall after it.
-    account = short.account.model_copy(update={"retry_max_age_hours": 0.01})
+    account = short.config.model_copy(update={"retry_max_age_hours": 0.01})
     dead_letters = MemoryDeadLetters()
     direct = DirectSend(
         storage=memory_storage(), tls_context=None, dead_letters=dead_letters, sleep=lambda _: None

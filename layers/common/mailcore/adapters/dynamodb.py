@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from mailcore.adapters.base import AwsAdapter, aws_client, refusals_raised
 from mailcore.limits import RATE_ITEM_LIFETIME_SECONDS
-from mailcore.models import Mail, MailStatus, StoredFile
+from mailcore.models import Mail, StoredFile
 from mailcore.ports import BlobStore
 from mailcore.storage import Guard, MailQuery, Transition, body_key, index_attributes, outbox_key
 

@@ -182,7 +182,11 @@ class Completions:
             if not done:
                 logger.warning(
                     "outcome of a mail not recorded: its hold was superseded",
-                    extra={"team": outcome.mail.team, "account": outcome.mail.account, "mail_id": outcome.mail.id},
+                    extra={
+                        "team": outcome.mail.team,
+                        "account": outcome.mail.account,
+                        "mail_id": outcome.mail.id,
+                    },
                 )
                 continue
             announced.append(completion_event(outcome.mail))

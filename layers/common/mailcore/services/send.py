@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
-from typing import TYPE_CHECKING
 
 from mailcore.errors import InvalidInput, MailServerError, NotFound
 from mailcore.ids import new_id
@@ -23,16 +22,15 @@ from mailcore.limits import AccountLimiter
 from mailcore.mime.build import OutgoingAttachment, build_message, new_message_id
 from mailcore.models import Direction, Mail, MailStatus, SendRequest, StoredFile, header_safe
 from mailcore.oauth2 import TokenBroker
+from mailcore.ports import DeadLetters, EventPublisher
 from mailcore.protocols.smtp import SmtpAccount, SmtpDelivery, SmtpSession
 from mailcore.protocols.transcript import Transcript
 from mailcore.sanitize import safe_html
 from mailcore.services.credentials import open_session
-from mailcore.ports import DeadLetters, EventPublisher
 from mailcore.services.delivery import DIRECT_HOLD, Attempts, Completions, SendOnce
 from mailcore.services.retry import WHILE_THE_CALLER_WAITS, RetryPolicy
 from mailcore.storage import Storage, raw_key
 from mailcore.teams import ResolvedAccount
-
 
 # "Re:", "RE:", "re :", "Aw:" (German), "Sv:" (Nordic), "Antw:" (Dutch), also "Re[2]:".
 _REPLY_PREFIX = re.compile(r"^\s*(re|aw|sv|antw)\s*(\[\d+\])?\s*:", re.IGNORECASE)
