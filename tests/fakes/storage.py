@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from mailcore.models import Mail, MailStatus, StoredFile
+from mailcore.models import Mail, StoredFile
 from mailcore.storage import (
     Guard,
     MailQuery,
@@ -119,23 +119,6 @@ class MemoryMail:
             and query.matches(mail)
         ]
         return found[:limit], len(found) > limit
-
-    def update_status(
-        self,
-        mail_id: str,
-        status: MailStatus,
-        *,
-        expected: MailStatus | None = None,
-        error: str | None = None,
-        changes: Mapping[str, Any] | None = None,
-    ) -> bool:
-        with self._lock:
-            mail = self.items.get(mail_id)
-            if mail is None or (expected is not None and mail.status != expected):
-                return False
-            update = {**(changes or {}), "status": status, "error": error}
-            self.items[mail_id] = Mail.model_validate({**mail.model_dump(), **update})
-            return True
 
 
 class MemoryRateLimits:

@@ -12,7 +12,15 @@ import pytest
 from mailcore import wiring
 from mailcore.models import MailStatus
 
-from tests.integration.test_outbox import call, queue, stored, sync, wait_for_messages
+from tests.integration.test_outbox import (
+    bus_queue,  # noqa: F401 (a fixture)
+    call,
+    drain,
+    queue,
+    stored,
+    sync,
+    wait_for_messages,
+)
 from tests.stack import stack_storage
 
 BUSY = "450 4.2.1 Mailbox busy, try again later"
@@ -148,6 +156,16 @@ def test_a_deferred_mail_cancelled_through_the_api_is_never_sent(stack, busy_tea
     assert stack.mail_servers.message_count(busy_team.mailbox.address) == 0
 
 
+def test_a_mail_cancelled_through_the_api_puts_mail_cancelled_on_the_bus(stack, new_team, bus_queue):  # noqa: F811
+    team = new_team()
+    mail = queue(stack, team, send_at=(datetime.now(UTC) + timedelta(days=1)).isoformat())
+    status, answer = control(stack, team, mail["id"], "cancel")
+    assert status == 200, answer
+    (event,) = drain(stack, bus_queue, 1)
+    assert event["detail-type"] == "MailCancelled" and event["detail"]["mail_id"] == mail["id"]
+    assert event["detail"]["status"] == "cancelled"
+
+
 def test_cancelling_a_sent_mail_is_a_409_naming_its_status(stack, new_team):
     team = new_team()
     mail = queue(stack, team)
@@ -168,7 +186,7 @@ def test_retrying_an_unknown_mail_sends_it_again_with_the_same_message_id_and_a_
     team = new_team()
     mail = queue(stack, team, to="nobody-here@example.test")
     failed = waiting(mail["id"], "failed")
-    stack_storage().mail.update_status(mail["id"], MailStatus.UNKNOWN)
+    stack_storage().mail.replace(failed.model_copy(update={"status": MailStatus.UNKNOWN}))
     status, answer = control(stack, team, mail["id"], "retry")
     assert status == 202 and "may have been delivered" in answer["warning"], answer
     assert answer["mail"]["status"] == "queued" and answer["mail"]["message_id"] == failed.message_id

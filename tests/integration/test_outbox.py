@@ -424,7 +424,7 @@ def bus_queue(stack):
     name = f"bus-{uuid.uuid4().hex[:8]}"
     url = sqs.create_queue(QueueName=name)["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    pattern = {"source": ["mail-service"], "detail-type": ["MailSent", "MailFailed"]}
+    pattern = {"source": ["mail-service"], "detail-type": ["MailSent", "MailFailed", "MailCancelled"]}
     events.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps(pattern))
     events.put_targets(Rule=name, EventBusName=bus, Targets=[{"Id": "queue", "Arn": arn}])
     yield url

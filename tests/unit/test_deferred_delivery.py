@@ -317,7 +317,7 @@ def test_a_queued_or_deferred_mail_can_be_cancelled_and_is_never_sent():
 def test_cancelling_a_mail_in_another_status_is_a_conflict_naming_it(status):
     harness = Harness(ScriptedServer())
     mail = harness.queue()
-    harness.storage.mail.update_status(mail.id, status)
+    harness.storage.mail.replace(mail.model_copy(update={"status": status}))
     with pytest.raises(Conflict) as refused:
         outbox_module.cancel(harness.storage, mail)
     assert status.value in refused.value.message and harness.mail(mail.id).status == status
@@ -341,7 +341,7 @@ def test_a_failed_mail_retried_is_sent_again_with_the_same_message_id():
 def test_retrying_a_mail_that_is_not_failed_or_unknown_is_a_conflict(status):
     harness = Harness(ScriptedServer())
     mail = harness.queue()
-    harness.storage.mail.update_status(mail.id, status)
+    harness.storage.mail.replace(mail.model_copy(update={"status": status}))
     with pytest.raises(Conflict):
         outbox_module.retry(harness.storage, mail)
 
@@ -439,7 +439,7 @@ def test_a_run_killed_between_the_attempt_and_its_result_write_never_sends_twice
     def killed(outcomes) -> None:
         raise Killed
 
-    dying._record = killed  # type: ignore[method-assign]
+    dying.completions.record = killed  # type: ignore[method-assign]
     dying.send([mail.id for mail in mails])
     dying._pool.shutdown(wait=True)
     assert {harness.mail(m.id).status for m in mails} == {MailStatus.SENDING}

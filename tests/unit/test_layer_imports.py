@@ -12,9 +12,6 @@ import pytest
 from scripts.module_graph import LAYER, cycles, graph, imported_names, layer_modules
 from tests.stack import function_environment
 
-# The send pipeline (services/send.py <-> services/outbox.py) is being made one by issue 12's
-# send work; until then this is the only cycle allowed. Remove it from here when it is gone.
-KNOWN_CYCLES = [["mailcore.services.outbox", "mailcore.services.send"]]
 # Libraries that make AWS clients: only an adapter may import them.
 AWS_LIBRARIES = ("boto3", "botocore", "aws_encryption_sdk", "aws_lambda_powertools.utilities.parameters")
 ADAPTERS = "mailcore.adapters"
@@ -23,8 +20,8 @@ ROOTS = "mailcore.wiring"
 ENTRY_POINTS = {"mailcore.check"}
 
 
-def test_the_layer_has_no_import_cycle_but_the_known_one():
-    assert cycles(graph()) == KNOWN_CYCLES
+def test_the_layer_has_no_import_cycle():
+    assert cycles(graph()) == []
 
 
 def test_a_new_cycle_is_found(tmp_path):

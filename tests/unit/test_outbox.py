@@ -4,12 +4,21 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from mailcore.models import Direction, Mail, MailStatus
-from mailcore.services.outbox import LEASE, claim, finish
+from mailcore.services.delivery import Completions, Outcome, ended
+from mailcore.services.outbox import LEASE, claim, owner_guard
 from mailcore.services.send import reply_subject
 
 from tests.fakes import memory_storage
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def finish(storage, mail, owner) -> bool:
+    """Records the outcome of a claimed mail as a run does; False when the claim was superseded."""
+    (recorded,) = Completions(storage, events=None, dead_letters=None).record(
+        [(Outcome(mail), owner_guard(owner))]
+    )
+    return recorded
 
 
 def stored_mail(storage, status=MailStatus.QUEUED, mail_id="m1"):
@@ -50,6 +59,21 @@ def test_a_superseded_claim_cannot_record_its_outcome():
     assert not finish(storage, sent, stale)
     assert finish(storage, sent, current)
     assert storage.mail.get("m1").status == MailStatus.SENT
+
+
+def test_a_superseded_claim_neither_announces_nor_dead_letters_the_outcome_it_could_not_record():
+    from tests.fakes import MemoryDeadLetters, MemoryPublisher
+
+    storage, events, dead_letters = memory_storage(), MemoryPublisher(), MemoryDeadLetters()
+    stored_mail(storage)
+    mail, stale = claim(storage, "m1", now=NOW)
+    claim(storage, "m1", now=NOW + LEASE + timedelta(seconds=1))
+    failed = ended(mail, MailStatus.FAILED, error="421 still busy")
+    completions = Completions(storage, events, dead_letters)
+    assert completions.record([(Outcome(failed, dead_letter=True), owner_guard(stale))]) == [False]
+    completions.flush()
+    assert events.events == [] and dead_letters.bodies == []
+    assert storage.mail.get("m1").status == MailStatus.SENDING  # the newer claim's to finish
 
 
 def test_a_mail_sent_through_the_direct_api_is_never_claimed():
@@ -148,7 +172,7 @@ class _PacedOutbox:
 
             def _deliver(self, claimed):
                 self.delivered.append(claimed.mail.id)
-                return outbox_module._outcome(claimed.mail, MailStatus.SENT, reply="250 ok")
+                return Outcome(ended(claimed.mail, MailStatus.SENT, reply="250 ok"))
 
         outbox = Paced(
             storage=storage,

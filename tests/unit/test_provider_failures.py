@@ -9,13 +9,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from mailcore.limits import AccountLimiter, RateLimited
 from mailcore.models import Direction, Mail, MailAccount, MailStatus, SendRequest, ServerEndpoint
 from mailcore.protocols.diagnose import from_rewritten_warning, smtp_failure
 from mailcore.protocols.transcript import Transcript
-from mailcore.services.send import MailDeferred, send_mail
+from mailcore.services.send import DirectSend, MailDeferred, MailSendFailed
 from mailcore.teams import ResolvedAccount
 
-from tests.fakes import memory_storage
+from tests.fakes import MemoryLimitCounters, MemoryPublisher, memory_storage
 
 ENDPOINT = ServerEndpoint(host="smtp.office365.com", port=587, security="starttls")
 
@@ -134,8 +135,16 @@ class BusyOnceSmtpServer:
     """A fault injector, not a mail server: the first connections get `421` as their banner, later
     ones a minimal SMTP dialogue that accepts one message."""
 
-    def __init__(self, busy_connections: int, banner: bytes = b"421 4.3.2 Service not available\r\n") -> None:
+    def __init__(
+        self,
+        busy_connections: int,
+        banner: bytes = b"421 4.3.2 Service not available\r\n",
+        *,
+        drop_after_data: bool = False,
+    ) -> None:
         self.busy_left = busy_connections
+        # Drops the connection after the message's final dot, before any reply.
+        self.drop_after_data = drop_after_data
         self.banner = banner
         self.connections = 0
         self.accepted = 0
@@ -169,6 +178,8 @@ class BusyOnceSmtpServer:
                 while reader.readline() not in (b".\r\n", b""):
                     pass
                 self.accepted += 1
+                if self.drop_after_data:
+                    return
                 conn.sendall(b"250 queued\r\n")
             elif verb == b"QUIT":
                 conn.sendall(b"221 bye\r\n")
@@ -202,13 +213,9 @@ def target_on(port: int) -> ResolvedAccount:
 
 def test_a_busy_server_is_tried_again_after_a_pause_and_the_mail_goes_out(busy_server):
     pauses: list[float] = []
-    mail = send_mail(
-        target_on(busy_server.port),
-        SendRequest(to="x@example.test", body_text="x"),
-        storage=memory_storage(),
-        transcript=Transcript(),
-        tls_context=None,  # type: ignore[arg-type]
-        sleep=pauses.append,
+    direct = DirectSend(storage=memory_storage(), tls_context=None, sleep=pauses.append)  # type: ignore[arg-type]
+    mail = direct.send(
+        target_on(busy_server.port), SendRequest(to="x@example.test", body_text="x"), transcript=Transcript()
     )
     assert mail.status == MailStatus.SENT
     assert busy_server.accepted == 1 and pauses == [1.0]
@@ -219,13 +226,10 @@ def test_a_server_busy_on_every_try_hands_the_mail_to_the_outbox_deferred():
     storage = memory_storage()
     try:
         with pytest.raises(MailDeferred) as deferred:
-            send_mail(
+            DirectSend(storage=storage, tls_context=None, sleep=lambda _: None).send(  # type: ignore[arg-type]
                 target_on(server.port),
                 SendRequest(to="x@example.test", body_text="x"),
-                storage=storage,
                 transcript=Transcript(),
-                tls_context=None,  # type: ignore[arg-type]
-                sleep=lambda _: None,
             )
     finally:
         server.close()
@@ -233,5 +237,59 @@ def test_a_server_busy_on_every_try_hands_the_mail_to_the_outbox_deferred():
     assert deferred.value.status == 202 and deferred.value.temporary
     assert mail.status == MailStatus.DEFERRED and mail.next_attempt_at is not None
     assert storage.mail.get(mail.id).status == MailStatus.DEFERRED
-    assert [entry["reply"][:3] for entry in mail.attempt_log] == ["421"]
+    assert [entry["reply"][:3] for entry in mail.attempt_log] == ["421", "421", "421"]
     assert server.connections == 3
+
+
+def test_a_direct_send_whose_connection_drops_after_the_message_is_unknown_and_never_sent_again():
+    server = BusyOnceSmtpServer(busy_connections=0, drop_after_data=True)
+    storage, events = memory_storage(), MemoryPublisher()
+    try:
+        with pytest.raises(MailSendFailed) as failed:
+            DirectSend(storage=storage, tls_context=None, events=events).send(  # type: ignore[arg-type]
+                target_on(server.port),
+                SendRequest(to="x@example.test", body_text="x"),
+                transcript=Transcript(),
+            )
+    finally:
+        server.close()
+    stored = storage.mail.get(failed.value.mail.id)
+    assert stored.status == MailStatus.UNKNOWN and "may have been delivered" in stored.error
+    assert server.accepted == 1
+    assert [event.detail()["status"] for event in events.events] == ["unknown"]
+
+
+def test_a_direct_send_finding_no_free_connection_slot_is_refused_429_and_stores_nothing():
+    free = target_on(1)
+    target = ResolvedAccount(free.team, free.name, free.config.model_copy(update={"max_connections": 1}))
+    limiter = AccountLimiter(MemoryLimitCounters())
+    storage = memory_storage()
+    with limiter.connection(target), pytest.raises(RateLimited):
+        DirectSend(storage=storage, tls_context=None, limiter=limiter).send(  # type: ignore[arg-type]
+            target, SendRequest(to="x@example.test", body_text="x"), transcript=Transcript()
+        )
+    assert storage.mail.items == {} and storage.blobs.objects == {}
+
+
+def test_a_direct_team_mail_past_its_maximum_age_fails_and_is_dead_lettered_like_a_queued_one():
+    from tests.fakes import MemoryDeadLetters
+
+    server = BusyOnceSmtpServer(busy_connections=10)
+    short = target_on(server.port)
+    # 36 s of trying: the first deferral (1 minute) would fall after it.
+    account = short.config.model_copy(update={"retry_max_age_hours": 0.01})
+    dead_letters = MemoryDeadLetters()
+    direct = DirectSend(
+        storage=memory_storage(), tls_context=None, dead_letters=dead_letters, sleep=lambda _: None
+    )  # type: ignore[arg-type]
+    try:
+        with pytest.raises(MailSendFailed) as failed:
+            direct.send(
+                ResolvedAccount(short.team, short.name, account),
+                SendRequest(to="x@example.test", body_text="x"),
+                transcript=Transcript(),
+            )
+    finally:
+        server.close()
+    assert failed.value.status == 502 and failed.value.mail.status == MailStatus.FAILED
+    assert [letter["mail_id"] for letter in dead_letters.bodies] == [failed.value.mail.id]

@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 from mailcore.adapters.eventbridge import EventBridgePublisher
 from mailcore.events import MAIL_RECEIVED, MailEvent
 from mailcore.models import Direction, Mail, MailStatus
-from mailcore.services.outbox import completion_event
+from mailcore.services.delivery import completion_event
 from moto import mock_aws
 
 from local import iam

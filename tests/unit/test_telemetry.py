@@ -13,7 +13,7 @@ from mailcore import telemetry
 from mailcore.events import MAIL_RECEIVED, MailEvent
 from mailcore.models import MailStatus, OAuth2Auth
 from mailcore.oauth2 import OAuth2Error, TokenBroker
-from mailcore.services.outbox import completion_event
+from mailcore.services.delivery import completion_event
 from mailcore.settings import Settings
 from mailcore.wiring import accounts as accounts_root
 from mailcore.wiring import parts

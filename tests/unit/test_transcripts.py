@@ -134,7 +134,7 @@ def test_credentials_an_smtp_server_echoes_in_its_error_are_masked_in_every_enco
 
 def test_a_failed_send_stores_no_echoed_credentials_in_mail_reply_or_error():
     from mailcore.models import SendRequest
-    from mailcore.services.send import MailSendFailed, send_mail
+    from mailcore.services.send import DirectSend, MailSendFailed
     from mailcore.teams import ResolvedAccount
 
     from tests.fakes import memory_storage
@@ -142,12 +142,10 @@ def test_a_failed_send_stores_no_echoed_credentials_in_mail_reply_or_error():
     port = serve_once(smtp_echoing_auth_plain)
     storage = memory_storage()
     with pytest.raises(MailSendFailed) as caught:
-        send_mail(
+        DirectSend(storage=storage, tls_context=client_tls_context()).send(
             ResolvedAccount("t", "desk", account(smtp_port=port)),
             SendRequest(to="b@example.test", body_text="x"),
-            storage=storage,
             transcript=Transcript(),
-            tls_context=client_tls_context(),
         )
     stored = storage.mail.get(caught.value.mail.id)
     shown = f"{stored.reply} {stored.error} {caught.value.message}"

@@ -6,7 +6,7 @@ The counters live in the pull state table next to the account's STATE item (pk `
 connection slots, each a lease with an expiry so a crashed process frees its slot by itself.
 All conditions are in this module.
 
-The API the send paths use (send_mail now; the outbox's sender can call the same):
+The API both send paths use (services/send.py's DirectSend and the outbox's runs):
 
     limiter.take_message(target)          # raises RateLimited (429, retry_after) when over
     with limiter.connection(target): ...  # raises RateLimited when every slot is taken

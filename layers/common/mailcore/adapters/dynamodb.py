@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from mailcore.adapters.base import AwsAdapter, aws_client, refusals_raised
 from mailcore.limits import RATE_ITEM_LIFETIME_SECONDS
-from mailcore.models import Mail, MailStatus, StoredFile
+from mailcore.models import Mail, StoredFile
 from mailcore.ports import BlobStore
 from mailcore.storage import Guard, MailQuery, Transition, body_key, index_attributes, outbox_key
 
@@ -277,44 +277,6 @@ class DynamoMail(AwsAdapter):
             data.pop("outbox", None)
             mails.append(Mail.model_validate(data))
         return mails, more
-
-    def update_status(
-        self,
-        mail_id: str,
-        status: MailStatus,
-        *,
-        expected: MailStatus | None = None,
-        error: str | None = None,
-        changes: Mapping[str, Any] | None = None,
-    ) -> bool:
-        client = self.client
-        names = {"#status": "status", "#error": "error"}
-        values: dict[str, Any] = {":status": {"S": status.value}}
-        assignments = ["#status = :status"]
-        for index, (name, value) in enumerate(to_item(dict(changes or {})).items()):
-            names[f"#c{index}"] = name
-            values[f":c{index}"] = value
-            assignments.append(f"#c{index} = :c{index}")
-        if error is not None:
-            values[":error"] = {"S": error}
-            assignments.append("#error = :error")
-        update = "SET " + ", ".join(assignments) + (" REMOVE #error" if error is None else "")
-        condition = "attribute_exists(id)"
-        if expected is not None:
-            condition += " AND #status = :expected"
-            values[":expected"] = {"S": expected.value}
-        try:
-            client.update_item(
-                TableName=self.table,
-                Key={"id": {"S": mail_id}},
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
-        except client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
 
 
 class DynamoFiles(AwsAdapter):

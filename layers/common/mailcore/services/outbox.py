@@ -2,27 +2,28 @@
 
 A queued mail moves `queued -> sending -> sent | failed | unknown | deferred`, and a deferred
 one `deferred -> sending -> ...` again when it is due, each step one conditional write on its
-item (DynamoDB evaluates the condition and the write atomically). Every transition of the outbox
-is in this module, with the race its guard closes:
+item (DynamoDB evaluates the condition and the write atomically). Every guard of the outbox is
+in this module, with the race it closes:
 
 - claim: `queued` whose time came, `deferred` whose next attempt is due (or `sending` whose
   lease ran out) -> `sending`, with a fresh lease owner and expiry. Push (the table's stream),
   sync (the API or a schedule) and a redelivered stream batch all claim before they send;
   exactly one of them wins, the others skip the mail.
-- finish: `sending` owned by *this* claim -> `sent` / `failed` / `unknown` / `deferred`. A sender
-  whose lease ran out (it stalled; another reclaimed the mail) cannot overwrite the newer outcome.
+- finish (owner_guard): `sending` owned by *this* claim -> `sent` / `failed` / `unknown` /
+  `deferred`. A sender whose lease ran out (it stalled; another reclaimed the mail) cannot
+  overwrite the newer outcome.
 
-Short blips are retried inside the claim, in the same run, with a backoff of seconds (temporary
-failures: 4xx replies, refused or dropped connections, timeouts). After those the mail is
-`deferred` to a later run by the one retry policy (services/retry.py), until its maximum age;
-only then does it end `failed` and on the dead-letter queue.
+The claimed mail is delivered, and its outcome written and announced, by services/delivery.py,
+as a direct send's is: short blips are retried inside the claim, in the same run (every
+temporary failure: 4xx replies, refused or dropped connections, timeouts). After those the
+mail is `deferred` to a later run by the one retry policy (services/retry.py), until its
+maximum age; only then does it end `failed` and on the dead-letter queue.
 """
 
 from __future__ import annotations
 
 import secrets
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,17 +34,23 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from mailcore.errors import Conflict, DeliveryUnknown, InvalidInput, MailServerError, MailServiceError
-from mailcore.events import MAIL_CANCELLED, MAIL_DEFERRED, MAIL_FAILED, MAIL_SENT, MailEvent
+from mailcore.errors import Conflict, InvalidInput, MailServiceError
 from mailcore.limits import AccountLimiter, RateLimited
 from mailcore.models import Mail, MailAccount, MailStatus, SendRequest, parse_addresses
 from mailcore.oauth2 import TokenBroker
 from mailcore.ports import DeadLetters, EventPublisher
-from mailcore.protocols.smtp import SmtpSession
+from mailcore.protocols.smtp import SmtpDelivery, SmtpSession
 from mailcore.protocols.transcript import Transcript
 from mailcore.services.credentials import open_session
-from mailcore.services.retry import RetryPolicy, attempt_entry, capped, deferred, server_reply
-from mailcore.storage import Clause, Guard, Storage, Transition, iso_time, outbox_key, raw_key
+from mailcore.services.delivery import (
+    QUEUE_ATTRIBUTES,
+    Attempts,
+    Completions,
+    Outcome,
+    ended,
+)
+from mailcore.services.retry import IN_THE_BACKGROUND, RetryPolicy
+from mailcore.storage import Clause, Guard, Storage, iso_time, outbox_key, raw_key
 from mailcore.teams import ResolvedAccount, TeamDirectory
 
 logger = Logger(child=True)
@@ -51,9 +58,6 @@ logger = Logger(child=True)
 # Longer than any function's timeout, so a live sender never loses its claim; after it a
 # crashed sender's claim is taken over by the next sync or push.
 LEASE = timedelta(minutes=15)
-# Attempts of one mail in one run, and the pauses between them (seconds).
-MAX_ATTEMPTS = 3
-BACKOFF = (0.5, 2.0)
 # Claims run ahead of the SMTP conversation and outcomes are written behind it, on this many
 # threads: with ~8 ms a DynamoDB call, writing one at a time would cap a run at ~50 mails/s.
 WORKERS = 10
@@ -65,9 +69,6 @@ PACE_MARGIN_SECONDS = 15.0
 # Waits for a free SMTP connection slot of the account before the run gives its claims back.
 CONNECTION_TRIES = 3
 CHUNKS_AHEAD = 8
-FINAL = (MailStatus.SENT, MailStatus.FAILED, MailStatus.UNKNOWN)
-# The index attributes of a mail still to send (storage.index_attributes), and of a claim.
-QUEUE_ATTRIBUTES = ("outbox", "waiting", "due_at", "lease_owner", "lease_until", "attempt_started_at")
 
 
 _iso = iso_time
@@ -146,55 +147,6 @@ def record_raw(storage: Storage, mail: Mail, owner: str) -> bool:
     return storage.mail.transition(mail.id, owner_guard(owner), assign=changes) is not None
 
 
-def _finish_transition(mail: Mail, owner: str) -> Transition:
-    return _outcome_transition(mail, owner_guard(owner))
-
-
-def _outcome_transition(mail: Mail, guard: Guard) -> Transition:
-    assert mail.status in (*FINAL, MailStatus.DEFERRED)
-    assign: dict[str, Any] = {
-        "status": mail.status.value,
-        "error": mail.error,
-        "reply": mail.reply,
-        "refused": mail.refused,
-        "attempts": mail.attempts,
-        "attempt_log": mail.attempt_log,
-    }
-    # The mail leaves the outbox's indexes only here, not at the claim: a claim whose sender
-    # died stays visible to sync, which takes it over once the lease is over.
-    removed = [*QUEUE_ATTRIBUTES, *(() if mail.error else ("error",))]
-    if mail.status == MailStatus.DEFERRED:
-        assert mail.next_attempt_at is not None
-        # Deferred: out of the Outbox index (no sync reads it until it is due), into Waiting.
-        assign |= {
-            "waiting": outbox_key(mail.team, mail.account),
-            "due_at": _iso(mail.next_attempt_at),
-            "next_attempt_at": _iso(mail.next_attempt_at),
-            "deferrals": mail.deferrals,
-            "retry_until": _iso(mail.retry_until) if mail.retry_until else None,
-        }
-        removed = [key for key in removed if key not in assign]
-    else:
-        removed.append("next_attempt_at")
-    return Transition(mail.id, guard, assign, tuple(removed))
-
-
-def hand_over(storage: Storage, mail: Mail) -> bool:
-    """Hands a mail the direct send could not deliver (a temporary failure) to the outbox as
-    `deferred`; False when it is no longer the direct send's to hand over."""
-    # A direct send holds its mail as `sending` without a lease (claim_guard never takes such a
-    # mail): only the send that stored it moves it on, so this cannot race an outbox run.
-    guard = (Clause(equals={"status": MailStatus.SENDING.value}, missing=("lease_owner",)),)
-    t = _outcome_transition(mail, guard)
-    return storage.mail.transition(t.mail_id, t.guard, assign=t.assign, remove=t.remove) is not None
-
-
-def finish(storage: Storage, mail: Mail, owner: str) -> bool:
-    """Records the outcome of a claimed mail; False when the claim was superseded."""
-    t = _finish_transition(mail, owner)
-    return storage.mail.transition(t.mail_id, t.guard, assign=t.assign, remove=t.remove) is not None
-
-
 def release(storage: Storage, mail: Mail, owner: str, *, now: datetime) -> bool:
     """Gives a claimed mail back to the outbox unsent (its account is at its provider's limit);
     the stream's MODIFY to `queued` or the next sync picks it up again."""
@@ -215,9 +167,10 @@ CANCELLABLE = (MailStatus.QUEUED, MailStatus.DEFERRED)
 RETRYABLE = (MailStatus.FAILED, MailStatus.UNKNOWN)
 
 
-def cancel(storage: Storage, mail: Mail) -> Mail:
-    """Cancels a queued or deferred mail: it leaves the outbox unsent. Raises Conflict naming
-    the status when it is not cancellable now (a run holds it: it is `sending`)."""
+def cancel(storage: Storage, mail: Mail, *, completions: Completions | None = None) -> Mail:
+    """Cancels a queued or deferred mail: it leaves the outbox unsent (and MailCancelled goes on
+    the bus through `completions`). Raises Conflict naming the status when it is not
+    cancellable now (a run holds it: it is `sending`)."""
     # A run claims by moving the mail to `sending`; cancelling only from `queued`/`deferred`
     # means exactly one of the two wins: a cancelled mail is never claimed (claim_guard wants
     # queued/deferred), and a claimed one is never cancelled mid-send, where cancelling could
@@ -236,6 +189,8 @@ def cancel(storage: Storage, mail: Mail) -> Mail:
         raise Conflict(
             f"only a queued or deferred mail can be cancelled; this one is {status}{why}", field="status"
         )
+    if completions is not None:
+        completions.announce([done])
     return done
 
 
@@ -268,11 +223,6 @@ def retry(storage: Storage, mail: Mail) -> Mail:
         status = now.status.value if now else "gone"
         raise Conflict(f"only a failed or unknown mail can be retried; this one is {status}", field="status")
     return done
-
-
-def finish_many(storage: Storage, outcomes: list[tuple[Mail, str]]) -> list[bool]:
-    recorded = storage.mail.transition_many([_finish_transition(mail, owner) for mail, owner in outcomes])
-    return [mail is not None for mail in recorded]
 
 
 # ----------------------------------------------------------------------------- queueing
@@ -309,40 +259,6 @@ def queue_mail(
         mail = mail.model_copy(update={"send_at": send_at, "retry_until": retry_until})
     storage.mail.put_new(mail)
     return mail
-
-
-# An EventBridge entry and an SQS message hold 256 KB, a mail may have thousands of recipients and
-# a server's reply has no length limit: a notice names at most NOTICE_REFUSED refused recipients
-# (with how many there were) and keeps NOTICE_TEXT characters of a reply or an error. The mail
-# itself keeps everything.
-NOTICE_REFUSED = 100
-NOTICE_TEXT = 1_000
-
-
-def _notice_text(text: str | None) -> str | None:
-    return text if text is None or len(text) <= NOTICE_TEXT else text[:NOTICE_TEXT] + "..."
-
-
-def completion_event(mail: Mail) -> MailEvent:
-    detail_type = {
-        MailStatus.SENT: MAIL_SENT,
-        MailStatus.DEFERRED: MAIL_DEFERRED,
-        MailStatus.CANCELLED: MAIL_CANCELLED,
-    }.get(mail.status, MAIL_FAILED)
-    extra: dict[str, Any] = {
-        "status": mail.status.value,
-        "reply": _notice_text(mail.reply),
-        "message_id": mail.message_id,
-    }
-    if mail.next_attempt_at is not None and mail.status == MailStatus.DEFERRED:
-        extra |= {"next_attempt_at": _iso(mail.next_attempt_at), "attempts": mail.attempts}
-    if mail.refused:
-        named = list(mail.refused.items())[:NOTICE_REFUSED]
-        extra["refused"] = {address: _notice_text(reply) for address, reply in named}
-        extra["refused_count"] = len(mail.refused)
-    if mail.error:
-        extra["error"] = _notice_text(mail.error)
-    return MailEvent(detail_type, mail.team, mail.account, mail.id, extra)
 
 
 # ----------------------------------------------------------------------------- sending
@@ -432,27 +348,22 @@ class Outbox:
         transcript: Transcript | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], None] = time.sleep,
-        backoff: tuple[float, ...] = BACKOFF,
-        max_attempts: int = MAX_ATTEMPTS,
         tokens: TokenBroker | None = None,
         limiter: AccountLimiter | None = None,
         seconds_left: Callable[[], float] | None = None,
         policy: RetryPolicy | None = None,
     ) -> None:
         self.storage = storage
-        self.policy = policy or RetryPolicy()
         self.limiter = limiter
         self.seconds_left = seconds_left
         self._slots = ExitStack()
         self.directory = directory
-        self.events = events
-        self.dead_letters = dead_letters
         self.tls_context = tls_context
         self.transcript = transcript or Transcript()
         self.clock = clock
         self.sleep = sleep
-        self.backoff = backoff
-        self.max_attempts = max_attempts
+        self.attempts = Attempts(policy or RetryPolicy(), IN_THE_BACKGROUND, clock, sleep, self.transcript)
+        self.completions = Completions(storage, events, dead_letters)
         self.tokens = tokens
         self._sessions: dict[tuple[str, str], SmtpSession] = {}
         self._accounts: dict[tuple[str, str], MailAccount | None] = {}
@@ -460,9 +371,7 @@ class Outbox:
         # Attempt marks on their own threads: queued behind the claims running ahead on the
         # pool, they would hold up every chunk's first mail.
         self._mark_pool = ThreadPoolExecutor(CLAIM_BATCH, thread_name_prefix="outbox-mark")
-        self._writes: list[Future[None]] = []
-        self._pending_events: list[MailEvent] = []
-        self._events_lock = threading.Lock()
+        self._writes: list[Future[Any]] = []
 
     def __enter__(self) -> Outbox:
         return self
@@ -498,7 +407,7 @@ class Outbox:
         ids = list(dict.fromkeys(mail_ids))
         chunks = [ids[start : start + CLAIM_BATCH] for start in range(0, len(ids), CLAIM_BATCH)]
         ahead: list[tuple[list[str], Future[tuple[list[_Claimed], dict[str, str]]]]] = []
-        finished: list[tuple[Mail, str]] = []
+        finished: list[tuple[Outcome, Guard]] = []
         deferred = False
         while ahead or (chunks and not deferred):
             while chunks and len(ahead) < CHUNKS_AHEAD and not deferred:
@@ -537,29 +446,33 @@ class Outbox:
                     release(self.storage, claimed.mail, claimed.owner, now=self.clock())
                     report.released.append(mail_id)
                     continue
-                finished.append((outcome, claimed.owner))
-                report.add(outcome)
+                finished.append((outcome, owner_guard(claimed.owner)))
+                report.add(outcome.mail)
                 if len(finished) >= CLAIM_BATCH:
-                    self._writes.append(self._pool.submit(self._record, finished))
-                    finished = []
+                    finished = self._write(finished)
+        self._write(finished)
+        self._flush_into(report)
+        return report
+
+    def _write(self, finished: list[tuple[Outcome, Guard]]) -> list[tuple[Outcome, Guard]]:
+        """Records these outcomes behind the conversation, on the pool; answers an empty batch."""
         if finished:
-            self._writes.append(self._pool.submit(self._record, finished))
+            self._writes.append(self._pool.submit(self.completions.record, finished))
+        return []
+
+    def _flush_into(self, report: OutboxReport) -> None:
         try:
             self.flush()
         except Exception as error:
             logger.exception("outcomes of this run could not all be written")
             done = [*report.sent, *report.failed, *report.unknown, *report.deferred]
             report.errors.update({mail.id: str(error) for mail in done})
-        return report
 
     def flush(self) -> None:
         """Waits for the outcome writes and puts the events still pending."""
         writes, self._writes = self._writes, []
         errors = [future.exception() for future in writes]
-        with self._events_lock:
-            pending, self._pending_events = self._pending_events, []
-        if pending:
-            self.events.publish(pending)
+        self.completions.flush()
         for error in errors:
             if error is not None:
                 raise error
@@ -684,40 +597,27 @@ class Outbox:
             )
         return self._sessions[key]
 
-    def _deliver(self, claimed: _Claimed) -> Mail:
-        """Sends one claimed mail, retrying short blips; answers it with its outcome (deferred
-        when it still failed temporarily and is young enough to be tried again later)."""
+    def _deliver(self, claimed: _Claimed) -> Outcome:
+        """Sends one claimed mail (services/delivery.py); a mail that cannot be sent fails, one
+        a run died trying is `unknown`."""
         mail = claimed.mail
         if claimed.interrupted:
             started = mail.attempt_started_at
             why = f"a run died during its attempt (started {started}): the mail may have been delivered"
-            return _outcome(mail, MailStatus.UNKNOWN, error=why)
+            return Outcome(ended(mail, MailStatus.UNKNOWN, error=why))
         if claimed.problem is not None:
-            return _outcome(mail, MailStatus.FAILED, error=claimed.problem)
+            return Outcome(ended(mail, MailStatus.FAILED, error=claimed.problem))
         account = self._account(mail)
         assert account is not None
         try:
             recipients = _envelope(mail)
         except ValueError as error:
-            return _outcome(mail, MailStatus.FAILED, error=str(error))
-        for attempt in range(self.max_attempts):
-            at = self.clock()
-            try:
-                delivery = self._session(mail, account).send(claimed.raw, recipients)
-            except DeliveryUnknown as error:
-                # Sending again could deliver it twice; not sending could lose it. A person
-                # decides, with the transcript's hint (see the README).
-                mail = _tried(mail, at, recipients, "unknown", None, error.message)
-                return _outcome(mail, MailStatus.UNKNOWN, error=error.message)
-            except MailServerError as error:
-                mail = _tried(mail, at, recipients, "failed", server_reply(error), error.message)
-                if error.temporary and attempt + 1 < self.max_attempts:
-                    self.sleep(self.backoff[min(attempt, len(self.backoff) - 1)])
-                    continue
-                return self._after_failure(mail, error, account)
-            mail = _tried(mail, at, recipients, "sent", delivery.reply, None)
-            return _outcome(mail, MailStatus.SENT, reply=delivery.reply, refused=delivery.refused)
-        raise AssertionError("unreachable: the last attempt returns")
+            return Outcome(ended(mail, MailStatus.FAILED, error=str(error)))
+
+        def send(raw: bytes, to: list[str]) -> SmtpDelivery:
+            return self._session(mail, account).send(raw, to)
+
+        return self.attempts.deliver(mail, claimed.raw, recipients, send, account)
 
     def _mark(self, claimed: _Claimed) -> None:
         try:
@@ -727,81 +627,9 @@ class Outbox:
         if not marked:
             raise _NotMarked("the claim was superseded before the attempt")
 
-    def _after_failure(self, mail: Mail, error: MailServerError, account: MailAccount) -> Mail:
-        """A temporary failure defers the mail while it is young enough; a permanent one, or a
-        temporary one past the mail's maximum age, fails it (and the latter is dead-lettered)."""
-        reply = server_reply(error)
-        waiting = deferred(self.policy, mail, error, self.clock(), account)
-        if waiting is not None:
-            return _outcome(waiting, MailStatus.DEFERRED, error=error.message, reply=reply)
-        failed = _outcome(mail, MailStatus.FAILED, error=error.message, reply=reply)
-        if error.temporary:
-            self._writes.append(self._pool.submit(self._dead_letter, failed))
-        return failed
-
-    def _record(self, outcomes: list[tuple[Mail, str]]) -> None:
-        recorded = finish_many(self.storage, outcomes)
-        events = []
-        for (mail, _), done in zip(outcomes, recorded, strict=True):
-            if done:
-                events.append(completion_event(mail))
-            else:
-                logger.warning(
-                    "outcome of a mail not recorded: its claim was superseded",
-                    extra={"team": mail.team, "account": mail.account, "mail_id": mail.id},
-                )
-        # PutEvents takes ten entries a call: publish whole tens now, the rest at the flush.
-        with self._events_lock:
-            self._pending_events.extend(events)
-            whole = len(self._pending_events) // 10 * 10
-            batch, self._pending_events = self._pending_events[:whole], self._pending_events[whole:]
-        if batch:
-            self.events.publish(batch)
-
-    def _dead_letter(self, mail: Mail) -> None:
-        self.dead_letters.put(
-            {
-                "mail_id": mail.id,
-                "team": mail.team,
-                "account": mail.account,
-                "attempts": mail.attempts,
-                "error": _notice_text(mail.error),
-                "reply": _notice_text(mail.reply),
-            }
-        )
-
 
 def _envelope(mail: Mail) -> list[str]:
     recipients = SendRequest(to=parse_addresses([*mail.to, *mail.cc, *mail.bcc])).recipients()
     if not recipients:
         raise ValueError("the mail has no recipients")
     return recipients
-
-
-def _tried(
-    mail: Mail, at: datetime, recipients: list[str], outcome: str, reply: str | None, error: str | None
-) -> Mail:
-    """The mail with one more attempt counted and logged."""
-    entry = attempt_entry(at, recipients, outcome=outcome, reply=reply, error=error)
-    return mail.model_copy(
-        update={"attempts": mail.attempts + 1, "attempt_log": capped([*mail.attempt_log, entry])}
-    )
-
-
-def _outcome(
-    mail: Mail,
-    status: MailStatus,
-    *,
-    error: str | None = None,
-    reply: str | None = None,
-    refused: dict[str, str] | None = None,
-) -> Mail:
-    return mail.model_copy(
-        update={
-            "status": status,
-            "error": error,
-            "reply": reply,
-            "refused": refused or {},
-            **({} if status == MailStatus.DEFERRED else {"next_attempt_at": None}),
-        }
-    )

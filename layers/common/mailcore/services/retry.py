@@ -1,8 +1,8 @@
 """The one retry policy of outgoing mail, for direct sends and the outbox alike.
 
 SMTP's 4xx means "try again later", and later is minutes to hours (RFC 5321 §4.5.4.1: retries
-at least 30 minutes apart, give up after 4-5 days). A run retries a short blip itself (the
-outbox's backoff of seconds); once those tries are spent the mail is `deferred` with a
+at least 30 minutes apart, give up after 4-5 days). A run retries a short blip itself
+(ShortRetries, seconds); once those tries are spent the mail is `deferred` with a
 `next_attempt_at` that grows with each deferral (1, 5, 15, 30 minutes, then every 1 to 2 hours,
 jittered so that mails deferred together do not return together) until its maximum age, after
 which it fails with the server's last reply. A 5xx fails at once.
@@ -34,6 +34,28 @@ ATTEMPT_LOG_LIMIT = 50
 # mail's own fields name them all): 50 entries of at most ~3 KB stay far under DynamoDB's 400 KB.
 ATTEMPT_REPLY_BYTES = 500
 ATTEMPT_RECIPIENTS = 10
+
+
+def is_busy(error: MailServerError) -> bool:
+    """421, or 432 4.3.2: the server is busy now and says so at once."""
+    return error.reply_code == 421 or (error.reply_code == 432 and "4.3.2" in (error.reply or ""))
+
+
+@dataclass(frozen=True)
+class ShortRetries:
+    """Tries of one mail within one run, before it is deferred: the pauses between them, and
+    which failures are worth them."""
+
+    pauses: tuple[float, ...]
+    retries: Callable[[MailServerError], bool]
+
+
+# Nobody waits on an outbox run: every temporary failure is tried again after 0.5 s and 2 s.
+IN_THE_BACKGROUND = ShortRetries((0.5, 2.0), lambda error: error.temporary)
+# A direct send's caller waits (API Gateway answers within 29 s; one SMTP timeout may take 30):
+# only a busy server, which answers at once, is tried again (after 1 s and 3 s); any other
+# temporary failure goes to the outbox at once, deferred.
+WHILE_THE_CALLER_WAITS = ShortRetries((1.0, 3.0), is_busy)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Sending one mail of a team's account over SMTP, and keeping it in storage.
 
-`compose` is the `mail_set` step every outgoing mail goes through, sent at once (`send_mail`) or
+`compose` is the `mail_set` step every outgoing mail goes through, sent at once (`DirectSend`) or
 queued (`services.outbox.queue_mail`): validate and normalise, resolve the mail it replies to,
 build the MIME message and store its raw bytes.
 """
@@ -11,11 +11,10 @@ import contextlib
 import re
 import ssl
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
-from typing import TYPE_CHECKING, Any, NoReturn
 
 from mailcore.errors import InvalidInput, MailServerError, NotFound
 from mailcore.ids import new_id
@@ -23,16 +22,15 @@ from mailcore.limits import AccountLimiter
 from mailcore.mime.build import OutgoingAttachment, build_message, new_message_id
 from mailcore.models import Direction, Mail, MailStatus, SendRequest, StoredFile, header_safe
 from mailcore.oauth2 import TokenBroker
+from mailcore.ports import DeadLetters, EventPublisher
 from mailcore.protocols.smtp import SmtpAccount, SmtpDelivery, SmtpSession
 from mailcore.protocols.transcript import Transcript
 from mailcore.sanitize import safe_html
 from mailcore.services.credentials import open_session
-from mailcore.services.retry import attempt_entry, server_reply
+from mailcore.services.delivery import DIRECT_HOLD, Attempts, Completions, SendOnce
+from mailcore.services.retry import WHILE_THE_CALLER_WAITS, RetryPolicy
 from mailcore.storage import Storage, raw_key
 from mailcore.teams import ResolvedAccount
-
-if TYPE_CHECKING:
-    from mailcore.ports import EventPublisher
 
 # "Re:", "RE:", "re :", "Aw:" (German), "Sv:" (Nordic), "Antw:" (Dutch), also "Re[2]:".
 _REPLY_PREFIX = re.compile(r"^\s*(re|aw|sv|antw)\s*(\[\d+\])?\s*:", re.IGNORECASE)
@@ -50,7 +48,8 @@ class SystemSender:
 
 
 class MailSendFailed(MailServerError):
-    """The server refused or failed the mail; it is stored with status `failed`."""
+    """The server refused or failed the mail; it is stored `failed` (`unknown` when the connection
+    dropped after the whole message went out)."""
 
     def __init__(self, cause: MailServerError, mail: Mail) -> None:
         super().__init__(
@@ -197,178 +196,105 @@ def compose(
     return mail.model_copy(update={"raw_size": len(raw), "body_html": body_html})
 
 
-def send_mail(
-    target: ResolvedAccount | SystemSender,
-    request: SendRequest,
-    *,
-    storage: Storage,
-    transcript: Transcript,
-    tls_context: ssl.SSLContext,
-    now: datetime | None = None,
-    tokens: TokenBroker | None = None,
-    limiter: AccountLimiter | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    stored_as: SendRequest | None = None,
-    events: EventPublisher | None = None,
-) -> Mail:
-    """Builds, stores and sends one mail; answers the stored mail with status `sent`.
+@dataclass(frozen=True)
+class DirectSend:
+    """Sends one mail now, while the caller waits: the outbox's attempts and outcomes
+    (services/delivery.py) without a claim. The mail is held `sending` without a lease, which
+    no outbox run takes over, so only this send moves it on.
 
-    `stored_as`, when given, is what storage keeps (item and raw object) in place of `request`:
-    the same mail with its secrets replaced (system mail), while `request` is what goes out.
-
-    The raw message and the item (status `sending`) are stored before the first SMTP byte, so a
-    crash mid-send leaves a trace instead of a mail nobody knows about. Raises MailSendFailed
-    (the mail stored as `failed`, with the server's reply) when the server does not take it.
-    With a `limiter`, a team account over its provider's limits gets RateLimited (429) before
-    anything is stored; a busy server (421, 432 4.3.2) is tried again after a pause. A team
-    mail still failing temporarily after that raises MailDeferred (stored `deferred`: the outbox
-    tries it again, services/retry.py). With `events`, MailSent / MailFailed / MailDeferred go on the bus.
+    The raw message and the item are stored before the first SMTP byte, so a crash mid-send
+    leaves a trace instead of a mail nobody knows about. With a `limiter`, a team account over
+    its provider's limits (messages a minute, connections) gets RateLimited (429) before
+    anything is stored. A busy server is tried again after a pause (WHILE_THE_CALLER_WAITS); a
+    team mail still failing temporarily after that raises MailDeferred (stored `deferred`: the
+    outbox owns it from then on); any other failure raises MailSendFailed (stored `failed`, or
+    `unknown` when the connection dropped after the message went out). System mail has no
+    outbox account: a temporary failure fails it at once.
     """
 
-    if missing := request.missing():
-        raise InvalidInput(missing[1], field=missing[0])
-    if limiter is not None and isinstance(target, ResolvedAccount):
-        limiter.take_message(target)
-    mail = compose(target, stored_as or request, storage=storage, status=MailStatus.SENDING, now=now)
-    if stored_as is None:
-        assert mail.raw_key is not None
-        raw = storage.blobs.get(mail.raw_key)
-    else:
-        sent_content = {
-            "subject": request.subject,
-            "body_text": request.body_text or "",
-            "body_html": request.body_html or "",
-        }
-        raw = render(
-            mail.model_copy(update=sent_content), storage, auto_generated=isinstance(target, SystemSender)
+    storage: Storage
+    tls_context: ssl.SSLContext
+    tokens: TokenBroker | None = None
+    limiter: AccountLimiter | None = None
+    events: EventPublisher | None = None
+    dead_letters: DeadLetters | None = None
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    def send(
+        self,
+        target: ResolvedAccount | SystemSender,
+        request: SendRequest,
+        *,
+        transcript: Transcript,
+        stored_as: SendRequest | None = None,
+    ) -> Mail:
+        """Builds, stores and sends one mail; answers it stored `sent`. `stored_as`, when given,
+        is what storage keeps (item and raw object) in place of `request`: the same mail with its
+        secrets replaced (system mail), while `request` is what goes out."""
+        if missing := request.missing():
+            raise InvalidInput(missing[1], field=missing[0])
+        with self._within_limits(target):
+            mail, raw = self._store(target, request, stored_as)
+            attempts = Attempts(self.policy, WHILE_THE_CALLER_WAITS, self.clock, self.sleep, transcript)
+            account = target.config if isinstance(target, ResolvedAccount) else None
+            send = self._sender(target, transcript)
+            outcome = attempts.deliver(mail, raw, request.recipients(), send, account)
+        completions = Completions(self.storage, self.events, self.dead_letters)
+        completions.record([(outcome, DIRECT_HOLD)])
+        completions.flush()
+        if outcome.error is None:
+            return outcome.mail
+        failure = MailDeferred if outcome.mail.status == MailStatus.DEFERRED else MailSendFailed
+        raise failure(outcome.error, outcome.mail)
+
+    @contextlib.contextmanager
+    def _within_limits(self, target: ResolvedAccount | SystemSender) -> Iterator[None]:
+        """Counts the message and holds one of the account's SMTP connection slots, before
+        anything is stored: a send over the provider's limits is a 429 that leaves no trace."""
+        if self.limiter is None or not isinstance(target, ResolvedAccount):
+            yield
+            return
+        self.limiter.take_message(target)
+        with self.limiter.connection(target):
+            yield
+
+    def _store(
+        self, target: ResolvedAccount | SystemSender, request: SendRequest, stored_as: SendRequest | None
+    ) -> tuple[Mail, bytes]:
+        """The mail stored `sending` (composed from `stored_as` when given), and the bytes that go out."""
+        mail = compose(
+            target, stored_as or request, storage=self.storage, status=MailStatus.SENDING, now=self.clock()
         )
-    storage.mail.put_new(mail)
+        system = isinstance(target, SystemSender)
+        if stored_as is None:
+            assert mail.raw_key is not None
+            raw = self.storage.blobs.get(mail.raw_key)
+        else:
+            sent = {
+                "subject": request.subject,
+                "body_text": request.body_text or "",
+                "body_html": request.body_html or "",
+            }
+            raw = render(mail.model_copy(update=sent), self.storage, auto_generated=system)
+        self.storage.mail.put_new(mail)
+        return mail, raw
 
-    attempted_at = now or datetime.now(UTC)
-    try:
-        with _connection_slot(target, limiter):
-            delivery = _deliver(
-                target, raw, request.recipients(), storage, transcript, tls_context, tokens, sleep
-            )
-    except MailServerError as error:
-        _fail_or_defer(target, mail, error, request.recipients(), storage, attempted_at, events)
-    return _record_sent(mail, delivery, request.recipients(), storage, attempted_at, events)
-
-
-def _record_sent(
-    mail: Mail,
-    delivery: SmtpDelivery,
-    recipients: list[str],
-    storage: Storage,
-    at: datetime,
-    events: EventPublisher | None,
-) -> Mail:
-    from mailcore.services.outbox import completion_event
-
-    entry = attempt_entry(at, recipients, outcome="sent", reply=delivery.reply)
-    changes = {"refused": delivery.refused, "reply": delivery.reply, "attempts": 1, "attempt_log": [entry]}
-    storage.mail.update_status(mail.id, MailStatus.SENT, expected=MailStatus.SENDING, changes=changes)
-    sent = mail.model_copy(update={"status": MailStatus.SENT, **changes})
-    if events is not None:
-        events.publish([completion_event(sent)])
-    return sent
-
-
-def _fail_or_defer(
-    target: ResolvedAccount | SystemSender,
-    mail: Mail,
-    error: MailServerError,
-    recipients: list[str],
-    storage: Storage,
-    at: datetime,
-    events: EventPublisher | None,
-) -> NoReturn:
-    """Raises MailDeferred (a team mail handed to the outbox) or MailSendFailed (stored failed)."""
-    from mailcore.services.outbox import completion_event
-
-    reply = server_reply(error)
-    entry = attempt_entry(at, recipients, outcome="failed", reply=reply, error=error.message)
-    tried = mail.model_copy(
-        update={"attempts": 1, "attempt_log": [entry], "error": error.message, "reply": reply}
-    )
-    waiting = _handed_to_outbox(target, tried, error, storage, at)
-    if waiting is not None:
-        if events is not None:
-            events.publish([completion_event(waiting)])
-        raise MailDeferred(error, waiting) from None
-    changes = {"reply": reply, "attempts": 1, "attempt_log": [entry]}
-    storage.mail.update_status(
-        mail.id, MailStatus.FAILED, expected=MailStatus.SENDING, error=error.message, changes=changes
-    )
-    failed = tried.model_copy(update={"status": MailStatus.FAILED})
-    if events is not None:
-        events.publish([completion_event(failed)])
-    raise MailSendFailed(error, failed) from None
-
-
-def _handed_to_outbox(
-    target: ResolvedAccount | SystemSender,
-    mail: Mail,
-    error: MailServerError,
-    storage: Storage,
-    now: datetime,
-) -> Mail | None:
-    """A team mail that met a temporary failure, now `deferred` in the outbox (the same retry
-    policy as queued mail); None when it must fail instead (or is system mail, which has no
-    outbox account to be retried with)."""
-    from mailcore.services.outbox import hand_over
-    from mailcore.services.retry import RetryPolicy, deferred
-
-    if not isinstance(target, ResolvedAccount):
-        return None
-    waiting = deferred(RetryPolicy(), mail, error, now, target.config)
-    if waiting is None:
-        return None
-    waiting = waiting.model_copy(update={"status": MailStatus.DEFERRED})
-    return waiting if hand_over(storage, waiting) else None
-
-
-# Pauses before trying a busy server again (421, 432 4.3.2): short, the caller is waiting.
-BUSY_RETRY_DELAYS = (1.0, 3.0)
-
-
-def _is_busy(error: MailServerError) -> bool:
-    return error.reply_code == 421 or (error.reply_code == 432 and "4.3.2" in (error.reply or ""))
-
-
-def _connection_slot(target: ResolvedAccount | SystemSender, limiter: AccountLimiter | None) -> Any:
-    if limiter is not None and isinstance(target, ResolvedAccount):
-        return limiter.connection(target)
-    return contextlib.nullcontext()
-
-
-def _deliver(
-    target: ResolvedAccount | SystemSender,
-    raw: bytes,
-    recipients: list[str],
-    storage: Storage,
-    transcript: Transcript,
-    tls_context: ssl.SSLContext,
-    tokens: TokenBroker | None,
-    sleep: Callable[[float], None],
-) -> SmtpDelivery:
-    for delay in (*BUSY_RETRY_DELAYS, None):
+    def _sender(self, target: ResolvedAccount | SystemSender, transcript: Transcript) -> SendOnce:
+        """One try over a new connection (logged in with a password or an OAuth2 token)."""
 
         def make(token: str | None) -> SmtpSession:
             return SmtpSession(
-                target.config, transcript=transcript, tls_context=tls_context, access_token=token
+                target.config, transcript=transcript, tls_context=self.tls_context, access_token=token
             )
 
-        try:
+        def send(raw: bytes, recipients: list[str]) -> SmtpDelivery:
             if isinstance(target, ResolvedAccount):
-                session = open_session(target, make, tokens=tokens, pull_state=storage.pull_state)
+                session = open_session(target, make, tokens=self.tokens, pull_state=self.storage.pull_state)
             else:
                 session = make(None)
             with session:
                 return session.send(raw, recipients)
-        except MailServerError as error:
-            if delay is None or not _is_busy(error):
-                raise
-            transcript.note(f"the server is busy ({error.reply_code}); trying again in {delay:g} s")
-            sleep(delay)
-    raise AssertionError("unreachable")
+
+        return send

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from mailcore.errors import InvalidInput, TeamConfigInvalid
 from mailcore.models import AddressList, Mail, Security, SendRequest, ServerEndpoint, parse_addresses
 from mailcore.protocols.transcript import Transcript
-from mailcore.services.send import SystemSender, send_mail
+from mailcore.services.send import DirectSend, SystemSender
 from mailcore.storage import RateLimits, Storage
 from mailcore.teams import SYSTEM_TEAM, describe_validation_error
 from mailcore.templates import MailTemplates, RenderedMail
@@ -100,9 +100,8 @@ def send_system_mail(
     stored_as: SendRequest | None = None,
 ) -> Mail:
     sender = SystemSender(team=SYSTEM_TEAM, name=SYSTEM_ACCOUNT, config=config)
-    return send_mail(
-        sender, request, storage=storage, transcript=transcript, tls_context=tls_context, stored_as=stored_as
-    )
+    direct = DirectSend(storage=storage, tls_context=tls_context)
+    return direct.send(sender, request, transcript=transcript, stored_as=stored_as)
 
 
 class SystemMailRequest(BaseModel):

@@ -21,8 +21,8 @@ class Clause:
 
 
 # A transition applies when any one of its clauses holds (the adapters translate this to a
-# DynamoDB ConditionExpression, or evaluate it in memory). The transitions themselves, and the
-# races their guards close, are in mailcore.services.outbox.
+# DynamoDB ConditionExpression, or evaluate it in memory). Every status write of a mail is one;
+# the guards, and the races they close, are in mailcore.services.outbox and services.delivery.
 Guard = tuple[Clause, ...]
 
 
@@ -52,19 +52,6 @@ class MailRepository(Protocol):
     ) -> tuple[list[Mail], bool]:
         """The team's mail matching `query`, newest first, starting after the created_key
         `after`; and whether more may follow the last one returned."""
-        ...
-
-    def update_status(
-        self,
-        mail_id: str,
-        status: MailStatus,
-        *,
-        expected: MailStatus | None = None,
-        error: str | None = None,
-        changes: Mapping[str, Any] | None = None,
-    ) -> bool:
-        """Moves a mail to `status` (setting `error` and any `changes`); with `expected`, only
-        from that status: False, and nothing written, otherwise."""
         ...
 
     def transition(

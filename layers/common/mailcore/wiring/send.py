@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 from mailcore.adapters.dynamodb import idempotency_store
 from mailcore.models import Mail, SendRequest
 from mailcore.protocols.transcript import Transcript
-from mailcore.services.outbox import cancel, completion_event, queue_mail, retry
-from mailcore.services.send import send_mail
+from mailcore.services.delivery import Completions
+from mailcore.services.outbox import cancel, queue_mail, retry
+from mailcore.services.send import DirectSend
 from mailcore.settings import SendSettings, read
 from mailcore.teams import ResolvedAccount
 from mailcore.wiring import process_root
@@ -26,15 +27,18 @@ class SendRoot(OutboxRoot):
 
     def send_now(self, target: ResolvedAccount, request: SendRequest, transcript: Transcript) -> Mail:
         """Builds, stores and sends one mail (raises MailSendFailed, MailDeferred: services/send.py)."""
-        return send_mail(
-            target,
-            request,
+        return self.direct_send().send(target, request, transcript=transcript)
+
+    def direct_send(self) -> DirectSend:
+        """Sending one mail now: the outbox's delivery without a claim (services/send.py)."""
+        return DirectSend(
             storage=self.storage,
-            transcript=transcript,
             tls_context=self.tls_context(),
             tokens=self.tokens,
             limiter=self.limiter,
             events=self.events,
+            dead_letters=self.dead_letters,
+            clock=self.clock,
         )
 
     def queue(
@@ -55,9 +59,7 @@ class SendRoot(OutboxRoot):
         )
 
     def cancel(self, mail: Mail) -> Mail:
-        cancelled = cancel(self.storage, mail)
-        self.events.publish([completion_event(cancelled)])
-        return cancelled
+        return cancel(self.storage, mail, completions=Completions(self.storage, self.events, None))
 
     def retry(self, mail: Mail) -> Mail:
         return retry(self.storage, mail)

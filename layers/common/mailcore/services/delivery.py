@@ -1,0 +1,260 @@
+"""Delivering one composed mail, for the direct send and the outbox alike: its attempts under the
+one retry policy (services/retry.py), and the one place an outcome is written, announced on the
+bus and, when the mail failed for good after temporary failures, dead-lettered.
+
+The two ways of sending differ only in how they hold the mail while it goes out, and so in the
+guard its outcome is written under: the outbox claims it (a lease, services/outbox.py), a direct
+send stores it `sending` without a lease (DIRECT_HOLD).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from mailcore.errors import DeliveryUnknown, MailServerError
+from mailcore.events import MAIL_CANCELLED, MAIL_DEFERRED, MAIL_FAILED, MAIL_SENT, MailEvent
+from mailcore.models import Mail, MailAccount, MailStatus
+from mailcore.ports import DeadLetters, EventPublisher
+from mailcore.protocols.smtp import SmtpDelivery
+from mailcore.protocols.transcript import Transcript
+from mailcore.services.retry import RetryPolicy, ShortRetries, attempt_entry, capped, deferred, server_reply
+from mailcore.storage import Clause, Guard, Storage, Transition, iso_time, outbox_key
+
+logger = Logger(child=True)
+
+FINAL = (MailStatus.SENT, MailStatus.FAILED, MailStatus.UNKNOWN)
+# The index attributes of a mail still to send (storage.index_attributes), and of a claim.
+QUEUE_ATTRIBUTES = ("outbox", "waiting", "due_at", "lease_owner", "lease_until", "attempt_started_at")
+
+# A direct send holds its mail as `sending` without a lease (the outbox's claim_guard never takes
+# such a mail): only the send that stored it moves it on, so its outcome cannot race an outbox run.
+DIRECT_HOLD: Guard = (Clause(equals={"status": MailStatus.SENDING.value}, missing=("lease_owner",)),)
+
+# One try of the message over SMTP: a fresh connection (direct send) or the run's open one (outbox).
+SendOnce = Callable[[bytes, list[str]], SmtpDelivery]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A mail with its status after this run's attempts: sent, failed, unknown or deferred."""
+
+    mail: Mail
+    # The last attempt's failure, None when the mail was sent.
+    error: MailServerError | None = None
+    # Failed for good after temporary failures (past its maximum age): a person should look.
+    dead_letter: bool = False
+
+
+@dataclass(frozen=True)
+class Attempts:
+    """How one run tries a mail: the retry policy, the short retries of this kind of run, and
+    (for deferring) the account it goes out with, None for system mail (no outbox to wait in)."""
+
+    policy: RetryPolicy
+    short: ShortRetries
+    clock: Callable[[], datetime]
+    sleep: Callable[[float], None]
+    transcript: Transcript
+
+    def deliver(
+        self, mail: Mail, raw: bytes, recipients: list[str], send: SendOnce, account: MailAccount | None
+    ) -> Outcome:
+        """Sends the message, trying short blips again; answers the mail with its outcome."""
+        for pause in (*self.short.pauses, None):
+            at = self.clock()
+            try:
+                delivery = send(raw, recipients)
+            except DeliveryUnknown as error:
+                # Sending again could deliver it twice; not sending could lose it. A person
+                # decides, with the transcript's hint (docs/outbox.md).
+                mail = tried(mail, at, recipients, "unknown", None, error.message)
+                return Outcome(ended(mail, MailStatus.UNKNOWN, error=error.message), error)
+            except MailServerError as error:
+                mail = tried(mail, at, recipients, "failed", server_reply(error), error.message)
+                if pause is None or not self.short.retries(error):
+                    return self.after_failure(mail, error, account)
+                said = error.reply_code or "no reply"
+                self.transcript.note(f"temporary failure ({said}); trying again in {pause:g} s")
+                self.sleep(pause)
+                continue
+            mail = tried(mail, at, recipients, "sent", delivery.reply, None)
+            return Outcome(ended(mail, MailStatus.SENT, reply=delivery.reply, refused=delivery.refused))
+        raise AssertionError("unreachable: the last attempt returns")
+
+    def after_failure(self, mail: Mail, error: MailServerError, account: MailAccount | None) -> Outcome:
+        """A temporary failure defers the mail while it is young enough; a permanent one, or a
+        temporary one past the mail's maximum age, fails it (and the latter is dead-lettered)."""
+        reply = server_reply(error)
+        waiting = deferred(self.policy, mail, error, self.clock(), account) if account else None
+        if waiting is not None:
+            return Outcome(ended(waiting, MailStatus.DEFERRED, error=error.message, reply=reply), error)
+        failed = ended(mail, MailStatus.FAILED, error=error.message, reply=reply)
+        return Outcome(failed, error, dead_letter=error.temporary)
+
+
+def tried(
+    mail: Mail, at: datetime, recipients: list[str], outcome: str, reply: str | None, error: str | None
+) -> Mail:
+    """The mail with one more attempt counted and logged."""
+    entry = attempt_entry(at, recipients, outcome=outcome, reply=reply, error=error)
+    return mail.model_copy(
+        update={"attempts": mail.attempts + 1, "attempt_log": capped([*mail.attempt_log, entry])}
+    )
+
+
+def ended(
+    mail: Mail,
+    status: MailStatus,
+    *,
+    error: str | None = None,
+    reply: str | None = None,
+    refused: dict[str, str] | None = None,
+) -> Mail:
+    """The mail in `status` after an attempt (or without one: a mail that cannot be sent)."""
+    return mail.model_copy(
+        update={
+            "status": status,
+            "error": error,
+            "reply": reply,
+            "refused": refused or {},
+            **({} if status == MailStatus.DEFERRED else {"next_attempt_at": None}),
+        }
+    )
+
+
+def outcome_transition(mail: Mail, guard: Guard) -> Transition:
+    """The write of an outcome under the guard of the hold it was sent under."""
+    assert mail.status in (*FINAL, MailStatus.DEFERRED)
+    assign: dict[str, Any] = {
+        "status": mail.status.value,
+        "error": mail.error,
+        "reply": mail.reply,
+        "refused": mail.refused,
+        "attempts": mail.attempts,
+        "attempt_log": mail.attempt_log,
+    }
+    # The mail leaves the outbox's indexes only here, not at the claim: a claim whose sender
+    # died stays visible to sync, which takes it over once the lease is over.
+    removed = [*QUEUE_ATTRIBUTES, *(() if mail.error else ("error",))]
+    if mail.status == MailStatus.DEFERRED:
+        assert mail.next_attempt_at is not None
+        # Deferred: out of the Outbox index (no sync reads it until it is due), into Waiting.
+        assign |= {
+            "waiting": outbox_key(mail.team, mail.account),
+            "due_at": iso_time(mail.next_attempt_at),
+            "next_attempt_at": iso_time(mail.next_attempt_at),
+            "deferrals": mail.deferrals,
+            "retry_until": iso_time(mail.retry_until) if mail.retry_until else None,
+        }
+        removed = [key for key in removed if key not in assign]
+    else:
+        removed.append("next_attempt_at")
+    return Transition(mail.id, guard, assign, tuple(removed))
+
+
+class Completions:
+    """The one place completion events are published. Writes outcomes (each one guarded
+    transition), then puts their events on the bus, whole tens at once (PutEvents takes ten
+    entries a call), and dead-letters the mails that failed for good after temporary failures.
+    Only an outcome that was written is announced: a sender whose hold was superseded has
+    nothing to tell."""
+
+    def __init__(
+        self, storage: Storage, events: EventPublisher | None, dead_letters: DeadLetters | None
+    ) -> None:
+        self.storage = storage
+        self.events = events
+        self.dead_letters = dead_letters
+        self._pending: list[MailEvent] = []
+        self._lock = threading.Lock()
+
+    def record(self, outcomes: Sequence[tuple[Outcome, Guard]]) -> list[bool]:
+        transitions = [outcome_transition(outcome.mail, guard) for outcome, guard in outcomes]
+        recorded = [mail is not None for mail in self.storage.mail.transition_many(transitions)]
+        announced = []
+        for (outcome, _), done in zip(outcomes, recorded, strict=True):
+            if not done:
+                logger.warning(
+                    "outcome of a mail not recorded: its hold was superseded",
+                    extra={
+                        "team": outcome.mail.team,
+                        "account": outcome.mail.account,
+                        "mail_id": outcome.mail.id,
+                    },
+                )
+                continue
+            announced.append(completion_event(outcome.mail))
+            if outcome.dead_letter and self.dead_letters is not None:
+                self.dead_letters.put(dead_letter(outcome.mail))
+        with self._lock:
+            self._pending.extend(announced)
+            whole = len(self._pending) // 10 * 10
+            batch, self._pending = self._pending[:whole], self._pending[whole:]
+        self._publish(batch)
+        return recorded
+
+    def announce(self, mails: Sequence[Mail]) -> None:
+        """Puts the completion events of mails that reached their status without a delivery
+        (a cancel), at once."""
+        self._publish([completion_event(mail) for mail in mails])
+
+    def flush(self) -> None:
+        """Puts the events still pending."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        self._publish(pending)
+
+    def _publish(self, events: list[MailEvent]) -> None:
+        if events and self.events is not None:
+            self.events.publish(events)
+
+
+# An EventBridge entry and an SQS message hold 256 KB, a mail may have thousands of recipients and
+# a server's reply has no length limit: a notice names at most NOTICE_REFUSED refused recipients
+# (with how many there were) and keeps NOTICE_TEXT characters of a reply or an error. The mail
+# itself keeps everything.
+NOTICE_REFUSED = 100
+NOTICE_TEXT = 1_000
+
+
+def notice_text(text: str | None) -> str | None:
+    return text if text is None or len(text) <= NOTICE_TEXT else text[:NOTICE_TEXT] + "..."
+
+
+def dead_letter(mail: Mail) -> dict[str, Any]:
+    return {
+        "mail_id": mail.id,
+        "team": mail.team,
+        "account": mail.account,
+        "attempts": mail.attempts,
+        "error": notice_text(mail.error),
+        "reply": notice_text(mail.reply),
+    }
+
+
+def completion_event(mail: Mail) -> MailEvent:
+    detail_type = {
+        MailStatus.SENT: MAIL_SENT,
+        MailStatus.DEFERRED: MAIL_DEFERRED,
+        MailStatus.CANCELLED: MAIL_CANCELLED,
+    }.get(mail.status, MAIL_FAILED)
+    extra: dict[str, Any] = {
+        "status": mail.status.value,
+        "reply": notice_text(mail.reply),
+        "message_id": mail.message_id,
+    }
+    if mail.next_attempt_at is not None and mail.status == MailStatus.DEFERRED:
+        extra |= {"next_attempt_at": iso_time(mail.next_attempt_at), "attempts": mail.attempts}
+    if mail.refused:
+        named = list(mail.refused.items())[:NOTICE_REFUSED]
+        extra["refused"] = {address: notice_text(reply) for address, reply in named}
+        extra["refused_count"] = len(mail.refused)
+    if mail.error:
+        extra["error"] = notice_text(mail.error)
+    return MailEvent(detail_type, mail.team, mail.account, mail.id, extra)
