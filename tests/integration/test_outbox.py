@@ -14,7 +14,7 @@ import pytest
 from mailcore import runtime
 
 from tests.integration.conftest import claims, read_mailbox, rest_event, wait_for_messages
-from tests.integration.smtp_faults import DATA_END, Fault, FaultyProxy
+from tests.integration.fault_proxy import DATA_END, Fault, FaultProxy
 
 UNKNOWN_USER = "nobody-here@example.test"
 
@@ -122,12 +122,12 @@ def orphan(stack, team, *, lease_until: str, **fields: Any) -> str:
     return mail_id
 
 
-def proxied_team(new_team, stack, proxy: FaultyProxy):
+def proxied_team(new_team, stack, proxy: FaultProxy):
     return new_team(smtp={"host": "127.0.0.1", "port": proxy.port, "security": "none"})
 
 
-def proxy_to_postfix(stack, *faults: Fault) -> FaultyProxy:
-    return FaultyProxy(("127.0.0.1", stack.mail_servers.ports.smtp), list(faults))
+def proxy_to_postfix(stack, *faults: Fault) -> FaultProxy:
+    return FaultProxy(("127.0.0.1", stack.mail_servers.ports.smtp), *faults)
 
 
 def drain(stack, queue_url: str, wanted: int, timeout: float = 10.0) -> list[dict[str, Any]]:
@@ -264,7 +264,9 @@ def test_push_and_sync_racing_for_the_same_50_mails_deliver_each_exactly_once(st
 
 
 def test_a_server_answering_451_twice_then_accepting_gets_the_mail_once_after_retries(stack, new_team):
-    with proxy_to_postfix(stack, Fault("RCPT", 2, b"451 4.7.1 Try again later\r\n")) as proxy:
+    with proxy_to_postfix(
+        stack, Fault("RCPT", "reply", times=2, reply=b"451 4.7.1 Try again later\r\n")
+    ) as proxy:
         team = proxied_team(new_team, stack, proxy)
         mail = queue(stack, team, subject="Third time")
         sync(stack, team)
@@ -280,7 +282,9 @@ def test_a_server_answering_451_twice_then_accepting_gets_the_mail_once_after_re
 
 
 def test_a_mail_still_refused_at_its_maximum_age_fails_and_lands_on_the_dead_letter_queue(stack, new_team):
-    with proxy_to_postfix(stack, Fault("RCPT", 10, b"451 4.7.1 Try again later\r\n")) as proxy:
+    with proxy_to_postfix(
+        stack, Fault("RCPT", "reply", times=10, reply=b"451 4.7.1 Try again later\r\n")
+    ) as proxy:
         team = proxied_team(new_team, stack, proxy)
         # A maximum age shorter than the first deferral (1 minute): no later attempt is allowed.
         mail = queue(stack, team, retry_max_age_hours=0.01)
@@ -321,7 +325,7 @@ def test_a_partly_refused_mail_is_sent_and_names_the_refused_recipient(stack, ne
 
 
 def test_a_connection_dropped_after_the_data_leaves_the_mail_unknown_and_never_resends_it(stack, new_team):
-    with proxy_to_postfix(stack, Fault(DATA_END, 1)) as proxy:
+    with proxy_to_postfix(stack, Fault(DATA_END, "hang_up")) as proxy:
         team = proxied_team(new_team, stack, proxy)
         mail = queue(stack, team, subject="Did it arrive?")
         sync(stack, team)
