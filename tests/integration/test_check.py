@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from mailcore.check import main as mail_check
 
-from tests.integration.conftest import rest_event, wait_for_messages
+from tests.integration.conftest import claims, wait_for_messages
 from tests.integration.fault_proxy import FaultProxy, closed_port, offers_starttls
+from tests.integration.test_pull import pull
 from tests.integration.test_send import send
 
 
@@ -227,15 +228,9 @@ def test_the_api_diagnoses_a_wrong_password_without_showing_it(stack, new_team):
 def test_the_pull_debug_answer_diagnoses_each_broken_account(stack, new_team):
     pop3 = {"host": stack.mail_servers.host, "port": stack.mail_servers.ports.smtp, "security": "none"}
     team = new_team(pop3=pop3)
-    event = rest_event(
-        "POST",
-        f"/api/core/mail/pull/{team.account}",
-        resource="/api/core/mail/pull/{account}",
-        path_parameters={"account": team.account},
-        query={"debug": "true"},
-        caller={"email": "u@example.test", "cognito:username": "u", "cognito:groups": f"[{team.team}]"},
+    _, answer = pull(
+        stack, team, account=team.account, query={"debug": "true"}, caller=claims(team.team, user="u")
     )
-    answer = json.loads(stack.invoke("PullFunction", event)["body"])
     (found,) = answer["diagnosis"]
     assert found["problem"] == "wrong_port" and found["account"] == team.account
     assert answer["accounts"][0]["problem"] == "wrong_port"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from mailcore import runtime
 
-from tests.integration.conftest import claims, read_mailbox, rest_event, wait_for_messages
+from tests.integration.conftest import call_function, claims, read_mailbox, wait_for_messages
 from tests.integration.fault_proxy import DATA_END, Fault, FaultProxy
 
 UNKNOWN_USER = "nobody-here@example.test"
@@ -22,36 +22,20 @@ UNKNOWN_USER = "nobody-here@example.test"
 # ----------------------------------------------------------------------------- helpers
 
 
-def call(stack, method: str, path: str, resource: str, *, team, body=None, params=None, headers=None):
-    event = rest_event(
-        method,
-        path,
-        resource=resource,
-        path_parameters=params,
-        body=json.dumps(body) if body is not None else None,
-        caller=claims(team.team),
-        headers=headers,
-    )
-    answer = stack.invoke("SendFunction", event)
-    return answer["statusCode"], json.loads(answer["body"])
+def call(stack, method: str, resource: str, *, team, **request: Any) -> tuple[int, Any]:
+    return call_function(stack, "SendFunction", method, resource, caller=claims(team.team), **request)
 
 
 def queue(stack, team, **fields: Any) -> dict[str, Any]:
     body = {"account": team.account, "to": team.mailbox.address, "body_text": "queued", **fields}
-    status, answer = call(stack, "POST", "/api/core/mail", "/api/core/mail", team=team, body=body)
+    status, answer = call(stack, "POST", "/api/core/mail", team=team, body=body)
     assert status == 202, answer
     return answer["mail"]
 
 
 def sync(stack, team) -> dict[str, Any]:
-    status, answer = call(
-        stack,
-        "POST",
-        f"/api/core/mail/sync/{team.account}",
-        "/api/core/mail/sync/{account}",
-        team=team,
-        params={"account": team.account},
-    )
+    params = {"account": team.account}
+    status, answer = call(stack, "POST", "/api/core/mail/sync/{account}", team=team, params=params)
     assert status == 200, answer
     return answer
 
@@ -97,9 +81,9 @@ def settled(mail_id: str, timeout: float = 20.0):
     return mail
 
 
-def orphan(stack, team, *, lease_until: str, **fields: Any) -> str:
-    """A minimal item (README) that a sender claimed and never finished: `sending`, so the
-    stream never invokes push for it; only a sync or the schedule takes it over, after its lease."""
+def minimal_item(stack, team, *, status: str, subject: str, body_text: str, **strings: str) -> str:
+    """Writes the README's minimal outgoing item straight into the table, as another service
+    would, to the team's own mailbox (with more string attributes); answers its id."""
     mail_id = uuid.uuid4().hex
     created = "2026-11-24T12:00:00+00:00"
     item = {
@@ -107,19 +91,31 @@ def orphan(stack, team, *, lease_until: str, **fields: Any) -> str:
         "team": {"S": team.team},
         "account": {"S": team.account},
         "direction": {"S": "out"},
-        "status": {"S": "sending"},
-        "lease_owner": {"S": "a-sender-that-died"},
-        "lease_until": {"S": lease_until},
+        "status": {"S": status},
         "outbox": {"S": f"{team.team}#{team.account}"},
         "created_at": {"S": created},
         "created_key": {"S": f"{created}#{mail_id}"},
         "to": {"L": [{"S": team.mailbox.address}]},
-        "subject": {"S": fields.get("subject", "orphan")},
-        "body_text": {"S": "claimed, never sent"},
-    }
+        "subject": {"S": subject},
+        "body_text": {"S": body_text},
+    } | {name: {"S": value} for name, value in strings.items()}
     client = runtime.storage().mail.client  # type: ignore[attr-defined]
     client.put_item(TableName=stack.info["resources"]["MailTable"], Item=item)
     return mail_id
+
+
+def orphan(stack, team, *, lease_until: str, subject: str = "orphan") -> str:
+    """A minimal item that a sender claimed and never finished: `sending`, so the stream never
+    invokes push for it; only a sync or the schedule takes it over, after its lease."""
+    return minimal_item(
+        stack,
+        team,
+        status="sending",
+        subject=subject,
+        body_text="claimed, never sent",
+        lease_owner="a-sender-that-died",
+        lease_until=lease_until,
+    )
 
 
 def proxied_team(new_team, stack, proxy: FaultProxy):
@@ -162,7 +158,7 @@ def test_a_queued_mail_is_stored_with_its_raw_message_from_message_id_and_date(s
 def test_a_queued_mail_with_a_bad_address_is_refused_naming_the_field(stack, new_team):
     team = new_team()
     body = {"account": team.account, "to": "not an address", "body_text": "x"}
-    status, answer = call(stack, "POST", "/api/core/mail", "/api/core/mail", team=team, body=body)
+    status, answer = call(stack, "POST", "/api/core/mail", team=team, body=body)
     assert status == 400 and answer["error"]["field"] == "to"
 
 
@@ -198,24 +194,12 @@ def test_sync_answers_what_it_sent(stack, new_team):
 def test_a_minimal_item_another_service_writes_is_sent(stack, new_team):
     """The README's minimal item: the service builds the message (From, Message-ID, Date)."""
     team = new_team()
-    mail_id = uuid.uuid4().hex
-    created = "2026-11-24T12:00:00+00:00"
-    client = runtime.storage().mail.client  # type: ignore[attr-defined]
-    client.put_item(
-        TableName=stack.info["resources"]["MailTable"],
-        Item={
-            "id": {"S": mail_id},
-            "team": {"S": team.team},
-            "account": {"S": team.account},
-            "direction": {"S": "out"},
-            "status": {"S": "queued"},
-            "outbox": {"S": f"{team.team}#{team.account}"},
-            "created_at": {"S": created},
-            "created_key": {"S": f"{created}#{mail_id}"},
-            "to": {"L": [{"S": team.mailbox.address}]},
-            "subject": {"S": "From another service"},
-            "body_text": {"S": "written straight into the table"},
-        },
+    mail_id = minimal_item(
+        stack,
+        team,
+        status="queued",
+        subject="From another service",
+        body_text="written straight into the table",
     )
     assert stack.invoke("OutboxPushFunction", stream_event(stack, [mail_id])) == {"batchItemFailures": []}
     wait_for_messages(stack, team.mailbox.address, 1)
@@ -371,7 +355,7 @@ def test_a_reply_to_a_mail_of_another_team_is_refused_naming_the_field(stack, ne
         "body_text": "x",
         "reply_to_mail": other["id"],
     }
-    status, answer = call(stack, "POST", "/api/core/mail", "/api/core/mail", team=mine, body=body)
+    status, answer = call(stack, "POST", "/api/core/mail", team=mine, body=body)
     assert status == 400 and answer["error"]["field"] == "reply_to_mail"
 
 
@@ -382,7 +366,6 @@ def send_with_key(stack, team, key: str, body: dict[str, Any]):
     return call(
         stack,
         "POST",
-        f"/api/core/mail/send/{team.account}",
         "/api/core/mail/send/{account}",
         team=team,
         body=body,
