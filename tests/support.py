@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import time
 import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import ModuleType
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+Invoke = Callable[[dict[str, Any]], Any]
+"""Hands an event to a function and returns its answer: a handler in this process, or the local stack's."""
 
 
 def claims(*teams: str, user: str = "user@example.test") -> dict[str, str]:
@@ -51,20 +62,98 @@ def rest_event(
     }
 
 
+def call_api(
+    invoke: Invoke,
+    method: str,
+    resource: str,
+    *,
+    params: dict[str, str] | None = None,
+    query: dict[str, str] | None = None,
+    body: Any = None,
+    caller: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    """Calls a function as API Gateway (REST) would for the route `resource` ("/api/core/mail/{mail_id}")
+    with `params` in its path; a body that is not a string goes as JSON. Answers the status and the
+    JSON body ({} when it is empty)."""
+    event = rest_event(
+        method,
+        resource.format_map(params or {}),
+        resource=resource,
+        path_parameters=params,
+        query=query,
+        body=body if body is None or isinstance(body, str) else json.dumps(body),
+        caller=caller,
+        headers=headers,
+    )
+    answer = invoke(event)
+    return answer["statusCode"], json.loads(answer["body"] or "{}")
+
+
+class LambdaContext:
+    """The context Lambda hands a handler: a 30-second StoreFunction, freshly started."""
+
+    function_name = "StoreFunction"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:StoreFunction"
+    aws_request_id = "req-1"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+def load_function(function: str) -> ModuleType:
+    """A fresh copy of functions/<function>/app.py, imported as Lambda would (its own module)."""
+    spec = importlib.util.spec_from_file_location(
+        f"unit_{function}_app", ROOT / "functions" / function / "app.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def handler(app: ModuleType) -> Invoke:
+    """Invokes a loaded function's lambda_handler in this process."""
+    return lambda event: app.lambda_handler(event, LambdaContext())
+
+
+class Clock:
+    """A clock the test sets: calling it tells `now` (seconds or a datetime); sleep() and advance() move it."""
+
+    def __init__(self, now: Any = 1000.0) -> None:
+        self.now = now
+        self.slept: list[float] = []
+
+    def __call__(self) -> Any:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        step = timedelta(**delta)
+        self.now += step if isinstance(self.now, datetime) else step.total_seconds()
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.advance(seconds=seconds)
+
+
+def account_config(**changes: Any) -> dict[str, Any]:
+    """A mail account as a team secret holds it: desk@example.test on loopback, plain, with `changes`."""
+    return {
+        "mail_from": "desk@example.test",
+        "mail_username": "desk@example.test",
+        "mail_password": "pw",
+        "smtp": {"host": "127.0.0.1", "port": 25, "security": "none"},
+        "pop3": {"host": "127.0.0.1", "port": 110, "security": "none"},
+        **changes,
+    }
+
+
 def mail_account(**changes: Any) -> Any:
     """A team's MailAccount on loopback (desk@example.test), with `changes` over the defaults."""
     from mailcore.models import MailAccount
 
-    return MailAccount.model_validate(
-        {
-            "mail_from": "desk@example.test",
-            "mail_username": "desk@example.test",
-            "mail_password": "pw",
-            "smtp": {"host": "127.0.0.1", "port": 25, "security": "none"},
-            "pop3": {"host": "127.0.0.1", "port": 110, "security": "none"},
-            **changes,
-        }
-    )
+    return MailAccount.model_validate(account_config(**changes))
 
 
 def outgoing_mail(**fields: Any) -> Any:

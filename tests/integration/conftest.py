@@ -23,7 +23,7 @@ import pytest
 
 from local.mailservers import Mailbox
 from local.stack import LocalStack, StackPorts
-from tests.support import claims, rest_event
+from tests.support import call_api, claims, rest_event
 
 __all__ = ["claims", "rest_event"]
 
@@ -78,6 +78,13 @@ def new_team(stack: LocalStack):
         return TeamAccount(team, account, mailbox)
 
     return make
+
+
+def call_function(
+    stack: LocalStack, function_id: str, method: str, resource: str, **request: Any
+) -> tuple[int, Any]:
+    """call_api against a function of the local stack (as its API Gateway route would invoke it)."""
+    return call_api(lambda event: stack.invoke(function_id, event), method, resource, **request)
 
 
 def wait_for_messages(stack: LocalStack, address: str, count: int, timeout: float = 15.0) -> None:

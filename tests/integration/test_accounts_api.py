@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import bus_to_queue, claims, rest_event
+from tests.integration.conftest import bus_to_queue, call_function, claims
 from tests.integration.test_http_api import call
 
 ROUTES = [
@@ -32,21 +32,17 @@ def accounts_call(
     suffix: str = "",
 ) -> tuple[int, dict]:
     """Calls the accounts function as API Gateway would, for a caller in `groups`."""
-    resource = "/api/core/mail/accounts" + ("/{account}" if account else "") + suffix
-    path = "/api/core/mail/accounts" + (f"/{account}" if account else "") + suffix
-    event = rest_event(
+    return call_function(
+        stack,
+        "AccountsFunction",
         method,
-        path,
-        resource=resource,
-        path_parameters={"account": account} if account else None,
+        "/api/core/mail/accounts" + ("/{account}" if account else "") + suffix,
+        params={"account": account} if account else None,
         query=query,
-        body=None if body is None else json.dumps(body),
+        body=body,
         caller=claims(*groups, user=f"{'-'.join(groups) or 'nobody'}@example.test"),
+        headers=headers,
     )
-    if headers:
-        event["headers"].update(headers)
-    answer = stack.invoke("AccountsFunction", event)
-    return answer["statusCode"], json.loads(answer["body"] or "{}")
 
 
 def public(config: dict[str, Any]) -> dict[str, Any]:

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from mailcore.check import main as mail_check
 
-from tests.integration.conftest import rest_event, wait_for_messages
-from tests.integration.faults import closed_port, starttls_stripped
+from tests.integration.conftest import claims, wait_for_messages
+from tests.integration.fault_proxy import FaultProxy, closed_port, offers_starttls
+from tests.integration.test_pull import pull
 from tests.integration.test_send import send
 
 
@@ -25,6 +26,13 @@ def check(*argv: str) -> tuple[int, str]:
     out = io.StringIO()
     status = mail_check(list(argv), out=out)
     return status, out.getvalue()
+
+
+def without_starttls(stack, protocol: str) -> FaultProxy:
+    """The real server behind a proxy that hides its offer of TLS, as a misconfigured server (or
+    an attacker downgrading) would."""
+    upstream = (stack.mail_servers.host, getattr(stack.mail_servers.ports, protocol))
+    return FaultProxy(upstream, hide_line=offers_starttls)
 
 
 def flags(stack, protocol: str, mailbox, *, port: int, security: str, password: str | None = None):
@@ -151,16 +159,16 @@ def test_implicit_tls_on_a_plain_port_says_to_use_starttls(stack, new_team):
 
 def test_a_server_not_offering_starttls_is_tls_expected_but_not_offered(stack, new_team):
     team = new_team()
-    with starttls_stripped(stack.mail_servers.host, stack.mail_servers.ports.smtp) as port:
-        status, output = check(*flags(stack, "smtp", team.mailbox, port=port, security="starttls"))
+    with without_starttls(stack, "smtp") as proxy:
+        status, output = check(*flags(stack, "smtp", team.mailbox, port=proxy.port, security="starttls"))
     assert status == 1 and "FAILED (tls_not_offered)" in output
     assert "C: AUTH" not in output  # no login was sent in clear
 
 
 def test_a_pop3_server_not_offering_stls_is_tls_expected_but_not_offered(stack, new_team):
     team = new_team()
-    with starttls_stripped(stack.mail_servers.host, stack.mail_servers.ports.pop3) as port:
-        status, output = check(*flags(stack, "pop3", team.mailbox, port=port, security="starttls"))
+    with without_starttls(stack, "pop3") as proxy:
+        status, output = check(*flags(stack, "pop3", team.mailbox, port=proxy.port, security="starttls"))
     assert status == 1 and "FAILED (tls_not_offered)" in output
     assert "C: USER" not in output and "C: PASS" not in output  # no login was sent in clear
 
@@ -199,8 +207,8 @@ def test_the_api_diagnoses_a_refusing_host(stack, new_team):
 
 
 def test_the_api_diagnoses_tls_expected_but_not_offered(stack, new_team):
-    with starttls_stripped(stack.mail_servers.host, stack.mail_servers.ports.smtp) as port:
-        answer = broken_send(stack, new_team, port=port)
+    with without_starttls(stack, "smtp") as proxy:
+        answer = broken_send(stack, new_team, port=proxy.port)
     assert answer["diagnosis"]["problem"] == "tls_not_offered"
 
 
@@ -220,15 +228,9 @@ def test_the_api_diagnoses_a_wrong_password_without_showing_it(stack, new_team):
 def test_the_pull_debug_answer_diagnoses_each_broken_account(stack, new_team):
     pop3 = {"host": stack.mail_servers.host, "port": stack.mail_servers.ports.smtp, "security": "none"}
     team = new_team(pop3=pop3)
-    event = rest_event(
-        "POST",
-        f"/api/core/mail/pull/{team.account}",
-        resource="/api/core/mail/pull/{account}",
-        path_parameters={"account": team.account},
-        query={"debug": "true"},
-        caller={"email": "u@example.test", "cognito:username": "u", "cognito:groups": f"[{team.team}]"},
+    _, answer = pull(
+        stack, team, account=team.account, query={"debug": "true"}, caller=claims(team.team, user="u")
     )
-    answer = json.loads(stack.invoke("PullFunction", event)["body"])
     (found,) = answer["diagnosis"]
     assert found["problem"] == "wrong_port" and found["account"] == team.account
     assert answer["accounts"][0]["problem"] == "wrong_port"

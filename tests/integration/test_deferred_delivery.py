@@ -96,7 +96,6 @@ def test_a_direct_send_meeting_a_450_answers_202_with_the_mail_deferred(stack, b
     status, answer = call(
         stack,
         "POST",
-        f"/api/core/mail/send/{busy_team.account}",
         "/api/core/mail/send/{account}",
         team=busy_team,
         params={"account": busy_team.account},
@@ -129,7 +128,7 @@ def test_a_send_at_too_far_ahead_is_refused_naming_the_field(stack, new_team, cl
     team = new_team()
     body = {"account": team.account, "to": team.mailbox.address, "body_text": "x"}
     body["send_at"] = (clock() + timedelta(days=31)).isoformat()
-    status, answer = call(stack, "POST", "/api/core/mail", "/api/core/mail", team=team, body=body)
+    status, answer = call(stack, "POST", "/api/core/mail", team=team, body=body)
     assert status == 400 and "send_at" in str(answer), answer
 
 
@@ -137,7 +136,6 @@ def control(stack, team, mail_id: str, action: str):
     return call(
         stack,
         "POST",
-        f"/api/core/mail/{mail_id}/{action}",
         f"/api/core/mail/{{mail_id}}/{action}",
         team=team,
         params={"mail_id": mail_id},

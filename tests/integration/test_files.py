@@ -7,7 +7,7 @@ from functools import partial
 
 from mailcore.mime import isolated
 
-from tests.integration.conftest import claims, rest_event
+from tests.integration.conftest import call_function, claims
 
 
 def upload(stack, team: str, data: bytes | None = None, *, size: int | None = None, name: str = "a.txt"):
@@ -16,25 +16,19 @@ def upload(stack, team: str, data: bytes | None = None, *, size: int | None = No
         body["content"] = base64.b64encode(data).decode()
     if size is not None:
         body["size"] = size
-    event = rest_event(
-        "POST", "/api/core/files", resource="/api/core/files", body=json.dumps(body), caller=claims(team)
+    status, answer = call_function(
+        stack, "StoreFunction", "POST", "/api/core/files", body=body, caller=claims(team)
     )
-    answer = stack.invoke("StoreFunction", event)
-    assert answer["statusCode"] == 201, answer
-    return json.loads(answer["body"])
+    assert status == 201, answer
+    return answer
 
 
 def get(stack, kind: str, item_id: str, *teams: str):
     key = "file_id" if kind == "files" else "mail_id"
-    event = rest_event(
-        "GET",
-        f"/api/core/{kind}/{item_id}",
-        resource=f"/api/core/{kind}/{{{key}}}",
-        path_parameters={key: item_id},
-        caller=claims(*teams),
+    resource = f"/api/core/{kind}/{{{key}}}"
+    return call_function(
+        stack, "StoreFunction", "GET", resource, params={key: item_id}, caller=claims(*teams)
     )
-    answer = stack.invoke("StoreFunction", event)
-    return answer["statusCode"], json.loads(answer["body"])
 
 
 def test_a_stored_file_is_downloaded_through_its_presigned_url(stack, new_team):
@@ -120,24 +114,18 @@ def test_a_file_id_that_is_not_an_id_is_refused(stack, new_team):
 def test_file_content_that_is_not_base64_is_refused(stack, new_team):
     team = new_team()
     body = json.dumps({"name": "x.txt", "content": "not base64!", "team": team.team})
-    event = rest_event(
-        "POST", "/api/core/files", resource="/api/core/files", body=body, caller=claims(team.team)
+    status, answer = call_function(
+        stack, "StoreFunction", "POST", "/api/core/files", body=body, caller=claims(team.team)
     )
-    answer = stack.invoke("StoreFunction", event)
-    assert answer["statusCode"] == 400 and json.loads(answer["body"])["error"]["field"] == "content"
+    assert status == 400 and answer["error"]["field"] == "content"
 
 
 def mail_action(stack, method: str, mail_id: str, action: str, *teams: str) -> tuple[int, dict]:
     """GET /api/core/mail/{mail_id}/raw or POST /api/core/mail/{mail_id}/parse."""
-    event = rest_event(
-        method,
-        f"/api/core/mail/{mail_id}/{action}",
-        resource=f"/api/core/mail/{{mail_id}}/{action}",
-        path_parameters={"mail_id": mail_id},
-        caller=claims(*teams),
+    resource = f"/api/core/mail/{{mail_id}}/{action}"
+    return call_function(
+        stack, "StoreFunction", method, resource, params={"mail_id": mail_id}, caller=claims(*teams)
     )
-    answer = stack.invoke("StoreFunction", event)
-    return answer["statusCode"], json.loads(answer["body"])
 
 
 def stored_with_parse_error(team, raw: bytes, direction: str = "in") -> str:

@@ -4,14 +4,13 @@ only members ever see a team's mail. Through StoreFunction's handler, against mo
 from __future__ import annotations
 
 import base64
-import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from mailcore.ids import new_id
 from mailcore.models import Direction, Mail, MailStatus
 
-from tests.integration.conftest import claims, rest_event
+from tests.integration.conftest import call_function, claims
 from tests.stack import stack_storage
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -33,11 +32,9 @@ def put_mail(team: str, minutes: int, *, account: str = "main", direction: Direc
 
 
 def listing(stack, *teams: str, **query: str) -> tuple[int, dict]:
-    event = rest_event(
-        "GET", "/api/core/mail", resource="/api/core/mail", query=query or None, caller=claims(*teams)
+    return call_function(
+        stack, "StoreFunction", "GET", "/api/core/mail", query=query or None, caller=claims(*teams)
     )
-    answer = stack.invoke("StoreFunction", event)
-    return answer["statusCode"], json.loads(answer["body"])
 
 
 def every_page(stack, *teams: str, **query: str) -> list[dict]:

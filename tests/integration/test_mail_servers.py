@@ -1,5 +1,6 @@
 """The private Dovecot and Postfix instances of local/mailservers.py, exercised over real sockets."""
 
+import contextlib
 import imaplib
 import poplib
 import shutil
@@ -70,12 +71,21 @@ def wait_for_mail(servers: MailServers, address: str, count: int, timeout: float
         time.sleep(0.02)
 
 
-def pop3_stls(servers: MailServers, mailbox: Mailbox) -> poplib.POP3:
+@contextlib.contextmanager
+def logged_in(pop: poplib.POP3, mailbox: Mailbox) -> Iterator[poplib.POP3]:
+    """The POP3 session of `mailbox`, ended with QUIT."""
+    try:
+        pop.user(mailbox.address)
+        pop.pass_(mailbox.password)
+        yield pop
+    finally:
+        pop.quit()
+
+
+def pop3_stls(servers: MailServers, mailbox: Mailbox) -> contextlib.AbstractContextManager[poplib.POP3]:
     pop = poplib.POP3(servers.host, servers.ports.pop3, timeout=10)
     pop.stls(context=ssl.create_default_context(cafile=servers.ca_file))
-    pop.user(mailbox.address)
-    pop.pass_(mailbox.password)
-    return pop
+    return logged_in(pop, mailbox)
 
 
 def retrieve_all(pop: poplib.POP3) -> list[EmailMessage]:
@@ -111,12 +121,9 @@ def test_mail_sent_with_starttls_and_auth_is_read_back_over_pop3_with_stls(serve
         assert smtp.send_message(sent) == {}
     wait_for_mail(servers, demo.address, 1)
 
-    pop = pop3_stls(servers, demo)
-    try:
+    with pop3_stls(servers, demo) as pop:
         assert isinstance(pop.sock, ssl.SSLSocket)
         [received] = retrieve_all(pop)
-    finally:
-        pop.quit()
     assert received["Subject"] == sent["Subject"]
     assert received.get_content().strip() == sent.get_content().strip()
 
@@ -137,13 +144,10 @@ def test_implicit_tls_smtp_and_pop3_work(servers, demo):
         smtp.send_message(sent)
     wait_for_mail(servers, demo.address, 1)
 
-    pop = poplib.POP3_SSL(servers.host, servers.ports.pop3s, timeout=10, context=context)
-    try:
-        pop.user(demo.address)
-        pop.pass_(demo.password)
+    with logged_in(
+        poplib.POP3_SSL(servers.host, servers.ports.pop3s, timeout=10, context=context), demo
+    ) as pop:
         [received] = retrieve_all(pop)
-    finally:
-        pop.quit()
     assert received["Subject"] == sent["Subject"]
 
 
@@ -166,13 +170,10 @@ def test_pop3_uidls_are_stable_across_sessions(servers, demo):
     wait_for_mail(servers, demo.address, 3)
 
     def uidls(delete_first: bool = False) -> list[bytes]:
-        pop = pop3_stls(servers, demo)
-        try:
+        with pop3_stls(servers, demo) as pop:
             listing = [line.split()[1] for line in pop.uidl()[1]]
             if delete_first:
                 pop.dele(1)
-        finally:
-            pop.quit()
         return listing
 
     first = uidls(delete_first=True)
@@ -227,11 +228,8 @@ def test_authenticated_relay_is_accepted_but_bounced_back_locally(servers, demo)
         smtp.login(demo.address, demo.password)
         assert smtp.send_message(message("someone@foreign.example")) == {}
     wait_for_mail(servers, demo.address, 1)
-    pop = pop3_stls(servers, demo)
-    try:
+    with pop3_stls(servers, demo) as pop:
         [bounce] = retrieve_all(pop)
-    finally:
-        pop.quit()
     assert "MAILER-DAEMON" in bounce["From"]
     assert "someone@foreign.example" in bounce.as_string()
 
@@ -243,11 +241,8 @@ def test_mailbox_added_after_start_receives_mail(servers):
     with smtplib.SMTP(servers.host, servers.ports.smtp, timeout=10) as smtp:  # no AUTH needed to @domain
         assert smtp.send_message(sent) == {}
     wait_for_mail(servers, added.address, 1)
-    pop = pop3_stls(servers, added)
-    try:
+    with pop3_stls(servers, added) as pop:
         [received] = retrieve_all(pop)
-    finally:
-        pop.quit()
     assert received["Subject"] == sent["Subject"]
 
 

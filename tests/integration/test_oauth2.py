@@ -69,7 +69,6 @@ def test_an_oauth2_account_sends_with_xoauth2_through_postfix_and_dovecot(stack,
 def test_an_oauth2_account_pulls_with_the_two_step_pop3_form_by_default(stack, oauth_team):
     team = oauth_team()
     deliver(stack, team.mailbox.address, "Two-step")
-    wait_for_messages(stack, team.mailbox.address, 1)
     status, answer = pull(stack, team, account=team.account, query={"debug": "true"})
     assert status == 200, answer
     assert answer["accounts"][0]["fetched"] == 1, answer
@@ -80,7 +79,6 @@ def test_an_oauth2_account_pulls_with_the_two_step_pop3_form_by_default(stack, o
 def test_the_one_line_pop3_form_works_when_the_account_asks_for_it(stack, oauth_team):
     team = oauth_team(auth={"pop3_auth_form": "one-line"})
     deliver(stack, team.mailbox.address, "One line")
-    wait_for_messages(stack, team.mailbox.address, 1)
     status, answer = pull(stack, team, account=team.account, query={"debug": "true"})
     assert status == 200, answer
     assert answer["accounts"][0]["fetched"] == 1, answer

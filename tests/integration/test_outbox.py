@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import claims, read_mailbox, rest_event, wait_for_messages
-from tests.integration.smtp_faults import DATA_END, Fault, FaultyProxy
+from tests.integration.conftest import call_function, claims, read_mailbox, wait_for_messages
+from tests.integration.fault_proxy import DATA_END, Fault, FaultProxy
 from tests.stack import stack_storage
 
 UNKNOWN_USER = "nobody-here@example.test"
@@ -22,36 +22,20 @@ UNKNOWN_USER = "nobody-here@example.test"
 # ----------------------------------------------------------------------------- helpers
 
 
-def call(stack, method: str, path: str, resource: str, *, team, body=None, params=None, headers=None):
-    event = rest_event(
-        method,
-        path,
-        resource=resource,
-        path_parameters=params,
-        body=json.dumps(body) if body is not None else None,
-        caller=claims(team.team),
-        headers=headers,
-    )
-    answer = stack.invoke("SendFunction", event)
-    return answer["statusCode"], json.loads(answer["body"])
+def call(stack, method: str, resource: str, *, team, **request: Any) -> tuple[int, Any]:
+    return call_function(stack, "SendFunction", method, resource, caller=claims(team.team), **request)
 
 
 def queue(stack, team, **fields: Any) -> dict[str, Any]:
     body = {"account": team.account, "to": team.mailbox.address, "body_text": "queued", **fields}
-    status, answer = call(stack, "POST", "/api/core/mail", "/api/core/mail", team=team, body=body)
+    status, answer = call(stack, "POST", "/api/core/mail", team=team, body=body)
     assert status == 202, answer
     return answer["mail"]
 
 
 def sync(stack, team) -> dict[str, Any]:
-    status, answer = call(
-        stack,
-        "POST",
-        f"/api/core/mail/sync/{team.account}",
-        "/api/core/mail/sync/{account}",
-        team=team,
-        params={"account": team.account},
-    )
+    params = {"account": team.account}
+    status, answer = call(stack, "POST", "/api/core/mail/sync/{account}", team=team, params=params)
     assert status == 200, answer
     return answer
 
@@ -97,9 +81,9 @@ def settled(mail_id: str, timeout: float = 20.0):
     return mail
 
 
-def orphan(stack, team, *, lease_until: str, **fields: Any) -> str:
-    """A minimal item (README) that a sender claimed and never finished: `sending`, so the
-    stream never invokes push for it; only a sync or the schedule takes it over, after its lease."""
+def minimal_item(stack, team, *, status: str, subject: str, body_text: str, **strings: str) -> str:
+    """Writes the README's minimal outgoing item straight into the table, as another service
+    would, to the team's own mailbox (with more string attributes); answers its id."""
     mail_id = uuid.uuid4().hex
     created = "2026-11-24T12:00:00+00:00"
     item = {
@@ -107,27 +91,39 @@ def orphan(stack, team, *, lease_until: str, **fields: Any) -> str:
         "team": {"S": team.team},
         "account": {"S": team.account},
         "direction": {"S": "out"},
-        "status": {"S": "sending"},
-        "lease_owner": {"S": "a-sender-that-died"},
-        "lease_until": {"S": lease_until},
+        "status": {"S": status},
         "outbox": {"S": f"{team.team}#{team.account}"},
         "created_at": {"S": created},
         "created_key": {"S": f"{created}#{mail_id}"},
         "to": {"L": [{"S": team.mailbox.address}]},
-        "subject": {"S": fields.get("subject", "orphan")},
-        "body_text": {"S": "claimed, never sent"},
-    }
+        "subject": {"S": subject},
+        "body_text": {"S": body_text},
+    } | {name: {"S": value} for name, value in strings.items()}
     client = stack_storage().mail.client  # type: ignore[attr-defined]
     client.put_item(TableName=stack.info["resources"]["MailTable"], Item=item)
     return mail_id
 
 
-def proxied_team(new_team, stack, proxy: FaultyProxy):
+def orphan(stack, team, *, lease_until: str, subject: str = "orphan") -> str:
+    """A minimal item that a sender claimed and never finished: `sending`, so the stream never
+    invokes push for it; only a sync or the schedule takes it over, after its lease."""
+    return minimal_item(
+        stack,
+        team,
+        status="sending",
+        subject=subject,
+        body_text="claimed, never sent",
+        lease_owner="a-sender-that-died",
+        lease_until=lease_until,
+    )
+
+
+def proxied_team(new_team, stack, proxy: FaultProxy):
     return new_team(smtp={"host": "127.0.0.1", "port": proxy.port, "security": "none"})
 
 
-def proxy_to_postfix(stack, *faults: Fault) -> FaultyProxy:
-    return FaultyProxy(("127.0.0.1", stack.mail_servers.ports.smtp), list(faults))
+def proxy_to_postfix(stack, *faults: Fault) -> FaultProxy:
+    return FaultProxy(("127.0.0.1", stack.mail_servers.ports.smtp), *faults)
 
 
 def drain(stack, queue_url: str, wanted: int, timeout: float = 10.0) -> list[dict[str, Any]]:
@@ -162,7 +158,7 @@ def test_a_queued_mail_is_stored_with_its_raw_message_from_message_id_and_date(s
 def test_a_queued_mail_with_a_bad_address_is_refused_naming_the_field(stack, new_team):
     team = new_team()
     body = {"account": team.account, "to": "not an address", "body_text": "x"}
-    status, answer = call(stack, "POST", "/api/core/mail", "/api/core/mail", team=team, body=body)
+    status, answer = call(stack, "POST", "/api/core/mail", team=team, body=body)
     assert status == 400 and answer["error"]["field"] == "to"
 
 
@@ -198,24 +194,12 @@ def test_sync_answers_what_it_sent(stack, new_team):
 def test_a_minimal_item_another_service_writes_is_sent(stack, new_team):
     """The README's minimal item: the service builds the message (From, Message-ID, Date)."""
     team = new_team()
-    mail_id = uuid.uuid4().hex
-    created = "2026-11-24T12:00:00+00:00"
-    client = stack_storage().mail.client  # type: ignore[attr-defined]
-    client.put_item(
-        TableName=stack.info["resources"]["MailTable"],
-        Item={
-            "id": {"S": mail_id},
-            "team": {"S": team.team},
-            "account": {"S": team.account},
-            "direction": {"S": "out"},
-            "status": {"S": "queued"},
-            "outbox": {"S": f"{team.team}#{team.account}"},
-            "created_at": {"S": created},
-            "created_key": {"S": f"{created}#{mail_id}"},
-            "to": {"L": [{"S": team.mailbox.address}]},
-            "subject": {"S": "From another service"},
-            "body_text": {"S": "written straight into the table"},
-        },
+    mail_id = minimal_item(
+        stack,
+        team,
+        status="queued",
+        subject="From another service",
+        body_text="written straight into the table",
     )
     assert stack.invoke("OutboxPushFunction", stream_event(stack, [mail_id])) == {"batchItemFailures": []}
     wait_for_messages(stack, team.mailbox.address, 1)
@@ -264,7 +248,9 @@ def test_push_and_sync_racing_for_the_same_50_mails_deliver_each_exactly_once(st
 
 
 def test_a_server_answering_451_twice_then_accepting_gets_the_mail_once_after_retries(stack, new_team):
-    with proxy_to_postfix(stack, Fault("RCPT", 2, b"451 4.7.1 Try again later\r\n")) as proxy:
+    with proxy_to_postfix(
+        stack, Fault("RCPT", "reply", times=2, reply=b"451 4.7.1 Try again later\r\n")
+    ) as proxy:
         team = proxied_team(new_team, stack, proxy)
         mail = queue(stack, team, subject="Third time")
         sync(stack, team)
@@ -280,7 +266,9 @@ def test_a_server_answering_451_twice_then_accepting_gets_the_mail_once_after_re
 
 
 def test_a_mail_still_refused_at_its_maximum_age_fails_and_lands_on_the_dead_letter_queue(stack, new_team):
-    with proxy_to_postfix(stack, Fault("RCPT", 10, b"451 4.7.1 Try again later\r\n")) as proxy:
+    with proxy_to_postfix(
+        stack, Fault("RCPT", "reply", times=10, reply=b"451 4.7.1 Try again later\r\n")
+    ) as proxy:
         team = proxied_team(new_team, stack, proxy)
         # A maximum age shorter than the first deferral (1 minute): no later attempt is allowed.
         mail = queue(stack, team, retry_max_age_hours=0.01)
@@ -321,7 +309,7 @@ def test_a_partly_refused_mail_is_sent_and_names_the_refused_recipient(stack, ne
 
 
 def test_a_connection_dropped_after_the_data_leaves_the_mail_unknown_and_never_resends_it(stack, new_team):
-    with proxy_to_postfix(stack, Fault(DATA_END, 1)) as proxy:
+    with proxy_to_postfix(stack, Fault(DATA_END, "hang_up")) as proxy:
         team = proxied_team(new_team, stack, proxy)
         mail = queue(stack, team, subject="Did it arrive?")
         sync(stack, team)
@@ -367,7 +355,7 @@ def test_a_reply_to_a_mail_of_another_team_is_refused_naming_the_field(stack, ne
         "body_text": "x",
         "reply_to_mail": other["id"],
     }
-    status, answer = call(stack, "POST", "/api/core/mail", "/api/core/mail", team=mine, body=body)
+    status, answer = call(stack, "POST", "/api/core/mail", team=mine, body=body)
     assert status == 400 and answer["error"]["field"] == "reply_to_mail"
 
 
@@ -378,7 +366,6 @@ def send_with_key(stack, team, key: str, body: dict[str, Any]):
     return call(
         stack,
         "POST",
-        f"/api/core/mail/send/{team.account}",
         "/api/core/mail/send/{account}",
         team=team,
         body=body,

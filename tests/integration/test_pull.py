@@ -5,12 +5,14 @@ import smtplib
 import time
 from email.message import EmailMessage
 
-from tests.integration.conftest import claims, rest_event, wait_for_messages
+from tests.integration.conftest import call_function, claims, wait_for_messages
 from tests.stack import stack_storage
 
 
 def deliver(stack, address: str, subject: str, *, html: str | None = None, text: str = "hello") -> None:
-    """Puts a message into a mailbox the way the world would: SMTP to Postfix, no login."""
+    """Puts a message into a mailbox the way the world would (SMTP to Postfix, no login), and waits
+    until Dovecot has it."""
+    waiting = stack.mail_servers.message_count(address)
     message = EmailMessage()
     message["From"] = "Sender <sender@example.test>"
     message["To"] = address
@@ -20,24 +22,24 @@ def deliver(stack, address: str, subject: str, *, html: str | None = None, text:
         message.add_alternative(html, subtype="html")
     with smtplib.SMTP(stack.mail_servers.host, stack.mail_servers.ports.smtp, local_hostname="test") as smtp:
         smtp.send_message(message)
+    wait_for_messages(stack, address, waiting + 1)
 
 
 def pull(stack, team, *, account=None, query=None, caller=None):
-    if account is None:
-        path, resource, params = "/api/core/mail/pull", "/api/core/mail/pull", None
-    else:
-        path, resource = f"/api/core/mail/pull/{account}", "/api/core/mail/pull/{account}"
-        params = {"account": account}
-    event = rest_event(
+    resource, params = (
+        ("/api/core/mail/pull", None)
+        if account is None
+        else ("/api/core/mail/pull/{account}", {"account": account})
+    )
+    return call_function(
+        stack,
+        "PullFunction",
         "POST",
-        path,
-        resource=resource,
-        path_parameters=params,
+        resource,
+        params=params,
         query=query,
         caller=caller or claims(team.team),
     )
-    answer = stack.invoke("PullFunction", event)
-    return answer["statusCode"], json.loads(answer["body"])
 
 
 def test_a_pull_stores_each_new_message_with_text_and_safe_html(stack, new_team):
@@ -48,7 +50,6 @@ def test_a_pull_stores_each_new_message_with_text_and_safe_html(stack, new_team)
         "Offer",
         html='<p onclick="x()">Deal <a href="https://e.test">here</a></p>',
     )
-    wait_for_messages(stack, team.mailbox.address, 1)
     status, answer = pull(stack, team, account=team.account)
     assert status == 200
     (report,) = answer["accounts"]
@@ -63,7 +64,6 @@ def test_a_pull_stores_each_new_message_with_text_and_safe_html(stack, new_team)
 def test_a_second_pull_fetches_nothing_new(stack, new_team):
     team = new_team(leave_on_server=True)
     deliver(stack, team.mailbox.address, "Once")
-    wait_for_messages(stack, team.mailbox.address, 1)
     pull(stack, team, account=team.account)
     _, answer = pull(stack, team, account=team.account)
     assert answer["accounts"][0]["fetched"] == 0 and answer["accounts"][0]["skipped"] == 1
@@ -72,7 +72,6 @@ def test_a_second_pull_fetches_nothing_new(stack, new_team):
 def test_mail_is_left_on_the_server_when_the_account_says_so(stack, new_team):
     team = new_team(leave_on_server=True)
     deliver(stack, team.mailbox.address, "Stay")
-    wait_for_messages(stack, team.mailbox.address, 1)
     _, answer = pull(stack, team, account=team.account)
     assert answer["accounts"][0]["deleted"] == 0
     assert stack.mail_servers.message_count(team.mailbox.address) == 1
@@ -81,7 +80,6 @@ def test_mail_is_left_on_the_server_when_the_account_says_so(stack, new_team):
 def test_mail_is_deleted_from_the_server_after_it_is_stored_when_the_account_says_so(stack, new_team):
     team = new_team(leave_on_server=False)
     deliver(stack, team.mailbox.address, "Go")
-    wait_for_messages(stack, team.mailbox.address, 1)
     _, answer = pull(stack, team, account=team.account)
     assert answer["accounts"][0]["deleted"] == 1
     assert stack_storage().mail.get(answer["accounts"][0]["mail_ids"][0]) is not None
@@ -92,7 +90,6 @@ def test_pulling_all_accounts_covers_every_mail_team_of_the_caller(stack, new_te
     first, second = new_team(), new_team()
     for team in (first, second):
         deliver(stack, team.mailbox.address, f"for {team.team}")
-        wait_for_messages(stack, team.mailbox.address, 1)
     status, answer = pull(stack, first, caller=claims(first.team, second.team, "not-a-mail-team"))
     assert status == 200
     assert sorted((r["team"], r["fetched"]) for r in answer["accounts"]) == sorted(
@@ -104,7 +101,6 @@ def test_one_broken_account_does_not_stop_the_others(stack, new_team):
     broken = new_team(mail_password="not-the-password")
     working = new_team()
     deliver(stack, working.mailbox.address, "still arrives")
-    wait_for_messages(stack, working.mailbox.address, 1)
     _, answer = pull(stack, working, caller=claims(broken.team, working.team))
     reports = {r["team"]: r for r in answer["accounts"]}
     assert "login failed" in reports[broken.team]["error"]
@@ -126,7 +122,6 @@ def test_pop3_with_stls_and_plain_work_too(stack, new_team):
             pop3={"host": "127.0.0.1", "port": stack.mail_servers.ports.pop3, "security": security}
         )
         deliver(stack, team.mailbox.address, security)
-        wait_for_messages(stack, team.mailbox.address, 1)
         _, answer = pull(stack, team, account=team.account)
         assert answer["accounts"][0]["fetched"] == 1, answer
 

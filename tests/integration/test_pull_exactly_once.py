@@ -16,7 +16,7 @@ from mailcore.storage import MailQuery
 
 from local.maildir import deliver_files
 from tests.fakes import MemoryPullQueue
-from tests.integration.pop3_fault_proxy import Pop3FaultProxy
+from tests.integration.fault_proxy import Fault, FaultProxy
 from tests.integration.test_pull import pull as pull_through_the_api
 from tests.stack import stack_directory, stack_storage, stack_tls_context
 
@@ -49,7 +49,7 @@ def counts(sent: dict[str, bytes], team: str) -> dict[str, int]:
     }
 
 
-def proxied_team(stack, new_team, proxy: Pop3FaultProxy):
+def proxied_team(stack, new_team, proxy: FaultProxy):
     return new_team(pop3={"host": "127.0.0.1", "port": proxy.port, "security": "none"}, leave_on_server=False)
 
 
@@ -64,13 +64,14 @@ def pull(stack, team):
 )
 def test_a_cut_connection_and_a_retry_store_every_message_exactly_once(stack, new_team, cut_at, cut_on):
     upstream = (stack.mail_servers.host, stack.mail_servers.ports.pop3)
-    with Pop3FaultProxy(upstream, cut_at=cut_at, cut_on=cut_on) as proxy:
+    cut = Fault(cut_at, "cut", nth=cut_on)
+    with FaultProxy(upstream, cut) as proxy:
         team = proxied_team(stack, new_team, proxy)
         sent = messages(f"cut at {cut_at}", 8)
         deliver_files(stack.mail_servers, team.mailbox.address, sent.values())
 
         status, first = pull(stack, team)
-        assert status == 200 and proxy.cuts == 1
+        assert status == 200 and cut.used == 1
         assert first["accounts"][0]["error"]  # the pull saw the line break and said so
         assert stack.mail_servers.message_count(team.mailbox.address) == 8  # no QUIT: nothing deleted
         stored_before_retry = len(stored_subjects(team.team))
@@ -85,7 +86,7 @@ def test_a_cut_connection_and_a_retry_store_every_message_exactly_once(stack, ne
 
 def test_two_pulls_of_one_mailbox_at_once_run_one_and_tell_the_other_promptly(stack, new_team):
     upstream = (stack.mail_servers.host, stack.mail_servers.ports.pop3)
-    with Pop3FaultProxy(upstream, hold_at="UIDL") as proxy:
+    with FaultProxy(upstream, Fault("UIDL", "hold")) as proxy:
         team = proxied_team(stack, new_team, proxy)
         sent = messages("concurrent", 12)
         deliver_files(stack.mail_servers, team.mailbox.address, sent.values())

@@ -4,7 +4,6 @@ ordinary message is stored on the first pull that reaches it, and the mailbox is
 
 from __future__ import annotations
 
-import json
 import poplib
 import time
 from datetime import UTC, datetime
@@ -17,7 +16,7 @@ from mailcore.services import pull as pull_service
 
 from bench import hostile_shapes
 from local.maildir import deliver_files
-from tests.integration.conftest import claims, rest_event
+from tests.integration.conftest import call_function, claims
 from tests.stack import stack_storage
 
 # The four of the issue and the 9,000-part mail, at the sizes the issue reported.
@@ -38,16 +37,11 @@ def uidls(stack, mailbox) -> list[bytes]:
         pop.quit()
 
 
-def invoke(stack, team, path: str, resource: str):
-    event = rest_event(
-        "GET" if path.endswith("/status") else "POST",
-        path,
-        resource=resource,
-        path_parameters={"account": team.account},
-        caller=claims(team.team),
+def invoke(stack, team, resource: str):
+    method = "GET" if resource.endswith("/status") else "POST"
+    return call_function(
+        stack, "PullFunction", method, resource, params={"account": team.account}, caller=claims(team.team)
     )
-    answer = stack.invoke("PullFunction", event)
-    return answer["statusCode"], json.loads(answer["body"])
 
 
 def test_hostile_mail_in_front_of_ordinary_mail_neither_stops_the_account_nor_answers_5xx(stack, new_team):
@@ -57,7 +51,7 @@ def test_hostile_mail_in_front_of_ordinary_mail_neither_stops_the_account_nor_an
     deliver_files(stack.mail_servers, team.mailbox.address, ORDINARY)
     started = time.monotonic()
 
-    status, body = invoke(stack, team, f"/api/core/mail/pull/{team.account}", "/api/core/mail/pull/{account}")
+    status, body = invoke(stack, team, "/api/core/mail/pull/{account}")
 
     assert status == 200, body
     (report,) = body["accounts"]
@@ -77,9 +71,7 @@ def test_hostile_mail_in_front_of_ordinary_mail_neither_stops_the_account_nor_an
     )
     assert [mail.body_text for mail in hostile if mail.subject == "nested"] == ["x"]
     assert stack.mail_servers.message_count(team.mailbox.address) == 0
-    status, body = invoke(
-        stack, team, f"/api/core/mail/pull/{team.account}/status", "/api/core/mail/pull/{account}/status"
-    )
+    status, body = invoke(stack, team, "/api/core/mail/pull/{account}/status")
     assert status == 200 and body["status"]["remaining"] == 0
     assert body["status"]["set_aside"] == report["set_aside"]
     assert time.monotonic() - started < 60
@@ -113,7 +105,7 @@ def test_a_message_over_its_memory_budget_is_set_aside_and_the_mail_behind_it_st
     assert len(uidls(stack, team.mailbox)) == 1
     deliver_files(stack.mail_servers, team.mailbox.address, ORDINARY[:3])
 
-    status, body = invoke(stack, team, f"/api/core/mail/pull/{team.account}", "/api/core/mail/pull/{account}")
+    status, body = invoke(stack, team, "/api/core/mail/pull/{account}")
 
     assert status == 200, body
     (report,) = body["accounts"]
@@ -126,8 +118,6 @@ def test_a_message_over_its_memory_budget_is_set_aside_and_the_mail_behind_it_st
     assert (aside.from_, aside.subject, aside.raw_size) == ("Big <big@example.test>", "big", len(big))
     assert storage.blobs.get(aside.raw_key).replace(b"\r\n", b"\n") == big.replace(b"\r\n", b"\n")
     assert stack.mail_servers.message_count(team.mailbox.address) == 0
-    status, body = invoke(
-        stack, team, f"/api/core/mail/pull/{team.account}/status", "/api/core/mail/pull/{account}/status"
-    )
+    status, body = invoke(stack, team, "/api/core/mail/pull/{account}/status")
     assert body["status"]["set_aside"] == 1
     assert body["status"]["latest_set_aside"]["mail_id"] == aside.id

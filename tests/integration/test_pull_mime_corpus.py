@@ -3,14 +3,13 @@ messages when the interpreter ships them) pulled from the real Dovecot without a
 
 from __future__ import annotations
 
-import json
 import sysconfig
 from pathlib import Path
 
 from mailcore.storage import MailQuery
 
 from local.maildir import deliver_files
-from tests.integration.conftest import claims, rest_event
+from tests.integration.test_pull import pull
 from tests.stack import stack_storage
 
 OURS = Path(__file__).parent.parent / "unit" / "data" / "mime"
@@ -28,16 +27,9 @@ def test_every_message_of_the_corpus_is_pulled_and_stored_once_without_a_crash(s
     assert len(messages) >= len(list(OURS.glob("*.eml")))
     deliver_files(stack.mail_servers, team.mailbox.address, messages.values())
 
-    event = rest_event(
-        "POST",
-        f"/api/core/mail/pull/{team.account}",
-        resource="/api/core/mail/pull/{account}",
-        path_parameters={"account": team.account},
-        caller=claims(team.team),
-    )
-    answer = stack.invoke("PullFunction", event)
-    assert answer["statusCode"] == 200, answer["body"]
-    (report,) = json.loads(answer["body"])["accounts"]
+    status, answer = pull(stack, team, account=team.account)
+    assert status == 200, answer
+    (report,) = answer["accounts"]
     assert report["error"] is None and report["fetched"] == len(messages)
 
     storage = stack_storage()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import socket
 import time
 import uuid
 from email.message import EmailMessage
@@ -15,8 +14,12 @@ from mailcore.wiring import pull as pull_wiring
 
 from local.maildir import deliver_files
 from tests.fakes import memory_storage
-from tests.integration.conftest import bus_to_queue, claims, rest_event
+from tests.integration.conftest import bus_to_queue, call_function, claims
+from tests.integration.fault_proxy import closed_port
+from tests.integration.test_pull import pull
 from tests.stack import replace_in_root, stack_storage
+
+STATUS = "/api/core/mail/pull/{account}/status"
 
 
 def one_message(subject: str) -> bytes:
@@ -26,12 +29,6 @@ def one_message(subject: str) -> bytes:
     message["Subject"] = subject
     message.set_content("hello")
     return message.as_bytes()
-
-
-def unused_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def drain(stack, url: str) -> list[dict]:
@@ -86,22 +83,15 @@ def sqs_event(messages: list[dict]) -> dict:
 
 
 def status_of(stack, team):
-    event = rest_event(
-        "GET",
-        f"/api/core/mail/pull/{team.account}/status",
-        resource="/api/core/mail/pull/{account}/status",
-        path_parameters={"account": team.account},
-        caller=claims(team.team),
-    )
-    answer = stack.invoke("PullFunction", event)
-    return answer["statusCode"], json.loads(answer["body"])
+    params = {"account": team.account}
+    return call_function(stack, "PullFunction", "GET", STATUS, params=params, caller=claims(team.team))
 
 
 def test_the_dispatcher_enqueues_one_message_per_account_and_the_consumer_pulls_them(
     stack, new_team, monkeypatch
 ):
     working, other = new_team(), new_team()
-    host_down = new_team(pop3={"host": "127.0.0.1", "port": unused_port(), "security": "none"})
+    host_down = new_team(pop3={"host": "127.0.0.1", "port": closed_port(), "security": "none"})
     for team in (working, other):
         deliver_files(stack.mail_servers, team.mailbox.address, [one_message(f"for {team.team}")])
     # The stack's own PullQueue is consumed by its event-source driver, which would pull every
@@ -179,17 +169,16 @@ def test_a_storage_failure_makes_only_that_message_a_batch_item_failure(stack, n
 
 def test_the_pull_status_is_for_members_only(stack, new_team):
     team, stranger = new_team(), new_team()
-    event = rest_event(
+    status, answer = call_function(
+        stack,
+        "PullFunction",
         "GET",
-        f"/api/core/mail/pull/{team.account}/status",
-        resource="/api/core/mail/pull/{account}/status",
-        path_parameters={"account": team.account},
+        STATUS,
+        params={"account": team.account},
         query={"team": team.team},
         caller=claims(stranger.team),
     )
-    answer = stack.invoke("PullFunction", event)
-    assert answer["statusCode"] == 403
-    assert json.loads(answer["body"])["error"]["field"] == "team"
+    assert status == 403 and answer["error"]["field"] == "team"
 
 
 def test_each_stored_mail_is_announced_on_the_bus_without_its_body(stack, new_team):
@@ -207,14 +196,7 @@ def test_each_stored_mail_is_announced_on_the_bus_without_its_body(stack, new_te
         raws.append(message.as_bytes())
     deliver_files(stack.mail_servers, team.mailbox.address, raws)
 
-    event = rest_event(
-        "POST",
-        f"/api/core/mail/pull/{team.account}",
-        resource="/api/core/mail/pull/{account}",
-        path_parameters={"account": team.account},
-        caller=claims(team.team),
-    )
-    report = json.loads(stack.invoke("PullFunction", event)["body"])["accounts"][0]
+    report = pull(stack, team, account=team.account)[1]["accounts"][0]
     assert report["fetched"] == 12
 
     delivered = []

@@ -4,22 +4,21 @@ import json
 
 import pytest
 
-from tests.integration.conftest import claims, read_mailbox, rest_event, wait_for_messages
+from tests.integration.conftest import call_function, claims, read_mailbox, wait_for_messages
 from tests.stack import stack_storage
 
 
 def send(stack, team, body, *, query=None, caller=None):
-    event = rest_event(
+    return call_function(
+        stack,
+        "SendFunction",
         "POST",
-        f"/api/core/mail/send/{team.account}",
-        resource="/api/core/mail/send/{account}",
-        path_parameters={"account": team.account},
+        "/api/core/mail/send/{account}",
+        params={"account": team.account},
         query=query,
-        body=json.dumps(body),
+        body=body,
         caller=caller or claims(team.team),
     )
-    answer = stack.invoke("SendFunction", event)
-    return answer["statusCode"], json.loads(answer["body"])
 
 
 def test_a_sent_mail_is_stored_with_its_raw_message_and_status_sent(stack, new_team):

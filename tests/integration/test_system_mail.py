@@ -110,6 +110,11 @@ def encrypt_like_cognito(stack, code: str) -> str:
     return base64.b64encode(ciphertext).decode()
 
 
+def cognito_sends_code(stack, trigger: str, email: str, code: str) -> None:
+    """Invokes the custom email sender as Cognito does for `trigger`, with `code` encrypted."""
+    stack.invoke(COGNITO_FUNCTION, cognito_event(trigger, email, encrypt_like_cognito(stack, code)))
+
+
 def only_message(stack, mailbox):
     wait_for_messages(stack, mailbox.address, 1)
     (message,) = read_mailbox(stack, mailbox)
@@ -174,10 +179,7 @@ def test_a_direct_invocation_answers_the_stored_mail(stack, new_team):
 
 def test_the_cognito_custom_email_sender_mails_the_decrypted_code(stack, new_team):
     team = new_team()
-    event = cognito_event(
-        "CustomEmailSender_ForgotPassword", team.mailbox.address, encrypt_like_cognito(stack, "482913")
-    )
-    stack.invoke(COGNITO_FUNCTION, event)
+    cognito_sends_code(stack, "CustomEmailSender_ForgotPassword", team.mailbox.address, "482913")
     message = only_message(stack, team.mailbox)
     text, _ = bodies(message)
     assert message["Subject"] == "Reset your password"
@@ -186,10 +188,7 @@ def test_the_cognito_custom_email_sender_mails_the_decrypted_code(stack, new_tea
 
 def test_cognito_sign_up_sends_the_verification_template(stack, new_team):
     team = new_team()
-    event = cognito_event(
-        "CustomEmailSender_SignUp", team.mailbox.address, encrypt_like_cognito(stack, "551177")
-    )
-    stack.invoke(COGNITO_FUNCTION, event)
+    cognito_sends_code(stack, "CustomEmailSender_SignUp", team.mailbox.address, "551177")
     message = only_message(stack, team.mailbox)
     assert message["Subject"] == "Your verification code"
     assert "551177" in bodies(message)[0]
@@ -256,10 +255,7 @@ def test_secrets_reach_the_recipient_but_never_the_log_the_item_or_the_raw_objec
     reset_url = detail["variables"]["reset_url"]
     code = "K7Q9X2M4"
     answer = stack.invoke(FUNCTION, detail)
-    event = cognito_event(
-        "CustomEmailSender_ForgotPassword", team.mailbox.address, encrypt_like_cognito(stack, code)
-    )
-    stack.invoke(COGNITO_FUNCTION, event)
+    cognito_sends_code(stack, "CustomEmailSender_ForgotPassword", team.mailbox.address, code)
 
     stored = stack_storage().mail.get(answer["mail_id"])
     assert stored is not None

@@ -23,8 +23,7 @@ from mailcore.wiring.store import StoreRoot
 from pydantic import ValidationError
 
 from tests.fakes import memory_directory, memory_storage
-from tests.support import claims, rest_event
-from tests.unit.test_handlers import LambdaContext, load
+from tests.support import claims, handler, load_function, rest_event
 
 # Every character the email package refuses in a header value (str.splitlines breaks there,
 # NUL and the C0 controls, DEL) and a lone surrogate (not encodable).
@@ -49,7 +48,7 @@ NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 def store_app(monkeypatch):
     root = StoreRoot(storage=memory_storage(), directory=memory_directory())
     monkeypatch.setattr(store_wiring, "root", lambda: root)
-    return load("store")
+    return load_function("store")
 
 
 def post_files(app, body: str, *, base64_encoded: bool = False, content_type: str = "application/json"):
@@ -62,7 +61,7 @@ def post_files(app, body: str, *, base64_encoded: bool = False, content_type: st
         headers={"Content-Type": content_type},
     )
     event["isBase64Encoded"] = base64_encoded
-    answer = app.lambda_handler(event, LambdaContext())
+    answer = handler(app)(event)
     return answer["statusCode"], json.loads(answer["body"])
 
 
@@ -141,8 +140,7 @@ def account() -> ResolvedAccount:
     return ResolvedAccount("t", "desk", config)
 
 
-def test_a_reply_to_a_mail_whose_subject_holds_a_line_separator_builds():
-    storage = memory_storage()
+def test_a_reply_to_a_mail_whose_subject_holds_a_line_separator_builds(storage):
     original = compose(
         account(), SendRequest(to="a@example.test", body_text="x"), storage=storage, status="sent"
     )
@@ -158,8 +156,7 @@ def test_a_reply_to_a_mail_whose_subject_holds_a_line_separator_builds():
     assert parsed["Subject"] == "Re: Offer Bcc: x@evil.test" and parsed["Bcc"] is None
 
 
-def test_a_stored_file_whose_name_the_email_package_refuses_is_attached_under_a_safe_name():
-    storage = memory_storage()
+def test_a_stored_file_whose_name_the_email_package_refuses_is_attached_under_a_safe_name(storage):
     storage.blobs.put("t/f1", b"data", "text/plain")
     storage.files.put(
         StoredFile(
@@ -201,10 +198,9 @@ def registered_upload(storage, declared: int, uploaded: bytes) -> str:
     return stored.id
 
 
-def test_a_file_uploaded_larger_than_declared_is_refused_when_attached():
+def test_a_file_uploaded_larger_than_declared_is_refused_when_attached(storage):
     from mailcore.errors import InvalidInput
 
-    storage = memory_storage()
     file_id = registered_upload(storage, declared=1, uploaded=b"x" * 60_000)
     with pytest.raises(InvalidInput) as caught:
         compose(
@@ -220,8 +216,7 @@ def test_a_file_uploaded_larger_than_declared_is_refused_when_attached():
     )
 
 
-def test_a_file_uploaded_with_its_declared_size_is_attached():
-    storage = memory_storage()
+def test_a_file_uploaded_with_its_declared_size_is_attached(storage):
     file_id = registered_upload(storage, declared=5, uploaded=b"12345")
     mail = compose(
         account(),

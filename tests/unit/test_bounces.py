@@ -12,7 +12,7 @@ from mailcore.models import Direction, Mail, MailStatus
 from mailcore.services import pull
 from mailcore.teams import ResolvedAccount
 
-from tests.fakes import MemoryPublisher, memory_storage
+from tests.fakes import memory_storage
 from tests.support import mail_account, outgoing_mail
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "bounces"
@@ -99,8 +99,7 @@ def pulled(storage, raw: bytes, uidl: str = "u1") -> Mail:
     return stored
 
 
-def test_a_bounce_pulled_is_linked_to_the_outgoing_mail_and_recorded_on_it():
-    storage = memory_storage()
+def test_a_bounce_pulled_is_linked_to_the_outgoing_mail_and_recorded_on_it(storage):
     outgoing = sent_mail(storage, ["Someone <nobody@fabrikam.example>"])
     bounce = pulled(storage, fixture("exchange-online-ndr.eml", outgoing.message_id))
     assert bounce.bounce_of == outgoing.id and bounce.auto_reply and bounce.direction == Direction.IN
@@ -110,8 +109,7 @@ def test_a_bounce_pulled_is_linked_to_the_outgoing_mail_and_recorded_on_it():
     assert entry["recipient"] == "nobody@fabrikam.example" and entry["time"] == NOW.isoformat()
 
 
-def test_a_delayed_notice_is_recorded_but_not_counted_as_a_bounce():
-    storage = memory_storage()
+def test_a_delayed_notice_is_recorded_but_not_counted_as_a_bounce(storage):
     outgoing = sent_mail(storage, ["gone@customer.example", "slow@customer.example"])
     pulled(storage, fixture("rfc3464-two-recipients-one-delayed.eml", outgoing.message_id))
     recorded = storage.mail.get(outgoing.id)
@@ -119,8 +117,7 @@ def test_a_delayed_notice_is_recorded_but_not_counted_as_a_bounce():
     assert recorded.status == MailStatus.SENT  # one recipient may still get it
 
 
-def test_the_same_bounce_pulled_twice_is_recorded_once():
-    storage = memory_storage()
+def test_the_same_bounce_pulled_twice_is_recorded_once(storage):
     outgoing = sent_mail(storage, ["nobody@fabrikam.example"])
     raw = fixture("exchange-online-ndr.eml", outgoing.message_id)
     pulled(storage, raw)
@@ -128,8 +125,7 @@ def test_the_same_bounce_pulled_twice_is_recorded_once():
     assert len(storage.mail.get(outgoing.id).bounces) == 1
 
 
-def test_a_pull_that_dies_after_recording_a_bounce_records_it_once_when_fetched_again():
-    storage = memory_storage()
+def test_a_pull_that_dies_after_recording_a_bounce_records_it_once_when_fetched_again(storage):
     outgoing = sent_mail(storage, ["nobody@fabrikam.example"])
     raw = fixture("exchange-online-ndr.eml", outgoing.message_id)
     put_new = storage.mail.put_new
@@ -146,18 +142,15 @@ def test_a_pull_that_dies_after_recording_a_bounce_records_it_once_when_fetched_
     assert entry["bounce"] == bounce.id and storage.mail.get(bounce.id) is not None
 
 
-def test_a_bounce_naming_another_teams_mail_links_nothing():
-    storage = memory_storage()
+def test_a_bounce_naming_another_teams_mail_links_nothing(storage):
     outgoing = sent_mail(storage, ["nobody@fabrikam.example"], team="other")
     bounce = pulled(storage, fixture("exchange-online-ndr.eml", outgoing.message_id))
     assert bounce.bounce_of is None and bounce.bounces
     assert storage.mail.get(outgoing.id).status == MailStatus.SENT
 
 
-def test_received_events_say_auto_reply_and_a_linked_bounce_puts_mail_bounced():
-    events = MemoryPublisher()
+def test_received_events_say_auto_reply_and_a_linked_bounce_puts_mail_bounced(storage, events):
     waiting = pull._ReceivedEvents(events, "t", "desk")
-    storage = memory_storage()
     outgoing = sent_mail(storage, ["nobody@fabrikam.example"])
     bounce = pulled(storage, fixture("exchange-online-ndr.eml", outgoing.message_id))
     waiting.add(bounce)
@@ -219,8 +212,7 @@ def test_a_report_of_thousands_of_recipients_keeps_the_first_hundred_entries():
     assert found.report[0]["recipient"] == "r0@customer.example"
 
 
-def test_a_bounce_set_aside_unparsed_is_still_linked_to_its_outgoing_mail():
-    storage = memory_storage()
+def test_a_bounce_set_aside_unparsed_is_still_linked_to_its_outgoing_mail(storage):
     outgoing = sent_mail(storage, ["Someone <nobody@fabrikam.example>"])
     raw = fixture("exchange-online-ndr.eml", outgoing.message_id)
     aside = pull.set_aside(TARGET, "u1", raw, reason="over its parse budget", now=NOW)

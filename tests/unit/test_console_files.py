@@ -2,13 +2,12 @@
 
 import pytest
 
-from tests.support import rest_event
-from tests.unit.test_handlers import LambdaContext, load
+from tests.support import handler, load_function, rest_event
 
 
 @pytest.fixture(scope="module")
 def console():
-    return load("console")
+    return load_function("console")
 
 
 def get(console, file: str | None) -> dict:
@@ -19,7 +18,7 @@ def get(console, file: str | None) -> dict:
         resource="/console/{file}" if file else "/console",
         path_parameters={"file": file} if file else None,
     )
-    return console.lambda_handler(event, LambdaContext())
+    return handler(console)(event)
 
 
 def test_the_console_page_is_served_with_a_policy_that_allows_only_its_own_scripts(console):

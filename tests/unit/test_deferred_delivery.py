@@ -23,22 +23,11 @@ from mailcore.services.retry import DEFERRAL_STEPS, HOURLY, RetryPolicy
 from mailcore.teams import ResolvedAccount
 
 from tests.fakes import MemoryDeadLetters, MemoryPublisher, memory_storage
-from tests.support import mail_account, outgoing_mail
+from tests.support import Clock, mail_account, outgoing_mail
 
 START = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 BUSY = MailServerError("the server said 451", reply_code=451, reply="4.7.1 Try again later", temporary=True)
 REFUSED = MailServerError("the server said 550", reply_code=550, reply="5.1.1 User unknown")
-
-
-class Clock:
-    def __init__(self, now: datetime = START) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 class ScriptedServer:
@@ -65,7 +54,7 @@ class Harness:
 
     def __init__(self, server: ScriptedServer, **account_changes) -> None:
         self.storage = memory_storage()
-        self.clock = Clock()
+        self.clock = Clock(START)
         self.server = server
         self.events = MemoryPublisher()
         self.dead_letters = MemoryDeadLetters()

@@ -1,36 +1,13 @@
 """Handlers answer every failure as JSON: no claims, unexpected errors (fakes, no AWS)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 from mailcore.wiring import store as store_wiring
 from mailcore.wiring.store import StoreRoot
 
 from tests.fakes import memory_directory
-from tests.support import claims, rest_event
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class LambdaContext:
-    function_name = "StoreFunction"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:StoreFunction"
-    aws_request_id = "req-1"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
-
-
-def load(function: str):
-    spec = importlib.util.spec_from_file_location(
-        f"unit_{function}_app", ROOT / "functions" / function / "app.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.support import LambdaContext, call_api, claims, handler, load_function, rest_event
 
 
 class BrokenStorage:
@@ -44,19 +21,11 @@ class BrokenStorage:
 def store_app(monkeypatch):
     root = StoreRoot(storage=BrokenStorage(), directory=memory_directory())  # type: ignore[arg-type]
     monkeypatch.setattr(store_wiring, "root", lambda: root)
-    return load("store")
+    return load_function("store")
 
 
 def get_mail(app, caller):
-    event = rest_event(
-        "GET",
-        "/api/core/mail/abc",
-        resource="/api/core/mail/{mail_id}",
-        path_parameters={"mail_id": "abc"},
-        caller=caller,
-    )
-    answer = app.lambda_handler(event, LambdaContext())
-    return answer["statusCode"], json.loads(answer["body"])
+    return call_api(handler(app), "GET", "/api/core/mail/{mail_id}", params={"mail_id": "abc"}, caller=caller)
 
 
 def test_a_request_without_claims_is_unauthorized(store_app):

@@ -8,6 +8,7 @@ from mailcore.models import MailAccount
 from mailcore.teams import ResolvedAccount
 
 from tests.fakes import MemoryLimitCounters
+from tests.support import Clock
 
 
 def target(**limits) -> ResolvedAccount:
@@ -30,14 +31,6 @@ def target(**limits) -> ResolvedAccount:
     return ResolvedAccount("team", "desk", account)
 
 
-class Clock:
-    def __init__(self, now: float = 60_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_microsoft_account_sends_30_messages_a_minute_and_the_31st_waits_for_the_next_minute():
     clock = Clock(60_000.0 + 15)
     limiter = AccountLimiter(MemoryLimitCounters(), clock=clock)
@@ -51,14 +44,14 @@ def test_a_microsoft_account_sends_30_messages_a_minute_and_the_31st_waits_for_t
 
 
 def test_the_secret_can_set_its_own_rate():
-    limiter = AccountLimiter(MemoryLimitCounters(), clock=Clock())
+    limiter = AccountLimiter(MemoryLimitCounters(), clock=Clock(60_000.0))
     limiter.take_message(target(max_messages_per_minute=1))
     with pytest.raises(RateLimited):
         limiter.take_message(target(max_messages_per_minute=1))
 
 
 def test_a_fourth_concurrent_connection_is_refused_and_a_closed_one_frees_its_slot():
-    limiter = AccountLimiter(MemoryLimitCounters(), clock=Clock())
+    limiter = AccountLimiter(MemoryLimitCounters(), clock=Clock(60_000.0))
     with (
         limiter.connection(target()),
         limiter.connection(target()),
@@ -72,7 +65,7 @@ def test_a_fourth_concurrent_connection_is_refused_and_a_closed_one_frees_its_sl
 
 
 def test_the_slot_of_a_crashed_holder_frees_itself_when_its_lease_runs_out():
-    clock = Clock()
+    clock = Clock(60_000.0)
     counters = MemoryLimitCounters()
     limiter = AccountLimiter(counters, clock=clock)
     for slot in range(3):
@@ -95,7 +88,7 @@ def test_accounts_without_limits_are_never_counted():
             "refresh_token": "r",
         }
     )
-    limiter = AccountLimiter(counters, clock=Clock())
+    limiter = AccountLimiter(counters, clock=Clock(60_000.0))
     for _ in range(100):
         limiter.take_message(account)
     with limiter.connection(account):

@@ -114,14 +114,6 @@ def provider():
     server.stop()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def generic(provider: OAuth2Server, *, refresh: bool = True) -> OAuth2Auth:
     client = provider.add_client("desk@example.test")
     values = {
@@ -137,9 +129,8 @@ def generic(provider: OAuth2Server, *, refresh: bool = True) -> OAuth2Auth:
     return OAuth2Auth.model_validate(values)
 
 
-def test_a_token_is_cached_until_shortly_before_it_expires(provider):
+def test_a_token_is_cached_until_shortly_before_it_expires(provider, clock):
     provider.token_lifetime = 120
-    clock = Clock()
     broker = TokenBroker(clock=clock)
     auth = generic(provider)
     first = broker.access_token("t", "a", auth)
@@ -150,10 +141,9 @@ def test_a_token_is_cached_until_shortly_before_it_expires(provider):
     assert provider.calls["refresh_token"] == 2
 
 
-def test_a_rotated_refresh_token_is_handed_to_the_writer_and_used_next(provider):
+def test_a_rotated_refresh_token_is_handed_to_the_writer_and_used_next(provider, clock):
     provider.rotate_refresh_tokens = True
     written: list[tuple[str, str, str]] = []
-    clock = Clock()
     broker = TokenBroker(on_rotated=lambda *args: written.append(args), clock=clock)
     auth = generic(provider)
     broker.access_token("t", "a", auth)

@@ -9,6 +9,7 @@ from mailcore.services.outbox import LEASE, claim, owner_guard
 from mailcore.services.send import reply_subject
 
 from tests.fakes import memory_storage
+from tests.support import Clock, mail_account
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -35,23 +36,20 @@ def stored_mail(storage, status=MailStatus.QUEUED, mail_id="m1"):
     return mail
 
 
-def test_only_the_first_of_two_claims_gets_a_queued_mail():
-    storage = memory_storage()
+def test_only_the_first_of_two_claims_gets_a_queued_mail(storage):
     stored_mail(storage)
     assert claim(storage, "m1", now=NOW) is not None
     assert claim(storage, "m1", now=NOW) is None
 
 
-def test_a_claim_whose_lease_ran_out_can_be_taken_over():
-    storage = memory_storage()
+def test_a_claim_whose_lease_ran_out_can_be_taken_over(storage):
     stored_mail(storage)
     claim(storage, "m1", now=NOW)
     assert claim(storage, "m1", now=NOW + LEASE - timedelta(seconds=1)) is None
     assert claim(storage, "m1", now=NOW + LEASE + timedelta(seconds=1)) is not None
 
 
-def test_a_superseded_claim_cannot_record_its_outcome():
-    storage = memory_storage()
+def test_a_superseded_claim_cannot_record_its_outcome(storage):
     stored_mail(storage)
     mail, stale = claim(storage, "m1", now=NOW)
     _, current = claim(storage, "m1", now=NOW + LEASE + timedelta(seconds=1))
@@ -76,14 +74,12 @@ def test_a_superseded_claim_neither_announces_nor_dead_letters_the_outcome_it_co
     assert storage.mail.get("m1").status == MailStatus.SENDING  # the newer claim's to finish
 
 
-def test_a_mail_sent_through_the_direct_api_is_never_claimed():
-    storage = memory_storage()
+def test_a_mail_sent_through_the_direct_api_is_never_claimed(storage):
     stored_mail(storage, status=MailStatus.SENDING)
     assert claim(storage, "m1", now=NOW + timedelta(days=1)) is None
 
 
-def test_a_finished_mail_leaves_the_outbox_and_is_never_claimed_again():
-    storage = memory_storage()
+def test_a_finished_mail_leaves_the_outbox_and_is_never_claimed_again(storage):
     stored_mail(storage)
     mail, owner = claim(storage, "m1", now=NOW)
     assert [queued.id for queued in storage.mail.outbox("t", "a")] == ["m1"]  # claimed, not finished
@@ -109,14 +105,13 @@ def test_a_reply_subject_gets_re_once(subject, expected):
     assert reply_subject(subject) == expected
 
 
-def test_a_storage_failure_is_reported_per_mail_and_stops_no_other():
+def test_a_storage_failure_is_reported_per_mail_and_stops_no_other(storage):
     import ssl
 
     from mailcore.services.outbox import Outbox
 
     from tests.fakes import MemoryDeadLetters, MemoryPublisher
 
-    storage = memory_storage()
     stored_mail(storage, mail_id="m1")
     stored_mail(storage, mail_id="m2")
 
@@ -146,22 +141,12 @@ class _PacedOutbox:
     @staticmethod
     def make(storage, *, per_minute, seconds_left, clock):
         from mailcore.limits import AccountLimiter
-        from mailcore.models import MailAccount
         from mailcore.protocols.tls import client_tls_context
         from mailcore.services import outbox as outbox_module
 
         from tests.fakes import MemoryDeadLetters, MemoryLimitCounters, MemoryPublisher
 
-        account = MailAccount.model_validate(
-            {
-                "mail_from": "a@example.test",
-                "mail_username": "a@example.test",
-                "mail_password": "pw",
-                "smtp": {"host": "127.0.0.1", "port": 25, "security": "none"},
-                "pop3": {"host": "127.0.0.1", "port": 110, "security": "none"},
-                "max_messages_per_minute": per_minute,
-            }
-        )
+        account = mail_account(max_messages_per_minute=per_minute)
 
         class Paced(outbox_module.Outbox):
             def _account(self, mail):
@@ -188,37 +173,24 @@ class _PacedOutbox:
         return outbox
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0  # the start of a minute
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
-def test_the_outbox_waits_for_the_next_minute_when_the_account_is_at_its_limit():
-    storage = memory_storage()
+def five_mails_at_two_a_minute(storage, *, seconds_left: float):
+    """Five stored mails through an outbox of an account allowed two a minute; answers its report
+    and its clock."""
     for n in range(5):
         stored_mail(storage, mail_id=f"m{n}")
-    clock = FakeClock()
-    with _PacedOutbox.make(storage, per_minute=2, seconds_left=lambda: 300.0, clock=clock) as outbox:
-        report = outbox.send([f"m{n}" for n in range(5)])
+    clock = Clock(1_800_000_000.0)  # the start of a minute
+    with _PacedOutbox.make(storage, per_minute=2, seconds_left=lambda: seconds_left, clock=clock) as outbox:
+        return outbox.send([f"m{n}" for n in range(5)]), clock
+
+
+def test_the_outbox_waits_for_the_next_minute_when_the_account_is_at_its_limit(storage):
+    report, clock = five_mails_at_two_a_minute(storage, seconds_left=300.0)
     assert len(report.sent) == 5 and report.released == []
     assert len(clock.slept) == 2  # two minute boundaries for five mails at two a minute
 
 
-def test_without_time_to_wait_the_outbox_gives_the_rest_back_queued():
-    storage = memory_storage()
-    for n in range(5):
-        stored_mail(storage, mail_id=f"m{n}")
-    clock = FakeClock()
-    with _PacedOutbox.make(storage, per_minute=2, seconds_left=lambda: 20.0, clock=clock) as outbox:
-        report = outbox.send([f"m{n}" for n in range(5)])
+def test_without_time_to_wait_the_outbox_gives_the_rest_back_queued(storage):
+    report, clock = five_mails_at_two_a_minute(storage, seconds_left=20.0)
     assert [mail.id for mail in report.sent] == ["m0", "m1"]
     assert report.released == ["m2", "m3", "m4"]
     assert {storage.mail.get(f"m{n}").status for n in range(2, 5)} == {MailStatus.QUEUED}

@@ -221,9 +221,8 @@ def test_a_busy_server_is_tried_again_after_a_pause_and_the_mail_goes_out(busy_s
     assert busy_server.accepted == 1 and pauses == [1.0]
 
 
-def test_a_server_busy_on_every_try_hands_the_mail_to_the_outbox_deferred():
+def test_a_server_busy_on_every_try_hands_the_mail_to_the_outbox_deferred(storage):
     server = BusyOnceSmtpServer(busy_connections=10)
-    storage = memory_storage()
     try:
         with pytest.raises(MailDeferred) as deferred:
             DirectSend(storage=storage, tls_context=None, sleep=lambda _: None).send(  # type: ignore[arg-type]

@@ -12,24 +12,16 @@ from collections.abc import Iterator
 import pytest
 from mailcore.errors import PullRunning, TeamConfigInvalid
 from mailcore.ids import incoming_mail_id
-from mailcore.models import Direction, Mail, MailAccount, MailStatus
+from mailcore.models import Direction, Mail, MailStatus
 from mailcore.protocols.transcript import Transcript
 from mailcore.services.dispatch import dispatch_pulls
 from mailcore.services.pull import ALREADY_RUNNING, mailbox_identity, pull_account, pull_accounts
 from mailcore.teams import ResolvedAccount
 
 from tests.fakes import MemoryPublisher, MemoryPullQueue, memory_storage
+from tests.support import mail_account
 
-ACCOUNT = MailAccount.model_validate(
-    {
-        "mail_from": "box@example.test",
-        "mail_username": "box@example.test",
-        "mail_password": "secret",
-        "smtp": {"host": "mail.example.test", "port": 587, "security": "starttls"},
-        "pop3": {"host": "mail.example.test", "port": 995, "security": "ssl"},
-        "leave_on_server": False,
-    }
-)
+ACCOUNT = mail_account(leave_on_server=False)
 TARGET = ResolvedAccount("acme", "main", ACCOUNT)
 
 
@@ -77,9 +69,8 @@ def pull(mailbox: FakeMailbox, storage, **options):
     )
 
 
-def test_a_first_pull_of_ten_thousand_messages_retrieves_only_the_new_uidls_and_keeps_no_uidl_list():
+def test_a_first_pull_of_ten_thousand_messages_retrieves_only_the_new_uidls_and_keeps_no_uidl_list(storage):
     mailbox = FakeMailbox(10_000)
-    storage = memory_storage()
     already = set(range(1, 10_001, 3))  # a third was stored by an earlier, interrupted pull
     for number in already:
         storage.mail.put_new(
@@ -103,10 +94,9 @@ def test_a_first_pull_of_ten_thousand_messages_retrieves_only_the_new_uidls_and_
     assert len(json.dumps(state)) < 200  # the UIDLs live one per mail item, never in one big item
 
 
-def test_a_message_is_deleted_only_after_its_own_writes_completed():
+def test_a_message_is_deleted_only_after_its_own_writes_completed(storage):
     log: list[tuple[str, int]] = []
     mailbox = FakeMailbox(40, log)
-    storage = memory_storage()
     numbers = {mail_id_of(mailbox, number): number for number in mailbox.messages}
     put_new = storage.mail.put_new
     lock = threading.Lock()
@@ -126,9 +116,8 @@ def test_a_message_is_deleted_only_after_its_own_writes_completed():
         assert log.index(("stored", number)) < log.index(("DELE", number))
 
 
-def test_a_failed_write_deletes_nothing_after_it_raises_and_frees_the_lease():
+def test_a_failed_write_deletes_nothing_after_it_raises_and_frees_the_lease(storage):
     mailbox = FakeMailbox(10)
-    storage = memory_storage()
     failing = mail_id_of(mailbox, 4)
     put_new = storage.mail.put_new
 
@@ -167,8 +156,7 @@ def test_stored_mail_is_announced_in_batches_of_ten_naming_it_only():
     assert {event.detail_type for event in publisher.events} == {"MailReceived"}
 
 
-def test_a_second_pull_is_refused_while_the_lease_is_held_and_reported_in_a_multi_account_pull():
-    storage = memory_storage()
+def test_a_second_pull_is_refused_while_the_lease_is_held_and_reported_in_a_multi_account_pull(storage):
     assert storage.pull_state.acquire_lease("acme", "main", "other pull", 60)
     with pytest.raises(PullRunning):
         pull(FakeMailbox(1), storage)

@@ -82,8 +82,7 @@ def test_a_message_storage_refuses_is_set_aside_with_the_reason_and_deleted_only
     assert event.mail_id == aside.id and event.detail()["reason"].startswith("storing it failed")
 
 
-def test_the_pull_state_counts_set_aside_messages_over_pulls_and_keeps_the_latest_reason():
-    storage = memory_storage()
+def test_the_pull_state_counts_set_aside_messages_over_pulls_and_keeps_the_latest_reason(storage):
     first, second = FakeMailbox(2), FakeMailbox(2)
     second.messages = {n: (f"later{n}", raw) for n, (_, raw) in second.messages.items()}
     parse = over_budget_for(b"body 1")

@@ -8,7 +8,7 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 from mailcore.errors import InvalidInput
 
 from tests.stack import function_environment
-from tests.unit.test_handlers import LambdaContext, load
+from tests.support import LambdaContext, load_function
 
 RESET_URL = "https://app.example.test/reset?token=SECRET-RESET-TOKEN-42"
 MISSPELLED = {"template": "password_reset", "to": ["user@example.test"], "variabels": {"url": RESET_URL}}
@@ -17,7 +17,7 @@ MISSPELLED = {"template": "password_reset", "to": ["user@example.test"], "variab
 @pytest.fixture
 def system_mail_app():
     with function_environment("SystemMailQueueFunction"):
-        yield load("system_mail")
+        yield load_function("system_mail")
 
 
 def test_a_queued_request_that_fails_validation_fails_without_its_values_in_the_error_or_log(

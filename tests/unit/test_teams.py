@@ -7,8 +7,7 @@ from mailcore.errors import AccountNotFound, AmbiguousAccount, NotAMember, TeamC
 from mailcore.teams import Caller, TeamDirectory, caller_from_claims
 
 from tests.fakes import MemorySecrets
-from tests.support import claims, rest_event
-from tests.unit.test_handlers import LambdaContext, load
+from tests.support import call_api, claims, handler, load_function
 
 ACCOUNT = {
     "mail_from": "support@example.test",
@@ -148,27 +147,20 @@ def store_app(monkeypatch, directory):
     storage = memory_storage()
     root = StoreRoot(storage=storage, directory=directory)
     monkeypatch.setattr(store_wiring, "root", lambda: root)
-    app = load("store")
+    app = load_function("store")
     app.storage = storage
     return app
 
 
-def call(app, method: str, path: str, resource: str, groups: str, body: dict | None = None, **params):
-    event = rest_event(
-        method,
-        path,
-        resource=resource,
-        path_parameters=params or None,
-        body=json.dumps(body) if body is not None else None,
-        caller=claims(*groups.split()),
+def call(app, method: str, resource: str, groups: str, body: dict | None = None, **params):
+    return call_api(
+        handler(app), method, resource, params=params or None, body=body, caller=claims(*groups.split())
     )
-    answer = app.lambda_handler(event, LambdaContext())
-    return answer["statusCode"], json.loads(answer["body"])
 
 
 def test_a_group_without_a_mail_team_secret_cannot_store_files(store_app):
     body = {"name": "a.txt", "content": "", "team": "admins"}
-    status, answer = call(store_app, "POST", "/api/core/files", "/api/core/files", "admins", body)
+    status, answer = call(store_app, "POST", "/api/core/files", "admins", body)
     assert status == 403 and answer["error"]["field"] == "team"
 
 
@@ -186,7 +178,5 @@ def test_system_mail_is_never_visible_to_a_group_named_system(store_app):
         created_at=datetime.now(UTC),
     )
     store_app.storage.mail.put_new(mail)
-    status, _ = call(
-        store_app, "GET", "/api/core/mail/m1", "/api/core/mail/{mail_id}", "system", mail_id="m1"
-    )
+    status, _ = call(store_app, "GET", "/api/core/mail/{mail_id}", "system", mail_id="m1")
     assert status == 403

@@ -5,16 +5,9 @@ from mailcore.errors import InvalidInput, TeamConfigInvalid
 from mailcore.templates import PLACEHOLDER, MailTemplates
 
 from tests.fakes import MemoryBlobs, MemoryRateLimits
+from tests.support import Clock
 
 SHIPPED = Path(__file__).resolve().parents[2] / "functions" / "system_mail" / "templates"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_every_shipped_template_has_a_subject_a_text_and_an_html_body():

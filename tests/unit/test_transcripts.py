@@ -132,15 +132,12 @@ def test_credentials_an_smtp_server_echoes_in_its_error_are_masked_in_every_enco
         assert secret not in shown
 
 
-def test_a_failed_send_stores_no_echoed_credentials_in_mail_reply_or_error():
+def test_a_failed_send_stores_no_echoed_credentials_in_mail_reply_or_error(storage):
     from mailcore.models import SendRequest
     from mailcore.services.send import DirectSend, MailSendFailed
     from mailcore.teams import ResolvedAccount
 
-    from tests.fakes import memory_storage
-
     port = serve_once(smtp_echoing_auth_plain)
-    storage = memory_storage()
     with pytest.raises(MailSendFailed) as caught:
         DirectSend(storage=storage, tls_context=client_tls_context()).send(
             ResolvedAccount("t", "desk", account(smtp_port=port)),
@@ -162,14 +159,11 @@ def pop3_echoing_pass(reader, writer):
     writer.write(b"-ERR [AUTH] refused: " + pass_line + b"\r\n")
 
 
-def test_a_password_a_pop3_server_echoes_reaches_no_pull_report_state_or_diagnosis():
+def test_a_password_a_pop3_server_echoes_reaches_no_pull_report_state_or_diagnosis(storage):
     from mailcore.services.pull import pull_account
     from mailcore.teams import ResolvedAccount
 
-    from tests.fakes import memory_storage
-
     port = serve_once(pop3_echoing_pass)
-    storage = memory_storage()
     report = pull_account(
         ResolvedAccount("t", "desk", account(pop3_port=port)),
         storage=storage,
