@@ -60,6 +60,10 @@ EVENT_BATCH = 10
 ALREADY_RUNNING = "a pull of this account is already running"
 # The start of the parse_error of a message stored raw and unparsed.
 SET_ASIDE = "set aside"
+# A message the function died preparing this many times (killed for memory or time, the whole
+# invocation gone) is set aside unparsed by the next pull: it must not stop the account forever.
+# Two, not one: a death can also come from elsewhere (a deployment, a host failure).
+MAX_DEATHS = 2
 
 
 class MailboxSession(Protocol):
@@ -210,6 +214,24 @@ def set_aside(
     return IncomingMail(mail=mail, raw_key=mail.raw_key or "", raw=raw, files=[], set_aside=reason)
 
 
+def prepare_attempted(
+    target: ResolvedAccount, uidl: str, raw: bytes, *, storage: Storage, holder: str, parse: Parse
+) -> IncomingMail:
+    """prepare_incoming, with crash-loop protection as data: the pull state records that pull
+    `holder` prepares the message before it does, and clears that after (whatever the outcome, as
+    long as the function lives). Markers left by MAX_DEATHS earlier pulls mean the function died
+    each time it prepared this message: it is set aside without parsing."""
+    team, account = target.team, target.name
+    mail_id = incoming_mail_id(team, account, mailbox_identity(target), uidl)
+    died = storage.pull_state.begin_attempt(team, account, mail_id, holder)
+    try:
+        if died >= MAX_DEATHS:
+            return set_aside(target, uidl, raw, reason=f"the function died preparing it {died} times")
+        return prepare_incoming(target, uidl, raw, parse=parse)
+    finally:
+        storage.pull_state.end_attempt(team, account, mail_id, holder)
+
+
 def write_incoming(incoming: IncomingMail, storage: Storage) -> Mail | None:
     """Raw bytes, then attachments, then the item with a conditional put (the exactly-once
     guard: the item is written last, so an item never points at missing objects).
@@ -307,6 +329,7 @@ def pull_account(
                     broken=broken,
                     aside=aside,
                     parse=parser.parse if parse is None else _untimed(parse),
+                    holder=holder,
                 )
         except Exception:
             _record(storage, report, error="storing the mail failed; the next pull retries", aside=aside)
@@ -412,6 +435,7 @@ def _pull(
     broken: dict[str, object],
     aside: _SetAsideState,
     parse: TimedParse,
+    holder: str,
 ) -> None:
     identity = mailbox_identity(target)
     delete = not target.account.leave_on_server
@@ -469,7 +493,9 @@ def _pull(
                             parse, seconds_left=None if deadline is None else deadline - time.monotonic()
                         )
                         try:
-                            incoming = prepare_incoming(target, uidl, raw, parse=within)
+                            incoming = prepare_attempted(
+                                target, uidl, raw, storage=storage, holder=holder, parse=within
+                            )
                         except OutOfTime:  # not the message's fault: the next pull takes it
                             report.remaining = len(new) - position
                             break
