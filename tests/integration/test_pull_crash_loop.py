@@ -28,16 +28,8 @@ ORDINARY = [hostile_shapes.ordinary(20_000).replace(b"Your order", b"Your order 
 
 def member_token(stack, team: str) -> str:
     email, password = f"member-{team}@example.test", "Member-" + uuid.uuid4().hex[:12] + "1!"
-    pool_id, client_id = stack.user_pool()
-    cognito_user(
-        stack.session,
-        stack.info["aws_endpoint"],
-        pool_id,
-        client_id,
-        email=email,
-        password=password,
-        groups=[team],
-    )
+    endpoint = stack.info["aws_endpoint"]
+    cognito_user(stack.session, endpoint, *stack.user_pool(), email=email, password=password, groups=[team])
     return stack.token(email, password)
 
 

@@ -80,16 +80,11 @@ def test_a_message_the_function_died_preparing_twice_is_set_aside_unparsed_and_t
 def dynamo_pull_state():
     with mock_aws():
         client = boto3.session.Session().client("dynamodb", region_name="us-east-1")
+        keys = {"pk": "HASH", "sk": "RANGE"}  # as PullStateTable's
         client.create_table(
             TableName="pull-state",
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
+            AttributeDefinitions=[{"AttributeName": name, "AttributeType": "S"} for name in keys],
+            KeySchema=[{"AttributeName": name, "KeyType": kind} for name, kind in keys.items()],
             BillingMode="PAY_PER_REQUEST",
         )
         yield DynamoPullState("pull-state", client=client)
