@@ -55,7 +55,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MIB = 2**20
 WATCH_SECONDS = 0.05
 # RLIMIT_AS of a worker, in multiples of MemorySize (at least ADDRESS_SPACE_MIN): a warm PullFunction
-# worker maps ~1 GiB of address space for ~110 MiB resident (thread stacks, malloc arenas).
+# worker maps ~320 MiB of address space for ~92 MiB resident, and each thread of a pull may add a
+# malloc arena of 64 MiB and a stack of 8 MiB: far more address space than memory.
 ADDRESS_SPACE_FACTOR = 8
 ADDRESS_SPACE_MIN = 2048 * MIB
 _PAGE = os.sysconf("SC_PAGE_SIZE")
