@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import boto3
 import pytest
+from mailcore.errors import MailServerError
 from mailcore.mime import parse_message
 from mailcore.storage.memory import memory_storage
 from mailcore.storage.pull_state import DynamoPullState
@@ -74,6 +75,28 @@ def test_a_message_the_function_died_preparing_twice_is_set_aside_unparsed_and_t
     # The second pull prepared it again (one death is not enough); every marker is cleared.
     assert (len(deaths), report.set_aside, set(mailbox.deleted)) == (2, 1, {1, 2, 3})
     assert storage.pull_state.inner.attempts == {}
+
+
+class LineBreaksAt(FakeMailbox):
+    """A mailbox whose connection breaks while message `number` is sent."""
+
+    def __init__(self, count: int, number: int) -> None:
+        super().__init__(count)
+        self.breaks_at = number
+
+    def retrieve(self, number: int) -> bytes:
+        if number == self.breaks_at:
+            raise MailServerError("the connection to the mail server broke")
+        return super().retrieve(number)
+
+
+def test_a_message_whose_fetch_fails_is_no_death_its_record_is_cleared():
+    mailbox, storage = LineBreaksAt(3, number=2), memory_storage()
+
+    report = pull(mailbox, storage)
+
+    assert report.error and report.fetched == 1
+    assert storage.pull_state.attempts == {}
 
 
 @pytest.fixture

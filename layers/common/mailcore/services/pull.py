@@ -15,13 +15,14 @@ is sent only once its own writes completed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import mimetypes
 import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -214,22 +215,53 @@ def set_aside(
     return IncomingMail(mail=mail, raw_key=mail.raw_key or "", raw=raw, files=[], set_aside=reason)
 
 
-def prepare_attempted(
-    target: ResolvedAccount, uidl: str, raw: bytes, *, storage: Storage, holder: str, parse: Parse
-) -> IncomingMail:
-    """prepare_incoming, with crash-loop protection as data: the pull state records that pull
-    `holder` prepares the message before it does, and clears that after (whatever the outcome, as
-    long as the function lives). Markers left by MAX_DEATHS earlier pulls mean the function died
-    each time it prepared this message: it is set aside without parsing."""
-    team, account = target.team, target.name
-    mail_id = incoming_mail_id(team, account, mailbox_identity(target), uidl)
-    died = storage.pull_state.begin_attempt(team, account, mail_id, holder)
-    try:
-        if died >= MAX_DEATHS:
-            return set_aside(target, uidl, raw, reason=f"the function died preparing it {died} times")
-        return prepare_incoming(target, uidl, raw, parse=parse)
-    finally:
-        storage.pull_state.end_attempt(team, account, mail_id, holder)
+class Attempts:
+    """Crash-loop protection as data, for one pull: before a received message is prepared the pull
+    state records that pull `holder` prepares it, and clears that after (whatever the outcome, as
+    long as the function lives). A message found recorded by MAX_DEATHS earlier pulls is one the
+    function died preparing each time: it is set aside without parsing. The writes run on the
+    pull's writer threads: the record beside the message's RETR, the clearing beside what follows
+    (a kill before the clearing lands counts a death against that message: a window of one write)."""
+
+    def __init__(self, target: ResolvedAccount, storage: Storage, holder: str, writers: Executor) -> None:
+        self.target, self.storage, self.holder, self.writers = target, storage, holder, writers
+
+    def begin(self, mail_id: str) -> Future[int]:
+        """The number of earlier pulls that died preparing `mail_id`, once recorded."""
+        state = self.storage.pull_state
+        return self.writers.submit(
+            state.begin_attempt, self.target.team, self.target.name, mail_id, self.holder
+        )
+
+    def end(self, mail_id: str) -> None:
+        state = self.storage.pull_state
+        cleared = self.writers.submit(
+            state.end_attempt, self.target.team, self.target.name, mail_id, self.holder
+        )
+        cleared.add_done_callback(_log_failure)
+
+    def abandon(self, mail_id: str, died: Future[int]) -> None:
+        """The message was not prepared after all (its RETR failed): clear its record once written."""
+        with contextlib.suppress(Exception):
+            died.result()
+        self.end(mail_id)
+
+    def prepare(self, uidl: str, raw: bytes, died: Future[int], *, parse: Parse) -> IncomingMail:
+        """prepare_incoming, or set_aside after MAX_DEATHS deaths."""
+        mail_id = incoming_mail_id(self.target.team, self.target.name, mailbox_identity(self.target), uidl)
+        try:
+            deaths = died.result()
+            if deaths >= MAX_DEATHS:
+                reason = f"the function died preparing it {deaths} times"
+                return set_aside(self.target, uidl, raw, reason=reason)
+            return prepare_incoming(self.target, uidl, raw, parse=parse)
+        finally:
+            self.end(mail_id)
+
+
+def _log_failure(done: Future[None]) -> None:
+    if (error := done.exception()) is not None:
+        logger.error("could not clear a message's attempt record: %s", error)
 
 
 def write_incoming(incoming: IncomingMail, storage: Storage) -> Mail | None:
@@ -467,6 +499,7 @@ def _pull(
 
     try:
         with ThreadPoolExecutor(WRITERS, thread_name_prefix="pull-write") as writers:
+            attempts = Attempts(target, storage, holder, writers)
             try:
                 with opener(target) as session:
                     listing = session.listing()
@@ -488,14 +521,17 @@ def _pull(
                             report.remaining = len(new) - position
                             break
                         deadline = None if left is None else time.monotonic() + left - WRITE_MARGIN_SECONDS
-                        raw = session.retrieve(number)
+                        died = attempts.begin(ids[uidl])
+                        try:
+                            raw = session.retrieve(number)
+                        except BaseException:
+                            attempts.abandon(ids[uidl], died)
+                            raise
                         within = partial(
                             parse, seconds_left=None if deadline is None else deadline - time.monotonic()
                         )
                         try:
-                            incoming = prepare_attempted(
-                                target, uidl, raw, storage=storage, holder=holder, parse=within
-                            )
+                            incoming = attempts.prepare(uidl, raw, died, parse=within)
                         except OutOfTime:  # not the message's fault: the next pull takes it
                             report.remaining = len(new) - position
                             break
