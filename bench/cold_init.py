@@ -54,7 +54,7 @@ import importlib, resource
 module = importlib.import_module(sys.argv[1])
 getattr(module, sys.argv[2])
 imported = time.perf_counter()
-from mailcore.storage.aws import aws_client
+from mailcore.adapters.base import aws_client
 for service in sys.argv[3:]:
     aws_client(service)
 ready = time.perf_counter()

@@ -25,14 +25,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def measure_one(shape: str, size: int) -> dict[str, float]:
     """In the measuring process: prepare one message as the pull does (parse, files, item)."""
+    from mailcore.adapters.dynamodb import DynamoMail
     from mailcore.models import MailAccount
     from mailcore.services.pull import prepare_incoming
-    from mailcore.storage.aws import DynamoMail
-    from mailcore.storage.memory import MemoryBlobs
     from mailcore.teams import ResolvedAccount
 
     from bench import hostile_shapes
     from bench.item_size import item_size
+    from tests.fakes import MemoryBlobs
 
     account = MailAccount.model_validate(
         {

@@ -165,9 +165,9 @@ def moto_process() -> tuple[subprocess.Popen[bytes], str]:
 def moto_storage(settings: Any, endpoint: str, *, latency: bool) -> Any:
     import boto3
     from botocore.config import Config
+    from mailcore.adapters.dynamodb import DynamoFiles, DynamoMail, DynamoPullState
+    from mailcore.adapters.s3 import S3Blobs
     from mailcore.storage import Storage
-    from mailcore.storage.aws import DynamoFiles, DynamoMail, S3Blobs
-    from mailcore.storage.pull_state import DynamoPullState
 
     session = boto3.session.Session()
     config = Config(max_pool_connections=20, retries={"mode": "standard", "max_attempts": 5})
@@ -197,17 +197,18 @@ def one_write_at_a_time() -> Iterator[None]:
 
 
 def timed_pull(name: str, target: Any, storage: Any, megabytes: float) -> Row:
-    from mailcore import runtime
-    from mailcore.events import MemoryPublisher
     from mailcore.protocols.transcript import Transcript
     from mailcore.services.pull import pull_account
+
+    from tests.fakes import MemoryPublisher
+    from tests.stack import stack_tls_context
 
     started = time.perf_counter()
     report = pull_account(
         target,
         storage=storage,
         transcript=Transcript(),
-        tls_context=runtime.tls_context(),
+        tls_context=stack_tls_context(),
         events=MemoryPublisher(),
     )
     seconds = time.perf_counter() - started
@@ -238,18 +239,19 @@ def measure_memory(arguments: dict[str, Any]) -> dict[str, float]:
     """In a fresh process: tracemalloc peak of pulling the one big message into moto, next to
     poplib's retr() + join of the same message."""
     os.environ.update(arguments["environment"])
-    from mailcore import runtime
     from mailcore.models import MailAccount
     from mailcore.protocols.transcript import Transcript
     from mailcore.services.pull import pull_account
     from mailcore.teams import ResolvedAccount
 
+    from tests.stack import stack_storage, stack_tls_context
+
     account = MailAccount.model_validate(arguments["account"])
-    runtime.storage()  # clients made before measuring
+    stack_storage()  # clients made before measuring
     rss_before = _peak_rss_mb()
     pop3 = account.pop3
     tracemalloc.start()
-    pop = poplib.POP3_SSL(pop3.host, pop3.port, context=runtime.tls_context(), timeout=60)
+    pop = poplib.POP3_SSL(pop3.host, pop3.port, context=stack_tls_context(), timeout=60)
     pop.user(account.mail_username)
     pop.pass_(account.mail_password.get_secret_value())
     _, lines, _ = pop.retr(1)
@@ -262,9 +264,9 @@ def measure_memory(arguments: dict[str, Any]) -> dict[str, float]:
     before = tracemalloc.get_traced_memory()[0]
     report = pull_account(
         ResolvedAccount(f"bench-{secrets.token_hex(4)}", "main", account),
-        storage=runtime.storage(),
+        storage=stack_storage(),
         transcript=Transcript(),
-        tls_context=runtime.tls_context(),
+        tls_context=stack_tls_context(),
     )
     pull_peak = tracemalloc.get_traced_memory()[1] - before
     if report.fetched != 1:
@@ -295,13 +297,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure_memory(json.loads(Path(args.measure_memory).read_text()))))
         return 0
 
-    from mailcore import runtime
-    from mailcore.storage.memory import memory_storage
+    from mailcore.settings import Settings, read
 
     from local.aws import create_resources
     from local.maildir import deliver_files
     from local.mailservers import Mailbox
     from local.stack import LocalStack, StackPorts
+    from tests.fakes import memory_storage
 
     root = Path(tempfile.mkdtemp(prefix="bench-pull-", dir="/tmp"))
     root.chmod(0o755)
@@ -323,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         moto, endpoint = moto_process()
         try:
             create_resources(stack.template, stack.session, endpoint)
-            settings = runtime.settings()
+            settings = read(Settings)
             plain, slow = (
                 moto_storage(settings, endpoint, latency=False),
                 moto_storage(settings, endpoint, latency=True),

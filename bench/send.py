@@ -80,7 +80,7 @@ def start_moto_process(port: int = 0, **_: Any) -> tuple[MotoProcess, str]:
 def memory_storage_with_latency(enabled: Callable[[], bool]) -> Any:
     """The in-memory storage, sleeping per call like the cloud: shows what the outbox does when
     AWS costs latency but no CPU (moto's own CPU bounds the runs into moto on this machine)."""
-    from mailcore.storage.memory import MemoryBlobs, MemoryMail, memory_storage
+    from tests.fakes import MemoryBlobs, MemoryMail, memory_storage
 
     def pause(seconds: float) -> None:
         if enabled():
@@ -103,7 +103,7 @@ def memory_storage_with_latency(enabled: Callable[[], bool]) -> Any:
 
 class SlowEvents:
     def __init__(self, enabled: Callable[[], bool]) -> None:
-        from mailcore.events import MemoryPublisher
+        from tests.fakes import MemoryPublisher
 
         self.inner, self.enabled = MemoryPublisher(), enabled
 
@@ -133,10 +133,14 @@ def main(argv: list[str] | None = None) -> int:
         # The local stream driver would push the queued mails before the sync under measure.
         if stack.event_sources is not None:
             stack.event_sources.stop()
-        from mailcore import runtime
+        from mailcore import wiring
+        from mailcore.adapters.base import aws_client
         from mailcore.models import SendRequest
-        from mailcore.services.outbox import MemoryDeadLetters, Outbox, queue_mail
-        from mailcore.storage.aws import aws_client
+        from mailcore.services.outbox import Outbox, queue_mail
+        from mailcore.wiring import outbox as outbox_wiring
+
+        from tests.fakes import MemoryDeadLetters
+        from tests.stack import stack_directory, stack_storage, stack_tls_context
 
         latency_on = {"value": False}
         hook = latency_hook(lambda: latency_on["value"])
@@ -156,12 +160,12 @@ def main(argv: list[str] | None = None) -> int:
             stack.mail_servers.add_mailboxes([mailbox])
             team = f"bench-{secrets.token_hex(3)}"
             stack.put_team_secret(team, {"type": "mail", "accounts": {"main": stack.account_config(mailbox)}})
-            runtime.reset()
+            wiring.reset()
             for service in ("dynamodb", "s3", "events"):
                 aws_client(service).meta.events.register(f"before-send.{service}", hook)
-            target = runtime.directory().accounts_of([team])[0]
+            target = stack_directory().accounts_of([team])[0]
             storage = (
-                memory_storage_with_latency(lambda: latency_on["value"]) if in_memory else runtime.storage()
+                memory_storage_with_latency(lambda: latency_on["value"]) if in_memory else stack_storage()
             )
             raws = []
             for number in range(args.mails):
@@ -175,14 +179,14 @@ def main(argv: list[str] | None = None) -> int:
             storage.mail.outbox(target.team, target.name)
             query_seconds = time.perf_counter() - started
             started = time.perf_counter()
-            outbox = runtime.outbox()
+            outbox = outbox_wiring.root().outbox()
             if in_memory:
                 outbox = Outbox(
                     storage=storage,
                     directory=None,
                     events=SlowEvents(lambda: latency_on["value"]),
                     dead_letters=MemoryDeadLetters(),
-                    tls_context=runtime.tls_context(),
+                    tls_context=stack_tls_context(),
                 )
             with outbox:
                 report = outbox.sync(target)

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 from aws_lambda_powertools.event_handler.openapi.merge import OpenAPIMerge
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
@@ -36,10 +38,14 @@ def openapi_document(template_path: Path = ROOT / "template.yaml") -> str:
         on_conflict="error",
     )
     functions = template.functions()
+    environment: dict[str, str] = {}
     for function_id in sorted(http_functions):
         spec = functions[function_id]
+        environment |= spec.environment
         merge.add_file(spec.code_dir / (spec.module.replace(".", "/") + ".py"), "app")
-    document = without_unanswered_422(json.loads(merge.get_openapi_json_schema()))
+    # Importing a handler runs its init, which reads the function's settings.
+    with patch.dict(os.environ, environment):
+        document = without_unanswered_422(json.loads(merge.get_openapi_json_schema()))
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 

@@ -180,9 +180,9 @@ class LocalStack:
         environment = self.function_environment()
         environment["MAIL_TLS_CA_FILE"] = str(self.mail_servers.ca_file)
         os.environ.update(environment)
-        from mailcore import runtime
+        from mailcore import wiring
 
-        runtime.reset()
+        wiring.reset()
 
         self.team_secret_prefix = environment["TEAM_SECRET_PREFIX"]
         self.put_team_secret(

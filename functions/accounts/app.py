@@ -6,15 +6,19 @@ from typing import Annotated, Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from mailcore import runtime
 from mailcore.answers import AccountAnswer, AccountCheckAnswer, AccountsAnswer, responses
 from mailcore.api import current_caller, json_response, make_resolver, service_error_body
 from mailcore.errors import InvalidInput
 from mailcore.models import NAME_PATTERN
 from mailcore.services.accounts import CheckFailed
+from mailcore.telemetry import log_metrics
+from mailcore.wiring import accounts as wiring
 
 logger = Logger()
+# The init reads and checks the settings (a missing variable fails it, by name); clients come on first use.
+wiring.root()
 app = make_resolver()
 
 AccountName = Annotated[str, Path(pattern=NAME_PATTERN)]
@@ -62,7 +66,7 @@ def _if_match() -> int | None:
 def list_accounts(
     team: Annotated[str | None, Query(max_length=128, description="only this team")] = None,
 ) -> dict[str, Any]:
-    return {"accounts": runtime.accounts().list(current_caller(app), team)}
+    return {"accounts": wiring.root().accounts.list(current_caller(app, wiring.root().directory), team)}
 
 
 @app.get(
@@ -71,7 +75,9 @@ def list_accounts(
     responses=responses(200, AccountAnswer, "The account", *READ_ERRORS, why=WHY),
 )
 def get_account(account: AccountName, team: Team = None) -> dict[str, Any]:
-    return {"account": runtime.accounts().get(current_caller(app), account, team)}
+    return {
+        "account": wiring.root().accounts.get(current_caller(app, wiring.root().directory), account, team)
+    }
 
 
 @app.put(
@@ -90,8 +96,8 @@ def put_account(
         bool, Query(description="check the account first; refuse to save it if it fails")
     ] = False,
 ) -> Response[str]:
-    view, created = runtime.accounts().save(
-        current_caller(app), account, team, change, check=check, if_match=_if_match()
+    view, created = wiring.root().accounts.save(
+        current_caller(app, wiring.root().directory), account, team, change, check=check, if_match=_if_match()
     )
     return json_response(201 if created else 200, {"account": view})
 
@@ -102,7 +108,9 @@ def put_account(
     responses=responses(204, None, "The account was deleted", *READ_ERRORS, 412, why=WHY),
 )
 def delete_account(account: AccountName, team: Team = None) -> Response[str]:
-    runtime.accounts().delete(current_caller(app), account, team, if_match=_if_match())
+    wiring.root().accounts.delete(
+        current_caller(app, wiring.root().directory), account, team, if_match=_if_match()
+    )
     return Response(status_code=204, content_type="application/json", body="")
 
 
@@ -112,9 +120,14 @@ def delete_account(account: AccountName, team: Team = None) -> Response[str]:
     responses=responses(200, AccountCheckAnswer, "The check's result", *READ_ERRORS, why=WHY),
 )
 def check_account(account: AccountName, team: Team = None) -> dict[str, Any]:
-    return {"check": runtime.accounts().check_saved(current_caller(app), account, team)}
+    return {
+        "check": wiring.root().accounts.check_saved(
+            current_caller(app, wiring.root().directory), account, team
+        )
+    }
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -37,7 +37,7 @@ def client_id() -> str:
     """The app client the console signs in with: the stack's own (found by name in the stack's
     user pool, or in the pool UserPoolArn names). Its id is only known once the pool exists, so
     the template hands over names, not the id."""
-    from mailcore.storage.aws import aws_client
+    from mailcore.adapters.base import aws_client
 
     cognito = aws_client("cognito-idp")
     pool_arn = os.environ.get("CONSOLE_USER_POOL_ARN", "")

@@ -5,16 +5,18 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from mailcore import runtime
 from mailcore.answers import PullAnswer, PullStatusAnswer, responses
 from mailcore.api import current_caller, debug_transcript, make_resolver, seconds_left_for_caller
 from mailcore.models import NAME_PATTERN
 from mailcore.protocols.transcript import Transcript
-from mailcore.services.dispatch import pull_status
-from mailcore.services.pull import pull_account, pull_accounts
+from mailcore.telemetry import log_metrics
+from mailcore.wiring import pull as wiring
 
 logger = Logger()
+# The init reads and checks the settings (a missing variable fails it, by name); clients come on first use.
+wiring.root()
 app = make_resolver()
 
 Debug = Annotated[bool, Query(description="add the POP3 conversation (credentials redacted)")]
@@ -53,17 +55,10 @@ PULLED = responses(
 @app.get("/api/core/mail/pull/<account>", summary="Pull new mail of one account", responses=PULLED)
 @app.post("/api/core/mail/pull/<account>", summary="Pull new mail of one account", responses=PULLED)
 def pull_one(account: AccountName, team: Team = None, debug: Debug = False) -> dict[str, Any]:
-    target = runtime.directory().resolve_account(current_caller(app), account, team)
+    root = wiring.root()
+    target = root.directory.resolve_account(current_caller(app, root.directory), account, team)
     with debug_transcript(debug) as transcript:
-        report = pull_account(
-            target,
-            storage=runtime.storage(),
-            transcript=transcript,
-            tls_context=runtime.tls_context(),
-            seconds_left=_seconds_left,
-            events=runtime.events(),
-            tokens=runtime.tokens(),
-        )
+        report = root.pull(target, transcript=transcript, seconds_left=_seconds_left)
     return _answer([report], transcript, debug)
 
 
@@ -73,10 +68,8 @@ def pull_one(account: AccountName, team: Team = None, debug: Debug = False) -> d
     responses=responses(200, PullStatusAnswer, "The latest pull", 403, 404, 409),
 )
 def pull_one_status(account: AccountName, team: Team = None) -> dict[str, Any]:
-    status = pull_status(
-        current_caller(app), account, team, directory=runtime.directory(), storage=runtime.storage()
-    )
-    return {"status": status}
+    root = wiring.root()
+    return {"status": root.status(current_caller(app, root.directory), account, team)}
 
 
 @app.get("/api/core/mail/pull", summary="Pull new mail of every account of your mail teams", responses=PULLED)
@@ -84,20 +77,14 @@ def pull_one_status(account: AccountName, team: Team = None) -> dict[str, Any]:
     "/api/core/mail/pull", summary="Pull new mail of every account of your mail teams", responses=PULLED
 )
 def pull_mine(debug: Debug = False) -> dict[str, Any]:
-    targets = runtime.directory().accounts_of(current_caller(app).teams)
+    root = wiring.root()
+    targets = root.directory.accounts_of(current_caller(app, root.directory).teams)
     with debug_transcript(debug) as transcript:
-        reports = pull_accounts(
-            targets,
-            storage=runtime.storage(),
-            transcript=transcript,
-            tls_context=runtime.tls_context(),
-            seconds_left=_seconds_left,
-            events=runtime.events(),
-            tokens=runtime.tokens(),
-        )
+        reports = root.pull_each(targets, transcript=transcript, seconds_left=_seconds_left)
     return _answer(reports, transcript, debug)
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

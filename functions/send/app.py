@@ -9,13 +9,13 @@ from typing import Annotated, Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
+from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
     IdempotencyValidationError,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from mailcore import runtime
 from mailcore.answers import READ_MAIL, MailAnswer, RetryAnswer, SyncAnswer, responses
 from mailcore.api import (
     current_caller,
@@ -28,13 +28,14 @@ from mailcore.api import (
 )
 from mailcore.models import ID_PATTERN, NAME_PATTERN, MailStatus, QueueRequest, SendRequest
 from mailcore.services.files import team_mail
-from mailcore.services.outbox import cancel as cancel_mail
-from mailcore.services.outbox import completion_event, queue_mail
-from mailcore.services.outbox import retry as retry_mail
-from mailcore.services.send import MailSendFailed, send_mail
+from mailcore.services.send import MailSendFailed
 from mailcore.teams import ResolvedAccount
+from mailcore.telemetry import log_metrics
+from mailcore.wiring import send as wiring
 
 logger = Logger()
+# The init reads and checks the settings (a missing variable fails it, by name); clients come on first use.
+wiring.root()
 app = make_resolver()
 
 IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600
@@ -71,16 +72,7 @@ def _send(*, request: dict[str, Any], target: ResolvedAccount, debug: bool) -> d
     Idempotency-Key gets it back instead of sending again."""
     with debug_transcript(debug) as transcript:
         try:
-            mail = send_mail(
-                target,
-                SendRequest.model_validate(request["body"]),
-                storage=runtime.storage(),
-                transcript=transcript,
-                tls_context=runtime.tls_context(),
-                tokens=runtime.tokens(),
-                limiter=runtime.limiter(),
-                events=runtime.events(),
-            )
+            mail = wiring.root().send_now(target, SendRequest.model_validate(request["body"]), transcript)
         except MailSendFailed as failure:  # MailDeferred too: 202, the outbox tries it again
             if debug:
                 failure.debug = transcript.lines
@@ -102,8 +94,9 @@ def send(
     debug: Annotated[bool, Query(description="add the SMTP conversation (credentials redacted)")] = False,
     key: IdempotencyKey = None,
 ) -> Response[str]:
-    caller = current_caller(app)
-    target = runtime.directory().resolve_account(caller, account, team)
+    root = wiring.root()
+    caller = current_caller(app, root.directory)
+    target = root.directory.resolve_account(caller, account, team)
     body = request.model_dump(mode="json")
     if not key:
         answer = _send(request={"body": body}, target=target, debug=debug)
@@ -118,7 +111,10 @@ def send(
     )
     config.register_lambda_context(app.lambda_context)
     once = idempotent_function(
-        _send, data_keyword_argument="request", persistence_store=runtime.idempotency_store(), config=config
+        _send,
+        data_keyword_argument="request",
+        persistence_store=root.idempotency_store(),
+        config=config,
     )
     request_data = {
         "key": key,
@@ -138,13 +134,14 @@ def send(
     responses=responses(202, MailAnswer, "The mail is queued", 403, 404, 409, 413, 415, links=READ_MAIL),
 )
 def queue(request: Annotated[QueueRequest, Body()]) -> Response[str]:
-    target = runtime.directory().resolve_account(current_caller(app), request.account, request.team)
+    root = wiring.root()
+    target = root.directory.resolve_account(
+        current_caller(app, root.directory), request.account, request.team
+    )
     max_age = request.retry_max_age_hours
-    mail = queue_mail(
+    mail = root.queue(
         target,
         request.send_request(),
-        storage=runtime.storage(),
-        now=runtime.clock(),
         send_at=request.send_at,
         retry_max_age=timedelta(hours=max_age) if max_age else None,
     )
@@ -157,10 +154,8 @@ def queue(request: Annotated[QueueRequest, Body()]) -> Response[str]:
     responses=responses(200, MailAnswer, "The mail is cancelled", 403, 404, 409, 415, links=READ_MAIL),
 )
 def cancel(mail_id: MailId) -> dict[str, Any]:
-    storage = runtime.storage()
-    mail = team_mail(current_caller(app), mail_id, storage)
-    cancelled = cancel_mail(storage, mail)
-    runtime.events().publish([completion_event(cancelled)])
+    root = wiring.root()
+    cancelled = root.cancel(team_mail(current_caller(app, root.directory), mail_id, root.storage))
     return {"mail": cancelled.public()}
 
 
@@ -170,9 +165,9 @@ def cancel(mail_id: MailId) -> dict[str, Any]:
     responses=responses(202, RetryAnswer, "The mail is queued again", 403, 404, 409, 415, links=READ_MAIL),
 )
 def retry(mail_id: MailId) -> Response[str]:
-    storage = runtime.storage()
-    mail = team_mail(current_caller(app), mail_id, storage)
-    queued = retry_mail(storage, mail)
+    root = wiring.root()
+    mail = team_mail(current_caller(app, root.directory), mail_id, root.storage)
+    queued = root.retry(mail)
     body: dict[str, Any] = {"mail": queued.public()}
     if mail.status == MailStatus.UNKNOWN:
         body["warning"] = (
@@ -188,11 +183,13 @@ def retry(mail_id: MailId) -> Response[str]:
     responses=responses(200, SyncAnswer, "What was sent, failed, deferred or left", 403, 404, 409),
 )
 def sync(account: AccountName, team: Team = None) -> dict[str, Any]:
-    target = runtime.directory().resolve_account(current_caller(app), account, team)
-    with runtime.outbox(seconds_left=lambda: seconds_left_for_caller(app)) as outbox:
+    root = wiring.root()
+    target = root.directory.resolve_account(current_caller(app, root.directory), account, team)
+    with root.outbox(seconds_left=lambda: seconds_left_for_caller(app)) as outbox:
         return outbox.sync(target).public()
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -6,8 +6,8 @@ from typing import Annotated, Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from mailcore import runtime
 from mailcore.answers import (
     GET_FILE,
     GET_MAIL,
@@ -23,8 +23,12 @@ from mailcore.models import ID_PATTERN, Direction, FileUpload, MailStatus
 from mailcore.services.files import parse_again, store_file, team_file, team_mail, team_raw_mail
 from mailcore.services.mail_list import DEFAULT_LIMIT, MAX_LIMIT, list_mail, since_key
 from mailcore.storage import MailQuery
+from mailcore.telemetry import log_metrics
+from mailcore.wiring import store as wiring
 
 logger = Logger()
+# The init reads and checks the settings (a missing variable fails it, by name); clients come on first use.
+wiring.root()
 app = make_resolver()
 
 
@@ -43,13 +47,13 @@ app = make_resolver()
 )
 def upload_file(upload: Annotated[FileUpload, Body()]) -> Response[str]:
     stored, upload_url = store_file(
-        current_caller(app),
+        current_caller(app, wiring.root().directory),
         team=upload.team,
         name=upload.name,
         content_type=upload.content_type,
         content=upload.content,
         size=upload.size,
-        storage=runtime.storage(),
+        storage=wiring.root().storage,
     )
     answer: dict[str, Any] = {"file": stored.public(None)}
     if upload_url:
@@ -64,7 +68,7 @@ def upload_file(upload: Annotated[FileUpload, Body()]) -> Response[str]:
     responses=responses(200, FileAnswer, "The file", 403, 404),
 )
 def get_file(file_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str, Any]:
-    stored, url = team_file(current_caller(app), file_id, runtime.storage())
+    stored, url = team_file(current_caller(app, wiring.root().directory), file_id, wiring.root().storage)
     return {"file": stored.public(url)}
 
 
@@ -93,7 +97,12 @@ def list_team_mail(
         since=since_key(since) if since else None,
     )
     return list_mail(
-        current_caller(app), storage=runtime.storage(), team=team, query=query, cursor=cursor, limit=limit
+        current_caller(app, wiring.root().directory),
+        storage=wiring.root().storage,
+        team=team,
+        query=query,
+        cursor=cursor,
+        limit=limit,
     )
 
 
@@ -104,7 +113,11 @@ def list_team_mail(
     responses=responses(200, MailAnswer, "The mail", 403, 404),
 )
 def get_mail(mail_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str, Any]:
-    return {"mail": team_mail(current_caller(app), mail_id, runtime.storage()).public()}
+    return {
+        "mail": team_mail(
+            current_caller(app, wiring.root().directory), mail_id, wiring.root().storage
+        ).public()
+    }
 
 
 @app.get(
@@ -113,7 +126,7 @@ def get_mail(mail_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str, Any
     responses=responses(200, RawMailAnswer, "The raw message's download URL", 403, 404),
 )
 def get_raw_mail(mail_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str, Any]:
-    mail, url = team_raw_mail(current_caller(app), mail_id, runtime.storage())
+    mail, url = team_raw_mail(current_caller(app, wiring.root().directory), mail_id, wiring.root().storage)
     return {"raw": {"url": url, "size": mail.raw_size}}
 
 
@@ -125,9 +138,14 @@ def get_raw_mail(mail_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str,
     ),
 )
 def parse_mail_again(mail_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str, Any]:
-    return {"mail": parse_again(current_caller(app), mail_id, runtime.storage()).public()}
+    return {
+        "mail": parse_again(
+            current_caller(app, wiring.root().directory), mail_id, wiring.root().storage
+        ).public()
+    }
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

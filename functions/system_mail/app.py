@@ -22,7 +22,6 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from aws_lambda_powertools.utilities.parser import ValidationError, parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from mailcore import runtime
 from mailcore.errors import InvalidInput, MailServiceError
 from mailcore.services.system import (
     SystemMailRequest,
@@ -31,14 +30,18 @@ from mailcore.services.system import (
     decrypt_cognito_code,
 )
 from mailcore.teams import describe_validation_error
+from mailcore.telemetry import log_metrics
+from mailcore.wiring import system_mail as wiring
 
 TEMPLATES = Path(__file__).parent / "templates"
 logger = Logger()
+# The init reads and checks the settings (a missing variable fails it, by name); clients come on first use.
+wiring.root(TEMPLATES)
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
 def deliver(request: SystemMailRequest) -> SystemMailResult:
-    result = runtime.system_mailer(TEMPLATES).deliver(request)
+    result = wiring.root(TEMPLATES).mailer.deliver(request)
     # Never the variables: they carry codes and links.
     logger.info("system mail", extra={"template": request.template, "status": result.status})
     return result
@@ -53,7 +56,9 @@ once = IdempotencyConfig(event_key_jmespath="delivery_id", expires_after_seconds
 def deliver_once() -> Callable[..., dict[str, Any]]:
     # Made on first use: the persistence layer's client is not worth a cold start for other events.
     @idempotent_function(
-        data_keyword_argument="delivery", persistence_store=runtime.idempotency_store(), config=once
+        data_keyword_argument="delivery",
+        persistence_store=wiring.root(TEMPLATES).idempotency_store(),
+        config=once,
     )
     def deliver_delivery(delivery: dict[str, Any]) -> dict[str, Any]:
         result = deliver(validated(delivery["request"]))
@@ -94,11 +99,13 @@ def _direct(event: dict[str, Any]) -> dict[str, Any]:
 
 
 @logger.inject_lambda_context
+@log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return _direct(event)
 
 
 @logger.inject_lambda_context
+@log_metrics
 def on_event(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # A delivery still "in progress" when its Lambda died may be retried once this run's time is up.
     once.register_lambda_context(context)
@@ -111,16 +118,18 @@ def on_event(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 
 
 @logger.inject_lambda_context
+@log_metrics
 def on_queue(event: dict[str, Any], context: LambdaContext) -> Any:
     once.register_lambda_context(context)
     return process_partial_response(event=event, record_handler=_queued, processor=processor, context=context)
 
 
 @logger.inject_lambda_context
+@log_metrics
 def on_cognito(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     trigger = CustomEmailSenderTriggerEvent(event)
     code = trigger.request.get("code")
-    plain = decrypt_cognito_code(code, runtime.settings().system_mail_key_arn) if code else None
+    plain = decrypt_cognito_code(code, wiring.root(TEMPLATES).decrypter) if code else None
     deliver(
         cognito_request(trigger.trigger_source, trigger.user_name, trigger.request.user_attributes, plain)
     )

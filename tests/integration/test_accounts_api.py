@@ -189,7 +189,7 @@ def test_two_concurrent_changes_through_the_stack_both_survive(stack, admin_team
 
 
 def test_the_writer_lease_is_held_by_one_writer_at_a_time_in_dynamodb(stack):
-    from mailcore.storage.team_secrets import DynamoAccountRevisions
+    from mailcore.adapters.dynamodb import DynamoAccountRevisions
 
     revisions = DynamoAccountRevisions(stack.info["environment"]["PULL_STATE_TABLE"])
     team = "lease-" + uuid.uuid4().hex[:6]

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import time
 
-from mailcore import runtime
-from mailcore.events import MemoryPublisher
+from mailcore.wiring import pull as pull_wiring
 
+from tests.fakes import MemoryPublisher
 from tests.integration.test_outbox import queue, settled, stored
 from tests.integration.test_pull import pull
+from tests.stack import replace_in_root
 
 NOWHERE = "someone@unreachable.example"
 
@@ -26,7 +27,7 @@ def test_a_dsn_from_postfix_is_linked_to_the_outgoing_mail_with_its_bounces_and_
         time.sleep(0.1)
 
     published = MemoryPublisher()
-    monkeypatch.setattr(runtime, "events", lambda: published)
+    replace_in_root(monkeypatch, pull_wiring, events=published)
     status, answer = pull(stack, team, account=team.account)
     assert status == 200, answer
 

@@ -240,11 +240,11 @@ def store_mail(team: TeamAccount, **fields: Any) -> str:
     """Puts a mail straight into the stack's storage (past the pipeline) and answers its id."""
     from mailcore.ids import new_id
     from mailcore.models import Mail
-    from mailcore.settings import Settings
-    from mailcore.storage.aws import aws_storage
+
+    from tests.stack import stack_storage
 
     mail = Mail(id=new_id(), team=team.team, account=team.account, created_at=datetime.now(UTC), **fields)
-    assert aws_storage(Settings.from_env()).mail.put_new(mail)
+    assert stack_storage().mail.put_new(mail)
     return mail.id
 
 

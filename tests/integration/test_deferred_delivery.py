@@ -1,6 +1,6 @@
 """Temporary failures over hours against the real Postfix: its recipient access map answers 450
 for the mailbox for a while (the test changes it while running), then accepts. Time is the
-service's clock (`runtime.clock`), moved by the test: no sleeping for minutes."""
+service's clock (`mailcore.wiring.clock`), moved by the test: no sleeping for minutes."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from mailcore import runtime
+from mailcore import wiring
 from mailcore.models import MailStatus
 
 from tests.integration.test_outbox import call, queue, stored, sync, wait_for_messages
+from tests.stack import stack_storage
 
 BUSY = "450 4.2.1 Mailbox busy, try again later"
 
@@ -31,7 +32,7 @@ class MovableClock:
 @pytest.fixture
 def clock(monkeypatch) -> MovableClock:
     moved = MovableClock()
-    monkeypatch.setattr(runtime, "clock", moved)
+    monkeypatch.setattr(wiring, "clock", moved)
     return moved
 
 
@@ -167,7 +168,7 @@ def test_retrying_an_unknown_mail_sends_it_again_with_the_same_message_id_and_a_
     team = new_team()
     mail = queue(stack, team, to="nobody-here@example.test")
     failed = waiting(mail["id"], "failed")
-    runtime.storage().mail.update_status(mail["id"], MailStatus.UNKNOWN)
+    stack_storage().mail.update_status(mail["id"], MailStatus.UNKNOWN)
     status, answer = control(stack, team, mail["id"], "retry")
     assert status == 202 and "may have been delivered" in answer["warning"], answer
     assert answer["mail"]["status"] == "queued" and answer["mail"]["message_id"] == failed.message_id

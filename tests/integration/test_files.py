@@ -144,14 +144,15 @@ def stored_with_parse_error(team, raw: bytes, direction: str = "in") -> str:
     """A mail stored as an older parser left it: only its raw message and a parse_error."""
     from datetime import UTC, datetime
 
-    from mailcore import runtime
     from mailcore.ids import new_id
     from mailcore.models import Mail
     from mailcore.storage import raw_key
 
+    from tests.stack import stack_storage
+
     mail_id = new_id()
     key = raw_key(team.team, team.account, mail_id)
-    runtime.storage().blobs.put(key, raw, "message/rfc822")
+    stack_storage().blobs.put(key, raw, "message/rfc822")
     stored = Mail(
         id=mail_id,
         team=team.team,
@@ -163,7 +164,7 @@ def stored_with_parse_error(team, raw: bytes, direction: str = "in") -> str:
         raw_size=len(raw),
         parse_error="LookupError: unknown encoding: x-unknown",
     )
-    assert runtime.storage().mail.put_new(stored)
+    assert stack_storage().mail.put_new(stored)
     return mail_id
 
 

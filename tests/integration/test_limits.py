@@ -5,15 +5,15 @@ from __future__ import annotations
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from mailcore import runtime
-from mailcore.limits import DynamoLimitCounters
+from mailcore.adapters.dynamodb import DynamoLimitCounters
+from mailcore.settings import Settings, read
 
 from tests.integration.test_oauth2 import oauth_team  # noqa: F401 (a fixture)
 from tests.integration.test_send import send
 
 
 def counters() -> DynamoLimitCounters:
-    return DynamoLimitCounters(runtime.settings().pull_state_table)
+    return DynamoLimitCounters(read(Settings).pull_state_table)
 
 
 def test_concurrent_senders_together_never_pass_the_per_minute_limit(stack):

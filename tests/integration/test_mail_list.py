@@ -8,11 +8,11 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from mailcore import runtime
 from mailcore.ids import new_id
 from mailcore.models import Direction, Mail, MailStatus
 
 from tests.integration.conftest import claims, rest_event
+from tests.stack import stack_storage
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -28,7 +28,7 @@ def put_mail(team: str, minutes: int, *, account: str = "main", direction: Direc
         subject=f"{team} at {minutes}",
         body_text="not in listings",
     )
-    assert runtime.storage().mail.put_new(mail)
+    assert stack_storage().mail.put_new(mail)
     return mail.id
 
 

@@ -12,12 +12,13 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from mailcore import runtime
+from mailcore import wiring
 
 from tests.integration.conftest import TeamAccount, read_mailbox, wait_for_messages
 from tests.integration.test_http_api import call
 from tests.integration.test_pull import deliver, pull
 from tests.integration.test_send import send
+from tests.stack import stack_storage
 
 _numbers = itertools.count()
 
@@ -47,8 +48,7 @@ def as_a_new_process() -> None:
     """Forgets this process's tokens and cached secrets, as a fresh Lambda would start."""
     from aws_lambda_powertools.utilities import parameters
 
-    runtime.tokens.cache_clear()
-    runtime.directory().provider.clear_cache()
+    wiring.reset()
     parameters.clear_caches()
 
 
@@ -97,7 +97,7 @@ def test_a_refresh_token_account_sends_and_pulls_its_own_mail(stack, oauth_team)
     wait_for_messages(stack, team.mailbox.address, 1)
     status, answer = pull(stack, team, account=team.account)
     assert status == 200 and answer["accounts"][0]["fetched"] == 1, answer
-    stored = runtime.storage().mail.get(answer["accounts"][0]["mail_ids"][0])
+    stored = stack_storage().mail.get(answer["accounts"][0]["mail_ids"][0])
     assert stored is not None and stored.subject == "Round trip"
 
 
@@ -150,7 +150,7 @@ def test_a_revoked_refresh_token_marks_the_account_broken_without_a_retry_storm(
     error = answer["accounts"][0]["error"]
     assert "invalid_grant" in error and "expired or was revoked" in error
     assert "new refresh token" in error
-    state = runtime.storage().pull_state.get(team.team, team.account)
+    state = stack_storage().pull_state.get(team.team, team.account)
     assert state is not None and state["broken_reason"] and state["last_error"]
 
     # Other processes, scheduled pulls and sends: none of them asks the token endpoint again.
@@ -173,7 +173,7 @@ def test_a_cached_token_refused_after_a_revocation_leads_to_the_token_endpoints_
     assert "invalid_grant" in answer["accounts"][0]["error"], answer
     assert sum(line == "C: AUTH XOAUTH2" for line in answer["debug"]) == 1  # one refused login, no more
     assert stack.oauth2.calls["refresh_token"] - before == 1
-    assert runtime.storage().pull_state.get(team.team, team.account)["broken_reason"]
+    assert stack_storage().pull_state.get(team.team, team.account)["broken_reason"]
 
 
 def test_a_broken_account_works_again_once_its_secret_has_a_new_refresh_token(stack, oauth_team):
@@ -191,7 +191,7 @@ def test_a_broken_account_works_again_once_its_secret_has_a_new_refresh_token(st
 
     status, answer = pull(stack, team, account=team.account)
     assert status == 200 and answer["accounts"][0]["error"] is None, answer
-    assert "broken_reason" not in runtime.storage().pull_state.get(team.team, team.account)
+    assert "broken_reason" not in stack_storage().pull_state.get(team.team, team.account)
 
 
 def test_a_token_the_server_refuses_is_diagnosed_with_the_decoded_xoauth2_status(stack, oauth_team):
@@ -223,7 +223,7 @@ def test_tokens_and_client_secrets_appear_in_no_answer_transcript_or_log(stack, 
     status, answer = pull(stack, team, account=team.account, query={"debug": "true"})
     assert status == 200 and answer["accounts"][0]["fetched"] == 1, answer
     texts.append(json.dumps(answer))
-    stored = runtime.storage().mail.get(answer["accounts"][0]["mail_ids"][0])
+    stored = stack_storage().mail.get(answer["accounts"][0]["mail_ids"][0])
     texts.append(stored.model_dump_json())
     logs = capsys.readouterr()
     texts += [logs.out, logs.err, stack.mail_servers.log_tail(200)]

@@ -11,10 +11,10 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from mailcore import runtime
 
 from tests.integration.conftest import claims, read_mailbox, rest_event, wait_for_messages
 from tests.integration.smtp_faults import DATA_END, Fault, FaultyProxy
+from tests.stack import stack_storage
 
 UNKNOWN_USER = "nobody-here@example.test"
 
@@ -58,7 +58,7 @@ def sync(stack, team) -> dict[str, Any]:
 
 def stream_event(stack, mail_ids: list[str], event_name: str = "INSERT") -> dict[str, Any]:
     """The event Lambda's DynamoDB stream mapping hands the function, built from the items."""
-    client = runtime.storage().mail.client  # type: ignore[attr-defined]
+    client = stack_storage().mail.client  # type: ignore[attr-defined]
     table = stack.info["resources"]["MailTable"]
     records = []
     for number, mail_id in enumerate(mail_ids):
@@ -84,7 +84,7 @@ def stream_event(stack, mail_ids: list[str], event_name: str = "INSERT") -> dict
 
 
 def stored(mail_id: str):
-    return runtime.storage().mail.get(mail_id)
+    return stack_storage().mail.get(mail_id)
 
 
 def settled(mail_id: str, timeout: float = 20.0):
@@ -117,7 +117,7 @@ def orphan(stack, team, *, lease_until: str, **fields: Any) -> str:
         "subject": {"S": fields.get("subject", "orphan")},
         "body_text": {"S": "claimed, never sent"},
     }
-    client = runtime.storage().mail.client  # type: ignore[attr-defined]
+    client = stack_storage().mail.client  # type: ignore[attr-defined]
     client.put_item(TableName=stack.info["resources"]["MailTable"], Item=item)
     return mail_id
 
@@ -156,7 +156,7 @@ def test_a_queued_mail_is_stored_with_its_raw_message_from_message_id_and_date(s
     assert mail["status"] == "queued"
     item = stored(mail["id"])
     assert item.message_id and item.date and item.from_ == f"Demo Team <{team.mailbox.address}>"
-    assert item.message_id.encode() in runtime.storage().blobs.get(item.raw_key)
+    assert item.message_id.encode() in stack_storage().blobs.get(item.raw_key)
 
 
 def test_a_queued_mail_with_a_bad_address_is_refused_naming_the_field(stack, new_team):
@@ -200,7 +200,7 @@ def test_a_minimal_item_another_service_writes_is_sent(stack, new_team):
     team = new_team()
     mail_id = uuid.uuid4().hex
     created = "2026-11-24T12:00:00+00:00"
-    client = runtime.storage().mail.client  # type: ignore[attr-defined]
+    client = stack_storage().mail.client  # type: ignore[attr-defined]
     client.put_item(
         TableName=stack.info["resources"]["MailTable"],
         Item={
@@ -482,7 +482,7 @@ def test_a_stream_record_whose_claim_cannot_be_written_is_reported_as_a_batch_it
     broken, fine = ({"id": orphan(stack, team, lease_until=over)} for _ in range(2))
     event = stream_event(stack, [broken["id"], fine["id"]])
     sequence = event["Records"][0]["dynamodb"]["SequenceNumber"]
-    mail_class = type(runtime.storage().mail)
+    mail_class = type(stack_storage().mail)
     transition = mail_class.transition
 
     def unavailable_for_one(self, mail_id, *args, **kwargs):

@@ -5,9 +5,8 @@ import smtplib
 import time
 from email.message import EmailMessage
 
-from mailcore import runtime
-
 from tests.integration.conftest import claims, rest_event, wait_for_messages
+from tests.stack import stack_storage
 
 
 def deliver(stack, address: str, subject: str, *, html: str | None = None, text: str = "hello") -> None:
@@ -54,11 +53,11 @@ def test_a_pull_stores_each_new_message_with_text_and_safe_html(stack, new_team)
     assert status == 200
     (report,) = answer["accounts"]
     assert report["fetched"] == 1 and report["error"] is None
-    mail = runtime.storage().mail.get(report["mail_ids"][0])
+    mail = stack_storage().mail.get(report["mail_ids"][0])
     assert mail.subject == "Offer" and mail.direction == "in" and mail.status == "received"
     assert mail.body_text.strip() == "hello"
     assert "onclick" not in mail.body_html and 'rel="noopener noreferrer"' in mail.body_html
-    assert runtime.storage().blobs.get(mail.raw_key).startswith(b"")
+    assert stack_storage().blobs.get(mail.raw_key).startswith(b"")
 
 
 def test_a_second_pull_fetches_nothing_new(stack, new_team):
@@ -85,7 +84,7 @@ def test_mail_is_deleted_from_the_server_after_it_is_stored_when_the_account_say
     wait_for_messages(stack, team.mailbox.address, 1)
     _, answer = pull(stack, team, account=team.account)
     assert answer["accounts"][0]["deleted"] == 1
-    assert runtime.storage().mail.get(answer["accounts"][0]["mail_ids"][0]) is not None
+    assert stack_storage().mail.get(answer["accounts"][0]["mail_ids"][0]) is not None
     assert stack.mail_servers.message_count(team.mailbox.address) == 0
 
 
@@ -145,7 +144,7 @@ def test_a_changed_team_secret_takes_effect_without_a_restart(stack, new_team):
 
 
 def test_a_mail_whose_body_is_too_large_for_its_item_is_stored_with_the_body_in_the_bucket(stack, new_team):
-    # Bodies over the item's inline limit (mailcore.storage.aws.BODY_INLINE_LIMIT) go to S3
+    # Bodies over the item's inline limit (mailcore.adapters.dynamodb.BODY_INLINE_LIMIT) go to S3
     # under bodies/: without the PullFunction's grant there, such a newsletter stopped the account.
     team = new_team()
     paragraphs = "".join(f"<p>Paragraph {n} of a long newsletter.</p>" for n in range(8_000))
@@ -157,5 +156,5 @@ def test_a_mail_whose_body_is_too_large_for_its_item_is_stored_with_the_body_in_
     assert status == 200, answer
     (report,) = answer["accounts"]
     assert report["fetched"] == 1 and report["error"] is None
-    mail = runtime.storage().mail.get(report["mail_ids"][0])
+    mail = stack_storage().mail.get(report["mail_ids"][0])
     assert "Paragraph 7999 of a long newsletter." in mail.body_html

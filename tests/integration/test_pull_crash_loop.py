@@ -11,13 +11,13 @@ import urllib.error
 import urllib.request
 import uuid
 
-from mailcore import runtime
 from mailcore.services.pull import MAX_DEATHS
 
 from bench import hostile_shapes
 from local.aws import cognito_user
 from local.maildir import deliver_files
 from tests.integration.test_pull_hostile_mail import uidls
+from tests.stack import stack_storage
 
 # A PullFunction of this size pulls ordinary mail (a warm worker and its parser child peak at
 # ~110-125 MiB here) but not DEADLY: parsing its 600,000 lines takes the parser child past it.
@@ -79,7 +79,7 @@ def test_a_message_that_kills_the_function_is_set_aside_after_two_deaths_and_the
     (report,) = json.loads(text)["accounts"]
     assert (report["fetched"], report["set_aside"], report["error"]) == (4, 1, None)
     assert environments == MAX_DEATHS + 1  # each death, a new execution environment
-    storage = runtime.storage()
+    storage = stack_storage()
     aside = storage.mail.get(report["mail_ids"][0])
     assert aside.parse_error == f"set aside: the function died preparing it {MAX_DEATHS} times"
     assert (aside.subject, aside.raw_size) == ("deadly", len(DEADLY))

@@ -8,16 +8,17 @@ import threading
 from email.message import EmailMessage
 
 import pytest
-from mailcore import runtime
 from mailcore.errors import PullRunning
 from mailcore.protocols.transcript import Transcript
-from mailcore.services.dispatch import MemoryPullQueue, pull_queued_account
+from mailcore.services.dispatch import pull_queued_account
 from mailcore.services.pull import pull_account
 from mailcore.storage import MailQuery
 
 from local.maildir import deliver_files
+from tests.fakes import MemoryPullQueue
 from tests.integration.pop3_fault_proxy import Pop3FaultProxy
 from tests.integration.test_pull import pull as pull_through_the_api
+from tests.stack import stack_directory, stack_storage, stack_tls_context
 
 
 def messages(prefix: str, count: int) -> dict[str, bytes]:
@@ -33,7 +34,7 @@ def messages(prefix: str, count: int) -> dict[str, bytes]:
 
 
 def stored_subjects(team: str) -> list[str]:
-    mails, more = runtime.storage().mail.list_team(team, MailQuery(), after=None, limit=100)
+    mails, more = stack_storage().mail.list_team(team, MailQuery(), after=None, limit=100)
     assert not more
     return [mail.subject for mail in mails]
 
@@ -106,7 +107,7 @@ def test_two_pulls_of_one_mailbox_at_once_run_one_and_tell_the_other_promptly(st
 def test_a_lease_left_by_a_crashed_pull_stops_counting_once_it_expires(stack, new_team):
     team = new_team()
     deliver_files(stack.mail_servers, team.mailbox.address, messages("after a crash", 2).values())
-    pull_state = runtime.storage().pull_state
+    pull_state = stack_storage().pull_state
     assert pull_state.acquire_lease(team.team, team.account, "crashed-pull", 60)
     assert pull(stack, team)[0] == 409
     # The crashed pull's lease ran out (written as DynamoDB would hold it, expiry in the past).
@@ -135,15 +136,15 @@ def test_a_pull_that_runs_out_of_time_stops_reports_what_remains_and_the_next_in
     queue = MemoryPullQueue()
     message = {"team": team.team, "account": team.account}
     common = {
-        "directory": runtime.directory(),
-        "storage": runtime.storage(),
+        "directory": stack_directory(),
+        "storage": stack_storage(),
         "queue": queue,
-        "tls_context": runtime.tls_context(),
+        "tls_context": stack_tls_context(),
     }
 
     report = pull_queued_account(message, seconds_left=lambda: next(clock), **common)
     assert report is not None and (report.fetched, report.remaining) == (4, 6)
-    assert runtime.storage().pull_state.get(team.team, team.account)["remaining"] == 6
+    assert stack_storage().pull_state.get(team.team, team.account)["remaining"] == 6
     assert queue.sent == [message]  # put back for the next invocation
 
     resumed = pull_queued_account(queue.sent.pop(), seconds_left=lambda: 300.0, **common)
@@ -155,9 +156,9 @@ def test_a_pull_that_runs_out_of_time_stops_reports_what_remains_and_the_next_in
 
 def test_the_service_refuses_a_second_pull_while_the_lease_is_held(stack, new_team):
     team = new_team()
-    (target,) = runtime.directory().accounts_of([team.team])
-    assert runtime.storage().pull_state.acquire_lease(team.team, team.account, "other", 60)
+    (target,) = stack_directory().accounts_of([team.team])
+    assert stack_storage().pull_state.acquire_lease(team.team, team.account, "other", 60)
     with pytest.raises(PullRunning):
         pull_account(
-            target, storage=runtime.storage(), transcript=Transcript(), tls_context=runtime.tls_context()
+            target, storage=stack_storage(), transcript=Transcript(), tls_context=stack_tls_context()
         )

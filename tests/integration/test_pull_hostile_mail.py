@@ -10,7 +10,6 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from mailcore import runtime
 from mailcore.errors import StoreRefused
 from mailcore.mime.isolated import IsolatedParser, ParserPool
 from mailcore.models import Direction, Mail, MailStatus
@@ -19,6 +18,7 @@ from mailcore.services import pull as pull_service
 from bench import hostile_shapes
 from local.maildir import deliver_files
 from tests.integration.conftest import claims, rest_event
+from tests.stack import stack_storage
 
 # The four of the issue and the 9,000-part mail, at the sizes the issue reported.
 ISSUE_SHAPES = ["long_references", "nested_html", "quote_addresses", "encoded_word_subject", "many_parts"]
@@ -63,7 +63,7 @@ def test_hostile_mail_in_front_of_ordinary_mail_neither_stops_the_account_nor_an
     (report,) = body["accounts"]
     assert report["error"] is None and report["remaining"] == 0
     assert report["fetched"] == len(HOSTILE) + len(ORDINARY)
-    storage = runtime.storage()
+    storage = stack_storage()
     stored = [storage.mail.get(mail_id) for mail_id in report["mail_ids"]]
     subjects = {mail.subject for mail in stored if mail is not None}
     assert {f"Your order {n}" for n in range(10)} <= subjects
@@ -97,7 +97,7 @@ def test_an_item_dynamodb_refuses_for_its_size_raises_store_refused_not_a_retrya
     )
 
     with pytest.raises(StoreRefused, match="ValidationException"):
-        runtime.storage().mail.put_new(mail)
+        stack_storage().mail.put_new(mail)
 
 
 def test_a_message_over_its_memory_budget_is_set_aside_and_the_mail_behind_it_still_arrives(
@@ -118,7 +118,7 @@ def test_a_message_over_its_memory_budget_is_set_aside_and_the_mail_behind_it_st
     assert status == 200, body
     (report,) = body["accounts"]
     assert (report["fetched"], report["set_aside"], report["error"]) == (4, 1, None)
-    storage = runtime.storage()
+    storage = stack_storage()
     aside = storage.mail.get(report["mail_ids"][0])
     assert (
         aside.parse_error == "set aside: preparing it needed more than 24 MiB (the per-message memory budget)"

@@ -7,11 +7,11 @@ import json
 import sysconfig
 from pathlib import Path
 
-from mailcore import runtime
 from mailcore.storage import MailQuery
 
 from local.maildir import deliver_files
 from tests.integration.conftest import claims, rest_event
+from tests.stack import stack_storage
 
 OURS = Path(__file__).parent.parent / "unit" / "data" / "mime"
 CPYTHON_EMAIL_DATA = Path(sysconfig.get_paths()["stdlib"]) / "test" / "test_email" / "data"
@@ -40,7 +40,7 @@ def test_every_message_of_the_corpus_is_pulled_and_stored_once_without_a_crash(s
     (report,) = json.loads(answer["body"])["accounts"]
     assert report["error"] is None and report["fetched"] == len(messages)
 
-    storage = runtime.storage()
+    storage = stack_storage()
     stored, more = storage.mail.list_team(team.team, MailQuery(), after=None, limit=100)
     assert not more and len(stored) == len(messages) == len({mail.id for mail in stored})
     wanted = sorted(raw.replace(b"\r\n", b"\n").rstrip(b"\n") for raw in messages.values())

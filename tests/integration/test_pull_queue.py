@@ -10,12 +10,13 @@ import time
 import uuid
 from email.message import EmailMessage
 
-from mailcore import runtime
-from mailcore.services.dispatch import SqsPullQueue
-from mailcore.storage.memory import memory_storage
+from mailcore.adapters.sqs import SqsPullQueue
+from mailcore.wiring import pull as pull_wiring
 
 from local.maildir import deliver_files
+from tests.fakes import memory_storage
 from tests.integration.conftest import bus_to_queue, claims, rest_event
+from tests.stack import replace_in_root, stack_storage
 
 
 def one_message(subject: str) -> bytes:
@@ -107,7 +108,7 @@ def test_the_dispatcher_enqueues_one_message_per_account_and_the_consumer_pulls_
     # other test's mailboxes too: the dispatcher writes to a queue of this test instead.
     sqs = stack.session.client("sqs")
     url = sqs.create_queue(QueueName=f"dispatch-{working.team}")["QueueUrl"]
-    monkeypatch.setattr(runtime, "pull_queue", lambda: SqsPullQueue(url, client=sqs))
+    replace_in_root(monkeypatch, pull_wiring, queue=SqsPullQueue(url, client=sqs))
     stands_in_for_the_pull_queue(stack, "PullDispatchFunction", url, monkeypatch)
     time.sleep(1.2)  # the list of teams is cached like the secrets
 
@@ -141,7 +142,7 @@ def test_the_local_stack_drives_the_pull_queue_like_lambdas_event_source_mapping
         MessageBody=json.dumps({"team": team.team, "account": team.account}),
     )
     deadline = time.monotonic() + 20
-    while (runtime.storage().pull_state.get(team.team, team.account) or {}).get("fetched") != 1:
+    while (stack_storage().pull_state.get(team.team, team.account) or {}).get("fetched") != 1:
         assert time.monotonic() < deadline, "the queued pull did not run"
         time.sleep(0.2)
     assert stack.mail_servers.message_count(team.mailbox.address) == 0
@@ -156,7 +157,7 @@ def test_a_storage_failure_makes_only_that_message_a_batch_item_failure(stack, n
         raise ConnectionError("DynamoDB unreachable")
 
     monkeypatch.setattr(broken.mail, "put_new", storage_down)
-    monkeypatch.setattr(runtime, "storage", lambda: broken)
+    replace_in_root(monkeypatch, pull_wiring, storage=broken)
     messages = [
         {
             "MessageId": str(uuid.uuid4()),

@@ -3,9 +3,9 @@
 import json
 
 import pytest
-from mailcore import runtime
 
 from tests.integration.conftest import claims, read_mailbox, rest_event, wait_for_messages
+from tests.stack import stack_storage
 
 
 def send(stack, team, body, *, query=None, caller=None):
@@ -26,9 +26,9 @@ def test_a_sent_mail_is_stored_with_its_raw_message_and_status_sent(stack, new_t
     team = new_team()
     status, answer = send(stack, team, {"to": team.mailbox.address, "subject": "Stored", "body_text": "kept"})
     assert status == 200
-    stored = runtime.storage().mail.get(answer["mail"]["id"])
+    stored = stack_storage().mail.get(answer["mail"]["id"])
     assert stored is not None and stored.status == "sent" and stored.direction == "out"
-    raw = runtime.storage().blobs.get(stored.raw_key)
+    raw = stack_storage().blobs.get(stored.raw_key)
     assert stored.message_id.encode() in raw
 
 
@@ -73,7 +73,7 @@ def test_a_wrong_password_fails_with_502_stores_the_mail_failed_and_never_shows_
     assert answer["error"]["code"] == "mail_server_error"
     assert "authentication failed" in answer["error"]["message"]
     assert answer["mail"]["status"] == "failed"
-    assert runtime.storage().mail.get(answer["mail"]["id"]).status == "failed"
+    assert stack_storage().mail.get(answer["mail"]["id"]).status == "failed"
     assert "C: AUTH PLAIN <redacted>" in answer["debug"]
     logs = capsys.readouterr()
     for text in (json.dumps(answer), logs.out, logs.err):

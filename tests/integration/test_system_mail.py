@@ -17,11 +17,12 @@ from typing import Any
 
 import pytest
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
-from mailcore import runtime
+from mailcore import wiring
 from mailcore.services.system import SYSTEM_TEAM
 from mailcore.templates import PLACEHOLDER
 
 from tests.integration.conftest import read_mailbox, wait_for_messages
+from tests.stack import stack_storage
 
 FUNCTION = "SystemMailFunction"  # direct invocation
 EVENTS_FUNCTION = "SystemMailEventsFunction"
@@ -165,7 +166,7 @@ def test_a_direct_invocation_answers_the_stored_mail(stack, new_team):
         },
     )
     assert answer["status"] == "sent"
-    stored = runtime.storage().mail.get(answer["mail_id"])
+    stored = stack_storage().mail.get(answer["mail_id"])
     assert stored is not None and stored.team == SYSTEM_TEAM and stored.status == "sent"
     assert stored.subject == "Backup done"
     assert only_message(stack, team.mailbox)["Subject"] == "Backup done"
@@ -260,9 +261,9 @@ def test_secrets_reach_the_recipient_but_never_the_log_the_item_or_the_raw_objec
     )
     stack.invoke(COGNITO_FUNCTION, event)
 
-    stored = runtime.storage().mail.get(answer["mail_id"])
+    stored = stack_storage().mail.get(answer["mail_id"])
     assert stored is not None
-    raw = runtime.storage().blobs.get(stored.raw_key).decode()
+    raw = stack_storage().blobs.get(stored.raw_key).decode()
     assert reset_url not in stored.model_dump_json() and reset_url not in raw
     assert PLACEHOLDER in stored.body_text and PLACEHOLDER in stored.body_html
     system_items = stack.session.client("dynamodb").scan(
@@ -291,23 +292,23 @@ def test_secrets_reach_the_recipient_but_never_the_log_the_item_or_the_raw_objec
 def test_a_deployment_can_store_the_secrets_when_it_says_so(stack, new_team, monkeypatch):
     team = new_team()
     monkeypatch.setenv("STORE_SYSTEM_MAIL_SECRETS", "true")
-    runtime.reset()
+    wiring.reset()
     try:
         detail = request(team.mailbox.address)
         answer = stack.invoke(FUNCTION, detail)
-        stored = runtime.storage().mail.get(answer["mail_id"])
+        stored = stack_storage().mail.get(answer["mail_id"])
         assert stored is not None and detail["variables"]["reset_url"] in stored.body_text
         # ... and in the raw object, which shows it as sent (7bit: a search for it can find it)
-        assert detail["variables"]["reset_url"].encode() in runtime.storage().blobs.get(stored.raw_key)
+        assert detail["variables"]["reset_url"].encode() in stack_storage().blobs.get(stored.raw_key)
     finally:
         monkeypatch.undo()
-        runtime.reset()
+        wiring.reset()
 
 
 def test_a_template_added_under_the_s3_prefix_is_used(stack, new_team):
     team = new_team()
     prefix = stack.info["environment"]["SYSTEM_TEMPLATES_PREFIX"]
-    blobs = runtime.storage().blobs
+    blobs = stack_storage().blobs
     blobs.put(f"{prefix}welcome/subject.txt", b"Welcome, {{ name }}", "text/plain")
     blobs.put(f"{prefix}welcome/text.txt", b"Glad you are here, {{ name }}.", "text/plain")
     answer = stack.invoke(

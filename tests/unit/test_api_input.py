@@ -8,7 +8,6 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from mailcore import runtime
 from mailcore.models import (
     FileUpload,
     MailAccount,
@@ -18,10 +17,12 @@ from mailcore.models import (
     parse_addresses,
 )
 from mailcore.services.send import compose
-from mailcore.storage.memory import memory_storage
 from mailcore.teams import ResolvedAccount
+from mailcore.wiring import store as store_wiring
+from mailcore.wiring.store import StoreRoot
 from pydantic import ValidationError
 
+from tests.fakes import memory_directory, memory_storage
 from tests.support import claims, rest_event
 from tests.unit.test_handlers import LambdaContext, load
 
@@ -46,7 +47,8 @@ NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def store_app(monkeypatch):
-    monkeypatch.setattr(runtime, "storage", memory_storage)
+    root = StoreRoot(storage=memory_storage(), directory=memory_directory())
+    monkeypatch.setattr(store_wiring, "root", lambda: root)
     return load("store")
 
 

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 from mailcore.bounces import classify, mail_id_of
-from mailcore.events import MemoryPublisher
 from mailcore.mime.build import new_message_id
 from mailcore.models import Direction, Mail, MailStatus
 from mailcore.services import pull
-from mailcore.storage.memory import memory_storage
 from mailcore.teams import ResolvedAccount
 
+from tests.fakes import MemoryPublisher, memory_storage
 from tests.support import mail_account, outgoing_mail
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "bounces"

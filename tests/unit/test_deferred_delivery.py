@@ -15,15 +15,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from mailcore.errors import Conflict, DeliveryUnknown, InvalidInput, MailServerError
-from mailcore.events import MemoryPublisher
 from mailcore.models import Mail, MailStatus, SendRequest
 from mailcore.protocols.smtp import SmtpDelivery
 from mailcore.services import outbox as outbox_module
-from mailcore.services.outbox import MemoryDeadLetters, claim, queue_mail
+from mailcore.services.outbox import claim, queue_mail
 from mailcore.services.retry import DEFERRAL_STEPS, HOURLY, RetryPolicy
-from mailcore.storage.memory import memory_storage
 from mailcore.teams import ResolvedAccount
 
+from tests.fakes import MemoryDeadLetters, MemoryPublisher, memory_storage
 from tests.support import mail_account, outgoing_mail
 
 START = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -81,7 +80,7 @@ class Harness:
 
         class Scripted(outbox_module.Outbox):
             def _account(self, mail):
-                return harness.target.account
+                return harness.target.config
 
             def _session(self, mail, account):
                 return harness.server

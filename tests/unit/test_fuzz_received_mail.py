@@ -15,11 +15,11 @@ import tracemalloc
 
 from hypothesis import HealthCheck, example, given, seed, settings
 from hypothesis import strategies as st
+from mailcore.adapters.dynamodb import DynamoMail
 from mailcore.services.pull import prepare_incoming
-from mailcore.storage.aws import DynamoMail
-from mailcore.storage.memory import MemoryBlobs
 
 from bench.item_size import DYNAMODB_ITEM_LIMIT, item_size
+from tests.fakes import MemoryBlobs
 from tests.unit.test_pull_pipeline import TARGET
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))

@@ -5,8 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
-from mailcore import runtime
+from mailcore.wiring import store as store_wiring
+from mailcore.wiring.store import StoreRoot
 
+from tests.fakes import memory_directory
 from tests.support import claims, rest_event
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +42,8 @@ class BrokenStorage:
 
 @pytest.fixture
 def store_app(monkeypatch):
-    monkeypatch.setattr(runtime, "storage", lambda: BrokenStorage())
+    root = StoreRoot(storage=BrokenStorage(), directory=memory_directory())  # type: ignore[arg-type]
+    monkeypatch.setattr(store_wiring, "root", lambda: root)
     return load("store")
 
 

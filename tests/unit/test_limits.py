@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from mailcore.limits import AccountLimiter, MemoryLimitCounters, RateLimited
+from mailcore.limits import AccountLimiter, RateLimited
 from mailcore.models import MailAccount
 from mailcore.teams import ResolvedAccount
+
+from tests.fakes import MemoryLimitCounters
 
 
 def target(**limits) -> ResolvedAccount:

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from mailcore.models import SendRequest, StoredFile
 from mailcore.sanitize import safe_html
 from mailcore.services.send import compose
-from mailcore.storage.memory import memory_storage
 from pydantic import ValidationError
 
+from tests.fakes import memory_storage
 from tests.unit.test_api_input import HEADER_UNSAFE, account
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

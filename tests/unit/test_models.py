@@ -65,6 +65,47 @@ def test_an_account_password_never_shows_in_its_repr_or_dump():
     assert "s3cret-pw" not in account.model_dump_json()
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("mail_username", "agent\r\nDELE 1"),
+        ("mail_password", "pw\r\nDELE 1"),
+        ("mail_password", "pw\x00"),
+    ],
+)
+def test_a_login_or_password_with_a_line_break_is_refused_without_repeating_it(field, value):
+    with pytest.raises(ValidationError) as refused:
+        MailAccount.model_validate({**ACCOUNT, field: value})
+    [error] = refused.value.errors(include_input=False)
+    assert error["loc"] == (field,) and "DELE" not in error["msg"]
+
+
+def test_an_oauth2_token_with_a_line_break_is_refused():
+    auth = {"mode": "oauth2", "provider": "google", "client_id": "c", "client_secret": "s"}
+    with pytest.raises(ValidationError) as refused:
+        MailAccount.model_validate({**ACCOUNT, "auth": {**auth, "refresh_token": "rt\nQUIT"}})
+    assert refused.value.errors()[0]["loc"][-1] == "refresh_token"
+
+
+@pytest.mark.parametrize(("field", "limit"), [("mail_username", 320), ("mail_password", 1024)])
+def test_logins_and_passwords_have_a_length_limit(field, limit):
+    MailAccount.model_validate({**ACCOUNT, field: "x" * limit})
+    with pytest.raises(ValidationError):
+        MailAccount.model_validate({**ACCOUNT, field: "x" * (limit + 1)})
+
+
+@pytest.mark.parametrize("host", ["smtp.example.test", "127.0.0.1", "::1", "[2001:db8::1]", "mail.bücher.de"])
+def test_a_server_may_be_a_name_or_an_address(host):
+    MailAccount.model_validate({**ACCOUNT, "smtp": {"host": host, "port": 25, "security": "none"}})
+
+
+@pytest.mark.parametrize("host", ["smtp.example.test\r\n", "a b", "https://smtp.example.test", "-x", "h/p"])
+def test_a_server_that_is_not_a_host_name_is_refused(host):
+    with pytest.raises(ValidationError) as refused:
+        MailAccount.model_validate({**ACCOUNT, "smtp": {"host": host, "port": 25, "security": "none"}})
+    assert refused.value.errors()[0]["loc"] == ("smtp", "host")
+
+
 def test_mail_from_may_differ_from_the_login():
     account = MailAccount.model_validate(ACCOUNT)
     assert account.mail_from == "Support <support@example.test>"

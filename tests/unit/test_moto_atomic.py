@@ -26,7 +26,7 @@ def winners_of_one_round(leases, team: str) -> int:
 
 
 def test_only_one_of_several_simultaneous_conditional_writes_wins():
-    from mailcore.storage.team_secrets import DynamoAccountRevisions
+    from mailcore.adapters.dynamodb import DynamoAccountRevisions
 
     server, endpoint = start_moto_server()
     try:

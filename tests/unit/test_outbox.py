@@ -6,7 +6,8 @@ import pytest
 from mailcore.models import Direction, Mail, MailStatus
 from mailcore.services.outbox import LEASE, claim, finish
 from mailcore.services.send import reply_subject
-from mailcore.storage.memory import memory_storage
+
+from tests.fakes import memory_storage
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -87,8 +88,9 @@ def test_a_reply_subject_gets_re_once(subject, expected):
 def test_a_storage_failure_is_reported_per_mail_and_stops_no_other():
     import ssl
 
-    from mailcore.events import MemoryPublisher
-    from mailcore.services.outbox import MemoryDeadLetters, Outbox
+    from mailcore.services.outbox import Outbox
+
+    from tests.fakes import MemoryDeadLetters, MemoryPublisher
 
     storage = memory_storage()
     stored_mail(storage, mail_id="m1")
@@ -119,11 +121,12 @@ class _PacedOutbox:
 
     @staticmethod
     def make(storage, *, per_minute, seconds_left, clock):
-        from mailcore.events import MemoryPublisher
-        from mailcore.limits import AccountLimiter, MemoryLimitCounters
+        from mailcore.limits import AccountLimiter
         from mailcore.models import MailAccount
         from mailcore.protocols.tls import client_tls_context
         from mailcore.services import outbox as outbox_module
+
+        from tests.fakes import MemoryDeadLetters, MemoryLimitCounters, MemoryPublisher
 
         account = MailAccount.model_validate(
             {
@@ -151,7 +154,7 @@ class _PacedOutbox:
             storage=storage,
             directory=None,
             events=MemoryPublisher(),
-            dead_letters=outbox_module.MemoryDeadLetters(),
+            dead_letters=MemoryDeadLetters(),
             tls_context=client_tls_context(),
             limiter=AccountLimiter(MemoryLimitCounters(), clock=clock),
             seconds_left=seconds_left,

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from mailcore.adapters.dynamodb import DynamoMail
 from mailcore.errors import MailServerError
 from mailcore.models import MAX_ADDRESSES, Mail
 from mailcore.protocols.smtp import refused_reply
 from mailcore.services.retry import ATTEMPT_LOG_LIMIT, attempt_entry, capped
-from mailcore.storage.aws import DynamoMail
-from mailcore.storage.memory import MemoryBlobs
 
 from bench.item_size import DYNAMODB_ITEM_LIMIT, item_size
+from tests.fakes import MemoryBlobs
 
 WIDE = "\U0001f600"  # four bytes in UTF-8
 NOW = datetime(2026, 12, 1, tzinfo=UTC)

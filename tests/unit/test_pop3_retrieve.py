@@ -73,3 +73,20 @@ def test_retrieve_answers_the_message_with_dots_unstuffed(count, block):
 def test_a_connection_closed_in_the_middle_of_a_message_is_a_mail_server_error():
     with pytest.raises(MailServerError):
         session_answering(ScriptedPop(message_lines(100), 4096, complete=False)).retrieve(1)
+
+
+def test_a_command_holding_a_line_break_is_never_sent():
+    """Defence in depth under the account validation: poplib itself would send both lines."""
+    import poplib
+    import socket
+
+    ours, theirs = socket.socketpair()
+    client = object.__new__(pop3.RecordingPOP3)
+    client.transcript, client.sock, client._debugging = Transcript(), ours, 0  # type: ignore[attr-defined]
+    with pytest.raises(poplib.error_proto) as refused:
+        client._putcmd("PASS pw\r\nDELE 1")
+    theirs.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        theirs.recv(100)
+    assert "DELE" not in str(refused.value) and client.transcript.lines == []
+    ours.close(), theirs.close()

@@ -13,8 +13,9 @@ from mailcore.models import Direction, Mail, MailAccount, MailStatus, SendReques
 from mailcore.protocols.diagnose import from_rewritten_warning, smtp_failure
 from mailcore.protocols.transcript import Transcript
 from mailcore.services.send import MailDeferred, send_mail
-from mailcore.storage.memory import memory_storage
 from mailcore.teams import ResolvedAccount
+
+from tests.fakes import memory_storage
 
 ENDPOINT = ServerEndpoint(host="smtp.office365.com", port=587, security="starttls")
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import boto3
 import pytest
+from mailcore.adapters.dynamodb import DynamoPullState
 from mailcore.errors import MailServerError
 from mailcore.mime import parse_message
-from mailcore.storage.memory import memory_storage
-from mailcore.storage.pull_state import DynamoPullState
 from moto import mock_aws
 
+from tests.fakes.storage import memory_storage
 from tests.unit.test_pull_pipeline import FakeMailbox, mail_id_of, pull
 
 

@@ -11,14 +11,14 @@ from collections.abc import Iterator
 
 import pytest
 from mailcore.errors import PullRunning, TeamConfigInvalid
-from mailcore.events import MemoryPublisher
 from mailcore.ids import incoming_mail_id
 from mailcore.models import Direction, Mail, MailAccount, MailStatus
 from mailcore.protocols.transcript import Transcript
-from mailcore.services.dispatch import MemoryPullQueue, dispatch_pulls
+from mailcore.services.dispatch import dispatch_pulls
 from mailcore.services.pull import ALREADY_RUNNING, mailbox_identity, pull_account, pull_accounts
-from mailcore.storage.memory import memory_storage
 from mailcore.teams import ResolvedAccount
+
+from tests.fakes import MemoryPublisher, MemoryPullQueue, memory_storage
 
 ACCOUNT = MailAccount.model_validate(
     {

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 from mailcore.errors import StoreRefused
-from mailcore.events import MAIL_SET_ASIDE, MemoryPublisher
+from mailcore.events import MAIL_SET_ASIDE
 from mailcore.mime.isolated import IsolatedParser, OutOfTime, OverBudget
 from mailcore.models import Mail
 from mailcore.services import pull as pull_service
 from mailcore.services.dispatch import pull_status
-from mailcore.storage.memory import memory_storage
 from mailcore.teams import Caller
 
+from tests.fakes import MemoryPublisher, memory_storage
 from tests.unit.test_pull_pipeline import TARGET, FakeMailbox, mail_id_of, pull
 
 HOSTILE = (

@@ -69,6 +69,23 @@ def test_a_mail_of_thousands_of_parts_keeps_the_first_ones_as_files_and_says_so(
     assert f"attachments: {MAX_ATTACHMENTS} of 9000 kept as files, all are in the raw message" in mail.cut
 
 
+def test_embedded_messages_past_the_attachment_cap_are_counted_once_each():
+    inner = "--B\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\nbody\r\n"
+    raw = (
+        "From: a@example.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+        + inner * (MAX_ATTACHMENTS + 3)
+        + "--B--\r\n"
+    ).encode()
+
+    mail = parse_message(raw)
+
+    assert len(mail.attachments) == MAX_ATTACHMENTS
+    assert (
+        f"attachments: {MAX_ATTACHMENTS} of {MAX_ATTACHMENTS + 3} kept as files, all are in the raw message"
+        in (mail.cut)
+    )
+
+
 def test_html_nested_deeper_than_the_cap_loses_the_deeper_start_tags_but_not_its_text():
     html = "<div>" * (MAX_HTML_DEPTH + 200) + "deep text" + "</div>" * (MAX_HTML_DEPTH + 200)
 

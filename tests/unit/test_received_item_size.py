@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from mailcore.adapters.dynamodb import BODY_INLINE_LIMIT, DynamoMail
 from mailcore.services.pull import prepare_incoming
-from mailcore.storage.aws import BODY_INLINE_LIMIT, DynamoMail
-from mailcore.storage.memory import MemoryBlobs
 
 from bench.item_size import DYNAMODB_ITEM_LIMIT, item_size
+from tests.fakes import MemoryBlobs
 from tests.unit.test_pull_pipeline import TARGET
 
 WIDE = "\U0001f600"  # four bytes in UTF-8: the most bytes a character can cost

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from mailcore.events import MAIL_RECEIVED, EventBridgePublisher, MailEvent
+from mailcore.adapters.eventbridge import EventBridgePublisher
+from mailcore.events import MAIL_RECEIVED, MailEvent
 from mailcore.models import Direction, Mail, MailStatus
 from mailcore.services.outbox import completion_event
 from moto import mock_aws

@@ -7,6 +7,7 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from mailcore.errors import InvalidInput
 
+from tests.stack import function_environment
 from tests.unit.test_handlers import LambdaContext, load
 
 RESET_URL = "https://app.example.test/reset?token=SECRET-RESET-TOKEN-42"
@@ -15,7 +16,8 @@ MISSPELLED = {"template": "password_reset", "to": ["user@example.test"], "variab
 
 @pytest.fixture
 def system_mail_app():
-    return load("system_mail")
+    with function_environment("SystemMailQueueFunction"):
+        yield load("system_mail")
 
 
 def test_a_queued_request_that_fails_validation_fails_without_its_values_in_the_error_or_log(

@@ -6,6 +6,7 @@ import pytest
 from mailcore.errors import AccountNotFound, AmbiguousAccount, NotAMember, TeamConfigInvalid
 from mailcore.teams import Caller, TeamDirectory, caller_from_claims
 
+from tests.fakes import MemorySecrets
 from tests.support import claims, rest_event
 from tests.unit.test_handlers import LambdaContext, load
 
@@ -18,25 +19,11 @@ ACCOUNT = {
 }
 
 
-class FakeSecrets:
-    """Stands in for Powertools' SecretsProvider: name -> JSON value."""
-
-    def __init__(self, secrets: dict[str, Any]) -> None:
-        self.secrets = secrets
-
-    def get(self, name: str, transform: str | None = None) -> Any:
-        from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
-
-        if name not in self.secrets:
-            raise GetParameterError(
-                "An error occurred (ResourceNotFoundException) when calling GetSecretValue"
-            )
-        return self.secrets[name]
-
-
 class FakeDirectory(TeamDirectory):
     def __init__(self, teams: dict[str, Any]) -> None:
-        super().__init__("teams/", provider=FakeSecrets({f"teams/{k}": v for k, v in teams.items()}))
+        super().__init__(
+            "teams/", MemorySecrets({f"teams/{k}": v for k, v in teams.items()}), list_max_age=60
+        )
         self.names = sorted(teams)
 
     def all_teams(self) -> list[str]:
@@ -106,7 +93,7 @@ def test_an_invalid_team_secret_names_the_problem_but_never_the_password():
 
 
 def test_a_broken_secret_of_another_team_does_not_break_resolving(directory):
-    directory.provider.secrets["teams/broken"] = {"type": "mail", "accounts": {"x": {"mail_from": 1}}}
+    directory.secrets.secrets["teams/broken"] = {"type": "mail", "accounts": {"x": {"mail_from": 1}}}
     directory.names.append("broken")
     with pytest.raises(AccountNotFound):
         directory.resolve_account(caller("sales"), "nobody")
@@ -146,19 +133,21 @@ def test_a_token_that_is_not_the_one_api_gateway_verified_is_not_read():
 
 
 def test_only_groups_with_a_mail_team_secret_are_teams(directory):
-    directory.provider.secrets["teams/system"] = {"type": "mail", "accounts": {}}
+    directory.secrets.secrets["teams/system"] = {"type": "mail", "accounts": {}}
     member = directory.member_teams(caller("sales", "chat", "admins", "system"))
     assert member.teams == {"sales"}
 
 
 @pytest.fixture
 def store_app(monkeypatch, directory):
-    from mailcore import runtime
-    from mailcore.storage.memory import memory_storage
+    from mailcore.wiring import store as store_wiring
+    from mailcore.wiring.store import StoreRoot
+
+    from tests.fakes import memory_storage
 
     storage = memory_storage()
-    monkeypatch.setattr(runtime, "storage", lambda: storage)
-    monkeypatch.setattr(runtime, "directory", lambda: directory)
+    root = StoreRoot(storage=storage, directory=directory)
+    monkeypatch.setattr(store_wiring, "root", lambda: root)
     app = load("store")
     app.storage = storage
     return app

@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 from mailcore.errors import InvalidInput, TeamConfigInvalid
-from mailcore.storage.memory import MemoryBlobs, MemoryRateLimits
 from mailcore.templates import PLACEHOLDER, MailTemplates
+
+from tests.fakes import MemoryBlobs, MemoryRateLimits
 
 SHIPPED = Path(__file__).resolve().parents[2] / "functions" / "system_mail" / "templates"
 

@@ -135,8 +135,9 @@ def test_credentials_an_smtp_server_echoes_in_its_error_are_masked_in_every_enco
 def test_a_failed_send_stores_no_echoed_credentials_in_mail_reply_or_error():
     from mailcore.models import SendRequest
     from mailcore.services.send import MailSendFailed, send_mail
-    from mailcore.storage.memory import memory_storage
     from mailcore.teams import ResolvedAccount
+
+    from tests.fakes import memory_storage
 
     port = serve_once(smtp_echoing_auth_plain)
     storage = memory_storage()
@@ -165,8 +166,9 @@ def pop3_echoing_pass(reader, writer):
 
 def test_a_password_a_pop3_server_echoes_reaches_no_pull_report_state_or_diagnosis():
     from mailcore.services.pull import pull_account
-    from mailcore.storage.memory import memory_storage
     from mailcore.teams import ResolvedAccount
+
+    from tests.fakes import memory_storage
 
     port = serve_once(pop3_echoing_pass)
     storage = memory_storage()

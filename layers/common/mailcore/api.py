@@ -21,9 +21,9 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from mailcore.errors import MailServerError, MailServiceError, NotAuthenticated
 from mailcore.protocols.diagnose import diagnosis
 from mailcore.protocols.transcript import Transcript
-from mailcore.teams import Caller, caller_from_claims
+from mailcore.teams import Caller, TeamDirectory, caller_from_claims
 
-logger = Logger()
+logger = Logger(child=True)
 
 
 def json_response(status: int, body: dict[str, Any]) -> Response[str]:
@@ -155,16 +155,14 @@ def make_resolver() -> APIGatewayRestResolver:
     return app
 
 
-def current_caller(app: APIGatewayRestResolver) -> Caller:
+def current_caller(app: APIGatewayRestResolver, directory: TeamDirectory) -> Caller:
     """The caller and its mail teams (only groups that have a mail team secret)."""
-    from mailcore import runtime
-
     event = app.current_event
     authorization = event.headers.get("Authorization") or event.headers.get("authorization")
     caller = caller_from_claims(event.request_context.authorizer.claims, authorization)
     if caller is None:
         raise NotAuthenticated("a valid token is required")
-    return runtime.directory().member_teams(caller)
+    return directory.member_teams(caller)
 
 
 # API Gateway (REST) gives up on an integration after 29 s; work for an HTTP caller must stop

@@ -97,9 +97,14 @@ def _configured_account(args: argparse.Namespace) -> SmtpAccount | MailAccount:
     if args.team or args.account:
         if not (args.team and args.account):
             raise ConfigurationError("--team and --account go together")
+        from mailcore.adapters.secretsmanager import SecretsManagerSecrets
+        from mailcore.settings import SECRETS_MAX_AGE_SECONDS
         from mailcore.teams import TeamDirectory
 
-        config = TeamDirectory(args.secret_prefix).team(args.team)
+        secrets = SecretsManagerSecrets(SECRETS_MAX_AGE_SECONDS)
+        config = TeamDirectory(args.secret_prefix, secrets, list_max_age=SECRETS_MAX_AGE_SECONDS).team(
+            args.team
+        )
         if config is None:
             raise ConfigurationError(f"no secret {args.secret_prefix}{args.team} for team {args.team!r}")
         if args.account not in config.accounts:
@@ -109,9 +114,10 @@ def _configured_account(args: argparse.Namespace) -> SmtpAccount | MailAccount:
     if args.system:
         if args.protocol != "smtp":
             raise ConfigurationError("the system mail configuration has SMTP only")
-        from aws_lambda_powertools.utilities.parameters import SecretsProvider
+        from mailcore.adapters.secretsmanager import SecretsManagerSecrets
+        from mailcore.settings import SECRETS_MAX_AGE_SECONDS
 
-        return load_system_config(SecretsProvider(), args.system_secret)
+        return load_system_config(SecretsManagerSecrets(SECRETS_MAX_AGE_SECONDS), args.system_secret)
     missing = [flag for flag in ("port", "security", "user") if getattr(args, flag) is None]
     if missing:
         raise ConfigurationError("with --host, give also " + ", ".join(f"--{flag}" for flag in missing))

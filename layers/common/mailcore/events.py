@@ -5,14 +5,11 @@ Events name the mail (team, account, mail id and what happened), never its conte
 
 from __future__ import annotations
 
-import json
-import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
-if TYPE_CHECKING:
-    from botocore.client import BaseClient
+# Named here too: the port is in mailcore.ports, most callers import it with the event types.
+from mailcore.ports import EventPublisher as EventPublisher
 
 SOURCE = "mail-service"
 MAIL_RECEIVED = "MailReceived"
@@ -24,10 +21,6 @@ MAIL_BOUNCED = "MailBounced"
 # A received message stored raw and unparsed (over its budget, or refused by storage): `reason`.
 MAIL_SET_ASIDE = "MailSetAside"
 ACCOUNT_CHANGED = "AccountChanged"
-# PutEvents takes at most 10 entries a call.
-_BATCH = 10
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,55 +57,3 @@ class AccountChanged:
 
 
 Event = MailEvent | AccountChanged
-
-
-class EventPublisher(Protocol):
-    def publish(self, events: Sequence[Event]) -> None: ...
-
-
-class EventBridgePublisher:
-    def __init__(self, bus_name: str, client: BaseClient | None = None) -> None:
-        self.bus_name = bus_name
-        self._client = client
-
-    @property
-    def client(self) -> BaseClient:
-        if self._client is None:
-            from mailcore.storage.aws import aws_client
-
-            self._client = aws_client("events")
-        return self._client
-
-    def publish(self, events: Sequence[Event]) -> None:
-        """Puts the events; entries EventBridge refuses are retried once, then logged (the mail
-        itself is stored either way: an event is a notification, not the record)."""
-        entries = [
-            {
-                "Source": SOURCE,
-                "DetailType": event.detail_type,
-                "Detail": json.dumps(event.detail()),
-                "EventBusName": self.bus_name,
-            }
-            for event in events
-        ]
-        for start in range(0, len(entries), _BATCH):
-            batch = entries[start : start + _BATCH]
-            for attempt in range(2):
-                answer = self.client.put_events(Entries=batch)
-                if not answer.get("FailedEntryCount"):
-                    break
-                batch = [
-                    entry
-                    for entry, result in zip(batch, answer["Entries"], strict=True)
-                    if "ErrorCode" in result
-                ]
-                if attempt:
-                    logger.error("could not put %d events on %s", len(batch), self.bus_name)
-
-
-class MemoryPublisher:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def publish(self, events: Sequence[Event]) -> None:
-        self.events.extend(events)

@@ -14,21 +14,19 @@ The API the send paths use (send_mail now; the outbox's sender can call the same
 
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 from mailcore.errors import MailServiceError
-from mailcore.storage.aws import AwsAdapter, count_below
+from mailcore.ports import LimitCounters
 from mailcore.teams import ResolvedAccount
 
 if TYPE_CHECKING:
-    from botocore.client import BaseClient
+    pass
 
 # A connection lease outlives any SMTP session of a Lambda (15 min at most); a crashed holder's
 # slot frees itself after this.
@@ -47,90 +45,6 @@ class RateLimited(MailServiceError):
         self.retry_after = retry_after
 
 
-class LimitCounters(Protocol):
-    def take(self, pk: str, minute: int, limit: int, expires_at: int) -> bool:
-        """Counts one message in `minute` unless `limit` are counted already."""
-        ...
-
-    def lease(self, pk: str, slot: int, holder: str, now: float, until: float) -> bool:
-        """Takes connection slot `slot` for `holder` unless another holder's lease is running."""
-        ...
-
-    def release(self, pk: str, slot: int, holder: str) -> None: ...
-
-
-class DynamoLimitCounters(AwsAdapter):
-    service = "dynamodb"
-
-    def __init__(self, table: str, client: BaseClient | None = None) -> None:
-        self.table = table
-        super().__init__(client)
-
-    def take(self, pk: str, minute: int, limit: int, expires_at: int) -> bool:
-        key = {"pk": {"S": pk}, "sk": {"S": f"RATE#{minute}"}}
-        return count_below(self.client, self.table, key, limit=limit, expires_at=expires_at)
-
-    def lease(self, pk: str, slot: int, holder: str, now: float, until: float) -> bool:
-        client = self.client
-        try:
-            # Closes the race of two processes taking the same free slot: only one put finds it
-            # free (absent, or its lease run out because the holder crashed).
-            client.put_item(
-                TableName=self.table,
-                Item={
-                    "pk": {"S": pk},
-                    "sk": {"S": f"CONN#{slot}"},
-                    "holder": {"S": holder},
-                    "lease_until": {"N": f"{until:.3f}"},
-                    "expires_at": {"N": str(math.ceil(until) + RATE_ITEM_LIFETIME_SECONDS)},
-                },
-                ConditionExpression="attribute_not_exists(pk) OR lease_until < :now",
-                ExpressionAttributeValues={":now": {"N": f"{now:.3f}"}},
-            )
-        except client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
-
-    def release(self, pk: str, slot: int, holder: str) -> None:
-        client = self.client
-        # A holder whose lease ran out and was taken over must not free the new holder's slot.
-        with contextlib.suppress(client.exceptions.ConditionalCheckFailedException):
-            client.delete_item(
-                TableName=self.table,
-                Key={"pk": {"S": pk}, "sk": {"S": f"CONN#{slot}"}},
-                ConditionExpression="holder = :holder",
-                ExpressionAttributeValues={":holder": {"S": holder}},
-            )
-
-
-class MemoryLimitCounters:
-    def __init__(self) -> None:
-        self.items: dict[tuple[str, str], dict[str, Any]] = {}
-        self._lock = threading.Lock()
-
-    def take(self, pk: str, minute: int, limit: int, expires_at: int) -> bool:
-        with self._lock:
-            item = self.items.setdefault((pk, f"RATE#{minute}"), {"count": 0})
-            if item["count"] >= limit:
-                return False
-            item["count"] += 1
-            return True
-
-    def lease(self, pk: str, slot: int, holder: str, now: float, until: float) -> bool:
-        with self._lock:
-            item = self.items.get((pk, f"CONN#{slot}"))
-            if item is not None and item["lease_until"] >= now:
-                return False
-            self.items[(pk, f"CONN#{slot}")] = {"holder": holder, "lease_until": until}
-            return True
-
-    def release(self, pk: str, slot: int, holder: str) -> None:
-        with self._lock:
-            item = self.items.get((pk, f"CONN#{slot}"))
-            if item is not None and item["holder"] == holder:
-                del self.items[(pk, f"CONN#{slot}")]
-
-
 class AccountLimiter:
     def __init__(self, counters: LimitCounters, *, clock: Callable[[], float] = time.time) -> None:
         self.counters = counters
@@ -142,7 +56,7 @@ class AccountLimiter:
 
     def take_message(self, target: ResolvedAccount) -> None:
         """Counts one message against the account's per-minute limit; RateLimited when it is used up."""
-        limit = target.account.message_rate_limit
+        limit = target.config.message_rate_limit
         if limit is None:
             return
         now = self.clock()
@@ -160,7 +74,7 @@ class AccountLimiter:
     @contextmanager
     def connection(self, target: ResolvedAccount) -> Iterator[None]:
         """Holds one of the account's SMTP connection slots for the block; RateLimited when none is free."""
-        limit = target.account.connection_limit
+        limit = target.config.connection_limit
         if limit is None:
             yield
             return

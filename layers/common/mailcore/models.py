@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -25,8 +26,40 @@ from pydantic import (
 )
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# A mail server's name or address: a DNS name, an IPv4 address or an IPv6 address (no spaces,
+# no scheme, no path: anything else would reach the resolver or a protocol line as it came).
+HOST_PATTERN = r"^(?:\w(?:[\w.-]*\w)?\.?|\[?[0-9A-Fa-f:.]+\]?)$"
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _ID = re.compile(ID_PATTERN)
+
+
+_PROTOCOL_LINE_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _one_protocol_line(value: object) -> object:
+    """Text that goes into a POP3/SMTP command line (a login, a password, a token) holds no control
+    character: a CR or LF in it would end the command and start another one on the team's session
+    (poplib sends what it is given). The message never repeats the value: it may be a secret."""
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    if isinstance(text, str) and _PROTOCOL_LINE_UNSAFE.search(text):
+        raise ValueError("must not contain control characters (line breaks, tabs, NUL)")
+    return value
+
+
+def _at_most(limit: int) -> AfterValidator:
+    def check(value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) > limit:
+            raise ValueError(f"must be at most {limit} characters")
+        return value
+
+    return AfterValidator(check)
+
+
+LoginText = Annotated[str, AfterValidator(_one_protocol_line)]
+Password = Annotated[SecretStr, AfterValidator(_one_protocol_line), _at_most(1024)]
+ClientSecret = Annotated[SecretStr, AfterValidator(_one_protocol_line), _at_most(1024)]
+# Microsoft's refresh tokens run to a few KB; 8 KB leaves room and still bounds the team secret.
+RefreshToken = Annotated[SecretStr, AfterValidator(_one_protocol_line), _at_most(8192)]
 
 
 class Security(StrEnum):
@@ -38,12 +71,12 @@ class Security(StrEnum):
 class ServerEndpoint(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    host: str = Field(min_length=1, max_length=253)
+    host: str = Field(min_length=1, max_length=253, pattern=HOST_PATTERN)
     port: int = Field(ge=1, le=65535)
     security: Security
     # The login on this server when it differs from the account's mail_username (Gmail's POP3
     # wants "recent:<address>", its SMTP the plain address).
-    username: str | None = Field(default=None, min_length=1)
+    username: LoginText | None = Field(default=None, min_length=1, max_length=320)
 
 
 class OAuth2Provider(StrEnum):
@@ -84,12 +117,12 @@ class OAuth2Auth(BaseModel):
 
     mode: Literal["oauth2"]
     provider: OAuth2Provider
-    client_id: str = Field(min_length=1)
-    client_secret: SecretStr | None = None
-    refresh_token: SecretStr | None = None
+    client_id: LoginText = Field(min_length=1, max_length=256)
+    client_secret: ClientSecret | None = None
+    refresh_token: RefreshToken | None = None
     tenant_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]{1,128}$")
-    token_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
-    scope: str | None = Field(default=None, min_length=1)
+    token_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^\s]+$")
+    scope: LoginText | None = Field(default=None, min_length=1, max_length=1024)
     pop3_auth_form: Pop3AuthForm = Pop3AuthForm.TWO_STEP
 
     @model_validator(mode="after")
@@ -145,8 +178,8 @@ class MailAccount(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     mail_from: str = Field(min_length=3)
-    mail_username: str = Field(min_length=1)
-    mail_password: SecretStr = SecretStr("")
+    mail_username: LoginText = Field(min_length=1, max_length=320)
+    mail_password: Password = SecretStr("")
     smtp: ServerEndpoint
     pop3: ServerEndpoint
     # Leaving mail on the server is the default: deleting is the one step that can lose mail.

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import logging
 import ssl
 import threading
 import time
@@ -26,11 +25,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aws_lambda_powertools import Logger
+
+from mailcore import telemetry
 from mailcore.errors import MailServerError
 from mailcore.models import OAuth2Auth
 from mailcore.protocols.transcript import Transcript
 
-logger = logging.getLogger(__name__)
+logger = Logger(child=True)
 
 # Renew this long before a token expires, so it never runs out between fetching and AUTH; for
 # short-lived tokens a quarter of their lifetime.
@@ -142,10 +144,12 @@ class TokenBroker:
             try:
                 answer = self._request(auth, refresh_token)
             except OAuth2Error as error:
+                telemetry.token_refresh_failed(team, account)
                 if not error.temporary:
                     self._refused[key] = (fingerprint, error)
                     self._cache.pop(key, None)
                 raise
+            telemetry.token_refreshed(team, account)
             token = answer["access_token"]
             lifetime = _lifetime(answer.get("expires_in"))
             margin = min(EXPIRY_MARGIN_SECONDS, lifetime / 4)
@@ -159,7 +163,10 @@ class TokenBroker:
                 # The login goes on with the new token (this process keeps it); the next process
                 # may find the old one refused, so an operator must hear of it.
                 logger.exception(
-                    "could not write the rotated refresh token of %s/%s to its team secret", team, account
+                    "could not write the rotated refresh token of %s/%s to its team secret",
+                    team,
+                    account,
+                    extra={"team": team, "account": account},
                 )
         return token
 

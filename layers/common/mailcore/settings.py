@@ -1,50 +1,80 @@
-"""Where the service's resources are: read from the environment template.yaml gives every function."""
+"""Where the service's resources are: the environment template.yaml gives each function, read and
+validated once at the function's init. A missing or malformed variable fails the init with its
+name; every default is written here, once.
+
+`Settings` is what every function gets (template.yaml's Globals); each function's composition
+root (mailcore.wiring) reads the subclass with the variables of its own resources."""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from typing import ClassVar
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The template's SecretsMaxAge default: how long a warm function keeps a team secret.
+SECRETS_MAX_AGE_SECONDS = 60.0
 
 
-@dataclass(frozen=True)
-class Settings:
-    mail_table: str
-    files_table: str
-    pull_state_table: str
-    bucket: str
-    team_secret_prefix: str
-    event_bus: str = ""
-    system_secret_name: str = ""
+class Settings(BaseSettings):
+    model_config: ClassVar[SettingsConfigDict] = SettingsConfigDict(
+        frozen=True, extra="ignore", populate_by_name=True, env_ignore_empty=False
+    )
+
+    mail_table: str = Field(alias="MAIL_TABLE", min_length=1)
+    files_table: str = Field(alias="FILES_TABLE", min_length=1)
+    pull_state_table: str = Field(alias="PULL_STATE_TABLE", min_length=1)
+    bucket: str = Field(alias="MAIL_BUCKET", min_length=1)
+    event_bus: str = Field(alias="MAIL_EVENT_BUS", min_length=1)
+    team_secret_prefix: str = Field(alias="TEAM_SECRET_PREFIX", min_length=1)
+    system_secret_name: str = Field(alias="SYSTEM_MAIL_SECRET_NAME", min_length=1)
+    # Team secrets (and the list of teams, and the system mail secret) are cached this long.
+    secrets_max_age: float = Field(
+        alias="POWERTOOLS_PARAMETERS_MAX_AGE", default=SECRETS_MAX_AGE_SECONDS, ge=0
+    )
     # An extra trust anchor for the mail servers' TLS (the local stack's own CA); empty in the cloud.
-    tls_ca_file: str = ""
-    pull_queue_url: str = ""
-    # Where mail that ended failed after its retries is also put (SQS queue URL), and the table
-    # of the send API's Idempotency-Key records.
-    outbox_dlq_url: str = ""
-    idempotency_table: str = ""
-    # System mail (functions/system_mail): see services/system.py.
-    system_recipient_limit: int = 5
-    system_templates_prefix: str = ""
-    store_system_mail_secrets: bool = False
-    system_mail_key_arn: str = ""
+    tls_ca_file: str = Field(alias="MAIL_TLS_CA_FILE", default="")
 
-    @classmethod
-    def from_env(cls) -> Settings:
-        env = os.environ
-        return cls(
-            mail_table=env.get("MAIL_TABLE", ""),
-            files_table=env.get("FILES_TABLE", ""),
-            pull_state_table=env.get("PULL_STATE_TABLE", ""),
-            bucket=env.get("MAIL_BUCKET", ""),
-            team_secret_prefix=env.get("TEAM_SECRET_PREFIX", "mail-service/teams/"),
-            event_bus=env.get("MAIL_EVENT_BUS", ""),
-            system_secret_name=env.get("SYSTEM_MAIL_SECRET_NAME", ""),
-            tls_ca_file=env.get("MAIL_TLS_CA_FILE", ""),
-            pull_queue_url=env.get("PULL_QUEUE_URL", ""),
-            outbox_dlq_url=env.get("OUTBOX_DLQ_URL", ""),
-            idempotency_table=env.get("IDEMPOTENCY_TABLE", ""),
-            system_recipient_limit=int(env.get("SYSTEM_MAIL_RECIPIENT_LIMIT", "5")),
-            system_templates_prefix=env.get("SYSTEM_TEMPLATES_PREFIX", ""),
-            store_system_mail_secrets=env.get("STORE_SYSTEM_MAIL_SECRETS", "false").lower() == "true",
-            system_mail_key_arn=env.get("SYSTEM_MAIL_KEY_ARN", ""),
+
+class PullSettings(Settings):
+    """The pull functions: the queue of scheduled pulls."""
+
+    pull_queue_url: str = Field(alias="PULL_QUEUE_URL", min_length=1)
+
+
+class OutboxSettings(Settings):
+    """The outbox's functions: where mail that ended failed after its retries is also put."""
+
+    outbox_dlq_url: str = Field(alias="OUTBOX_DLQ_URL", min_length=1)
+
+
+class SendSettings(OutboxSettings):
+    """The send API: also the table of its Idempotency-Key records."""
+
+    idempotency_table: str = Field(alias="IDEMPOTENCY_TABLE", min_length=1)
+
+
+class SystemMailSettings(Settings):
+    """System mail (functions/system_mail, four functions on one code): see services/system.py.
+    Only the queue and event functions keep idempotency records, only the Cognito sender decrypts
+    codes: those two are empty where the template does not give them, and checked where used."""
+
+    system_templates_prefix: str = Field(alias="SYSTEM_TEMPLATES_PREFIX", default="")
+    system_recipient_limit: int = Field(alias="SYSTEM_MAIL_RECIPIENT_LIMIT", default=5, ge=1)
+    store_system_mail_secrets: bool = Field(alias="STORE_SYSTEM_MAIL_SECRETS", default=False)
+    idempotency_table: str = Field(alias="IDEMPOTENCY_TABLE", default="")
+    system_mail_key_arn: str = Field(alias="SYSTEM_MAIL_KEY_ARN", default="")
+
+
+def read[SettingsT: Settings](kind: type[SettingsT]) -> SettingsT:
+    """The settings from the environment; a missing or malformed variable raises ValueError
+    naming every such variable (the function's init fails with it)."""
+    from pydantic import ValidationError
+
+    try:
+        return kind()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in entry['loc'])}: {entry['msg']}" for entry in error.errors()
         )
+        raise ValueError(f"{kind.__name__} from the environment: {problems}") from None

@@ -1,7 +1,7 @@
 """Teams, their secrets and their accounts: who may use which mail account.
 
 A team is a Cognito group; its configuration is the Secrets Manager secret `<prefix><team>`.
-Secrets are read through Powertools Parameters with caching, so a changed secret takes effect
+Secrets are read through a cache (port SecretReader), so a changed secret takes effect
 within the cache time (POWERTOOLS_PARAMETERS_MAX_AGE) without a redeploy or restart.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -23,8 +22,7 @@ from mailcore.errors import AccountNotFound, AmbiguousAccount, NotAMember, TeamC
 from mailcore.models import MailAccount, TeamConfig
 
 if TYPE_CHECKING:
-    from aws_lambda_powertools.utilities.parameters import SecretsProvider
-    from botocore.client import BaseClient
+    from mailcore.ports import SecretReader
 
 _TEAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=@-]{0,127}$")
 
@@ -44,7 +42,7 @@ class Caller:
 class ResolvedAccount:
     team: str
     name: str
-    account: MailAccount
+    config: MailAccount  # the account as its team secret holds it (Mail.account is its name)
 
 
 # The reserved team that system mail (password resets, sign-up codes) is stored under: never a
@@ -125,58 +123,23 @@ def describe_validation_error(error: ValidationError) -> str:
 
 
 class TeamDirectory:
-    def __init__(
-        self,
-        prefix: str,
-        *,
-        provider: SecretsProvider | None = None,
-        client: BaseClient | None = None,
-        list_max_age: float | None = None,
-    ) -> None:
+    def __init__(self, prefix: str, secrets: SecretReader, *, list_max_age: float) -> None:
         self.prefix = prefix
-        self._provider = provider
-        self._client = client
-        # The list of teams is cached like the secrets themselves (Powertools' max age).
-        self._list_max_age = (
-            list_max_age
-            if list_max_age is not None
-            else float(os.environ.get("POWERTOOLS_PARAMETERS_MAX_AGE", "300"))
-        )
+        self.secrets = secrets
+        # The list of teams is cached like the secrets themselves.
+        self._list_max_age = list_max_age
         self._listed: tuple[float, list[str]] | None = None
-
-    @property
-    def provider(self) -> SecretsProvider:
-        if self._provider is None:
-            from aws_lambda_powertools.utilities.parameters import SecretsProvider
-
-            self._provider = SecretsProvider(boto3_client=self.client)
-        return self._provider
-
-    @property
-    def client(self) -> BaseClient:
-        if self._client is None:
-            from mailcore.storage.aws import aws_client
-
-            self._client = aws_client("secretsmanager")
-        return self._client
 
     def team(self, name: str) -> TeamConfig | None:
         """The team's configuration, or None when the team has no secret (a team of another kind)."""
         if not _TEAM_NAME.match(name):
             return None
-        from aws_lambda_powertools.utilities.parameters.exceptions import (
-            GetParameterError,
-            TransformParameterError,
-        )
-
         try:
-            raw = self.provider.get(self.prefix + name, transform="json")
-        except TransformParameterError:
+            raw = self.secrets.cached_json(self.prefix + name)
+        except ValueError:
             raise TeamConfigInvalid(f"the secret of team {name!r} is not valid JSON") from None
-        except GetParameterError as error:
-            if "ResourceNotFoundException" in repr(error.__context__) or "ResourceNotFound" in str(error):
-                return None
-            raise
+        if raw is None:
+            return None
         try:
             return TeamConfig.model_validate(raw)
         except ValidationError as error:
@@ -184,33 +147,27 @@ class TeamDirectory:
             raise TeamConfigInvalid(message) from None
 
     def store_refresh_token(self, team: str, account: str, refresh_token: str) -> None:
-        """Writes a rotated OAuth2 refresh token into the team secret (PutSecretValue).
+        """Writes a rotated OAuth2 refresh token into the team secret.
 
         Read fresh, not from the cache: the write must not undo a change made since. Two processes
         rotating at once both write a valid token (providers keep the previous one valid a while).
         """
         name = self.prefix + team
-        config = json.loads(self.client.get_secret_value(SecretId=name)["SecretString"])
+        config = self.secrets.fresh_json(name)
         auth = config.get("accounts", {}).get(account, {}).get("auth")
         if not isinstance(auth, dict) or auth.get("mode") != "oauth2":
             return
         auth["refresh_token"] = refresh_token
-        self.client.put_secret_value(SecretId=name, SecretString=json.dumps(config))
-        # The next read must see the new token, not Powertools' cached copy with the old one.
-        self.provider.clear_cache()
+        self.secrets.put_json(name, config)
+        # The next read must see the new token, not the cached copy with the old one.
+        self.secrets.clear_cache()
 
     def all_teams(self) -> list[str]:
         """Every team that has a secret under the prefix (the listing is cached like the secrets)."""
         now = time.monotonic()
         if self._listed and now - self._listed[0] < self._list_max_age:
             return self._listed[1]
-        names: list[str] = []
-        paginator = self.client.get_paginator("list_secrets")
-        for page in paginator.paginate(Filters=[{"Key": "name", "Values": [self.prefix]}]):
-            for entry in page.get("SecretList", []):
-                name = entry["Name"]
-                if name.startswith(self.prefix) and not entry.get("DeletedDate"):
-                    names.append(name[len(self.prefix) :])
+        names = [name[len(self.prefix) :] for name in self.secrets.names_under(self.prefix)]
         self._listed = (now, sorted(names))
         return self._listed[1]
 

@@ -146,13 +146,23 @@ def build_message(
     if auto_generated:
         msg["Auto-Submitted"] = "auto-generated"
     msg["MIME-Version"] = "1.0"
+    _add_bodies(msg, body_text, body_html)
+    _add_attachments(msg, attachments)
+    return msg
 
+
+def _add_bodies(msg: EmailMessage, body_text: str | None, body_html: str | None) -> None:
+    """The plain text body (made from the HTML when only HTML is given), and the HTML as its
+    alternative."""
     if body_html is not None and body_text is None:
         body_text = text_from_html(body_html)
     msg.set_content(body_text or "", subtype="plain", charset="utf-8")
     if body_html is not None:
         msg.make_alternative()
         msg.attach(_part(body_html, subtype="html", charset="utf-8"))
+
+
+def _add_attachments(msg: EmailMessage, attachments: list[OutgoingAttachment]) -> None:
     if attachments:
         msg.make_mixed()
     for index, attachment in enumerate(attachments, start=1):
@@ -161,4 +171,3 @@ def build_message(
         msg.attach(
             _part(bytes(attachment.data), maintype, subtype, disposition="attachment", filename=filename)
         )
-    return msg

@@ -515,73 +515,102 @@ def _embedded_message(part: Message, index: int, content_type: str, filename: st
     )
 
 
-def _walk(msg: Message, mail: ParsedMail) -> tuple[str | None, str | None]:
-    """Fills in the attachments; answers the (text, html) bodies. One pass, no recursion."""
+def _content_type(part: Message) -> tuple[str, Mapping[str, str]]:
+    content_type, params = _structured(part, "content-type")
+    if content_type is None:
+        return part.get_default_type(), params
+    if content_type.count("/") != 1:  # RFC 2045: an invalid type is text/plain
+        return "text/plain", params
+    return content_type, params
+
+
+@dataclass
+class _Walk:
+    """One pass over a message's parts: the first plain and HTML text parts are the bodies,
+    the others attachments (at most MAX_ATTACHMENTS; the rest counted as left out)."""
+
+    mail: ParsedMail
     text: str | None = None
     html: str | None = None
-    stack: list[Message] = [msg]
-    left_out = 0
-    while stack:
-        part = stack.pop()
-        index = len(mail.attachments) + 1
-        try:
-            content_type, type_params = _structured(part, "content-type")
-            if content_type is None:
-                content_type = part.get_default_type()
-            elif content_type.count("/") != 1:  # RFC 2045: an invalid type is text/plain
-                content_type = "text/plain"
-            maintype, _, subtype = content_type.partition("/")
-            if part.is_multipart() and maintype != "message":
-                payload = part.get_payload()
-                if isinstance(payload, list):
-                    stack.extend(reversed([item for item in payload if isinstance(item, Message)]))
-                continue
-            disposition, disposition_params = _structured(part, "content-disposition")
-            filename = _safe_filename(disposition_params.get("filename") or type_params.get("name"))
-            if part.is_multipart() and len(mail.attachments) >= MAX_ATTACHMENTS:
-                left_out += 1
-            elif part.is_multipart():  # message/rfc822 and other message/* with a parsed payload
-                mail.attachments.append(_embedded_message(part, index, content_type, filename))
-                continue
-            if maintype == "multipart":  # a multipart without a usable boundary: show it as text
-                maintype, subtype = "text", "plain"
-            if maintype == "text" and disposition != "attachment" and not filename:
-                if subtype == "plain" and text is None:
-                    text = _text_of(part, subtype, type_params.get("charset"))
-                    continue
-                if subtype == "html" and html is None:
-                    html = _text_of(part, subtype, type_params.get("charset"))
-                    continue
-            if len(mail.attachments) >= MAX_ATTACHMENTS:
-                left_out += 1
-                continue
-            content_id = _content_id(part)
-            mail.attachments.append(
-                ParsedAttachment(
-                    filename=filename or _fallback_filename(index, content_type),
-                    content_type=content_type,
-                    data=_payload_bytes(part),
-                    content_id=content_id,
-                    inline=disposition == "inline" or (disposition is None and content_id is not None),
-                )
+    left_out: int = 0
+
+    def visit(self, part: Message, stack: list[Message]) -> None:
+        index = len(self.mail.attachments) + 1
+        content_type, type_params = _content_type(part)
+        maintype, _, subtype = content_type.partition("/")
+        if part.is_multipart() and maintype != "message":
+            payload = part.get_payload()
+            if isinstance(payload, list):
+                stack.extend(reversed([item for item in payload if isinstance(item, Message)]))
+            return
+        disposition, disposition_params = _structured(part, "content-disposition")
+        filename = _safe_filename(disposition_params.get("filename") or type_params.get("name"))
+        if part.is_multipart():  # message/rfc822 and other message/* with a parsed payload
+            if self._room():
+                self.mail.attachments.append(_embedded_message(part, index, content_type, filename))
+            return
+        if maintype == "multipart":  # a multipart without a usable boundary: show it as text
+            maintype, subtype = "text", "plain"
+        is_body = maintype == "text" and disposition != "attachment" and not filename
+        if (is_body and self._body(part, subtype, type_params.get("charset"))) or not self._room():
+            return
+        content_id = _content_id(part)
+        self.mail.attachments.append(
+            ParsedAttachment(
+                filename=filename or _fallback_filename(index, content_type),
+                content_type=content_type,
+                data=_payload_bytes(part),
+                content_id=content_id,
+                inline=disposition == "inline" or (disposition is None and content_id is not None),
             )
-        except Exception:  # keep what can be kept of a part that breaks the email package
-            if len(mail.attachments) >= MAX_ATTACHMENTS:
-                left_out += 1
-                continue
-            mail.attachments.append(
+        )
+
+    def keep_broken(self, part: Message) -> None:
+        """Keeps what can be kept of a part that breaks the email package: its bytes."""
+        if self._room():
+            self.mail.attachments.append(
                 ParsedAttachment(
-                    filename=_fallback_filename(index, "application/octet-stream"),
+                    filename=_fallback_filename(len(self.mail.attachments) + 1, "application/octet-stream"),
                     content_type="application/octet-stream",
                     data=_payload_bytes(part),
                     content_id=None,
                     inline=False,
                 )
             )
-    if left_out:
+
+    def _body(self, part: Message, subtype: str, charset: str | None) -> bool:
+        if subtype == "plain" and self.text is None:
+            self.text = _text_of(part, subtype, charset)
+            return True
+        if subtype == "html" and self.html is None:
+            self.html = _text_of(part, subtype, charset)
+            return True
+        return False
+
+    def _room(self) -> bool:
+        """Whether another attachment may be kept (one that may not is counted as left out)."""
+        if len(self.mail.attachments) < MAX_ATTACHMENTS:
+            return True
+        self.left_out += 1
+        return False
+
+
+def _walk(msg: Message, mail: ParsedMail) -> tuple[str | None, str | None]:
+    """Fills in the attachments; answers the (text, html) bodies. One pass, no recursion."""
+    walk = _Walk(mail)
+    stack: list[Message] = [msg]
+    while stack:
+        part = stack.pop()
+        try:
+            walk.visit(part, stack)
+        except Exception:  # keep what can be kept of a part that breaks the email package
+            walk.keep_broken(part)
+    if walk.left_out:
         kept = len(mail.attachments)
-        mail.cut.append(f"attachments: {kept} of {kept + left_out} kept as files, all are in the raw message")
-    return text, html
+        mail.cut.append(
+            f"attachments: {kept} of {kept + walk.left_out} kept as files, all are in the raw message"
+        )
+    return walk.text, walk.html
 
 
 def _normalise_text(text: str) -> str:

@@ -14,8 +14,10 @@ import poplib
 import smtplib
 import socket
 import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from email.utils import parseaddr
-from typing import Protocol
+from typing import Any, Protocol
 
 from mailcore.errors import MailServerError
 from mailcore.models import Mail, Security, ServerEndpoint
@@ -108,45 +110,206 @@ def network_failure(error: BaseException, protocol: str, endpoint: ServerEndpoin
     return None
 
 
-def _provider_diagnosis(
-    where: str, code: int, reply: str, *, username: str, mail_from: str, oauth2: bool
-) -> MailServerError | None:
-    """Replies of Microsoft 365 and Gmail that need a person to change a setting, in their words."""
-    if "5.7.139" in reply:
-        if not oauth2 and "basic" in reply.lower():
-            advice = "the tenant has turned off password (basic) logins for SMTP: switch the account to auth mode oauth2"
-        else:
-            advice = (
-                "SMTP AUTH is disabled for the tenant or for this mailbox: an Exchange admin must enable it "
-                "(Set-CASMailbox -Identity <mailbox> -SmtpClientAuthenticationDisabled $false, or "
-                "Set-TransportConfig -SmtpClientAuthenticationDisabled $false for the tenant)"
+@dataclass(frozen=True)
+class _Attempt:
+    """What a diagnosis knows besides the error: where it happened and who tried to log in."""
+
+    where: str
+    endpoint: ServerEndpoint
+    username: str = ""
+    mail_from: str = ""
+    oauth2: bool = False
+    sasl_error: str | None = None
+
+    @property
+    def sasl_said(self) -> str:
+        return f"; the server's XOAUTH2 error: {self.sasl_error}" if self.sasl_error else ""
+
+
+# A diagnosis of one kind of error: a MailServerError, or None to let the next rule try.
+Rule = tuple[
+    type[BaseException] | tuple[type[BaseException], ...], Callable[[Any, _Attempt], MailServerError | None]
+]
+
+
+def _first_diagnosis(rules: Sequence[Rule], error: BaseException, attempt: _Attempt) -> MailServerError:
+    for kind, diagnose in rules:
+        if isinstance(error, kind) and (found := diagnose(error, attempt)) is not None:
+            return found
+    return MailServerError(
+        f"{attempt.where}: unexpected failure ({type(error).__name__}: {error})", problem="unexpected"
+    )
+
+
+def is_busy_reply(code: int, reply: str) -> bool:
+    """A provider's "busy, try later": 421, or Exchange Online's 432 4.3.2 (a connection or
+    message limit of the mailbox)."""
+    return code == 421 or (code == 432 and "4.3.2" in reply)
+
+
+# Replies of Microsoft 365 and Gmail that need a person to change a setting, in their words:
+# (does the reply match (code, reply, oauth2), advice (over username, mail_from), temporary).
+_PROVIDER_REPLIES: tuple[tuple[Callable[[int, str, bool], bool], str, bool], ...] = (
+    (
+        lambda code, reply, oauth2: "5.7.139" in reply and not oauth2 and "basic" in reply.lower(),
+        "the tenant has turned off password (basic) logins for SMTP: switch the account to auth mode oauth2",
+        False,
+    ),
+    (
+        lambda code, reply, oauth2: "5.7.139" in reply,
+        "SMTP AUTH is disabled for the tenant or for this mailbox: an Exchange admin must enable it "
+        "(Set-CASMailbox -Identity <mailbox> -SmtpClientAuthenticationDisabled $false, or "
+        "Set-TransportConfig -SmtpClientAuthenticationDisabled $false for the tenant)",
+        False,
+    ),
+    (
+        lambda code, reply, oauth2: "5.7.30" in reply or ("basic auth" in reply.lower() and code >= 500),
+        "the server no longer accepts password (basic) logins; switch the account to auth mode oauth2 "
+        "(see the README)",
+        False,
+    ),
+    (
+        lambda code, reply, oauth2: "5.2.252" in reply or "sendasdenied" in reply.lower().replace(" ", ""),
+        "the login {username!r} may not send as {mail_from!r}; grant it 'Send As' on that mailbox "
+        "(Exchange admin) or set mail_from to the login's own address. Not retried: it fails the same "
+        "way until the permission changes",
+        False,
+    ),
+    (
+        lambda code, reply, oauth2: is_busy_reply(code, reply),
+        "the server is busy or the mailbox is over its connection or message limit (Exchange Online: "
+        "3 connections, 30 messages a minute); retry later",
+        True,
+    ),
+)
+
+
+def _provider_diagnosis(code: int, reply: str, attempt: _Attempt) -> MailServerError | None:
+    for matches, advice, temporary in _PROVIDER_REPLIES:
+        if matches(code, reply, attempt.oauth2):
+            said = advice.format(username=attempt.username, mail_from=attempt.mail_from)
+            return MailServerError(
+                f"{attempt.where}: {code} {reply}: {said}", reply_code=code, reply=reply, temporary=temporary
             )
-        return MailServerError(f"{where}: {code} {reply}: {advice}", reply_code=code, reply=reply)
-    if "5.7.30" in reply or ("basic auth" in reply.lower() and code >= 500):
-        return MailServerError(
-            f"{where}: {code} {reply}: the server no longer accepts password (basic) logins; "
-            "switch the account to auth mode oauth2 (see the README)",
-            reply_code=code,
-            reply=reply,
-        )
-    if "5.2.252" in reply or "sendasdenied" in reply.lower().replace(" ", ""):
-        return MailServerError(
-            f"{where}: {code} {reply}: the login {username!r} may not send as {mail_from!r}; grant it "
-            "'Send As' on that mailbox (Exchange admin) or set mail_from to the login's own address. "
-            "Not retried: it fails the same way until the permission changes",
-            reply_code=code,
-            reply=reply,
-            temporary=False,
-        )
-    if (code == 432 and "4.3.2" in reply) or code == 421:
-        return MailServerError(
-            f"{where}: {code} {reply}: the server is busy or the mailbox is over its connection or "
-            "message limit (Exchange Online: 3 connections, 30 messages a minute); retry later",
-            reply_code=code,
-            reply=reply,
-            temporary=True,
-        )
     return None
+
+
+def _smtp_provider_reply(error: smtplib.SMTPResponseException, attempt: _Attempt) -> MailServerError | None:
+    return _provider_diagnosis(error.smtp_code, _reply_text(error.smtp_error), attempt)
+
+
+def _smtp_login_refused(error: smtplib.SMTPAuthenticationError, attempt: _Attempt) -> MailServerError:
+    reply = _reply_text(error.smtp_error)
+    if attempt.oauth2:
+        return OAuth2LoginRefused(
+            f"{attempt.where}: the OAuth2 (XOAUTH2) login of {attempt.username!r} was refused "
+            f"({error.smtp_code} {reply}{attempt.sasl_said}). Check that the token's scope allows SMTP "
+            "(Microsoft: SMTP.SendAsApp for app-only, with the Exchange service principal granted on the "
+            "mailbox; Google: https://mail.google.com/) and that the login is the mailbox's address",
+            reply_code=error.smtp_code,
+            reply=reply,
+        )
+    return MailServerError(
+        f"{attempt.where}: authentication failed for {attempt.username!r} ({error.smtp_code} {reply}); "
+        "check the user name and password. Gmail needs an app password when 2-step verification is on; "
+        "Office 365 needs SMTP AUTH enabled for the mailbox",
+        reply_code=error.smtp_code,
+        reply=reply,
+        problem="auth_failed",
+    )
+
+
+# What the server did not offer (a word of smtplib's error): the problem, and what to check.
+_NOT_OFFERED = (
+    (
+        "STARTTLS",
+        "tls_not_offered",
+        "TLS expected but not offered: the server does not advertise STARTTLS, so the login would go "
+        "unencrypted. Check the port (587 offers STARTTLS, 465 wants security ssl); use security none "
+        "only on a network you trust",
+    ),
+    (
+        "AUTH",
+        "auth_not_offered",
+        "the server offers no login (SMTP AUTH) here; many offer it only after STARTTLS or on port 587. "
+        "Office 365 needs SMTP AUTH enabled for the mailbox",
+    ),
+)
+
+
+def _smtp_not_offered(error: smtplib.SMTPNotSupportedError, attempt: _Attempt) -> MailServerError:
+    for word, problem, advice in _NOT_OFFERED:
+        if word in str(error):
+            return MailServerError(f"{attempt.where}: {advice}", problem=problem)
+    return MailServerError(
+        f"{attempt.where}: the server does not offer what the account needs ({error}); "
+        "check the security setting (starttls, ssl) and the port",
+    )
+
+
+def _smtp_not_smtp(error: smtplib.SMTPConnectError, attempt: _Attempt) -> MailServerError | None:
+    if 200 <= error.smtp_code < 600:
+        return None
+    return MailServerError(
+        f"{attempt.where}: the server's greeting is not SMTP ({_reply_text(error.smtp_error)!r}); this port "
+        f"belongs to another service (POP3, IMAP?): SMTP is usually on port {USUAL_PORTS['SMTP']}",
+        problem="wrong_port",
+    )
+
+
+def _smtp_disconnected(error: smtplib.SMTPServerDisconnected, attempt: _Attempt) -> MailServerError:
+    return MailServerError(
+        f"{attempt.where}: the server closed the connection ({error}); with implicit TLS on a "
+        "STARTTLS port (or the reverse) servers often just hang up" + _mode_hint("SMTP", attempt.endpoint),
+        temporary=True,
+        problem="connection_dropped",
+    )
+
+
+def _smtp_recipients_refused(error: smtplib.SMTPRecipientsRefused, attempt: _Attempt) -> MailServerError:
+    refusals = [(code, _reply_text(reply)) for code, reply in error.recipients.values()]
+    for code, reply in refusals:
+        if (found := _provider_diagnosis(code, reply, attempt)) is not None:
+            return found
+    summary = "; ".join(
+        f"{rcpt}: {code} {_reply_text(reply)}" for rcpt, (code, reply) in error.recipients.items()
+    )
+    return MailServerError(
+        f"{attempt.where}: every recipient was refused ({summary})",
+        reply_code=refusals[0][0] if refusals else None,
+        reply=summary,
+        temporary=all(400 <= code < 500 for code, _ in refusals),
+        problem="recipients_refused",
+    )
+
+
+def _smtp_server_reply(error: smtplib.SMTPResponseException, attempt: _Attempt) -> MailServerError:
+    reply = _reply_text(error.smtp_error)
+    return MailServerError(
+        f"{attempt.where}: the server answered {error.smtp_code} {reply}",
+        reply_code=error.smtp_code,
+        reply=reply,
+        temporary=400 <= error.smtp_code < 500,
+        problem="server_reply",
+    )
+
+
+def _network(protocol: str) -> Rule:
+    # smtplib's own errors are OSErrors: any not diagnosed before ends here as a dropped connection.
+    return BaseException, lambda error, attempt: network_failure(error, protocol, attempt.endpoint)
+
+
+# In order: the first rule whose error kind matches and that returns a diagnosis wins.
+_SMTP_RULES: tuple[Rule, ...] = (
+    (smtplib.SMTPResponseException, _smtp_provider_reply),
+    (smtplib.SMTPAuthenticationError, _smtp_login_refused),
+    (smtplib.SMTPNotSupportedError, _smtp_not_offered),
+    (smtplib.SMTPConnectError, _smtp_not_smtp),
+    (smtplib.SMTPServerDisconnected, _smtp_disconnected),
+    (smtplib.SMTPRecipientsRefused, _smtp_recipients_refused),
+    (smtplib.SMTPResponseException, _smtp_server_reply),
+    _network("SMTP"),
+)
 
 
 def smtp_failure(
@@ -158,108 +321,66 @@ def smtp_failure(
     oauth2: bool = False,
     sasl_error: str | None = None,
 ) -> MailServerError:
-    where = _where("SMTP", endpoint)
-    if isinstance(error, smtplib.SMTPResponseException):
-        found = _provider_diagnosis(
-            where,
-            error.smtp_code,
-            _reply_text(error.smtp_error),
-            username=username,
-            mail_from=mail_from,
-            oauth2=oauth2,
-        )
-        if found is not None:
-            return found
-    if isinstance(error, smtplib.SMTPAuthenticationError) and oauth2:
-        reply = _reply_text(error.smtp_error)
-        said = f"; the server's XOAUTH2 error: {sasl_error}" if sasl_error else ""
+    attempt = _Attempt(_where("SMTP", endpoint), endpoint, username, mail_from, oauth2, sasl_error)
+    return _first_diagnosis(_SMTP_RULES, error, attempt)
+
+
+# A POP3 server's -ERR in words: (does the reply match (reply, lowered), problem, advice, temporary).
+_POP3_REPLIES: tuple[tuple[Callable[[str, str], bool], str, str, bool], ...] = (
+    (
+        lambda reply, lowered: reply[:3].isdigit(),
+        "wrong_port",
+        "the server's greeting is not POP3 ({reply!r}: an SMTP server?); POP3 is usually on port {usual}",
+        False,
+    ),
+    (
+        lambda reply, lowered: "stls" in lowered and "not supported" in lowered,
+        "tls_not_offered",
+        "TLS expected but not offered: the server does not support STLS, so the login would go "
+        "unencrypted. Use port 995 with security ssl, or security none only on a network you trust",
+        False,
+    ),
+    (
+        lambda reply, lowered: "pop" in lowered and ("enable" in lowered or "disabled" in lowered),
+        "pop3_disabled",
+        "POP3 is disabled for this mailbox ({reply}); enable it in the mailbox's settings (Gmail: "
+        "Settings, Forwarding and POP/IMAP; Office 365: the admin center)",
+        False,
+    ),
+    (
+        lambda reply, lowered: any(word in lowered for word in ("auth", "password", "login", "logon")),
+        "auth_failed",
+        "login failed for {username!r} ({reply}); check the user name and password. Gmail wants the "
+        "'recent:' prefix on the user name and an app password, and POP enabled in its settings; "
+        "Office 365 accepts only OAuth2 for POP3",
+        False,
+    ),
+    (lambda reply, lowered: True, "server_reply", "the server answered {reply}", True),
+)
+
+
+def _pop3_reply(error: poplib.error_proto, attempt: _Attempt) -> MailServerError:
+    reply = _reply_text(error.args[0] if error.args else b"")
+    if attempt.oauth2:
         return OAuth2LoginRefused(
-            f"{where}: the OAuth2 (XOAUTH2) login of {username!r} was refused ({error.smtp_code} {reply}"
-            f"{said}). Check that the token's scope allows SMTP (Microsoft: SMTP.SendAsApp for app-only, "
-            "with the Exchange service principal granted on the mailbox; Google: https://mail.google.com/) "
-            "and that the login is the mailbox's address",
-            reply_code=error.smtp_code,
+            f"{attempt.where}: the OAuth2 (XOAUTH2) login of {attempt.username!r} was refused ({reply}"
+            f"{attempt.sasl_said}). Check the token's scope (Microsoft app-only: POP.AccessAsApp, with the "
+            "Exchange service principal given FullAccess on the mailbox; delegated: POP.AccessAsUser.All; "
+            "Google: https://mail.google.com/), that POP is enabled for the mailbox, and that the login is "
+            "its address",
             reply=reply,
         )
-    if isinstance(error, smtplib.SMTPAuthenticationError):
-        reply = _reply_text(error.smtp_error)
-        return MailServerError(
-            f"{where}: authentication failed for {username!r} ({error.smtp_code} {reply}); check the "
-            "user name and password. Gmail needs an app password when 2-step verification is on; "
-            "Office 365 needs SMTP AUTH enabled for the mailbox",
-            reply_code=error.smtp_code,
-            reply=reply,
-            problem="auth_failed",
-        )
-    if isinstance(error, smtplib.SMTPNotSupportedError):
-        text = str(error)
-        if "STARTTLS" in text:
-            return MailServerError(
-                f"{where}: TLS expected but not offered: the server does not advertise STARTTLS, so "
-                "the login would go unencrypted. Check the port (587 offers STARTTLS, 465 wants "
-                "security ssl); use security none only on a network you trust",
-                problem="tls_not_offered",
-            )
-        if "AUTH" in text:
-            return MailServerError(
-                f"{where}: the server offers no login (SMTP AUTH) here; many offer it only after "
-                "STARTTLS or on port 587. Office 365 needs SMTP AUTH enabled for the mailbox",
-                problem="auth_not_offered",
-            )
-        return MailServerError(
-            f"{where}: the server does not offer what the account needs ({error}); "
-            "check the security setting (starttls, ssl) and the port",
-        )
-    if isinstance(error, smtplib.SMTPConnectError) and not 200 <= error.smtp_code < 600:
-        greeting = _reply_text(error.smtp_error)
-        return MailServerError(
-            f"{where}: the server's greeting is not SMTP ({greeting!r}); this port belongs to "
-            f"another service (POP3, IMAP?): SMTP is usually on port {USUAL_PORTS['SMTP']}",
-            problem="wrong_port",
-        )
-    if isinstance(error, smtplib.SMTPServerDisconnected):
-        return MailServerError(
-            f"{where}: the server closed the connection ({error}); with implicit TLS on a "
-            "STARTTLS port (or the reverse) servers often just hang up" + _mode_hint("SMTP", endpoint),
-            temporary=True,
-            problem="connection_dropped",
-        )
-    if isinstance(error, smtplib.SMTPRecipientsRefused):
-        for code, reply_bytes in error.recipients.values():
-            found = _provider_diagnosis(
-                where, code, _reply_text(reply_bytes), username=username, mail_from=mail_from, oauth2=oauth2
-            )
-            if found is not None:
-                return found
-        refusals = [(code, _reply_text(reply)) for code, reply in error.recipients.values()]
-        summary = "; ".join(
-            f"{rcpt}: {code} {_reply_text(reply)}" for rcpt, (code, reply) in error.recipients.items()
-        )
-        first_code = refusals[0][0] if refusals else None
-        return MailServerError(
-            f"{where}: every recipient was refused ({summary})",
-            reply_code=first_code,
-            reply=summary,
-            temporary=all(400 <= code < 500 for code, _ in refusals),
-            problem="recipients_refused",
-        )
-    if isinstance(error, smtplib.SMTPResponseException):
-        reply = _reply_text(error.smtp_error)
-        return MailServerError(
-            f"{where}: the server answered {error.smtp_code} {reply}",
-            reply_code=error.smtp_code,
-            reply=reply,
-            temporary=400 <= error.smtp_code < 500,
-            problem="server_reply",
-        )
-    found = network_failure(error, "SMTP", endpoint)
-    if found is not None:
-        return found
-    if isinstance(error, smtplib.SMTPException):
-        return MailServerError(f"{where}: {error}", temporary=True)
-    return MailServerError(
-        f"{where}: unexpected failure ({type(error).__name__}: {error})", problem="unexpected"
+    lowered = reply.lower()
+    problem, advice, temporary = next(
+        (problem, advice, temporary)
+        for matches, problem, advice, temporary in _POP3_REPLIES
+        if matches(reply, lowered)
     )
+    said = advice.format(reply=reply, username=attempt.username, usual=USUAL_PORTS["POP3"])
+    return MailServerError(f"{attempt.where}: {said}", reply=reply, temporary=temporary, problem=problem)
+
+
+_POP3_RULES: tuple[Rule, ...] = ((poplib.error_proto, _pop3_reply), _network("POP3"))
 
 
 def pop3_failure(
@@ -270,59 +391,8 @@ def pop3_failure(
     oauth2: bool = False,
     sasl_error: str | None = None,
 ) -> MailServerError:
-    where = _where("POP3", endpoint)
-    if isinstance(error, poplib.error_proto) and oauth2:
-        reply = _reply_text(error.args[0] if error.args else b"")
-        said = f"; the server's XOAUTH2 error: {sasl_error}" if sasl_error else ""
-        return OAuth2LoginRefused(
-            f"{where}: the OAuth2 (XOAUTH2) login of {username!r} was refused ({reply}{said}). Check the "
-            "token's scope (Microsoft app-only: POP.AccessAsApp, with the Exchange service principal given "
-            "FullAccess on the mailbox; delegated: POP.AccessAsUser.All; Google: https://mail.google.com/), "
-            "that POP is enabled for the mailbox, and that the login is its address",
-            reply=reply,
-        )
-    if isinstance(error, poplib.error_proto):
-        reply = _reply_text(error.args[0] if error.args else b"")
-        lowered = reply.lower()
-        if reply[:3].isdigit():
-            return MailServerError(
-                f"{where}: the server's greeting is not POP3 ({reply!r}: an SMTP server?); "
-                f"POP3 is usually on port {USUAL_PORTS['POP3']}",
-                reply=reply,
-                problem="wrong_port",
-            )
-        if "stls" in lowered and "not supported" in lowered:
-            return MailServerError(
-                f"{where}: TLS expected but not offered: the server does not support STLS, so the "
-                "login would go unencrypted. Use port 995 with security ssl, or security none only "
-                "on a network you trust",
-                reply=reply,
-                problem="tls_not_offered",
-            )
-        if "pop" in lowered and ("enable" in lowered or "disabled" in lowered):
-            return MailServerError(
-                f"{where}: POP3 is disabled for this mailbox ({reply}); enable it in the mailbox's "
-                "settings (Gmail: Settings, Forwarding and POP/IMAP; Office 365: the admin center)",
-                reply=reply,
-                problem="pop3_disabled",
-            )
-        if "auth" in lowered or "password" in lowered or "login" in lowered or "logon" in lowered:
-            return MailServerError(
-                f"{where}: login failed for {username!r} ({reply}); check the user name and password. "
-                "Gmail wants the 'recent:' prefix on the user name and an app password, and POP "
-                "enabled in its settings; Office 365 accepts only OAuth2 for POP3",
-                reply=reply,
-                problem="auth_failed",
-            )
-        return MailServerError(
-            f"{where}: the server answered {reply}", reply=reply, temporary=True, problem="server_reply"
-        )
-    found = network_failure(error, "POP3", endpoint)
-    if found is not None:
-        return found
-    return MailServerError(
-        f"{where}: unexpected failure ({type(error).__name__}: {error})", problem="unexpected"
-    )
+    attempt = _Attempt(_where("POP3", endpoint), endpoint, username, oauth2=oauth2, sasl_error=sasl_error)
+    return _first_diagnosis(_POP3_RULES, error, attempt)
 
 
 def _reply_text(reply: bytes | str) -> str:

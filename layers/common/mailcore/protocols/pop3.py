@@ -39,6 +39,9 @@ class _Recording:
         return sock
 
     def _putcmd(self, line: str) -> None:
+        if "\r" in line or "\n" in line:
+            # poplib would send it: a second command on the session. Never echo it (a password?).
+            raise poplib.error_proto("refused to send a POP3 command holding a line break")
         words = line.split(" ", 2)
         command = words[0].upper()
         if command == "PASS":

@@ -19,11 +19,39 @@ from mailcore.protocols.diagnose import smtp_failure
 from mailcore.protocols.transcript import REDACTED, Transcript
 from mailcore.textcut import cut_to_bytes
 
+# smtplib reads a multi-line reply until a line without "-", however many lines come (8 KB each):
+# a broken or hostile server could fill the function's memory. Real replies (EHLO's list, a
+# rejection's explanation) are a few KB.
+MAX_REPLY_BYTES = 64 * 1024
+
+
+class _BoundedReplies:
+    """The server's side of the socket, refusing a reply longer than MAX_REPLY_BYTES."""
+
+    def __init__(self, file: Any) -> None:
+        self.file = file
+        self.read_in_reply = 0
+
+    def start_reply(self) -> None:
+        self.read_in_reply = 0
+
+    def readline(self, limit: int = -1) -> bytes:
+        line: bytes = self.file.readline(limit)
+        self.read_in_reply += len(line)
+        if self.read_in_reply > MAX_REPLY_BYTES:
+            # smtplib turns an OSError into "Connection unexpectedly closed" and closes the socket.
+            raise OSError(f"the server's reply ran over {MAX_REPLY_BYTES // 1024} KB")
+        return line
+
+    def close(self) -> None:
+        self.file.close()
+
 
 class _Recording:
     """Records every command and reply; AUTH payloads and message data never enter the transcript."""
 
     _last_code: int = 0
+    file: Any = None
     # Set once the message's last byte (the final "." of DATA) is written; an error after that
     # leaves the mail's fate unknown.
     message_written: bool = False
@@ -51,6 +79,12 @@ class _Recording:
             self.message_written = True
 
     def getreply(self) -> tuple[int, bytes]:
+        sock = getattr(self, "sock", None)
+        if getattr(self, "file", None) is None and sock is not None:
+            # Made again after STARTTLS (smtplib drops its file then), so always bounded.
+            self.file = _BoundedReplies(sock.makefile("rb"))
+        if isinstance(self.file, _BoundedReplies):
+            self.file.start_reply()
         code, message = super().getreply()  # type: ignore[misc]
         self._last_code = code
         for line in message.decode("utf-8", "replace").splitlines() or [""]:

@@ -7,7 +7,7 @@ group `<team>-admin`, create, change, delete and check them.
 Secret values (mail_password, auth.client_secret, auth.refresh_token) never leave this module in
 an answer or an event: an answer says only whether each is set; a change that leaves one out
 keeps the stored value. Changes of one team's accounts are serialised by the team's writer lease
-(storage/team_secrets.py), so two at the same time never lose one of them; `If-Match` with the
+(adapters/dynamodb.py), so two at the same time never lose one of them; `If-Match` with the
 account's revision refuses a change made from an outdated copy.
 """
 
@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -36,12 +36,13 @@ from mailcore.errors import (
     NotAMember,
     NotFound,
 )
-from mailcore.events import ACCOUNT_CHANGED, AccountChanged, EventPublisher
+from mailcore.events import ACCOUNT_CHANGED, AccountChanged
 from mailcore.models import NAME_PATTERN, MailAccount, TeamConfig
 from mailcore.oauth2 import OAuth2Error, TokenBroker
+from mailcore.ports import AccountRevisions, EventPublisher, TeamSecrets
 from mailcore.protocols.diagnose import diagnosis
 from mailcore.protocols.transcript import Transcript
-from mailcore.services.team_writes import AccountRevisions, Writer, writer_lease
+from mailcore.services.team_writes import Writer, writer_lease
 from mailcore.storage import MailQuery, Storage
 from mailcore.teams import Caller
 
@@ -74,12 +75,6 @@ class CheckFailed(MailServiceError):
     def __init__(self, message: str, *, field: str | None, check: dict[str, Any]) -> None:
         super().__init__(message, field=field)
         self.check = check
-
-
-class TeamSecrets(Protocol):
-    def read(self, team: str) -> dict[str, Any] | None: ...
-
-    def write(self, team: str, config: dict[str, Any]) -> None: ...
 
 
 AccountChecker = Callable[[str, str, MailAccount], dict[str, Any]]

@@ -15,10 +15,11 @@ from mailcore.teams import ResolvedAccount
 BROKEN_FIELDS = ("broken_reason", "broken_fingerprint", "broken_at")
 
 
-def default_tokens() -> TokenBroker:
-    from mailcore import runtime
-
-    return runtime.tokens()
+def _broker(tokens: TokenBroker | None, target: ResolvedAccount) -> TokenBroker:
+    # The broker is the composition root's (it writes rotated refresh tokens back): never made here.
+    if tokens is None:
+        raise TypeError(f"account {target.name!r} logs in with OAuth2: its caller must pass a token broker")
+    return tokens
 
 
 def broken_mark(state: dict[str, Any] | None) -> dict[str, Any]:
@@ -35,7 +36,7 @@ def access_token(
     marked broken on its pull state with the fingerprint of its credentials; until the secret
     changes, every process answers the recorded error without asking the token endpoint again.
     """
-    auth = target.account.oauth2
+    auth = target.config.oauth2
     if auth is None:
         return None
     fingerprint = credential_fingerprint(auth)
@@ -47,7 +48,7 @@ def access_token(
             error="account_broken",
         )
     try:
-        return (tokens or default_tokens()).access_token(target.team, target.name, auth)
+        return _broker(tokens, target).access_token(target.team, target.name, auth)
     except OAuth2Error as error:
         if not error.temporary:
             mark = {
@@ -78,7 +79,7 @@ def open_session[SessionT: _Session](
     dropped and the login tried once more with a new one: the token endpoint then says what is
     wrong (invalid_grant marks the account broken) instead of every login failing until expiry.
     """
-    broker = (tokens or default_tokens()) if target.account.oauth2 is not None else None
+    broker = _broker(tokens, target) if target.config.oauth2 is not None else None
     for last_try in (False, True):
         from_cache = broker is not None and broker.has_token(target.team, target.name)
         session = make(access_token(target, tokens=broker, pull_state=pull_state))

@@ -4,73 +4,25 @@ server sees). A broken account costs only its own message."""
 
 from __future__ import annotations
 
-import json
-import logging
 import ssl
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
+
+from aws_lambda_powertools import Logger
 
 from mailcore.errors import PullRunning, TeamConfigInvalid
-from mailcore.events import EventPublisher
 from mailcore.models import AccountPullReport
 from mailcore.oauth2 import TokenBroker
+from mailcore.ports import EventPublisher, PullQueue
 from mailcore.protocols.transcript import Transcript
 from mailcore.services.pull import TIME_MARGIN_SECONDS, pull_account
 from mailcore.storage import Storage
 from mailcore.teams import Caller, ResolvedAccount, TeamDirectory
 
-if TYPE_CHECKING:
-    from botocore.client import BaseClient
-
-logger = logging.getLogger(__name__)
+logger = Logger(child=True)
 
 # SendMessageBatch takes at most 10 entries a call.
 _BATCH = 10
-
-
-class PullQueue(Protocol):
-    def send(self, accounts: list[dict[str, str]]) -> None:
-        """Enqueues one pull per {"team", "account"}; raises when some could not be enqueued."""
-        ...
-
-
-class SqsPullQueue:
-    def __init__(self, url: str, client: BaseClient | None = None) -> None:
-        self.url = url
-        self._client = client
-
-    @property
-    def client(self) -> BaseClient:
-        if self._client is None:
-            from mailcore.storage.aws import aws_client
-
-            self._client = aws_client("sqs")
-        return self._client
-
-    def send(self, accounts: list[dict[str, str]]) -> None:
-        failed = 0
-        for start in range(0, len(accounts), _BATCH):
-            entries = [
-                {"Id": str(index), "MessageBody": json.dumps(account, sort_keys=True)}
-                for index, account in enumerate(accounts[start : start + _BATCH])
-            ]
-            for _ in range(2):
-                answer = self.client.send_message_batch(QueueUrl=self.url, Entries=entries)
-                refused = {entry["Id"] for entry in answer.get("Failed", [])}
-                entries = [entry for entry in entries if entry["Id"] in refused]
-                if not entries:
-                    break
-            failed += len(entries)
-        if failed:
-            raise RuntimeError(f"{failed} of {len(accounts)} pulls could not be enqueued")
-
-
-class MemoryPullQueue:
-    def __init__(self) -> None:
-        self.sent: list[dict[str, str]] = []
-
-    def send(self, accounts: list[dict[str, str]]) -> None:
-        self.sent.extend(accounts)
 
 
 def dispatch_pulls(directory: TeamDirectory, queue: PullQueue) -> int:
@@ -81,7 +33,7 @@ def dispatch_pulls(directory: TeamDirectory, queue: PullQueue) -> int:
             resolved = directory.accounts_of([team])
         except TeamConfigInvalid as error:
             # One team's broken secret is its operators' problem; the other teams still pull.
-            logger.error("not pulling team %s: %s", team, error.message)
+            logger.error("not pulling a team", extra={"team": team, "reason": error.message})
             continue
         accounts.extend({"team": found.team, "account": found.name} for found in resolved)
     queue.send(accounts)
@@ -105,7 +57,7 @@ def pull_queued_account(
     team, account = str(message.get("team", "")), str(message.get("account", ""))
     config = directory.team(team)
     if config is None or account not in config.accounts:
-        logger.warning("queued pull of %s/%s: no such account any more", team, account)
+        logger.warning("queued pull: no such account any more", extra={"team": team, "account": account})
         return None
     if seconds_left() < TIME_MARGIN_SECONDS:
         queue.send([{"team": team, "account": account}])

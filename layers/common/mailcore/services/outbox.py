@@ -20,7 +20,6 @@ only then does it end `failed` and on the dead-letter queue.
 
 from __future__ import annotations
 
-import logging
 import secrets
 import ssl
 import threading
@@ -30,13 +29,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
+
+from aws_lambda_powertools import Logger
 
 from mailcore.errors import Conflict, DeliveryUnknown, InvalidInput, MailServerError, MailServiceError
-from mailcore.events import MAIL_CANCELLED, MAIL_DEFERRED, MAIL_FAILED, MAIL_SENT, EventPublisher, MailEvent
+from mailcore.events import MAIL_CANCELLED, MAIL_DEFERRED, MAIL_FAILED, MAIL_SENT, MailEvent
 from mailcore.limits import AccountLimiter, RateLimited
 from mailcore.models import Mail, MailAccount, MailStatus, SendRequest, parse_addresses
 from mailcore.oauth2 import TokenBroker
+from mailcore.ports import DeadLetters, EventPublisher
 from mailcore.protocols.smtp import SmtpSession
 from mailcore.protocols.transcript import Transcript
 from mailcore.services.credentials import open_session
@@ -44,7 +46,7 @@ from mailcore.services.retry import RetryPolicy, attempt_entry, capped, deferred
 from mailcore.storage import Clause, Guard, Storage, Transition, iso_time, outbox_key, raw_key
 from mailcore.teams import ResolvedAccount, TeamDirectory
 
-logger = logging.getLogger(__name__)
+logger = Logger(child=True)
 
 # Longer than any function's timeout, so a live sender never loses its claim; after it a
 # crashed sender's claim is taken over by the next sync or push.
@@ -66,20 +68,6 @@ CHUNKS_AHEAD = 8
 FINAL = (MailStatus.SENT, MailStatus.FAILED, MailStatus.UNKNOWN)
 # The index attributes of a mail still to send (storage.index_attributes), and of a claim.
 QUEUE_ATTRIBUTES = ("outbox", "waiting", "due_at", "lease_owner", "lease_until", "attempt_started_at")
-
-
-class DeadLetters(Protocol):
-    def put(self, body: dict[str, Any]) -> None:
-        """Keeps a mail that ended failed after its retries for a person (or a redrive) to see."""
-        ...
-
-
-class MemoryDeadLetters:
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-
-    def put(self, body: dict[str, Any]) -> None:
-        self.bodies.append(body)
 
 
 _iso = iso_time
@@ -497,7 +485,7 @@ class Outbox:
     def sync(self, target: ResolvedAccount) -> OutboxReport:
         """Sends everything still in the account's outbox (queued, or claimed by a sender whose
         lease ran out) and its waiting mail that is due (scheduled, deferred)."""
-        self._accounts[(target.team, target.name)] = target.account
+        self._accounts[(target.team, target.name)] = target.config
         ids = [mail.id for mail in self.storage.mail.outbox(target.team, target.name)]
         due = self.storage.mail.due(target.team, target.name, _iso(self.clock()))
         return self.send([*ids, *(mail.id for mail in due)])
@@ -758,7 +746,10 @@ class Outbox:
             if done:
                 events.append(completion_event(mail))
             else:
-                logger.warning("outcome of mail %s not recorded: its claim was superseded", mail.id)
+                logger.warning(
+                    "outcome of a mail not recorded: its claim was superseded",
+                    extra={"team": mail.team, "account": mail.account, "mail_id": mail.id},
+                )
         # PutEvents takes ten entries a call: publish whole tens now, the rest at the flush.
         with self._events_lock:
             self._pending_events.extend(events)

@@ -4,7 +4,7 @@ Order per message: raw bytes to the bucket, attachments to the file store, then 
 conditional put, and only then (when the account asks for it) DELE. The item's id derives from
 the message's UIDL, so a message pulled again after a crash or by a concurrent pull is never
 stored twice: the conditional put refuses the second copy. A lease per account (see
-mailcore.storage.pull_state) keeps a second pull from downloading the mailbox at the same time.
+mailcore.adapters.dynamodb) keeps a second pull from downloading the mailbox at the same time.
 
 The writes of a message run on a small thread pool while the next message is fetched and
 parsed: against real S3/DynamoDB latencies a loop waiting for each write would spend most of its
@@ -16,7 +16,6 @@ is sent only once its own writes completed.
 from __future__ import annotations
 
 import contextlib
-import logging
 import mimetypes
 import ssl
 import time
@@ -29,14 +28,17 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
 
-from mailcore import bounces
+from aws_lambda_powertools import Logger
+
+from mailcore import bounces, telemetry
 from mailcore.errors import MailServerError, PullRunning, StoreRefused
-from mailcore.events import MAIL_RECEIVED, MAIL_SET_ASIDE, EventPublisher, MailEvent
+from mailcore.events import MAIL_RECEIVED, MAIL_SET_ASIDE, MailEvent
 from mailcore.ids import incoming_mail_id, new_id
 from mailcore.mime.isolated import PARSERS, OutOfTime, OverBudget, ParserUnavailable
 from mailcore.mime.parse import ParsedMail, cheap_headers, parse_message
 from mailcore.models import AccountPullReport, Direction, Mail, MailStatus, StoredFile
 from mailcore.oauth2 import OAuth2Error, TokenBroker
+from mailcore.ports import EventPublisher
 from mailcore.protocols.diagnose import from_rewritten_warning
 from mailcore.protocols.pop3 import Pop3Session
 from mailcore.protocols.transcript import Transcript
@@ -44,7 +46,7 @@ from mailcore.services.credentials import broken_mark, open_session
 from mailcore.storage import Storage, file_key, raw_key
 from mailcore.teams import ResolvedAccount
 
-logger = logging.getLogger(__name__)
+logger = Logger(child=True)
 
 # Stop fetching when fewer seconds than this are left: storing one large message takes a while.
 TIME_MARGIN_SECONDS = 10.0
@@ -78,9 +80,14 @@ class MailboxSession(Protocol):
 SessionOpener = Callable[[ResolvedAccount], AbstractContextManager[MailboxSession]]
 
 
+def _keys(target: ResolvedAccount) -> dict[str, str]:
+    """The structured log keys of an account (names only: never its settings)."""
+    return {"team": target.team, "account": target.name}
+
+
 def mailbox_identity(target: ResolvedAccount) -> str:
-    pop3 = target.account.pop3
-    return f"{pop3.host}:{pop3.port}/{target.account.pop3_login}"
+    pop3 = target.config.pop3
+    return f"{pop3.host}:{pop3.port}/{target.config.pop3_login}"
 
 
 @dataclass
@@ -136,47 +143,55 @@ def parse_incoming(
     except Exception as error:  # the raw message is kept; a person can look at it
         parsed, parse_error = None, f"{type(error).__name__}: {error}"[:1000]
 
-    files = []
-    if parsed is not None:
-        for index, attachment in enumerate(parsed.attachments):
-            file_id = f"{mail_id}-{index}"
-            content_type = attachment.content_type or "application/octet-stream"
-            stored = StoredFile(
-                id=file_id,
-                team=team,
-                name=attachment.filename
-                or f"attachment-{index}{mimetypes.guess_extension(content_type) or ''}",
-                content_type=content_type,
-                size=len(attachment.data),
-                s3_key=file_key(team, file_id),
-                created_at=received,
-                content_id=attachment.content_id,
-                mail_id=mail_id,
-            )
-            files.append((stored, attachment.data))
-
+    files = _attachments(team, mail_id, parsed, received) if parsed is not None else []
     mail = _received_mail(team, account, uidl, raw, mail_id, received).model_copy(
         update={"parse_error": parse_error, "attachments": [stored.id for stored, _ in files]}
     )
     if parsed is not None:
-        mail = mail.model_copy(
-            update={
-                "from_": parsed.from_,
-                "to": parsed.to,
-                "cc": parsed.cc,
-                "reply_to": parsed.reply_to,
-                "subject": parsed.subject,
-                "date": parsed.date,
-                "message_id": parsed.message_id,
-                "in_reply_to": parsed.in_reply_to,
-                "references": parsed.references,
-                "body_text": parsed.body_text,
-                "body_html": parsed.body_html,
-                "cut": parsed.cut,
-            }
-        )
+        mail = mail.model_copy(update=_parsed_fields(parsed))
     mail = bounces.mark(mail, raw)
     return IncomingMail(mail=mail, raw_key=mail.raw_key or "", raw=raw, files=files)
+
+
+def _attachments(
+    team: str, mail_id: str, parsed: ParsedMail, received: datetime
+) -> list[tuple[StoredFile, bytes]]:
+    """The parsed message's attachments as the team's files, each with its bytes."""
+    files = []
+    for index, attachment in enumerate(parsed.attachments):
+        file_id = f"{mail_id}-{index}"
+        content_type = attachment.content_type or "application/octet-stream"
+        stored = StoredFile(
+            id=file_id,
+            team=team,
+            name=attachment.filename or f"attachment-{index}{mimetypes.guess_extension(content_type) or ''}",
+            content_type=content_type,
+            size=len(attachment.data),
+            s3_key=file_key(team, file_id),
+            created_at=received,
+            content_id=attachment.content_id,
+            mail_id=mail_id,
+        )
+        files.append((stored, attachment.data))
+    return files
+
+
+def _parsed_fields(parsed: ParsedMail) -> dict[str, Any]:
+    """What a received mail's item takes from its parsed message."""
+    return {
+        "from_": parsed.from_,
+        "to": parsed.to,
+        "cc": parsed.cc,
+        "reply_to": parsed.reply_to,
+        "subject": parsed.subject,
+        "date": parsed.date,
+        "message_id": parsed.message_id,
+        "in_reply_to": parsed.in_reply_to,
+        "references": parsed.references,
+        "body_text": parsed.body_text,
+        "body_html": parsed.body_html,
+        "cut": parsed.cut,
+    }
 
 
 def _received_mail(
@@ -261,7 +276,7 @@ class Attempts:
 
 def _log_failure(done: Future[None]) -> None:
     if (error := done.exception()) is not None:
-        logger.error("could not clear a message's attempt record: %s", error)
+        logger.error("could not clear a message's attempt record", extra={"reason": str(error)})
 
 
 def write_incoming(incoming: IncomingMail, storage: Storage) -> Mail | None:
@@ -321,7 +336,10 @@ class _ReceivedEvents:
             self.publisher.publish(batch)
         except Exception:
             # The mail is stored either way; an event is a notification, not the record.
-            logger.exception("could not put %d mail events", len(batch))
+            logger.exception(
+                "could not put mail events",
+                extra={"team": self.team, "account": self.account, "events": len(batch)},
+            )
 
 
 def pull_account(
@@ -344,11 +362,14 @@ def pull_account(
     budget = min(seconds_left(), MAX_PULL_SECONDS) if seconds_left is not None else MAX_PULL_SECONDS
     if not storage.pull_state.acquire_lease(team, account, holder, budget + LEASE_MARGIN_SECONDS):
         raise PullRunning(ALREADY_RUNNING, field="account")
+    started = time.monotonic()
     try:
         opener = open_session or _pop3_opener(transcript, tls_context, tokens, storage)
         report = AccountPullReport(team=team, account=account)
         broken: dict[str, object] = {}
-        aside = _SetAsideState(storage.pull_state.get(team, account))
+        previous = storage.pull_state.get(team, account)
+        _measure_lag(team, account, previous)
+        aside = _SetAsideState(previous)
         try:
             with PARSERS.borrowed() as parser:
                 _pull(
@@ -367,9 +388,19 @@ def pull_account(
             _record(storage, report, error="storing the mail failed; the next pull retries", aside=aside)
             raise
         _record(storage, report, error=report.error, broken=broken, aside=aside)
+        telemetry.pull_finished(team, account, seconds=time.monotonic() - started, backlog=report.remaining)
         return report
     finally:
         storage.pull_state.release_lease(team, account, holder)
+
+
+def _measure_lag(team: str, account: str, previous: dict[str, Any] | None) -> None:
+    """The time since the account's previous pull ended (none before its first pull)."""
+    try:
+        last = datetime.fromisoformat(str((previous or {})["last_pull_at"]))
+    except (KeyError, ValueError):
+        return
+    telemetry.pull_lag(team, account, max(0.0, (datetime.now(UTC) - last).total_seconds()))
 
 
 class TimedParse(Protocol):
@@ -392,7 +423,7 @@ def _pop3_opener(
         return open_session(
             target,
             lambda token: Pop3Session(
-                target.account, transcript=transcript, tls_context=tls_context, access_token=token
+                target.config, transcript=transcript, tls_context=tls_context, access_token=token
             ),
             tokens=tokens,
             pull_state=storage.pull_state,
@@ -439,7 +470,9 @@ def _record(
     except Exception:
         if error is None:
             raise
-        logger.exception("could not record the pull state of %s/%s", report.team, report.account)
+        logger.exception(
+            "could not record the pull state", extra={"team": report.team, "account": report.account}
+        )
 
 
 def _written_or_set_aside(
@@ -456,6 +489,127 @@ def _written_or_set_aside(
         return write_incoming(aside, storage), aside
 
 
+class _PullRun:
+    """One pull of an account: new messages fetched and parsed on the pull's thread, written on
+    the writers, and settled in order (DELE follows its own writes)."""
+
+    def __init__(
+        self,
+        target: ResolvedAccount,
+        report: AccountPullReport,
+        *,
+        storage: Storage,
+        seconds_left: Callable[[], float] | None,
+        events: EventPublisher | None,
+        aside: _SetAsideState,
+        parse: TimedParse,
+        holder: str,
+    ) -> None:
+        self.target, self.report, self.storage, self.holder = target, report, storage, holder
+        self.seconds_left, self.aside, self.parse = seconds_left, aside, parse
+        self.delete = not target.config.leave_on_server
+        self.received = _ReceivedEvents(events, target.team, target.name)
+        # (message number, its writes, its size, the message), settled in order.
+        self.pending: deque[tuple[int, Future[Mail | None], int, IncomingMail]] = deque()
+
+    def run(self, opener: SessionOpener, writers: ThreadPoolExecutor) -> None:
+        self.attempts = Attempts(self.target, self.storage, self.holder, writers)
+        with opener(self.target) as session:
+            new = self._new_messages(session)
+            for position, (number, uidl) in enumerate(new):
+                if not self._fetch(session, writers, number, uidl):
+                    self.report.remaining = len(new) - position
+                    break
+            while self.pending:
+                self._settle_first(session if self.delete else None)
+
+    def settle_without_deleting(self) -> None:
+        """The line broke or a write failed: what is already written still counts (and is not
+        deleted: this session will not QUIT, the next pull deletes it)."""
+        while self.pending:
+            try:
+                self._settle_first(None)
+            except Exception:
+                logger.exception("a write of a pulled mail failed", extra=_keys(self.target))
+
+    def _new_messages(self, session: MailboxSession) -> list[tuple[int, str]]:
+        """The listing's messages not stored yet; those stored before are deleted (if asked)."""
+        listing = session.listing()
+        identity = mailbox_identity(self.target)
+        ids = {
+            uidl: incoming_mail_id(self.target.team, self.target.name, identity, uidl) for _, uidl in listing
+        }
+        stored_before = self.storage.mail.existing_ids(ids.values())
+        new = [(number, uidl) for number, uidl in listing if ids[uidl] not in stored_before]
+        self.report.skipped = len(listing) - len(new)
+        if self.delete:
+            for number, uidl in listing:
+                if ids[uidl] in stored_before:
+                    session.delete(number)
+                    self.report.deleted += 1
+        return new
+
+    def _fetch(self, session: MailboxSession, writers: ThreadPoolExecutor, number: int, uidl: str) -> bool:
+        """Fetches and parses a message and starts its writes; False when the time is up first."""
+        left = self.seconds_left() if self.seconds_left is not None else None
+        if left is not None and left < TIME_MARGIN_SECONDS:
+            return False
+        deadline = None if left is None else time.monotonic() + left - WRITE_MARGIN_SECONDS
+        mail_id = incoming_mail_id(self.target.team, self.target.name, mailbox_identity(self.target), uidl)
+        died = self.attempts.begin(mail_id)
+        try:
+            raw = session.retrieve(number)
+        except BaseException:
+            self.attempts.abandon(mail_id, died)
+            raise
+        within = partial(self.parse, seconds_left=None if deadline is None else deadline - time.monotonic())
+        try:
+            incoming = self.attempts.prepare(uidl, raw, died, parse=within)
+        except OutOfTime:  # not the message's fault: the next pull takes it
+            return False
+        del raw
+        writes = writers.submit(write_incoming, incoming, self.storage)
+        self.pending.append((number, writes, len(incoming.raw), incoming))
+        del incoming
+        while self.pending and (
+            self.pending[0][1].done()
+            or len(self.pending) >= MAX_IN_FLIGHT
+            or sum(size for _, _, size, _ in self.pending) > MAX_BYTES_IN_FLIGHT
+        ):
+            self._settle_first(session if self.delete else None)
+        return True
+
+    def _settle_first(self, session: MailboxSession | None) -> None:
+        number, writes, _, incoming = self.pending.popleft()
+        stored, incoming = _written_or_set_aside(self.target, writes, incoming, self.storage)
+        if stored is None:
+            self.report.skipped += 1
+        else:
+            self._count(stored, incoming)
+        if session is not None:
+            session.delete(number)
+            self.report.deleted += 1
+
+    def _count(self, stored: Mail, incoming: IncomingMail) -> None:
+        report, target = self.report, self.target
+        report.fetched += 1
+        report.mail_ids.append(stored.id)
+        self.received.add(stored)
+        if incoming.set_aside is not None:
+            report.set_aside += 1
+            self.aside.add(stored, incoming.set_aside)
+            self.received.add_set_aside(stored, incoming.set_aside)
+            logger.warning(
+                "mail set aside", extra={**_keys(target), "mail_id": stored.id, "reason": stored.parse_error}
+            )
+        if warning := from_rewritten_warning(target.config, stored):
+            report.warnings.append(warning)
+            logger.warning(
+                "From rewritten by the provider",
+                extra={**_keys(target), "mail_id": stored.id, "reason": warning},
+            )
+
+
 def _pull(
     target: ResolvedAccount,
     report: AccountPullReport,
@@ -469,92 +623,22 @@ def _pull(
     parse: TimedParse,
     holder: str,
 ) -> None:
-    identity = mailbox_identity(target)
-    delete = not target.account.leave_on_server
-    received = _ReceivedEvents(events, target.team, target.name)
-    # (message number, its writes, its size, the message): settled in order, so DELE follows its
-    # own writes.
-    pending: deque[tuple[int, Future[Mail | None], int, IncomingMail]] = deque()
-
-    def settle_first(session: MailboxSession | None) -> None:
-        number, writes, _, incoming = pending.popleft()
-        stored, incoming = _written_or_set_aside(target, writes, incoming, storage)
-        if stored is None:
-            report.skipped += 1
-        else:
-            report.fetched += 1
-            report.mail_ids.append(stored.id)
-            received.add(stored)
-            if incoming.set_aside is not None:
-                report.set_aside += 1
-                aside.add(stored, incoming.set_aside)
-                received.add_set_aside(stored, incoming.set_aside)
-                logger.warning("%s/%s: mail %s %s", target.team, target.name, stored.id, stored.parse_error)
-            if warning := from_rewritten_warning(target.account, stored):
-                report.warnings.append(warning)
-                logger.warning("%s/%s: %s", target.team, target.name, warning)
-        if session is not None:
-            session.delete(number)
-            report.deleted += 1
-
+    run = _PullRun(
+        target,
+        report,
+        storage=storage,
+        seconds_left=seconds_left,
+        events=events,
+        aside=aside,
+        parse=parse,
+        holder=holder,
+    )
     try:
         with ThreadPoolExecutor(WRITERS, thread_name_prefix="pull-write") as writers:
-            attempts = Attempts(target, storage, holder, writers)
             try:
-                with opener(target) as session:
-                    listing = session.listing()
-                    ids = {
-                        uidl: incoming_mail_id(target.team, target.name, identity, uidl)
-                        for _, uidl in listing
-                    }
-                    stored_before = storage.mail.existing_ids(ids.values())
-                    new = [(number, uidl) for number, uidl in listing if ids[uidl] not in stored_before]
-                    report.skipped = len(listing) - len(new)
-                    if delete:
-                        for number, uidl in listing:
-                            if ids[uidl] in stored_before:
-                                session.delete(number)
-                                report.deleted += 1
-                    for position, (number, uidl) in enumerate(new):
-                        left = seconds_left() if seconds_left is not None else None
-                        if left is not None and left < TIME_MARGIN_SECONDS:
-                            report.remaining = len(new) - position
-                            break
-                        deadline = None if left is None else time.monotonic() + left - WRITE_MARGIN_SECONDS
-                        died = attempts.begin(ids[uidl])
-                        try:
-                            raw = session.retrieve(number)
-                        except BaseException:
-                            attempts.abandon(ids[uidl], died)
-                            raise
-                        within = partial(
-                            parse, seconds_left=None if deadline is None else deadline - time.monotonic()
-                        )
-                        try:
-                            incoming = attempts.prepare(uidl, raw, died, parse=within)
-                        except OutOfTime:  # not the message's fault: the next pull takes it
-                            report.remaining = len(new) - position
-                            break
-                        del raw
-                        writes = writers.submit(write_incoming, incoming, storage)
-                        pending.append((number, writes, len(incoming.raw), incoming))
-                        del incoming
-                        while pending and (
-                            pending[0][1].done()
-                            or len(pending) >= MAX_IN_FLIGHT
-                            or sum(size for _, _, size, _ in pending) > MAX_BYTES_IN_FLIGHT
-                        ):
-                            settle_first(session if delete else None)
-                    while pending:
-                        settle_first(session if delete else None)
+                run.run(opener, writers)
             finally:
-                # The line broke or a write failed: what is already written still counts (and
-                # is not deleted: this session will not QUIT, the next pull deletes it).
-                while pending:
-                    try:
-                        settle_first(None)
-                    except Exception:
-                        logger.exception("a write of %s/%s failed", target.team, target.name)
+                run.settle_without_deleting()
     except OAuth2Error as error:
         report.error = error.message
         if not error.temporary:
@@ -563,7 +647,7 @@ def _pull(
         report.error = error.message
         report.problem = error.problem
     finally:
-        received.flush()
+        run.received.flush()
 
 
 def pull_accounts(
@@ -595,7 +679,7 @@ def pull_accounts(
             reports.append(AccountPullReport(team=target.team, account=target.name, error=running.message))
         except Exception:
             # Storage failing is not the account's fault; report it and go on with the others.
-            logger.exception("pull of %s/%s failed", target.team, target.name)
+            logger.exception("pull failed", extra=_keys(target))
             reports.append(
                 AccountPullReport(
                     team=target.team, account=target.name, error="storing the mail failed; retry later"

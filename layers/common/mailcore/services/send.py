@@ -32,7 +32,7 @@ from mailcore.storage import Storage, raw_key
 from mailcore.teams import ResolvedAccount
 
 if TYPE_CHECKING:
-    from mailcore.events import EventPublisher
+    from mailcore.ports import EventPublisher
 
 # "Re:", "RE:", "re :", "Aw:" (German), "Sv:" (Nordic), "Antw:" (Dutch), also "Re[2]:".
 _REPLY_PREFIX = re.compile(r"^\s*(re|aw|sv|antw)\s*(\[\d+\])?\s*:", re.IGNORECASE)
@@ -46,7 +46,7 @@ class SystemSender:
 
     team: str
     name: str
-    account: SmtpAccount
+    config: SmtpAccount
 
 
 class MailSendFailed(MailServerError):
@@ -153,7 +153,7 @@ def compose(
     the item (the caller stores it with `status`)."""
     if missing := request.missing():
         raise InvalidInput(missing[1], field=missing[0])
-    account = target.account
+    account = target.config
     team_files(target.team, request.attachments, storage)
     subject, in_reply_to, references = request.subject, None, []
     if request.reply_to_mail:
@@ -321,7 +321,7 @@ def _handed_to_outbox(
 
     if not isinstance(target, ResolvedAccount):
         return None
-    waiting = deferred(RetryPolicy(), mail, error, now, target.account)
+    waiting = deferred(RetryPolicy(), mail, error, now, target.config)
     if waiting is None:
         return None
     waiting = waiting.model_copy(update={"status": MailStatus.DEFERRED})
@@ -356,7 +356,7 @@ def _deliver(
 
         def make(token: str | None) -> SmtpSession:
             return SmtpSession(
-                target.account, transcript=transcript, tls_context=tls_context, access_token=token
+                target.config, transcript=transcript, tls_context=tls_context, access_token=token
             )
 
         try:

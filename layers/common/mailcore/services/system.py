@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.headerregistry import Address
 from email.utils import getaddresses
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -32,7 +31,7 @@ from mailcore.teams import SYSTEM_TEAM, describe_validation_error
 from mailcore.templates import MailTemplates, RenderedMail
 
 if TYPE_CHECKING:
-    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+    from mailcore.ports import CodeDecrypter, SecretReader
 
 SYSTEM_ACCOUNT = "system"
 
@@ -75,10 +74,15 @@ class SystemMailConfig(BaseModel):
         return str(Address(display_name=self.from_name, addr_spec=self.from_address))
 
 
-def load_system_config(provider: SecretsProvider, secret_name: str) -> SystemMailConfig:
+def load_system_config(secrets: SecretReader, secret_name: str) -> SystemMailConfig:
     """Reads the system mail secret (cached like the team secrets: a change takes effect within
-    Powertools' max age, no restart)."""
-    raw = provider.get(secret_name, transform="json")
+    their max age, no restart)."""
+    try:
+        raw = secrets.cached_json(secret_name)
+    except ValueError as error:
+        raise TeamConfigInvalid(str(error)) from None
+    if raw is None:
+        raise TeamConfigInvalid(f"the system mail secret {secret_name!r} does not exist")
     try:
         return SystemMailConfig.model_validate(raw)
     except ValidationError as error:
@@ -95,7 +99,7 @@ def send_system_mail(
     tls_context: ssl.SSLContext,
     stored_as: SendRequest | None = None,
 ) -> Mail:
-    sender = SystemSender(team=SYSTEM_TEAM, name=SYSTEM_ACCOUNT, account=config)
+    sender = SystemSender(team=SYSTEM_TEAM, name=SYSTEM_ACCOUNT, config=config)
     return send_mail(
         sender, request, storage=storage, transcript=transcript, tls_context=tls_context, stored_as=stored_as
     )
@@ -213,27 +217,10 @@ def cognito_request(
     return SystemMailRequest(template=template, to=[email], variables=variables)
 
 
-def decrypt_cognito_code(encrypted: str, key_arn: str) -> str:
+def decrypt_cognito_code(encrypted: str, decrypter: CodeDecrypter) -> str:
     """The code Cognito encrypted with the AWS Encryption SDK under the stack's KMS key."""
     try:
         ciphertext = base64.b64decode(encrypted, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidInput("the code is not base64", field="request.code") from None
-    client, provider = _encryption_sdk(key_arn)
-    plaintext, _ = client.decrypt(source=ciphertext, key_provider=provider)
-    return bytes(plaintext).decode("utf-8")
-
-
-@cache
-def _encryption_sdk(key_arn: str) -> tuple[Any, Any]:
-    # Made once per process: the provider keeps its KMS client.
-    import aws_encryption_sdk
-    from aws_encryption_sdk.identifiers import CommitmentPolicy
-
-    if not key_arn:
-        raise TeamConfigInvalid("SYSTEM_MAIL_KEY_ARN is not set: the Cognito code cannot be decrypted")
-    client = aws_encryption_sdk.EncryptionSDKClient(
-        commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_ALLOW_DECRYPT
-    )
-    provider = aws_encryption_sdk.StrictAwsKmsMasterKeyProvider(key_ids=[key_arn])
-    return client, provider
+    return decrypter.decrypt(ciphertext).decode("utf-8")

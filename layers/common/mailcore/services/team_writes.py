@@ -1,5 +1,5 @@
 """Writes of a team secret: one writer at a time per team (the writer lease, see
-storage/team_secrets.py for the conditions), for account changes and rotated refresh tokens.
+adapters/dynamodb.py for the conditions), for account changes and rotated refresh tokens.
 
 Kept apart from services/accounts.py so that the pull and send functions, which write rotated
 refresh tokens, do not import the accounts use cases and the check tool at cold start.
@@ -7,14 +7,15 @@ refresh tokens, do not import the accounts use cases and the check tool at cold 
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Protocol
+
+from aws_lambda_powertools import Logger
 
 from mailcore.errors import Conflict
+from mailcore.ports import AccountRevisions
 
 # The writer lease outlives the accounts function's Timeout (60 s), and a rotated token's write
 # (one read and one write of the secret) takes seconds: a holder is done long before its lease
@@ -22,15 +23,7 @@ from mailcore.errors import Conflict
 LEASE_SECONDS = 90.0
 WAIT_SECONDS = 10.0
 
-logger = logging.getLogger(__name__)
-
-
-class AccountRevisions(Protocol):
-    def acquire(self, team: str, holder: str, seconds: float) -> bool: ...
-
-    def release(self, team: str, holder: str, *, account: str | None, revision: int | None) -> None: ...
-
-    def revisions(self, team: str) -> dict[str, int]: ...
+logger = Logger(child=True)
 
 
 class Writer:
@@ -76,5 +69,7 @@ def keep_rotated_refresh_token(
             store(team, account, refresh_token)
             return
     except Conflict:
-        logger.warning("refresh token of %s/%s written without the writer lease", team, account)
+        logger.warning(
+            "refresh token written without the writer lease", extra={"team": team, "account": account}
+        )
     store(team, account, refresh_token)

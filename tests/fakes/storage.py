@@ -188,7 +188,7 @@ class MemoryBlobs:
 
 
 class MemoryPullState:
-    """Same transitions as mailcore.storage.pull_state, under a lock instead of conditions."""
+    """Same transitions as mailcore.adapters.dynamodb.DynamoPullState, under a lock instead of conditions."""
 
     def __init__(self) -> None:
         self.states: dict[tuple[str, str], dict[str, Any]] = {}

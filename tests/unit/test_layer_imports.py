@@ -1,0 +1,111 @@
+"""The layer's shape (docs/architecture.md): no import cycle, AWS only in the adapters, no test
+fakes shipped, the domain free of its composition roots, settings checked at init."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from scripts.module_graph import LAYER, cycles, graph, imported_names, layer_modules
+from tests.stack import function_environment
+
+# The send pipeline (services/send.py <-> services/outbox.py) is being made one by issue 12's
+# send work; until then this is the only cycle allowed. Remove it from here when it is gone.
+KNOWN_CYCLES = [["mailcore.services.outbox", "mailcore.services.send"]]
+# Libraries that make AWS clients: only an adapter may import them.
+AWS_LIBRARIES = ("boto3", "botocore", "aws_encryption_sdk", "aws_lambda_powertools.utilities.parameters")
+ADAPTERS = "mailcore.adapters"
+ROOTS = "mailcore.wiring"
+# The mail-check command line builds what it uses, like a root.
+ENTRY_POINTS = {"mailcore.check"}
+
+
+def test_the_layer_has_no_import_cycle_but_the_known_one():
+    assert cycles(graph()) == KNOWN_CYCLES
+
+
+def test_a_new_cycle_is_found(tmp_path):
+    package = tmp_path / "mailcore"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from mailcore import b\n")
+    (package / "b.py").write_text("def f():\n    from mailcore.a import x\n")
+    (package / "c.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from mailcore import a\n"
+    )
+    (package / "d.py").write_text("from mailcore import c\n")
+    assert cycles(graph(tmp_path)) == [["mailcore.a", "mailcore.b"]]
+
+
+def test_only_adapters_import_the_libraries_that_make_aws_clients():
+    offenders = {
+        name: sorted(found)
+        for name, path in layer_modules().items()
+        if not name.startswith(ADAPTERS)
+        if (
+            found := {
+                imported for imported in imported_names(name, path) if imported.startswith(AWS_LIBRARIES)
+            }
+        )
+    }
+    assert offenders == {}
+
+
+def test_the_domain_imports_neither_adapters_nor_composition_roots():
+    offenders = {
+        name: sorted(found)
+        for name, targets in graph().items()
+        if not name.startswith((ADAPTERS, ROOTS)) and name not in ENTRY_POINTS
+        if (found := {target for target in targets if target.startswith((ADAPTERS, ROOTS))})
+    }
+    assert offenders == {}
+
+
+def test_the_layer_ships_no_in_memory_fakes():
+    fakes = [
+        f"{name}.{node.name}"
+        for name, path in layer_modules().items()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef) and node.name.startswith(("Memory", "Fake"))
+    ]
+    assert fakes == []
+    assert not (LAYER / "mailcore" / "storage" / "memory.py").exists()
+
+
+def test_a_missing_variable_fails_the_init_with_its_name(monkeypatch):
+    from mailcore.settings import SendSettings, read
+
+    monkeypatch.delenv("OUTBOX_DLQ_URL", raising=False)
+    monkeypatch.setenv("MAIL_TABLE", "")
+    with pytest.raises(ValueError) as failed:
+        read(SendSettings)
+    assert "OUTBOX_DLQ_URL" in str(failed.value) and "MAIL_TABLE" in str(failed.value)
+
+
+def test_a_malformed_variable_fails_the_init_with_its_name(monkeypatch, send_environment):
+    from mailcore.settings import SystemMailSettings, read
+
+    monkeypatch.setenv("SYSTEM_MAIL_RECIPIENT_LIMIT", "five")
+    with pytest.raises(ValueError, match="SYSTEM_MAIL_RECIPIENT_LIMIT"):
+        read(SystemMailSettings)
+
+
+@pytest.fixture
+def send_environment():
+    with function_environment("SendFunction") as environment:
+        yield environment
+
+
+def test_a_handlers_init_checks_its_settings_but_makes_no_client(send_environment):
+    from mailcore.adapters.base import aws_client
+    from mailcore.wiring import send
+
+    path = Path(__file__).resolve().parents[2] / "functions" / "send" / "app.py"
+    spec = importlib.util.spec_from_file_location("init_send_app", path)
+    assert spec is not None and spec.loader is not None
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    assert send.root().idempotency_table == send_environment["IDEMPOTENCY_TABLE"]  # read at init
+    assert aws_client.cache_info().currsize == 0
