@@ -86,6 +86,10 @@ bench-send: install
 bench-hostile: install
 	@$(PY) -m bench.hostile_mail
 
+# A function in a worker process (make run) against in-process (the suite): cold start, warm invocation.
+bench-execution: install
+	@$(PY) -m bench.execution
+
 # Both fuzz targets for longer than make test runs them, with random seeds.
 fuzz: fuzz-mail fuzz-api
 

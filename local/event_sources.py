@@ -2,8 +2,9 @@
 
 For every event source mapping (SQS, DynamoDB streams) and EventBridge rule target of the
 translated template (what CloudFormation creates from template.yaml), a thread polls the source in
-moto and invokes the handler in-process, as Lambda's event source mappings and EventBridge targets
-do in the cloud:
+moto and invokes the function (its execution environments: local/gateway.py FunctionRuntime), as
+Lambda's event source mappings and EventBridge targets do in the cloud; a failed invocation, an
+environment killed over its MemorySize or Timeout included, is treated as Lambda treats it:
 - SQS: batches of up to BatchSize; with ReportBatchItemFailures only the failed messages stay
   on the queue, otherwise a raised error leaves the whole batch (moto's redrive policy moves a
   message to its dead-letter queue after maxReceiveCount receives, as SQS does).

@@ -8,10 +8,12 @@ own is emulated too: 403 "Missing Authentication Token" for unknown routes, 401 
 token, 502 when the function fails or answers a malformed proxy response, 504 after the 29 s
 integration timeout, 413 beyond the payload limits, the API's GatewayResponses templates.
 
-Handlers run in this process. Each function gets a pool of "execution environments": a handler
-module imported by file path under a unique module name, used by one invocation at a time (as in
+Each function gets a pool of "execution environments", used by one invocation at a time (as in
 Lambda, where module state such as a Powertools resolver is never shared by concurrent requests);
-a concurrent request imports a fresh copy (a cold start). The environment variables of all functions
+a concurrent request gets a fresh one (a cold start). With isolation "process" (`make run`) an
+environment is a worker process bounded by the function's MemorySize (local/execution.py); with
+"thread" (the integration suite, whose tests patch the service) a handler module imported in this
+process by file path under a unique module name, and the environment variables of all functions
 share os.environ, so functions must agree on every variable they both set.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import decimal
 import fnmatch
 import hashlib
@@ -33,12 +36,12 @@ import time
 import traceback
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from joserfc import jwt
@@ -217,9 +220,33 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+Isolation = Literal["thread", "process"]
+
+
+class _ThreadEnvironment:
+    """An execution environment in this process: a copy of the handler module (see load_handler)."""
+
+    alive = True
+
+    def __init__(self, handler: Callable[[Any, Any], Any], role: iam.Principal | None) -> None:
+        self.handler, self.role = handler, role
+
+    def run(self, event: Any, context: LambdaContext) -> Any:
+        with iam.acting_as(self.role):
+            return self.handler(event, context)
+
+    def stop(self) -> None:
+        """A thread cannot be stopped: the environment is only never used again."""
+
+
 class FunctionRuntime:
     """Runs one function's handler like Lambda: a JSON copy of the event, a context, the
-    function's Timeout, a JSON result; a pool of execution environments for concurrency."""
+    function's Timeout, a JSON result; a pool of execution environments for concurrency.
+
+    isolation "process" (`make run`): each environment is a worker process bounded by the
+    function's MemorySize (local/execution.py). "thread": each environment is a copy of the
+    handler module in this process, so that a test can patch what the handler uses; nothing
+    bounds its memory there, and a timed-out invocation runs on (its environment is dropped)."""
 
     def __init__(
         self,
@@ -228,30 +255,59 @@ class FunctionRuntime:
         region: str = "us-east-1",
         account_id: str = "123456789012",
         role: iam.Principal | None = None,
+        isolation: Isolation = "thread",
+        foreign_variables: frozenset[str] = frozenset(),
     ) -> None:
         self.spec = spec
         self.region = region
         self.account_id = account_id
         # With a role, every AWS call of the function (its init included) is checked against it.
         self.role = role
-        if role is not None:
+        self.isolation = isolation
+        self.foreign_variables = foreign_variables
+        if role is not None and isolation == "thread":
             iam.install()
         self._lock = threading.Lock()
-        self._idle: list[Callable[[Any, Any], Any]] = []
-        self._created = 0
+        self._idle: list[Any] = []
+        self._made: list[Any] = []
 
     @property
     def environments(self) -> int:
-        """How many execution environments (module copies) were created so far."""
-        return self._created
+        """How many execution environments were created so far."""
+        return len(self._made)
 
-    def _acquire(self) -> Callable[[Any, Any], Any]:
+    def _acquire(self) -> Any:
         with self._lock:
-            if self._idle:
-                return self._idle.pop()
-            instance = self._created
-            self._created += 1
-        return load_handler(self.spec, instance)
+            while self._idle:
+                environment = self._idle.pop()
+                if environment.alive:
+                    return environment
+            instance = len(self._made)
+            self._made.append(None)
+        if self.isolation == "process":
+            from local.execution import WorkerProcess, worker_environment
+
+            made: Any = WorkerProcess(
+                self.spec,
+                role=self.role,
+                region=self.region,
+                account_id=self.account_id,
+                environment=worker_environment(self.spec, self.region, self.foreign_variables),
+            )
+        else:
+            with iam.acting_as(self.role):
+                made = _ThreadEnvironment(load_handler(self.spec, instance), self.role)
+        with self._lock:
+            self._made[instance] = made
+        return made
+
+    def close(self) -> None:
+        """Stops every execution environment (worker processes are killed)."""
+        with self._lock:
+            made, self._made, self._idle = self._made, [], []
+        for environment in made:
+            if environment is not None:
+                environment.stop()
 
     def invoke(
         self,
@@ -263,15 +319,14 @@ class FunctionRuntime:
     ) -> Any:
         """Calls the handler and returns its JSON result. Raises HandlerError (the handler
         raised), FunctionTimeout (it ran past the function's Timeout; the environment is
-        dropped), ResponseError, RequestTooLarge, or IntegrationTimeout when `wait` seconds
-        (less than the Timeout) pass first."""
+        stopped), EnvironmentExited (its process died: over MemorySize), ResponseError,
+        RequestTooLarge, or IntegrationTimeout when `wait` seconds (less than the Timeout) pass first."""
         payload = json.dumps(event, default=_json_default)
         size_limit = ASYNC_EVENT_LIMIT if asynchronous else LAMBDA_PAYLOAD_LIMIT
         if len(payload.encode()) > size_limit:
             raise RequestTooLarge(f"{self.spec.logical_id}: event over {size_limit} bytes")
         event_copy = json.loads(payload)
-        with iam.acting_as(self.role):
-            handler = self._acquire()
+        environment = self._acquire()
         context = LambdaContext(
             self.spec, region=self.region, account_id=self.account_id, request_id=request_id
         )
@@ -281,16 +336,17 @@ class FunctionRuntime:
 
         def run() -> None:
             try:
-                with iam.acting_as(self.role):
-                    outcome["result"] = handler(event_copy, context)
+                outcome["result"] = environment.run(event_copy, context)
+            except InvocationError as failure:  # the environment's own report (a worker process)
+                outcome["failure"] = failure
             except BaseException as error:  # everything a handler raises is the invocation's error
                 outcome["error"] = error
                 outcome["formatted"] = traceback.format_exc()
             finally:
                 with self._lock:
                     finished.set()
-                    if not state["dropped"]:
-                        self._idle.append(handler)
+                    if not state["dropped"] and environment.alive:
+                        self._idle.append(environment)
 
         worker = threading.Thread(
             target=run, name=f"lambda-{self.spec.logical_id}-{context.aws_request_id[:8]}", daemon=True
@@ -299,11 +355,19 @@ class FunctionRuntime:
         limit = float(self.spec.timeout) if wait is None else min(wait, float(self.spec.timeout))
         if not finished.wait(limit):
             with self._lock:
-                if not finished.is_set():
+                timed_out = not finished.is_set()
+                if timed_out:
                     if wait is not None and wait < self.spec.timeout:
                         raise IntegrationTimeout(f"{self.spec.logical_id}: no answer within {wait:g} s")
-                    state["dropped"] = True  # Lambda would stop this environment
-                    raise FunctionTimeout(f"Task timed out after {self.spec.timeout:.2f} seconds")
+                    state["dropped"] = True  # Lambda stops this environment
+            if timed_out:
+                environment.stop()
+                raise FunctionTimeout(f"Task timed out after {self.spec.timeout:.2f} seconds")
+        return self._result(outcome)
+
+    def _result(self, outcome: dict[str, Any]) -> Any:
+        if "failure" in outcome:
+            raise outcome["failure"]
         if "error" in outcome:
             error: BaseException = outcome["error"]
             raise HandlerError(error, outcome["formatted"]) from error
@@ -537,6 +601,7 @@ class LocalGateway:
         integration_timeout: float = INTEGRATION_TIMEOUT,
         log_requests: bool = True,
         check_iam: bool = False,
+        isolation: Isolation = "thread",
     ) -> None:
         if host not in _LOOPBACK:
             raise ValueError(f"the local gateway only binds loopback, not {host!r}")
@@ -550,6 +615,8 @@ class LocalGateway:
         self.integration_timeout = integration_timeout
         self.log_requests = log_requests
         self.check_iam = check_iam
+        self.isolation: Isolation = isolation
+        self._memory: dict[str, int] = {}
         routes = template.api_routes()
         if api_id is not None:
             routes = [route for route in routes if route.api_id == api_id]
@@ -604,6 +671,7 @@ class LocalGateway:
         self._thread.start()
 
     def stop(self) -> None:
+        self._close_runtimes()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -624,14 +692,38 @@ class LocalGateway:
     def runtime(self, function_id: str) -> FunctionRuntime:
         with self._runtimes_lock:
             if function_id not in self._runtimes:
-                spec = self.template.function(function_id)
+                functions = self.template.functions()
+                spec = functions[function_id]
+                if function_id in self._memory:
+                    spec = dataclasses.replace(spec, memory=self._memory[function_id])
+                others = {key for other in functions.values() for key in other.environment}
                 self._runtimes[function_id] = FunctionRuntime(
                     spec,
                     region=self.template.region,
                     account_id=self.template.account_id,
                     role=self.template.execution_role(function_id) if self.check_iam else None,
+                    isolation=self.isolation,
+                    foreign_variables=frozenset(others - set(spec.environment)),
                 )
             return self._runtimes[function_id]
+
+    def _close_runtimes(self) -> None:
+        with self._runtimes_lock:
+            runtimes, self._runtimes = list(self._runtimes.values()), {}
+        for runtime in runtimes:
+            runtime.close()
+
+    @contextlib.contextmanager
+    def isolated(self, memory: dict[str, int] | None = None) -> Iterator[None]:
+        """Every function runs in worker processes while inside (`memory`: MemorySize in MB
+        instead of the template's, by function), for the tests of a suite that runs in-process."""
+        saved, self.isolation, self._memory = self.isolation, "process", dict(memory or {})
+        self._close_runtimes()
+        try:
+            yield
+        finally:
+            self._close_runtimes()
+            self.isolation, self._memory = saved, {}
 
     def invoke(self, function_id: str, event: Any, *, asynchronous: bool = False) -> Any:
         """Invokes a function directly (schedules, queues, tests): returns its JSON result, raises

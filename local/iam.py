@@ -23,7 +23,7 @@ import functools
 import re
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +37,7 @@ from local import service_limits
 __all__ = [
     "Principal",
     "acting_as",
+    "add_usage",
     "evaluate",
     "install",
     "like",
@@ -73,6 +74,12 @@ def usage() -> dict[str, set[tuple[str, str]]]:
     """The (action, resource) pairs each function was allowed and used so far in this process."""
     with _usage_lock:
         return {function: set(actions) for function, actions in _usage.items()}
+
+
+def add_usage(function_id: str, pairs: Iterable[tuple[str, str]]) -> None:
+    """Counts calls a function was allowed in one of its worker processes (local/execution.py)."""
+    with _usage_lock:
+        _usage[function_id].update((str(action), str(resource)) for action, resource in pairs)
 
 
 @contextlib.contextmanager

@@ -3,8 +3,8 @@
     python -m local.invoke FUNCTION EVENT_FILE [--template template.yaml] [--stack-json .local/stack.json]
 
 The running local stack writes .local/stack.json; from it come the moto endpoint ("aws_endpoint",
-set as AWS_ENDPOINT_URL) and the functions' resolved environment ("environment"). The handler is
-loaded as the gateway loads it, called with the event (a JSON file, "-" for stdin) and a Lambda
+set as AWS_ENDPOINT_URL) and the functions' resolved environment ("environment"). The handler runs
+in a worker process bounded by the function's MemorySize, as `make run` runs it, called with the event (a JSON file, "-" for stdin) and a Lambda
 context, and its result printed as JSON. Exit status 0, or 1 when the function failed (the error is
 printed as Lambda reports it: errorMessage, errorType, stackTrace).
 """
@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +60,18 @@ def main(argv: list[str] | None = None) -> int:
 
     role = stack.get("roles", {}).get(args.function)
     principal = Principal(**{**role, "policies": tuple(role["policies"])}) if role else None
-    runtime = FunctionRuntime(spec, region=region, account_id=template.account_id, role=principal)
+    runtime = FunctionRuntime(
+        spec, region=region, account_id=template.account_id, role=principal, isolation="process"
+    )
     try:
         result = runtime.invoke(event)
     except HandlerError as failure:
         raised = failure.error
         report = {
             "errorMessage": str(raised),
-            "errorType": type(raised).__name__,
-            "stackTrace": traceback.format_tb(raised.__traceback__),
+            "errorType": failure.error_type,
+            # The frames as the worker process formatted them (the traceback stays over there).
+            "stackTrace": failure.formatted.splitlines()[1:-1],
         }
         print(json.dumps(report, indent=2))
         print(failure.formatted, file=sys.stderr, end="")
@@ -77,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     except InvocationError as failure:
         print(json.dumps({"errorMessage": str(failure), "errorType": failure.error_type}, indent=2))
         return 1
+    finally:
+        runtime.close()
     print(json.dumps(result, indent=2))
     return 0
 

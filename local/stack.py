@@ -28,7 +28,7 @@ from local import iam
 from local.aws import cognito_user, create_resources, id_token, start_moto_server
 from local.environment import use_local_aws
 from local.event_sources import EventSources
-from local.gateway import CognitoVerifier, LocalGateway
+from local.gateway import CognitoVerifier, Isolation, LocalGateway
 from local.mailservers import Mailbox, MailServerPorts, MailServers
 from local.oauth2_server import OAuth2Server
 from local.template import Template
@@ -52,7 +52,7 @@ LOCAL_STAND_INS: dict[str, str] = {
     "AWS::KMS::Key": CREATED_IN_MOTO + " (key policy stored, not evaluated)",
     "AWS::Cognito::UserPool": CREATED_IN_MOTO + " (its Lambda trigger is not wired)",
     "AWS::Cognito::UserPoolClient": CREATED_IN_MOTO,
-    "AWS::Lambda::Function": "run in this process by local/gateway.py (FunctionRuntime)",
+    "AWS::Lambda::Function": "worker processes bounded by its MemorySize, local/execution.py (FunctionRuntime)",
     "AWS::Lambda::LayerVersion": "its folder on sys.path",
     "AWS::IAM::Role": "every AWS call checked against it by local/iam.py",
     "AWS::ApiGateway::RestApi": "local/gateway.py, from its OpenAPI body",
@@ -121,8 +121,12 @@ class LocalStack:
         ports: StackPorts | None = None,
         parameter_overrides: dict[str, str] | None = None,
         run_schedules: bool = True,
+        isolation: Isolation = "process",
     ) -> None:
         self.state = state
+        # "process": each function in worker processes bounded by its MemorySize (local/execution.py);
+        # "thread": in this process, for tests that patch the service (tests/integration/conftest.py).
+        self.isolation: Isolation = isolation
         self.ports = ports or StackPorts()
         self.parameter_overrides = parameter_overrides or {}
         self.run_schedules = run_schedules
@@ -239,6 +243,7 @@ class LocalStack:
             authorizer=verifier,
             openapi_path=OPENAPI if OPENAPI.exists() else None,
             check_iam=True,
+            isolation=self.isolation,
         )
         self.gateway.start()
         if self.run_schedules:

@@ -176,7 +176,21 @@ class MemoryPullState:
     def __init__(self) -> None:
         self.states: dict[tuple[str, str], dict[str, Any]] = {}
         self.leases: dict[tuple[str, str], tuple[str, float]] = {}
+        self.attempts: dict[tuple[str, str, str], tuple[str, int]] = {}  # -> (holder, attempts)
         self._lock = threading.Lock()
+
+    def begin_attempt(self, team: str, account: str, mail_id: str, holder: str) -> int:
+        with self._lock:
+            last, attempts = self.attempts.get((team, account, mail_id), ("", 0))
+            if last == holder:
+                return attempts - 1
+            self.attempts[(team, account, mail_id)] = (holder, attempts + 1)
+            return attempts
+
+    def end_attempt(self, team: str, account: str, mail_id: str, holder: str) -> None:
+        with self._lock:
+            if self.attempts.get((team, account, mail_id), ("", 0))[0] == holder:
+                del self.attempts[(team, account, mail_id)]
 
     def acquire_lease(self, team: str, account: str, holder: str, seconds: float) -> bool:
         with self._lock:

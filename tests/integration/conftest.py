@@ -49,6 +49,10 @@ def stack() -> Iterator[LocalStack]:
         ports=StackPorts.free(),
         parameter_overrides={"SecretsMaxAge": SECRETS_MAX_AGE},
         run_schedules=False,
+        # In-process: many tests patch what the functions use (runtime.clock, a failing store,
+        # a smaller parser budget). Tests of the execution environments themselves (memory,
+        # crashes) and the smoke test switch to worker processes with `stack.gateway.isolated()`.
+        isolation="thread",
     )
     try:
         stack.start()

@@ -136,3 +136,20 @@ def test_a_changed_team_secret_takes_effect_without_a_restart(stack, new_team):
     time.sleep(1.2)  # the stack under test caches secrets for one second
     _, answer = pull(stack, team, account=team.account)
     assert answer["accounts"][0]["error"] is None
+
+
+def test_a_mail_whose_body_is_too_large_for_its_item_is_stored_with_the_body_in_the_bucket(stack, new_team):
+    # Bodies over the item's inline limit (mailcore.adapters.dynamodb.BODY_INLINE_LIMIT) go to S3
+    # under bodies/: without the PullFunction's grant there, such a newsletter stopped the account.
+    team = new_team()
+    paragraphs = "".join(f"<p>Paragraph {n} of a long newsletter.</p>" for n in range(8_000))
+    deliver(stack, team.mailbox.address, "Newsletter", html=paragraphs)
+    wait_for_messages(stack, team.mailbox.address, 1)
+
+    status, answer = pull(stack, team, account=team.account)
+
+    assert status == 200, answer
+    (report,) = answer["accounts"]
+    assert report["fetched"] == 1 and report["error"] is None
+    mail = stack_storage().mail.get(report["mail_ids"][0])
+    assert "Paragraph 7999 of a long newsletter." in mail.body_html

@@ -11,9 +11,11 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "smoke.py"
 
 
 def smoke(stack, account: str, *, to: str) -> subprocess.CompletedProcess[str]:
+    """The smoke test against the stack as `make run` runs it: each function in worker processes."""
     environment = {**os.environ, "SMOKE_TOKEN": stack.info["tokens"]["member"]}
     command = [sys.executable, str(SCRIPT), "--api", stack.info["api_url"], "--account", account, "--to", to]
-    return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=180)
+    with stack.gateway.isolated():
+        return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=180)
 
 
 def test_the_smoke_test_sends_pulls_and_reads_a_mail_and_its_attachment(stack):

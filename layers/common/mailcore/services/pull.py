@@ -15,12 +15,13 @@ is sent only once its own writes completed.
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
 import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -62,6 +63,10 @@ EVENT_BATCH = 10
 ALREADY_RUNNING = "a pull of this account is already running"
 # The start of the parse_error of a message stored raw and unparsed.
 SET_ASIDE = "set aside"
+# A message the function died preparing this many times (killed for memory or time, the whole
+# invocation gone) is set aside unparsed by the next pull: it must not stop the account forever.
+# Two, not one: a death can also come from elsewhere (a deployment, a host failure).
+MAX_DEATHS = 2
 
 
 class MailboxSession(Protocol):
@@ -225,6 +230,55 @@ def set_aside(
     return IncomingMail(mail=mail, raw_key=mail.raw_key or "", raw=raw, files=[], set_aside=reason)
 
 
+class Attempts:
+    """Crash-loop protection as data, for one pull: before a received message is prepared the pull
+    state records that pull `holder` prepares it, and clears that after (whatever the outcome, as
+    long as the function lives). A message found recorded by MAX_DEATHS earlier pulls is one the
+    function died preparing each time: it is set aside without parsing. The writes run on the
+    pull's writer threads: the record beside the message's RETR, the clearing beside what follows
+    (a kill before the clearing lands counts a death against that message: a window of one write)."""
+
+    def __init__(self, target: ResolvedAccount, storage: Storage, holder: str, writers: Executor) -> None:
+        self.target, self.storage, self.holder, self.writers = target, storage, holder, writers
+
+    def begin(self, mail_id: str) -> Future[int]:
+        """The number of earlier pulls that died preparing `mail_id`, once recorded."""
+        state = self.storage.pull_state
+        return self.writers.submit(
+            state.begin_attempt, self.target.team, self.target.name, mail_id, self.holder
+        )
+
+    def end(self, mail_id: str) -> None:
+        state = self.storage.pull_state
+        cleared = self.writers.submit(
+            state.end_attempt, self.target.team, self.target.name, mail_id, self.holder
+        )
+        cleared.add_done_callback(_log_failure)
+
+    def abandon(self, mail_id: str, died: Future[int]) -> None:
+        """The message was not prepared after all (its RETR failed): clear its record once written."""
+        with contextlib.suppress(Exception):
+            died.result()
+        self.end(mail_id)
+
+    def prepare(self, uidl: str, raw: bytes, died: Future[int], *, parse: Parse) -> IncomingMail:
+        """prepare_incoming, or set_aside after MAX_DEATHS deaths."""
+        mail_id = incoming_mail_id(self.target.team, self.target.name, mailbox_identity(self.target), uidl)
+        try:
+            deaths = died.result()
+            if deaths >= MAX_DEATHS:
+                reason = f"the function died preparing it {deaths} times"
+                return set_aside(self.target, uidl, raw, reason=reason)
+            return prepare_incoming(self.target, uidl, raw, parse=parse)
+        finally:
+            self.end(mail_id)
+
+
+def _log_failure(done: Future[None]) -> None:
+    if (error := done.exception()) is not None:
+        logger.error("could not clear a message's attempt record", extra={"reason": str(error)})
+
+
 def write_incoming(incoming: IncomingMail, storage: Storage) -> Mail | None:
     """Raw bytes, then attachments, then the item with a conditional put (the exactly-once
     guard: the item is written last, so an item never points at missing objects).
@@ -328,6 +382,7 @@ def pull_account(
                     broken=broken,
                     aside=aside,
                     parse=parser.parse if parse is None else _untimed(parse),
+                    holder=holder,
                 )
         except Exception:
             _record(storage, report, error="storing the mail failed; the next pull retries", aside=aside)
@@ -448,8 +503,9 @@ class _PullRun:
         events: EventPublisher | None,
         aside: _SetAsideState,
         parse: TimedParse,
+        holder: str,
     ) -> None:
-        self.target, self.report, self.storage = target, report, storage
+        self.target, self.report, self.storage, self.holder = target, report, storage, holder
         self.seconds_left, self.aside, self.parse = seconds_left, aside, parse
         self.delete = not target.config.leave_on_server
         self.received = _ReceivedEvents(events, target.team, target.name)
@@ -457,6 +513,7 @@ class _PullRun:
         self.pending: deque[tuple[int, Future[Mail | None], int, IncomingMail]] = deque()
 
     def run(self, opener: SessionOpener, writers: ThreadPoolExecutor) -> None:
+        self.attempts = Attempts(self.target, self.storage, self.holder, writers)
         with opener(self.target) as session:
             new = self._new_messages(session)
             for position, (number, uidl) in enumerate(new):
@@ -498,10 +555,16 @@ class _PullRun:
         if left is not None and left < TIME_MARGIN_SECONDS:
             return False
         deadline = None if left is None else time.monotonic() + left - WRITE_MARGIN_SECONDS
-        raw = session.retrieve(number)
+        mail_id = incoming_mail_id(self.target.team, self.target.name, mailbox_identity(self.target), uidl)
+        died = self.attempts.begin(mail_id)
+        try:
+            raw = session.retrieve(number)
+        except BaseException:
+            self.attempts.abandon(mail_id, died)
+            raise
         within = partial(self.parse, seconds_left=None if deadline is None else deadline - time.monotonic())
         try:
-            incoming = prepare_incoming(self.target, uidl, raw, parse=within)
+            incoming = self.attempts.prepare(uidl, raw, died, parse=within)
         except OutOfTime:  # not the message's fault: the next pull takes it
             return False
         del raw
@@ -558,9 +621,17 @@ def _pull(
     broken: dict[str, object],
     aside: _SetAsideState,
     parse: TimedParse,
+    holder: str,
 ) -> None:
     run = _PullRun(
-        target, report, storage=storage, seconds_left=seconds_left, events=events, aside=aside, parse=parse
+        target,
+        report,
+        storage=storage,
+        seconds_left=seconds_left,
+        events=events,
+        aside=aside,
+        parse=parse,
+        holder=holder,
     )
     try:
         with ThreadPoolExecutor(WRITERS, thread_name_prefix="pull-write") as writers:

@@ -137,6 +137,15 @@ class PullStateRepository(Protocol):
 
     def lease_held(self, team: str, account: str) -> bool: ...
 
+    def begin_attempt(self, team: str, account: str, mail_id: str, holder: str) -> int:
+        """Records that pull `holder` prepares received message `mail_id`; answers how many
+        earlier pulls did and never finished (the function died preparing it)."""
+        ...
+
+    def end_attempt(self, team: str, account: str, mail_id: str, holder: str) -> None:
+        """Clears the marker of `begin_attempt`, only if `holder` still holds it."""
+        ...
+
     def record(self, team: str, account: str, state: dict[str, Any]) -> None:
         """Keeps the outcome of an account's latest pull (time, counts, error) for status queries."""
         ...

@@ -14,6 +14,10 @@ def lambda_handler(event, context):
     query = (event or {}).get("queryStringParameters") or {}
     if "sleep" in query:
         time.sleep(float(query["sleep"]))
+    if "hold" in query:  # megabytes, for a moment
+        held = b"x" * int(query["hold"]) * 2**20
+        time.sleep(0.5)
+        del held
     body = {
         "event": event,
         "context": {
@@ -56,3 +60,19 @@ def binary(event, context):
         "body": base64.b64encode(b"\x00\xffbin").decode(),
         "isBase64Encoded": True,
     }
+
+
+def hoard(event, context):
+    """Holds `megabytes` of memory (in a child process with `child`) for a moment, then answers."""
+    import subprocess
+    import sys
+
+    megabytes = int(event.get("megabytes", 0))
+    if event.get("child"):
+        code = f"import time; held = b'x' * {megabytes} * 2**20; time.sleep(2)"
+        subprocess.run([sys.executable, "-c", code], check=False)
+    else:
+        held = b"x" * megabytes * 2**20
+        time.sleep(0.5)
+        del held
+    return {"held": megabytes, "pid": os.getpid(), "memory_limit_in_mb": context.memory_limit_in_mb}

@@ -1,0 +1,141 @@
+"""Crash-loop protection as data: a received message the function died preparing (killed for
+memory or time, so nothing after the kill ran) is recorded as attempted on the pull state, and
+after MAX_DEATHS such deaths the next pull sets it aside unparsed and goes on with the mail behind it."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+from mailcore.adapters.dynamodb import DynamoPullState
+from mailcore.errors import MailServerError
+from mailcore.mime import parse_message
+from moto import mock_aws
+
+from tests.fakes.storage import memory_storage
+from tests.unit.test_pull_pipeline import FakeMailbox, mail_id_of, pull
+
+
+class Killed(BaseException):
+    """Stands for the kill: the function's process is gone, nothing after this point runs."""
+
+
+class DyingPullState:
+    """The in-memory pull state of a function that dies: after `die()` no write reaches it (a
+    killed Lambda runs no `finally`), and the dead pull's lease is left to run out."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.dead = inner, False
+
+    def die(self) -> None:
+        self.dead = True
+
+    def revive(self) -> None:
+        """The next invocation, in a new execution environment, once the dead pull's lease ran out."""
+        self.dead = False
+        self.inner.leases.clear()
+
+    def __getattr__(self, name: str):
+        method = getattr(self.inner, name)
+        return (lambda *args, **kwargs: None) if self.dead else method
+
+
+def killing_on(marker: bytes, state: DyingPullState, deaths: list[int]):
+    """A parse step during which the function is killed whenever the message holds `marker`."""
+
+    def parse(raw: bytes):
+        if marker in raw:
+            deaths.append(1)
+            state.die()
+            raise Killed
+        return parse_message(raw)
+
+    return parse
+
+
+def pulled_after_kills(mailbox: FakeMailbox, storage, parse, kills: int):
+    """Pulls until one pull completes, each dead pull followed by a new invocation."""
+    for _ in range(kills):
+        with pytest.raises(Killed):
+            pull(mailbox, storage, parse=parse)
+        storage.pull_state.revive()
+    return pull(mailbox, storage, parse=parse)
+
+
+def test_a_message_the_function_died_preparing_twice_is_set_aside_unparsed_and_the_pull_goes_on():
+    mailbox, storage, deaths = FakeMailbox(3), memory_storage(), []
+    storage.pull_state = DyingPullState(storage.pull_state)
+    mailbox.messages[2] = (mailbox.messages[2][0], b"Subject: deadly\r\nFrom: m@example.test\r\n\r\nkill\r\n")
+
+    report = pulled_after_kills(mailbox, storage, killing_on(b"kill", storage.pull_state, deaths), kills=2)
+
+    aside = storage.mail.get(mail_id_of(mailbox, 2))
+    assert aside.parse_error == "set aside: the function died preparing it 2 times"
+    assert aside.subject == "deadly" and storage.blobs.get(aside.raw_key) == mailbox.messages[2][1]
+    assert storage.mail.get(mail_id_of(mailbox, 3)) is not None
+    # The second pull prepared it again (one death is not enough); every marker is cleared.
+    assert (len(deaths), report.set_aside, set(mailbox.deleted)) == (2, 1, {1, 2, 3})
+    assert storage.pull_state.inner.attempts == {}
+
+
+class LineBreaksAt(FakeMailbox):
+    """A mailbox whose connection breaks while message `number` is sent."""
+
+    def __init__(self, count: int, number: int) -> None:
+        super().__init__(count)
+        self.breaks_at = number
+
+    def retrieve(self, number: int) -> bytes:
+        if number == self.breaks_at:
+            raise MailServerError("the connection to the mail server broke")
+        return super().retrieve(number)
+
+
+def test_a_message_whose_fetch_fails_is_no_death_its_record_is_cleared():
+    mailbox, storage = LineBreaksAt(3, number=2), memory_storage()
+
+    report = pull(mailbox, storage)
+
+    assert report.error and report.fetched == 1
+    assert storage.pull_state.attempts == {}
+
+
+@pytest.fixture
+def dynamo_pull_state():
+    with mock_aws():
+        client = boto3.session.Session().client("dynamodb", region_name="us-east-1")
+        keys = {"pk": "HASH", "sk": "RANGE"}  # as PullStateTable's
+        client.create_table(
+            TableName="pull-state",
+            AttributeDefinitions=[{"AttributeName": name, "AttributeType": "S"} for name in keys],
+            KeySchema=[{"AttributeName": name, "KeyType": kind} for name, kind in keys.items()],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        yield DynamoPullState("pull-state", client=client)
+
+
+def test_attempts_on_dynamodb_count_the_pulls_that_never_finished_the_message(dynamo_pull_state):
+    state = dynamo_pull_state
+
+    assert state.begin_attempt("acme", "main", "m1", "pull-a") == 0
+    assert state.begin_attempt("acme", "main", "m1", "pull-b") == 1  # pull-a died
+    assert state.begin_attempt("acme", "main", "m1", "pull-c") == 2  # and pull-b
+    assert state.begin_attempt("acme", "main", "m2", "pull-c") == 0  # per message
+
+
+def test_a_retried_begin_of_the_same_pull_is_not_counted_as_a_death(dynamo_pull_state):
+    state = dynamo_pull_state
+    state.begin_attempt("acme", "main", "m1", "pull-a")
+    state.begin_attempt("acme", "main", "m1", "pull-b")
+
+    assert state.begin_attempt("acme", "main", "m1", "pull-b") == 1  # the SDK sent it again
+
+
+def test_only_the_pull_that_holds_the_marker_clears_it(dynamo_pull_state):
+    state = dynamo_pull_state
+    state.begin_attempt("acme", "main", "m1", "overran")
+    state.begin_attempt("acme", "main", "m1", "newer")
+
+    state.end_attempt("acme", "main", "m1", "overran")
+    assert state.begin_attempt("acme", "main", "m1", "third") == 2
+    state.end_attempt("acme", "main", "m1", "third")
+    assert state.begin_attempt("acme", "main", "m1", "fourth") == 0
