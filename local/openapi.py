@@ -35,9 +35,8 @@ def openapi_document(template_path: Path = ROOT / "template.yaml") -> str:
         security=[{"cognito": []}],
         on_conflict="error",
     )
-    functions = template.functions()
     for function_id in sorted(http_functions):
-        spec = functions[function_id]
+        spec = template.function(function_id, resolve_environment=False)
         merge.add_file(spec.code_dir / (spec.module.replace(".", "/") + ".py"), "app")
     document = without_unanswered_422(json.loads(merge.get_openapi_json_schema()))
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
