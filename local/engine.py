@@ -62,10 +62,13 @@ def engine_template(template: Template) -> tuple[dict[str, Any], dict[str, str]]
             return [rewrite(item) for item in value]
         if not isinstance(value, dict):
             return value
-        if set(value) == {"Ref"} and _is_resource(value["Ref"], inside, parameters):
+        if set(value) == {"Ref"} and _outside(value["Ref"], inside, parameters):
             return outside(value, "Local" + value["Ref"].replace(".", ""))
-        if set(value) == {"Fn::GetAtt"} and _is_resource(_target(value["Fn::GetAtt"]), inside, parameters):
-            return outside(value, "Local" + "".join(value["Fn::GetAtt"]))
+        if set(value) == {"Fn::GetAtt"}:
+            parts = value["Fn::GetAtt"]
+            parts = [str(part) for part in parts] if isinstance(parts, list) else str(parts).split(".", 1)
+            if _outside(parts[0], inside, parameters):
+                return outside({"Fn::GetAtt": parts}, "Local" + "".join(parts))
         if set(value) == {"Fn::Sub"}:
             text, variables = (
                 (value["Fn::Sub"], {}) if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"]
@@ -73,7 +76,7 @@ def engine_template(template: Template) -> tuple[dict[str, Any], dict[str, str]]
 
             def replace(match: re.Match[str]) -> str:
                 name = match.group(1).strip()
-                if name in variables or not _is_resource(name.split(".")[0], inside, parameters):
+                if name in variables or not _outside(name.split(".")[0], inside, parameters):
                     return match.group(0)
                 reference = {"Fn::GetAtt": name.split(".", 1)} if "." in name else {"Ref": name}
                 return "${" + outside(reference, "Local" + name.replace(".", ""))["Ref"] + "}"
@@ -83,12 +86,28 @@ def engine_template(template: Template) -> tuple[dict[str, Any], dict[str, str]]
         return {key: rewrite(item) for key, item in value.items()}
 
     resources = rewrite(inside)
+    _name_fifo_queues(resources, template.stack_name)
+    body = {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Parameters": parameters,
+        "Conditions": translated.data.get("Conditions") or {},
+        "Resources": resources,
+        "Outputs": _outputs(inside),
+    }
+    return body, values
+
+
+def _name_fifo_queues(resources: dict[str, Any], stack_name: str) -> None:
+    """CloudFormation names a FIFO queue "<stack>-<LogicalId>-<random>.fifo"; moto leaves out .fifo."""
     for logical_id, resource in resources.items():
         properties = resource.get("Properties") or {}
         if resource["Type"] == "AWS::SQS::Queue" and properties.get("FifoQueue") in (True, "true"):
-            # CloudFormation names a FIFO queue "<stack>-<LogicalId>-<random>.fifo"; moto leaves out .fifo.
             suffix = "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(12))
-            properties.setdefault("QueueName", f"{template.stack_name}-{logical_id}-{suffix}.fifo")
+            properties.setdefault("QueueName", f"{stack_name}-{logical_id}-{suffix}.fifo")
+
+
+def _outputs(inside: dict[str, Any]) -> dict[str, Any]:
+    """An Output "<LogicalId><Attribute>" for Ref and every attribute the stack reads back."""
     outputs: dict[str, Any] = {}
     for logical_id, resource in inside.items():
         type_ = resource["Type"]
@@ -99,27 +118,16 @@ def engine_template(template: Template) -> tuple[dict[str, Any], dict[str, str]]
             if attribute == "StreamArn" and "StreamSpecification" not in (resource.get("Properties") or {}):
                 continue
             outputs[f"{logical_id}{attribute}"] = {"Value": {"Fn::GetAtt": [logical_id, attribute]}}
-    body = {
-        "AWSTemplateFormatVersion": "2010-09-09",
-        "Parameters": parameters,
-        "Conditions": translated.data.get("Conditions") or {},
-        "Resources": resources,
-        "Outputs": outputs,
-    }
-    return body, values
+    return outputs
 
 
 def _parameter_value(value: Any) -> str:
     return ",".join(value) if isinstance(value, list) else str(value)
 
 
-def _target(get_att: Any) -> str:
-    return str(get_att[0] if isinstance(get_att, list) else str(get_att).split(".")[0])
-
-
-def _is_resource(name: str, inside: dict[str, Any], parameters: dict[str, Any]) -> bool:
-    """A logical id outside the engine's stack (not one of its resources, parameters or pseudo
-    parameters)."""
+def _outside(name: str, inside: dict[str, Any], parameters: dict[str, Any]) -> bool:
+    """`name` is a resource outside the engine's stack (not one of its resources, parameters or
+    pseudo parameters)."""
     return not (name in inside or name in parameters or name.startswith("AWS::"))
 
 

@@ -381,3 +381,16 @@ def test_every_type_created_in_moto_is_unknown_to_the_evaluator_and_named_in_the
     assert set(_CREATED_IN_MOTO) == set(ENGINE_TYPES) | cognito
     assert all(LOCAL_STAND_INS[type_].startswith(ENGINE) for type_ in ENGINE_TYPES)
     assert all(LOCAL_STAND_INS[type_].startswith(ADAPTER) for type_ in set(ADAPTERS) - set(ENGINE_TYPES))
+
+
+def test_a_reference_from_the_engines_stack_to_a_function_enters_as_a_parameter():
+    from local.engine import ENGINE_TYPES, engine_template
+
+    body, values = engine_template(Template.load(ROOT / "template.yaml"))
+    assert {resource["Type"] for resource in body["Resources"].values()} == set(ENGINE_TYPES)
+    policy = json.dumps(body["Resources"]["PullDispatchFunctionScheduledPullRole"]["Properties"]["Policies"])
+    assert '{"Ref": "LocalPullDispatchFunctionAliaslive"}' in policy
+    assert values["LocalPullDispatchFunctionAliaslive"] == (
+        "arn:aws:lambda:us-east-1:123456789012:function:mail-service-PullDispatchFunction:live"
+    )
+    assert values["TeamSecretPrefix"] == "mail-service/teams/"  # the template's own parameters
