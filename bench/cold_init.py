@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from local import iam
+from local.aws import create_resources_elsewhere
 from local.template import FunctionSpec, Template
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -322,6 +323,7 @@ def _median(samples: Sequence[Sample]) -> Sample:
 
 def measure(runs: int, *, workdir: Path) -> list[Row]:
     template = Template.load(TEMPLATE)
+    create_resources_elsewhere(template)  # the functions' environment names them
     measured = subjects(template)
     runtime = runtime_distributions(measured)
     built = assemble(workdir / "pyc", measured, runtime, bytecode=True)

@@ -15,6 +15,7 @@ from unittest.mock import patch
 from aws_lambda_powertools.event_handler.openapi.merge import OpenAPIMerge
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 
+from local.aws import create_resources_elsewhere
 from local.template import Template
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,7 +24,10 @@ VERSION = "1.0.0"
 
 
 def openapi_document(template_path: Path = ROOT / "template.yaml") -> str:
-    template = Template.load(template_path)
+    template = Template.load(template_path, stack_name="openapi")
+    # Importing a handler runs its init, which checks the function's settings: they name the
+    # resources, whose values exist once created (here in a moto server of its own).
+    create_resources_elsewhere(template)
     http_functions = {route.function_id for route in template.api_routes()}
     merge = OpenAPIMerge(
         title=TITLE,

@@ -42,19 +42,20 @@ REGION = "us-east-1"
 # How the local stack stands in for every resource type CloudFormation creates from template.yaml
 # (its translation). A type missing here is reported at start and fails
 # tests/unit/test_deployment_shape.py: a new resource type must say how it runs locally.
-CREATED_IN_MOTO = "created in moto by local/aws.py"
+ENGINE = "created by moto's CloudFormation (local/engine.py)"
+ADAPTER = "created in moto by its adapter (local/adapters.py)"
 LOCAL_STAND_INS: dict[str, str] = {
-    "AWS::DynamoDB::Table": CREATED_IN_MOTO + " (streams, TTL, PITR, indexes)",
-    "AWS::S3::Bucket": CREATED_IN_MOTO + " (versioning, encryption, lifecycle, public access block)",
-    "AWS::S3::BucketPolicy": CREATED_IN_MOTO + " (without the TLS-only Deny: moto is HTTP here)",
-    "AWS::SQS::Queue": CREATED_IN_MOTO + " (redrive policies)",
-    "AWS::Events::EventBus": CREATED_IN_MOTO,
-    "AWS::KMS::Key": CREATED_IN_MOTO + " (key policy stored, not evaluated)",
-    "AWS::Cognito::UserPool": CREATED_IN_MOTO + " (its Lambda trigger is not wired)",
-    "AWS::Cognito::UserPoolClient": CREATED_IN_MOTO,
+    "AWS::DynamoDB::Table": ENGINE + "; TTL and PITR by its adapter",
+    "AWS::S3::Bucket": ENGINE + "; versioning, public access block, ownership by its adapter",
+    "AWS::SQS::Queue": ENGINE,
+    "AWS::Events::EventBus": ENGINE,
+    "AWS::KMS::Key": ENGINE + " (key policy stored, not evaluated)",
+    "AWS::IAM::Role": ENGINE + "; every AWS call checked against it by local/iam.py",
+    "AWS::S3::BucketPolicy": ADAPTER + " (without the TLS-only Deny: moto is HTTP here)",
+    "AWS::Cognito::UserPool": ADAPTER + " (its Lambda trigger is not wired)",
+    "AWS::Cognito::UserPoolClient": ADAPTER,
     "AWS::Lambda::Function": "worker processes bounded by its MemorySize, local/execution.py (FunctionRuntime)",
     "AWS::Lambda::LayerVersion": "its folder on sys.path",
-    "AWS::IAM::Role": "every AWS call checked against it by local/iam.py",
     "AWS::ApiGateway::RestApi": "local/gateway.py, from its OpenAPI body",
     "AWS::ApiGateway::Deployment": "local/gateway.py (one stage)",
     "AWS::ApiGateway::Stage": "local/gateway.py (served at / and /<stage>/)",

@@ -196,29 +196,27 @@ _PSEUDO_PARAMETERS: Final = (
     "AWS::NotificationARNs",
 )
 
-# Resource type -> the property that sets its physical name.
+# Resource type -> the property that sets the physical name of a resource the local runtime or an
+# adapter creates (the engine's resources are named by moto's CloudFormation, local/engine.py).
 _NAME_PROPERTY: Final = {
-    "AWS::DynamoDB::Table": "TableName",
-    "AWS::S3::Bucket": "BucketName",
-    "AWS::SQS::Queue": "QueueName",
-    "AWS::SNS::Topic": "TopicName",
-    "AWS::Events::EventBus": "Name",
     "AWS::Events::Rule": "Name",
     "AWS::Scheduler::Schedule": "Name",
     "AWS::Cognito::UserPool": "UserPoolName",
     "AWS::Cognito::UserPoolClient": "ClientName",
-    "AWS::Cognito::UserPoolGroup": "GroupName",
-    "AWS::Serverless::Function": "FunctionName",
     "AWS::Lambda::Function": "FunctionName",
-    "AWS::Serverless::LayerVersion": "LayerName",
     "AWS::Lambda::LayerVersion": "LayerName",
-    "AWS::Serverless::Api": "Name",
-    "AWS::SecretsManager::Secret": "Name",
-    "AWS::SSM::Parameter": "Name",
-    "AWS::Logs::LogGroup": "LogGroupName",
-    "AWS::IAM::Role": "RoleName",
-    "AWS::Serverless::StateMachine": "Name",
 }
+# Types whose values are only known once the engine or an adapter created them (local/aws.py).
+_CREATED_IN_MOTO: Final = (
+    "AWS::DynamoDB::Table",
+    "AWS::S3::Bucket",
+    "AWS::SQS::Queue",
+    "AWS::Events::EventBus",
+    "AWS::KMS::Key",
+    "AWS::IAM::Role",
+    "AWS::Cognito::UserPool",
+    "AWS::Cognito::UserPoolClient",
+)
 
 
 def _as_string(value: Any, where: str) -> str:
@@ -355,37 +353,21 @@ class Template:
         raise TemplateError(f"unknown resource or parameter {logical_id}")
 
     def physical_name(self, logical_id: str) -> str:
-        """The deterministic local name of a resource; an explicit name property wins."""
+        """The name of a resource the local runtime creates: an explicit name property wins, else
+        "<stack>-<LogicalId>". Names of resources created in moto are recorded as their Ref."""
         resource = self._resource(logical_id)
-        type_ = str(resource.get("Type", ""))
+        if resource.get("Type") in _CREATED_IN_MOTO:
+            return _as_string(self._ref(logical_id), f"{logical_id} name")
+        name_property = _NAME_PROPERTY.get(str(resource.get("Type", "")))
         properties = resource.get("Properties") or {}
-        name_property = _NAME_PROPERTY.get(type_)
         if name_property and name_property in properties:
             name = self.resolve(properties[name_property])
             if name is not None:
                 return _as_string(name, f"{logical_id}.{name_property}")
-        base = f"{self.stack_name}-{logical_id}"
-        if type_ == "AWS::S3::Bucket":
-            base = re.sub(r"[^a-z0-9.-]+", "-", base.lower()).strip("-.")[:63].rstrip("-.")
-        elif type_ == "AWS::SQS::Queue" and self._truthy(properties.get("FifoQueue")):
-            base = base[:75] + ".fifo"
-        elif type_ == "AWS::SQS::Queue":
-            base = base[:80]
-        return base
+        return f"{self.stack_name}-{logical_id}"
 
-    def _truthy(self, value: Any) -> bool:
-        resolved = self.resolve(value)
-        return resolved is True or (isinstance(resolved, str) and resolved.lower() == "true")
-
-    def _arn(self, service: str, resource: str, *, region: bool = True, account: bool = True) -> str:
-        return (
-            f"arn:aws:{service}:{self.region if region else ''}:"
-            f"{self.account_id if account else ''}:{resource}"
-        )
-
-    def _queue_url(self, name: str) -> str:
-        base = self.endpoint_url or f"https://sqs.{self.region}.amazonaws.com"
-        return f"{base}/{self.account_id}/{name}"
+    def _arn(self, service: str, resource: str) -> str:
+        return f"arn:aws:{service}:{self.region}:{self.account_id}:{resource}"
 
     def _api_id(self, logical_id: str) -> str:
         digest = hashlib.sha256(f"{self.stack_name}/{logical_id}".encode()).digest()
@@ -417,93 +399,36 @@ class Template:
         known = self._attributes.get((name, "Ref"))
         if known is not None:
             return known
-        if name.endswith(".Alias"):  # SAM: the alias AutoPublishAlias makes, as a qualified ARN
+        if name.endswith(".Alias"):  # SAM: the alias AutoPublishAlias makes
             function_id = name.removesuffix(".Alias")
-            aliases = self.translated().resources_of_type("AWS::Lambda::Alias").values()
-            (alias,) = [
-                a["Properties"]["Name"]
-                for a in aliases
-                if a["Properties"]["FunctionName"] == {"Ref": function_id}
+            aliases = self.translated().resources_of_type("AWS::Lambda::Alias")
+            (alias_id,) = [
+                a for a, r in aliases.items() if r["Properties"]["FunctionName"] == {"Ref": function_id}
             ]
-            return f"{self._get_att(function_id, 'Arn')}:{alias}"
+            return self.translated()._ref(alias_id)
         resource = self._resource(name)
-        type_ = resource.get("Type")
-        physical = self.physical_name(name)
-        match type_:
-            case "AWS::SQS::Queue":
-                return self._queue_url(physical)
-            case "AWS::SNS::Topic":
-                return self._arn("sns", physical)
-            case "AWS::SecretsManager::Secret":
-                return self._arn("secretsmanager", f"secret:{physical}-AbCdEf")
+        match resource.get("Type"):
             case "AWS::Serverless::Api" | "AWS::ApiGateway::RestApi":
                 return self._api_id(name)
             case "AWS::Serverless::LayerVersion" | "AWS::Lambda::LayerVersion":
-                return self._arn("lambda", f"layer:{physical}:1")
-            case "AWS::Cognito::UserPool" | "AWS::Cognito::UserPoolClient":
+                return self._arn("lambda", f"layer:{self.physical_name(name)}:1")
+            case "AWS::Lambda::Alias":  # the alias's ARN: the function's, qualified with its name
+                properties = resource["Properties"]
+                return f"{self.resolve({'Fn::GetAtt': [properties['FunctionName']['Ref'], 'Arn']})}:{properties['Name']}"
+            case type_ if type_ in _CREATED_IN_MOTO:
                 raise self._unknown_yet(name, "!Ref")
             case _:
-                return physical
+                return self.physical_name(name)
 
     def _get_att(self, logical_id: str, attribute: str) -> Any:
         known = self._attributes.get((logical_id, attribute))
         if known is not None:
             return known
-        resource = self._resource(logical_id)
-        type_ = resource.get("Type")
-        name = self.physical_name(logical_id)
-        match type_, attribute:
-            case "AWS::DynamoDB::Table", "Arn":
-                return self._arn("dynamodb", f"table/{name}")
-            case "AWS::S3::Bucket", "Arn":
-                return f"arn:aws:s3:::{name}"
-            case "AWS::S3::Bucket", "DomainName":
-                return f"{name}.s3.amazonaws.com"
-            case "AWS::S3::Bucket", "RegionalDomainName":
-                return f"{name}.s3.{self.region}.amazonaws.com"
-            case "AWS::S3::Bucket", "WebsiteURL":
-                return f"http://{name}.s3-website-{self.region}.amazonaws.com"
-            case "AWS::SQS::Queue", "Arn":
-                return self._arn("sqs", name)
-            case "AWS::SQS::Queue", "QueueName":
-                return name
-            case "AWS::SQS::Queue", "QueueUrl":
-                return self._ref(logical_id)
-            case "AWS::SNS::Topic", "TopicArn":
-                return self._arn("sns", name)
-            case "AWS::SNS::Topic", "TopicName":
-                return name
-            case "AWS::Events::EventBus", "Arn":
-                return self._arn("events", f"event-bus/{name}")
-            case "AWS::Events::EventBus", "Name":
-                return name
-            case "AWS::Events::Rule", "Arn":
-                return self._arn("events", f"rule/{name}")
-            case "AWS::Cognito::UserPool", "Arn":
-                return self._arn("cognito-idp", f"userpool/{self._ref(logical_id)}")
-            case "AWS::Cognito::UserPool", "UserPoolId":
-                return self._ref(logical_id)
-            case "AWS::Cognito::UserPool", "ProviderName":
-                return f"cognito-idp.{self.region}.amazonaws.com/{self._ref(logical_id)}"
-            case "AWS::Cognito::UserPool", "ProviderURL":
-                return f"https://cognito-idp.{self.region}.amazonaws.com/{self._ref(logical_id)}"
-            case "AWS::Cognito::UserPoolClient", "ClientId":
-                return self._ref(logical_id)
-            case (("AWS::Serverless::Function" | "AWS::Lambda::Function"), "Arn"):
-                return self._arn("lambda", f"function:{name}")
-            case "AWS::SecretsManager::Secret", "Id":
-                return self._ref(logical_id)
-            case "AWS::IAM::Role", "Arn":
-                return f"arn:aws:iam::{self.account_id}:role/{name}"
-            case "AWS::Logs::LogGroup", "Arn":
-                return self._arn("logs", f"log-group:{name}:*")
-            case (("AWS::Serverless::Api" | "AWS::ApiGateway::RestApi"), "RootResourceId"):
-                return self._api_id(logical_id + "/")
-            case "AWS::KMS::Key", "Arn":
-                # The key id is moto's (local.aws sets it); before that, a stand-in of the same form.
-                return self._arn("kms", f"key/{self._ref(logical_id)}")
-            case "AWS::DynamoDB::Table", "StreamArn":
-                raise self._unknown_yet(logical_id, "StreamArn")
+        type_ = self._resource(logical_id).get("Type")
+        if type_ in ("AWS::Serverless::Function", "AWS::Lambda::Function") and attribute == "Arn":
+            return self._arn("lambda", f"function:{self.physical_name(logical_id)}")
+        if type_ in _CREATED_IN_MOTO:
+            raise self._unknown_yet(logical_id, attribute)
         raise TemplateError(f"Fn::GetAtt {logical_id}.{attribute} ({type_}) is not supported locally")
 
     # ------------------------------------------------------------------ intrinsics
@@ -655,6 +580,8 @@ class Template:
         expands the serverless resources (roles with their policies, permissions, event source
         mappings, schedules, the API's stage); values resolve against the same stack, so
         attributes recorded on this template hold there too."""
+        if "Transform" not in self.data:  # translated already
+            return self
         if self._translated is None:
             from samtranslator.translator.transform import transform
 
@@ -732,7 +659,7 @@ class Template:
             timeout=int(translated.resolve(properties.get("Timeout", 3))),
             memory=int(translated.resolve(properties.get("MemorySize", 128))),
             environment=environment,
-            function_name=self.physical_name(logical_id),
+            function_name=translated.physical_name(logical_id),
             runtime=str(translated.resolve(properties.get("Runtime", ""))),
             handler=handler,
             layer_dirs=tuple(self._layer_dir(layer) for layer in properties.get("Layers") or []),

@@ -8,6 +8,7 @@ import os
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -42,6 +43,18 @@ def replace_in_root(monkeypatch: pytest.MonkeyPatch, module: ModuleType, **chang
     monkeypatch.setattr(module, "root", lambda *args: changed)
 
 
+@cache
+def _resolved_template() -> Any:
+    """template.yaml with its resources created in a moto server of their own (once per process;
+    a stack name of its own, since moto's state is the process's), so every value resolves."""
+    from local.aws import create_resources_elsewhere
+    from local.template import Template
+
+    template = Template.load(ROOT / "template.yaml", stack_name="function-environment")
+    create_resources_elsewhere(template)
+    return template
+
+
 @contextmanager
 def function_environment(function_id: str) -> Iterator[dict[str, str]]:
     """The environment template.yaml gives a function (as the local stack resolves it, pointing
@@ -49,9 +62,7 @@ def function_environment(function_id: str) -> Iterator[dict[str, str]]:
     forgotten afterwards."""
     from mailcore import wiring
 
-    from local.template import Template
-
-    environment = Template.load(ROOT / "template.yaml").function(function_id).environment
+    environment = _resolved_template().function(function_id).environment
     wiring.reset()
     try:
         with patch.dict(os.environ, environment):

@@ -120,7 +120,7 @@ def world(tmp_path_factory):
     path = Path(tmp_path_factory.mktemp("tpl")) / "template.yaml"
     path.write_text(TEMPLATE)
     session = boto3.session.Session(region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
-    template = Template.load(path, endpoint_url=endpoint)
+    template = Template.load(path, stack_name="events", endpoint_url=endpoint)
     names = create_resources(template, session, endpoint)
     recorder = Recorder()
     sources = EventSources(

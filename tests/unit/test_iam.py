@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import re
 from pathlib import Path
 
 import boto3
@@ -10,6 +12,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from local import iam
+from local.aws import create_resources, start_moto_server
 from local.template import Template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,8 +124,22 @@ def test_a_call_outside_the_role_fails_with_access_denied_before_it_is_sent():
         assert s3.list_objects_v2(Bucket="mail-bucket").get("KeyCount") == 0  # the write never reached S3
 
 
-def test_every_function_runs_under_the_role_the_translated_template_gives_it():
-    template = Template.load(ROOT / "template.yaml")
-    for function_id in template.functions():
-        role = template.execution_role(function_id)
-        assert role.role_name == f"mail-service-{function_id}Role" and role.policies
+def test_every_function_runs_under_the_role_moto_cloudformation_created_with_its_arns():
+    template = Template.load(ROOT / "template.yaml", stack_name="iam-check")
+    server, endpoint = start_moto_server()
+    try:
+        session = boto3.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+        )
+        create_resources(template, session, endpoint)
+        roles = session.client("iam", endpoint_url=endpoint)
+        for function_id in template.functions():
+            role = template.execution_role(function_id)
+            assert re.fullmatch(f"iam-check-{function_id}Role-[A-Z0-9]{{12}}", role.role_name)
+            created = roles.list_role_policies(RoleName=role.role_name)["PolicyNames"]
+            stored = [roles.get_role_policy(RoleName=role.role_name, PolicyName=name) for name in created]
+            # moto's CloudFormation stores the document as a dict; its IAM hands back the repr
+            documents = [ast.literal_eval(str(policy["PolicyDocument"])) for policy in stored]
+            assert role.policies and list(role.policies) == documents
+    finally:
+        server.stop()

@@ -1,6 +1,7 @@
 """local.template (intrinsics, names, functions, routes) and local.aws.create_resources against moto."""
 
 import json
+import re
 from pathlib import Path
 
 import boto3
@@ -28,6 +29,14 @@ def moto():
     )
     yield session, endpoint
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def created(moto) -> tuple[Template, dict[str, str]]:
+    """The sample's stack "demo" created in moto: the template, and logical id -> physical name."""
+    session, endpoint = moto
+    template = Template.load(SAMPLE, stack_name="demo", endpoint_url=endpoint)
+    return template, create_resources(template, session, endpoint)
 
 
 # ---------------------------------------------------------------------------- parameters, conditions
@@ -79,43 +88,53 @@ def test_ref_and_pseudo_parameters(template):
     assert template.resolve({"Ref": "AWS::StackName"}) == "demo"
     assert template.resolve({"Ref": "AWS::Partition"}) == "aws"
     assert template.resolve({"Ref": "AWS::URLSuffix"}) == "amazonaws.com"
-    assert template.resolve({"Ref": "MailTable"}) == "demo-MailTable"
-    assert template.resolve({"Ref": "WorkQueue"}) == "http://127.0.0.1:4566/123456789012/demo-WorkQueue"
     with pytest.raises(TemplateError, match="unknown"):
         template.resolve({"Ref": "Missing"})
 
 
+def test_values_of_resources_created_in_moto_are_unknown_before_they_exist(template):
+    for reference in (
+        {"Ref": "MailTable"},
+        {"Ref": "WorkQueue"},
+        {"Fn::GetAtt": ["MailTable", "StreamArn"]},
+        {"Fn::GetAtt": ["UserPool", "Arn"]},
+        {"Fn::Sub": "${MailBucket.Arn}/*"},
+    ):
+        with pytest.raises(TemplateError, match="create_resources"):
+            template.resolve(reference)
+    template.set_attribute("MailTable", "StreamArn", "arn:stream")
+    assert template.resolve({"Fn::GetAtt": "MailTable.StreamArn"}) == "arn:stream"
+
+
+def test_ref_and_get_att_answer_what_moto_created(created, moto):
+    template, physical = created
+    session, endpoint = moto
+    assert template.resolve({"Ref": "MailTable"}) == physical["MailTable"]
+    table = session.client("dynamodb", endpoint_url=endpoint).describe_table(TableName=physical["MailTable"])
+    assert template.resolve({"Fn::GetAtt": ["MailTable", "Arn"]}) == table["Table"]["TableArn"]
+    assert template.resolve({"Fn::GetAtt": "MailTable.StreamArn"}) == table["Table"]["LatestStreamArn"]
+    queue_url = template.resolve({"Ref": "WorkQueue"})  # the URL as AWS answers it, not the endpoint's
+    assert queue_url == f"https://sqs.us-east-1.amazonaws.com/123456789012/{physical['WorkQueue']}"
+    queue = session.client("sqs", endpoint_url=endpoint).get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["QueueArn"]
+    )
+    assert template.resolve({"Fn::GetAtt": "WorkQueue.Arn"}) == queue["Attributes"]["QueueArn"]
+    assert template.resolve({"Ref": "MailEventBus"}) == "demo-mail"  # moto's own Ref is an object
+    bus = session.client("events", endpoint_url=endpoint).describe_event_bus(Name="demo-mail")
+    assert template.resolve({"Fn::GetAtt": ["MailEventBus", "Arn"]}) == bus["Arn"]
+    assert template.resolve({"Fn::Sub": "${MailBucket.Arn}/*"}) == f"arn:aws:s3:::{physical['MailBucket']}/*"
+    pool_id = physical["UserPool"]
+    assert template.resolve({"Fn::GetAtt": ["UserPool", "Arn"]}) == (
+        f"arn:aws:cognito-idp:us-east-1:123456789012:userpool/{pool_id}"
+    )
+
+
 def test_sub_string_list_and_escape(template):
     assert template.resolve({"Fn::Sub": "${AWS::StackName}-x-${Prefix}"}) == "demo-x-sample"
-    assert template.resolve({"Fn::Sub": "${MailBucket.Arn}/*"}) == "arn:aws:s3:::demo-mailbucket/*"
     assert template.resolve({"Fn::Sub": ["${A}/${B}-${Prefix}", {"A": "one", "B": {"Ref": "Stage"}}]}) == (
         "one/dev-sample"
     )
     assert template.resolve({"Fn::Sub": "${!Literal} ${AWS::Region}"}) == "${Literal} us-east-1"
-
-
-def test_get_att_builds_arns_like_aws(template):
-    assert template.resolve({"Fn::GetAtt": ["MailTable", "Arn"]}) == (
-        "arn:aws:dynamodb:us-east-1:123456789012:table/demo-MailTable"
-    )
-    assert (
-        template.resolve({"Fn::GetAtt": "WorkQueue.Arn"})
-        == "arn:aws:sqs:us-east-1:123456789012:demo-WorkQueue"
-    )
-    assert template.resolve({"Fn::GetAtt": ["MailEventBus", "Arn"]}) == (
-        "arn:aws:events:us-east-1:123456789012:event-bus/demo-mail"
-    )
-    assert template.resolve({"Fn::GetAtt": ["MailBucket", "Arn"]}) == "arn:aws:s3:::demo-mailbucket"
-    with pytest.raises(TemplateError, match="create_resources"):
-        template.resolve({"Fn::GetAtt": ["MailTable", "StreamArn"]})
-    template.set_attribute("MailTable", "StreamArn", "arn:stream")
-    assert template.resolve({"Fn::GetAtt": "MailTable.StreamArn"}) == "arn:stream"
-    with pytest.raises(TemplateError, match="create_resources"):
-        template.resolve({"Fn::GetAtt": ["UserPool", "Arn"]})
-    template.set_attribute("UserPool", "Ref", "us-east-1_abc")
-    assert template.resolve({"Fn::GetAtt": ["UserPool", "Arn"]}) == (
-        "arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_abc"
-    )
 
 
 def test_if_equals_join_select_split_findinmap_novalue(template):
@@ -147,20 +166,23 @@ def test_short_form_tags_and_dates_parse_as_in_cloudformation(template):
 # ---------------------------------------------------------------------------- names
 
 
-def test_physical_names(template):
-    assert template.physical_name("MailTable") == "demo-MailTable"
-    assert template.physical_name("ProvisionedTable") == "sample-provisioned"  # explicit TableName
-    assert template.physical_name("MailBucket") == "demo-mailbucket"  # S3 names are lower case
-    assert template.physical_name("NamedBucket") == "sample-files-123456789012"
-    assert template.physical_name("MailEventBus") == "demo-mail"
-    assert template.physical_name("OrderedQueue") == "demo-OrderedQueue.fifo"
-    assert Template.load(SAMPLE, stack_name="My_Stack").physical_name("MailBucket") == "my-stack-mailbucket"
+def test_moto_cloudformation_names_what_has_no_name_and_keeps_explicit_names(created):
+    _, physical = created
+    assert re.fullmatch(r"demo-MailTable-[A-Z0-9]{12}", physical["MailTable"])
+    assert physical["ProvisionedTable"] == "sample-demo-provisioned"  # explicit TableName
+    assert re.fullmatch(r"demo-mailbucket-[a-z0-9]{12}", physical["MailBucket"])  # S3 names are lower case
+    assert physical["NamedBucket"] == "sample-demo-files-123456789012"
+    assert physical["MailEventBus"] == "demo-mail"
+    assert re.fullmatch(r"demo-OrderedQueue-[A-Z0-9]{12}\.fifo", physical["OrderedQueue"])
+    assert re.fullmatch(r"demo-EchoFunctionRole-[A-Z0-9]{12}", physical["EchoFunctionRole"])
+    assert "ProdOnlyTable" not in physical
 
 
 # ---------------------------------------------------------------------------- functions
 
 
-def test_functions_are_read_from_the_translated_template_with_globals_merged(template):
+def test_functions_are_read_from_the_translated_template_with_globals_merged(created):
+    template, physical = created
     functions = template.functions()
     assert set(functions) == {"EchoFunction", "BoomFunction", "SlowFunction", "BinaryFunction"}
     echo = functions["EchoFunction"]
@@ -170,26 +192,27 @@ def test_functions_are_read_from_the_translated_template_with_globals_merged(tem
     assert echo.function_name == "demo-EchoFunction"
     assert echo.layer_dirs == (DATA / "layer",)
     assert echo.environment == {
-        "TABLE": "demo-MailTable",
-        "BUCKET": "demo-mailbucket",
+        "TABLE": physical["MailTable"],
+        "BUCKET": physical["MailBucket"],
         "BUS": "demo-mail",
-        "QUEUE_URL": "http://127.0.0.1:4566/123456789012/demo-WorkQueue",
+        "QUEUE_URL": template.resolve({"Ref": "WorkQueue"}),
         "LOG_LEVEL": "DEBUG",
         "RETENTION": "14",
         "FLAG": "true",
         "RELEASED": "2026-11-24",
         "ECHO_NAME": "demo-echo",
-        "TABLE_ARN": "arn:aws:dynamodb:us-east-1:123456789012:table/demo-MailTable",
+        "TABLE_ARN": f"arn:aws:dynamodb:us-east-1:123456789012:table/{physical['MailTable']}",
     }
     boom = functions["BoomFunction"]
     assert (boom.attribute, boom.timeout) == ("boom", 10)
-    assert "ECHO_NAME" not in boom.environment and boom.environment["TABLE"] == "demo-MailTable"
+    assert "ECHO_NAME" not in boom.environment and boom.environment["TABLE"] == physical["MailTable"]
     assert template.function("EchoFunction", resolve_environment=False).environment == {}
 
 
-def test_merged_environment_refuses_disagreeing_functions(template):
+def test_merged_environment_refuses_disagreeing_functions(created):
+    template, physical = created
     merged = merged_environment(template.functions().values())
-    assert merged["ECHO_NAME"] == "demo-echo" and merged["TABLE"] == "demo-MailTable"
+    assert merged["ECHO_NAME"] == "demo-echo" and merged["TABLE"] == physical["MailTable"]
 
     def spec(name: str, environment: dict[str, str]) -> FunctionSpec:
         return FunctionSpec(name, DATA, "app", "lambda_handler", 3, 128, environment)
@@ -255,16 +278,14 @@ def test_route_matching():
     ]
 
 
-def test_event_sources_come_from_the_translated_template(template):
-    template.set_attribute(
-        "MailTable", "StreamArn", "arn:aws:dynamodb:us-east-1:123456789012:table/x/stream/1"
-    )
+def test_event_sources_come_from_the_translated_template(created):
+    template, physical = created
     ((function_id, name, sqs),) = template.event_sources("SQS")
     assert (function_id, name) == ("EchoFunction", "EchoFunctionWork")  # the mapping's logical id
-    assert sqs["EventSourceArn"] == "arn:aws:sqs:us-east-1:123456789012:demo-WorkQueue"
+    assert sqs["EventSourceArn"] == f"arn:aws:sqs:us-east-1:123456789012:{physical['WorkQueue']}"
     assert sqs["BatchSize"] == 5 and sqs["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     ((_, _, stream),) = template.event_sources("DynamoDB")
-    assert stream["EventSourceArn"].endswith("/stream/1")
+    assert stream["EventSourceArn"] == template.resolve({"Fn::GetAtt": "MailTable.StreamArn"})
     ((function_id, name, schedule),) = template.event_sources("Schedule")
     assert (function_id, name, json.loads(schedule["Input"])) == (
         "EchoFunction",
@@ -284,15 +305,11 @@ def test_not_a_template(tmp_path):
 # ---------------------------------------------------------------------------- create_resources
 
 
-def test_create_resources_in_moto(moto):
+def test_create_resources_in_moto(created, moto):
+    template, physical = created
     session, endpoint = moto
-    template = Template.load(SAMPLE, stack_name="res", endpoint_url=endpoint)
-    created = create_resources(template, session, endpoint)
-    assert created["MailTable"] == "res-MailTable" and created["ProvisionedTable"] == "sample-provisioned"
-    assert "ProdOnlyTable" not in created
-
     dynamodb = session.client("dynamodb", endpoint_url=endpoint)
-    table = dynamodb.describe_table(TableName="res-MailTable")["Table"]
+    table = dynamodb.describe_table(TableName=physical["MailTable"])["Table"]
     assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
     indexes = {index["IndexName"]: index for index in table["GlobalSecondaryIndexes"]}
@@ -302,23 +319,22 @@ def test_create_resources_in_moto(moto):
     ]
     assert indexes["ByCreated"]["Projection"] == {"ProjectionType": "KEYS_ONLY"}
     assert table["StreamSpecification"] == {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
-    assert template.resolve({"Fn::GetAtt": ["MailTable", "StreamArn"]}) == table["LatestStreamArn"]
-    ttl = dynamodb.describe_time_to_live(TableName="res-MailTable")["TimeToLiveDescription"]
-    assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}
-    provisioned = dynamodb.describe_table(TableName="sample-provisioned")["Table"]
+    ttl = dynamodb.describe_time_to_live(TableName=physical["MailTable"])["TimeToLiveDescription"]
+    assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}  # by its adapter
+    provisioned = dynamodb.describe_table(TableName="sample-demo-provisioned")["Table"]
     assert provisioned["ProvisionedThroughput"]["ReadCapacityUnits"] == 2
     assert provisioned["GlobalSecondaryIndexes"][0]["IndexName"] == "BySk"
 
     s3 = session.client("s3", endpoint_url=endpoint)
-    assert s3.get_bucket_versioning(Bucket="res-mailbucket")["Status"] == "Enabled"
-    s3.head_bucket(Bucket="sample-files-123456789012")
+    assert s3.get_bucket_versioning(Bucket=physical["MailBucket"])["Status"] == "Enabled"  # by its adapter
+    s3.head_bucket(Bucket="sample-demo-files-123456789012")
 
     sqs = session.client("sqs", endpoint_url=endpoint)
     work_url = template.resolve({"Ref": "WorkQueue"})
     attributes = sqs.get_queue_attributes(QueueUrl=work_url, AttributeNames=["All"])["Attributes"]
     assert attributes["VisibilityTimeout"] == "60"
     assert json.loads(attributes["RedrivePolicy"]) == {
-        "deadLetterTargetArn": "arn:aws:sqs:us-east-1:123456789012:res-DeadLetterQueue",
+        "deadLetterTargetArn": template.resolve({"Fn::GetAtt": "DeadLetterQueue.Arn"}),
         "maxReceiveCount": 3,
     }
     fifo = sqs.get_queue_attributes(
@@ -326,24 +342,19 @@ def test_create_resources_in_moto(moto):
     )
     assert fifo["Attributes"]["FifoQueue"] == "true"
 
-    events = session.client("events", endpoint_url=endpoint)
-    assert events.describe_event_bus(Name="res-mail")["Arn"] == template.resolve(
-        {"Fn::GetAtt": "MailEventBus.Arn"}
-    )
-
     pool_id = template.attribute("UserPool", "UserPoolId")
     client_id = template.attribute("UserPoolClient", "ClientId")
-    assert created["UserPool"] == pool_id and created["UserPoolClient"] == client_id
+    assert physical["UserPool"] == pool_id and physical["UserPoolClient"] == client_id
     cognito = session.client("cognito-idp", endpoint_url=endpoint)
     client = cognito.describe_user_pool_client(UserPoolId=pool_id, ClientId=client_id)["UserPoolClient"]
-    assert client["ClientName"] == "res-api"
+    assert client["ClientName"] == "demo-api"
     assert "ALLOW_ADMIN_USER_PASSWORD_AUTH" in client["ExplicitAuthFlows"]
     assert template.outputs()["UserPoolId"] == pool_id
     functions = template.functions()  # every reference resolves now
     assert functions["EchoFunction"].environment["QUEUE_URL"] == work_url
 
-    again = Template.load(SAMPLE, stack_name="res", endpoint_url=endpoint)
-    assert create_resources(again, session, endpoint) == created  # idempotent: found, not duplicated
+    again = Template.load(SAMPLE, stack_name="demo", endpoint_url=endpoint)
+    assert create_resources(again, session, endpoint) == physical  # idempotent: found, not duplicated
     assert again.resolve({"Fn::GetAtt": ["MailTable", "StreamArn"]}) == table["LatestStreamArn"]
 
 
@@ -358,3 +369,28 @@ def test_project_template_runs_locally(moto):
     merged_environment(functions.values())  # the functions can share one process
     for spec in functions.values():
         assert spec.code_dir.is_relative_to(ROOT)
+
+
+def test_every_type_created_in_moto_is_unknown_to_the_evaluator_and_named_in_the_stand_ins():
+    from local.adapters import ADAPTERS
+    from local.engine import ENGINE_TYPES
+    from local.stack import ADAPTER, ENGINE, LOCAL_STAND_INS
+    from local.template import _CREATED_IN_MOTO
+
+    cognito = {type_ for type_ in ADAPTERS if type_.startswith("AWS::Cognito::")}
+    assert set(_CREATED_IN_MOTO) == set(ENGINE_TYPES) | cognito
+    assert all(LOCAL_STAND_INS[type_].startswith(ENGINE) for type_ in ENGINE_TYPES)
+    assert all(LOCAL_STAND_INS[type_].startswith(ADAPTER) for type_ in set(ADAPTERS) - set(ENGINE_TYPES))
+
+
+def test_a_reference_from_the_engines_stack_to_a_function_enters_as_a_parameter():
+    from local.engine import ENGINE_TYPES, engine_template
+
+    body, values = engine_template(Template.load(ROOT / "template.yaml"))
+    assert {resource["Type"] for resource in body["Resources"].values()} == set(ENGINE_TYPES)
+    policy = json.dumps(body["Resources"]["PullDispatchFunctionScheduledPullRole"]["Properties"]["Policies"])
+    assert '{"Ref": "LocalPullDispatchFunctionAliaslive"}' in policy
+    assert values["LocalPullDispatchFunctionAliaslive"] == (
+        "arn:aws:lambda:us-east-1:123456789012:function:mail-service-PullDispatchFunction:live"
+    )
+    assert values["TeamSecretPrefix"] == "mail-service/teams/"  # the template's own parameters
