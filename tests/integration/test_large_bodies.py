@@ -1,0 +1,87 @@
+"""Mail whose body is over DynamoDB's share of the item (storage keeps it in S3, under bodies/):
+sent, queued, pulled and read back through the API, each function under its own role."""
+
+from typing import Any
+
+from tests.integration.conftest import call_function, claims, wait_for_messages
+from tests.integration.test_outbox import queue, stored, stream_event, sync
+from tests.integration.test_pull import pull
+from tests.integration.test_send import send
+
+# Over the 200,000 bytes a body may take inside the item (adapters/dynamodb.BODY_INLINE_LIMIT).
+LARGE_TEXT = "A long report line, one of very many.\n" * 8_000
+
+
+def read_mail(stack, team, mail_id: str) -> tuple[int, Any]:
+    return call_function(
+        stack,
+        "StoreFunction",
+        "GET",
+        "/api/core/mail/{mail_id}",
+        params={"mail_id": mail_id},
+        caller=claims(team.team),
+    )
+
+
+def test_a_sent_mail_with_a_large_body_is_stored_and_read_back(stack, new_team):
+    team = new_team()
+    status, answer = send(
+        stack, team, {"to": team.mailbox.address, "subject": "Big", "body_text": LARGE_TEXT}
+    )
+    assert status == 200, answer
+    status, read = read_mail(stack, team, answer["mail"]["id"])
+    assert status == 200, read
+    assert read["mail"]["body_text"] == LARGE_TEXT
+
+
+def test_a_queued_mail_with_a_large_body_is_pushed(stack, new_team):
+    team = new_team()
+    mail = queue(stack, team, subject="Big, pushed", body_text=LARGE_TEXT)
+    answer = stack.invoke("OutboxPushFunction", stream_event(stack, [mail["id"]]))
+    assert answer == {"batchItemFailures": []}
+    wait_for_messages(stack, team.mailbox.address, 1)
+    assert stored(mail["id"]).status == "sent"
+
+
+def test_a_queued_mail_with_a_large_body_is_sent_by_the_sync(stack, new_team):
+    team = new_team()
+    mail = queue(stack, team, subject="Big, synced", body_text=LARGE_TEXT)
+    answer = sync(stack, team)
+    assert [sent["id"] for sent in answer["sent"]] + answer["skipped"] == [mail["id"]], answer
+    wait_for_messages(stack, team.mailbox.address, 1)
+
+
+def test_a_pulled_mail_with_a_large_body_is_stored_and_read_back(stack, new_team):
+    team = new_team()
+    status, answer = send(
+        stack, team, {"to": team.mailbox.address, "subject": "Big, pulled", "body_text": LARGE_TEXT}
+    )
+    assert status == 200, answer
+    wait_for_messages(stack, team.mailbox.address, 1)
+    status, pulled = pull(stack, team, account=team.account)
+    assert status == 200, pulled
+    [report] = pulled["accounts"]
+    assert report["error"] is None and len(report["mail_ids"]) == 1, report
+    status, read = read_mail(stack, team, report["mail_ids"][0])
+    assert status == 200, read
+    assert read["mail"]["body_text"].replace("\r\n", "\n") == LARGE_TEXT
+
+
+def test_a_received_mail_with_a_large_body_is_parsed_again(stack, new_team):
+    team = new_team()
+    status, answer = send(
+        stack, team, {"to": team.mailbox.address, "subject": "Big, again", "body_text": LARGE_TEXT}
+    )
+    assert status == 200, answer
+    wait_for_messages(stack, team.mailbox.address, 1)
+    [mail_id] = pull(stack, team, account=team.account)[1]["accounts"][0]["mail_ids"]
+    status, parsed = call_function(
+        stack,
+        "StoreFunction",
+        "POST",
+        "/api/core/mail/{mail_id}/parse",
+        params={"mail_id": mail_id},
+        caller=claims(team.team),
+    )
+    assert status == 200, parsed
+    assert read_mail(stack, team, mail_id)[1]["mail"]["body_text"].replace("\r\n", "\n") == LARGE_TEXT
