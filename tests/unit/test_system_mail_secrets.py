@@ -51,3 +51,16 @@ def test_an_event_that_fails_validation_raises_an_error_naming_the_field_not_its
     with pytest.raises(InvalidInput) as caught:
         system_mail_app.on_event(event, LambdaContext())
     assert "variabels" in str(caught.value) and "SECRET-RESET-TOKEN" not in str(caught.value)
+
+
+def test_variables_over_64_kb_are_refused_naming_the_field_not_their_value(system_mail_app):
+    huge = {
+        "template": "password_reset",
+        "to": ["user@example.test"],
+        "variables": {"url": RESET_URL * 2_000},
+    }
+    event = {"detail-type": "SystemMailRequested", "source": "app", "id": "e-2", "detail": huge}
+    with pytest.raises(InvalidInput) as caught:
+        system_mail_app.on_event(event, LambdaContext())
+    assert "variables: " in str(caught.value) and "64 KB" in str(caught.value)
+    assert "SECRET-RESET-TOKEN" not in str(caught.value)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -104,6 +105,9 @@ def send_system_mail(
     return direct.send(sender, request, transcript=transcript, stored_as=stored_as)
 
 
+MAX_VARIABLES_BYTES = 64 * 1024
+
+
 class SystemMailRequest(BaseModel):
     """What an application asks for: `{"template", "to", "variables"}` (EventBridge detail, SQS
     message body or direct invocation)."""
@@ -113,6 +117,15 @@ class SystemMailRequest(BaseModel):
     template: str = Field(min_length=1, max_length=64)
     to: AddressList = Field(min_length=1, max_length=10)
     variables: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("variables")
+    @classmethod
+    def _small_enough(cls, variables: dict[str, Any]) -> dict[str, Any]:
+        # A notification, not a payload: a direct invocation may carry 6 MB, and a mail rendered
+        # from megabytes of variables would outgrow what storage keeps in one item.
+        if len(json.dumps(variables, default=str).encode()) > MAX_VARIABLES_BYTES:
+            raise ValueError(f"must be at most {MAX_VARIABLES_BYTES // 1024} KB as JSON")
+        return variables
 
 
 @dataclass(frozen=True)
