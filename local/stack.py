@@ -129,7 +129,8 @@ class LocalStack:
         # "thread": in this process, for tests that patch the service (tests/integration/conftest.py).
         self.isolation: Isolation = isolation
         self.ports = ports or StackPorts()
-        self.parameter_overrides = parameter_overrides or {}
+        # Its Postfix and Dovecot listen on loopback, which a deployment's functions may not reach.
+        self.parameter_overrides = {"MailServerNetworks": "127.0.0.0/8", **(parameter_overrides or {})}
         self.run_schedules = run_schedules
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []

@@ -126,6 +126,26 @@ def test_check_true_refuses_a_wrong_password_naming_the_field_and_saves_nothing(
     )
 
 
+def test_check_true_refuses_a_server_on_a_loopback_address_outside_the_allowed_networks(stack, admin_team):
+    # The stack allows 127.0.0.0/8 (its Postfix and Dovecot); ::1 is loopback too, but not in it.
+    team, admin = admin_team
+    change = stack.account_config(team.mailbox)
+    change["pop3"] = {**change["pop3"], "host": "::1"}
+    status, answer = accounts_call(
+        stack, "PUT", team.account, groups=admin, body=change, query={"check": "true"}
+    )
+    assert status == 422, answer
+    assert answer["error"]["code"] == "check_failed" and answer["error"]["field"] == "pop3.host"
+    pop3 = answer["check"]["pop3"]
+    assert pop3["problem"] == "address_not_allowed" and "::1" in pop3["message"]
+    assert "loopback" in pop3["message"] and answer["check"]["smtp"]["ok"], answer
+    assert change["mail_password"] not in json.dumps(answer)
+    secret = stack.session.client("secretsmanager").get_secret_value(
+        SecretId=stack.team_secret_prefix + team.team
+    )
+    assert json.loads(secret["SecretString"])["accounts"][team.account]["pop3"]["host"] == "127.0.0.1"
+
+
 def test_a_checked_change_without_the_password_is_saved_and_keeps_the_password(stack, admin_team):
     team, admin = admin_team
     change = {**public(stack.account_config(team.mailbox)), "leave_on_server": True}

@@ -155,7 +155,8 @@ _WHY = {
     409: "A conflict: ambiguous account (name ?team=), a pull or a keyed send already running",
     413: "The request body is larger than API Gateway takes (10 MB)",
     415: "The body is not application/json",
-    422: "The Idempotency-Key was used for a different request",
+    422: "The Idempotency-Key was used for a different request, or the account's mail server is at an "
+    "address the service may not connect to (address_not_allowed; the mail is stored failed)",
     429: "The account's provider limit (messages a minute, connections) is reached; try again later",
     500: "The service failed (or a team secret is invalid); the message has a request id",
     502: "The mail server failed or refused; the stored mail and the server's answer are included",

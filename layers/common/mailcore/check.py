@@ -31,6 +31,7 @@ from pydantic import SecretStr, ValidationError
 from mailcore.errors import MailServerError, MailServiceError
 from mailcore.mime.build import build_message, new_message_id
 from mailcore.models import MailAccount, ServerEndpoint
+from mailcore.protocols import reach
 from mailcore.protocols.diagnose import diagnosis
 from mailcore.protocols.pop3 import Pop3Session
 from mailcore.protocols.smtp import SmtpAccount, SmtpSession, envelope_sender
@@ -75,12 +76,26 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ca-file", default=os.environ.get("MAIL_TLS_CA_FILE", ""), help="extra trusted CA")
     parser.add_argument("--source-address", metavar="IP", help="connect from this local address")
     parser.add_argument(
+        "--allow-networks",
+        metavar="CIDRS",
+        default=os.environ.get("MAIL_SERVER_NETWORKS", ""),
+        help="internal networks the service may reach, as its MailServerNetworks (comma-separated)",
+    )
+    parser.add_argument(
         "--secret-prefix", default=os.environ.get("TEAM_SECRET_PREFIX", "mail-service/teams/")
     )
     parser.add_argument(
         "--system-secret", default=os.environ.get("SYSTEM_MAIL_SECRET_NAME", "mail-service/system")
     )
     return parser
+
+
+def _allow_networks(cidrs: str) -> None:
+    # The service's own rule (protocols/reach.py): an account it would refuse is refused here too.
+    try:
+        reach.allow_networks(reach.parse_networks(cidrs))
+    except ValueError as error:
+        raise ConfigurationError(f"--allow-networks: {error}") from None
 
 
 def _account(args: argparse.Namespace) -> SmtpAccount | MailAccount:
@@ -209,6 +224,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     args = _parser().parse_args(argv)
     try:
+        _allow_networks(args.allow_networks)
         account = _account(args)
     except (ConfigurationError, MailServiceError) as error:
         out.write(f"mail-check: {error}\n")

@@ -7,10 +7,12 @@ root (mailcore.wiring) reads the subclass with the variables of its own resource
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from mailcore.protocols.reach import Network, parse_networks
 
 # The template's SecretsMaxAge default: how long a warm function keeps a team secret.
 SECRETS_MAX_AGE_SECONDS = 60.0
@@ -34,6 +36,16 @@ class Settings(BaseSettings):
     )
     # An extra trust anchor for the mail servers' TLS (the local stack's own CA); empty in the cloud.
     tls_ca_file: str = Field(alias="MAIL_TLS_CA_FILE", default="")
+    # Networks of mail servers besides the globally routable addresses (protocols/reach.py):
+    # comma-separated CIDRs, the template's MailServerNetworks; the local stack's 127.0.0.0/8.
+    mail_server_networks: Annotated[tuple[Network, ...], NoDecode] = Field(
+        alias="MAIL_SERVER_NETWORKS", default=()
+    )
+
+    @field_validator("mail_server_networks", mode="before")
+    @classmethod
+    def _cidrs(cls, value: Any) -> Any:
+        return parse_networks(value) if isinstance(value, str) else value
 
 
 class PullSettings(Settings):

@@ -3,7 +3,7 @@
 Each error carries a `problem` word (below) and a message saying what to check. The check tool
 (`mail-check`) and the API's `?debug=true` answer show the same `diagnosis()`.
 
-Problems: dns, refused, timeout, tls_certificate, wrong_tls_mode, tls_failed, tls_not_offered,
+Problems: address_not_allowed, dns, refused, timeout, tls_certificate, wrong_tls_mode, tls_failed, tls_not_offered,
 wrong_port, auth_failed, auth_not_offered, pop3_disabled, connection_dropped, recipients_refused,
 server_reply, unexpected.
 """
@@ -21,10 +21,19 @@ from typing import Any, Protocol
 
 from mailcore.errors import MailServerError
 from mailcore.models import Mail, Security, ServerEndpoint
+from mailcore.protocols.reach import AddressNotAllowed
 
 
 class OAuth2LoginRefused(MailServerError):
     """The server refused an access token (expired or revoked early, wrong scope or mailbox)."""
+
+
+class MailServerNotAllowed(MailServerError):
+    """The account names a mail server at an address the service may not connect to
+    (protocols/reach.py): the account's fault, not the server's, so a 4xx."""
+
+    status = 422
+    code = "address_not_allowed"
 
 
 class SmtpAccountLike(Protocol):
@@ -60,6 +69,12 @@ def _mode_hint(protocol: str, endpoint: ServerEndpoint) -> str:
 def network_failure(error: BaseException, protocol: str, endpoint: ServerEndpoint) -> MailServerError | None:
     """The failures that are the same for SMTP and POP3: DNS, refused, timeouts, TLS."""
     where = _where(protocol, endpoint)
+    if isinstance(error, AddressNotAllowed):
+        return MailServerNotAllowed(
+            f"{where}: {error}, which the service may not connect to (only globally routable "
+            "addresses, and the deployment's MailServerNetworks); give the mail server's public name",
+            problem="address_not_allowed",
+        )
     if isinstance(error, socket.gaierror):
         return MailServerError(
             f"{where}: the host name does not resolve (DNS); check the host",

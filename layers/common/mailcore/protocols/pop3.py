@@ -14,6 +14,7 @@ from typing import IO, Any
 
 from mailcore.models import MailAccount, Pop3AuthForm, Security
 from mailcore.oauth2 import describe_sasl_error, xoauth2_base64
+from mailcore.protocols import reach
 from mailcore.protocols.diagnose import pop3_failure
 from mailcore.protocols.transcript import REDACTED, Transcript
 
@@ -29,11 +30,10 @@ class _Recording:
     source_address: tuple[str, int] | None = None
 
     def _create_socket(self, timeout: float) -> socket.socket:
-        # poplib cannot bind the client's address; the check tool (and its tests) can ask for one.
-        if self.source_address is None:
-            return super()._create_socket(timeout)  # type: ignore[misc]
+        # Through protocols/reach.py; poplib cannot bind the client's address either, which the
+        # check tool (and its tests) can ask for.
         host, port = self.host, self.port  # type: ignore[attr-defined]
-        sock = socket.create_connection((host, port), timeout, source_address=self.source_address)
+        sock = reach.connect(host, port, timeout, self.source_address)
         if isinstance(self, poplib.POP3_SSL):
             sock = self.context.wrap_socket(sock, server_hostname=host)  # type: ignore[attr-defined]
         return sock

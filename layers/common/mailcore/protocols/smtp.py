@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import smtplib
+import socket
 import ssl
 from dataclasses import dataclass, field
 from email.utils import parseaddr
@@ -15,6 +16,7 @@ from pydantic import SecretStr
 from mailcore.errors import DeliveryUnknown
 from mailcore.models import Security, ServerEndpoint
 from mailcore.oauth2 import describe_sasl_error, xoauth2_base64, xoauth2_payload
+from mailcore.protocols import reach
 from mailcore.protocols.diagnose import smtp_failure
 from mailcore.protocols.transcript import REDACTED, Transcript
 from mailcore.textcut import cut_to_bytes
@@ -92,11 +94,20 @@ class _Recording:
         return code, message
 
 
-class RecordingSMTP(_Recording, smtplib.SMTP):
+class _ReachingSMTP(smtplib.SMTP):
+    """Connects through protocols/reach.py. SMTP_SSL's _get_socket wraps what this one returns, and
+    both it and STARTTLS verify the certificate against the host name smtplib keeps."""
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return reach.connect(host, port, timeout, self.source_address)  # type: ignore[arg-type]
+
+
+class RecordingSMTP(_Recording, _ReachingSMTP):
     pass
 
 
-class RecordingSMTPSSL(_Recording, smtplib.SMTP_SSL):
+# In this order, SMTP_SSL's _get_socket comes before (and calls) _ReachingSMTP's.
+class RecordingSMTPSSL(_Recording, smtplib.SMTP_SSL, _ReachingSMTP):
     pass
 
 

@@ -60,6 +60,8 @@ class MailSendFailed(MailServerError):
             problem=cause.problem,
         )
         self.mail = mail
+        if cause.status < 500:  # the account's fault (a server it may not reach): answered as such
+            self.status, self.code = cause.status, cause.code
 
 
 class MailDeferred(MailSendFailed):

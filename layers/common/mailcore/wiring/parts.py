@@ -18,6 +18,7 @@ from mailcore.adapters.s3 import S3Blobs
 from mailcore.adapters.secretsmanager import SecretsManagerSecrets
 from mailcore.limits import AccountLimiter
 from mailcore.oauth2 import TokenBroker
+from mailcore.protocols import reach
 from mailcore.protocols.tls import client_tls_context
 from mailcore.services.team_writes import keep_rotated_refresh_token
 from mailcore.settings import Settings
@@ -78,4 +79,7 @@ def account_limiter(settings: Settings) -> AccountLimiter:
 
 
 def tls_context(settings: Settings) -> Callable[[], ssl.SSLContext]:
+    """How this process reaches mail servers: TLS with the settings' trust anchor, and (set for the
+    whole process here, where every root that connects passes) the networks it may connect to."""
+    reach.allow_networks(settings.mail_server_networks)
     return lambda: client_tls_context(settings.tls_ca_file)
