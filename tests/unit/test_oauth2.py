@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from mailcore.models import MailAccount, OAuth2Auth, Pop3AuthForm
 from mailcore.oauth2 import OAuth2Error, TokenBroker, describe_sasl_error, xoauth2_base64, xoauth2_payload
+from mailcore.protocols import reach
 from pydantic import ValidationError
 
 from local.oauth2_server import OAuth2Server
@@ -207,7 +208,8 @@ class HostileTokenEndpoint:
     """A token endpoint on loopback answering what a test sets, given the form it received."""
 
     def __init__(self, answer) -> None:
-        self.answer = answer  # (form) -> (status, body bytes)
+        self.answer = answer  # (form) -> (status, body bytes[, headers])
+        self.requests = 0
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -215,8 +217,11 @@ class HostileTokenEndpoint:
                 length = int(self.headers.get("Content-Length") or 0)
                 form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
                 raw = urllib.parse.urlencode(form)
-                status, body = outer.answer({**form, "raw": raw})
+                outer.requests += 1
+                status, body, *headers = outer.answer({**form, "raw": raw})
                 self.send_response(status)
+                for name, value in headers[0].items() if headers else ():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -328,3 +333,22 @@ def test_a_token_answer_with_any_expires_in_still_gives_the_token(hostile, expir
         lambda form: (200, json.dumps({"access_token": "tok", "expires_in": expires_in}).encode())
     )
     assert TokenBroker().access_token("t", "a", endpoint.auth()) == "tok"
+
+
+def test_a_token_endpoint_on_an_address_that_is_not_allowed_is_never_reached(hostile):
+    endpoint = hostile(lambda form: (200, b'{"access_token": "t"}'))
+    reach.allow_networks(())  # as deployed: loopback is not a place for a token endpoint
+    with pytest.raises(OAuth2Error) as refused:
+        TokenBroker().access_token("t", "a", endpoint.auth())
+    assert "127.0.0.1, a loopback address" in refused.value.message and not refused.value.temporary
+    assert endpoint.requests == 0
+
+
+def test_a_token_endpoint_redirecting_elsewhere_is_not_followed(hostile):
+    elsewhere = hostile(lambda form: (200, b'{"access_token": "t"}'))
+    where = f"http://127.0.0.1:{elsewhere.server.server_address[1]}/token"
+    redirecting = hostile(lambda form: (307, b"", {"Location": where}))
+    with pytest.raises(OAuth2Error) as refused:
+        TokenBroker().access_token("t", "a", redirecting.auth())
+    assert "HTTP 307" in refused.value.message
+    assert redirecting.requests == 1 and elsewhere.requests == 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import ssl
 import threading
@@ -30,6 +31,7 @@ from aws_lambda_powertools import Logger
 from mailcore import telemetry
 from mailcore.errors import MailServerError
 from mailcore.models import OAuth2Auth
+from mailcore.protocols import reach
 from mailcore.protocols.transcript import Transcript
 
 logger = Logger(child=True)
@@ -47,6 +49,43 @@ PERMANENT_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_c
 
 RotatedRefreshToken = Callable[[str, str, str], None]
 """(team, account, new refresh token) -> None: keeps the rotated token in the team secret."""
+
+
+class _CheckedHTTPConnection(http.client.HTTPConnection):
+    """A connection to the token endpoint made through protocols/reach.py: a team administrator
+    names the token_url, which must not reach inside the network the service runs in."""
+
+    def connect(self) -> None:
+        self.sock = reach.connect(self.host, self.port, self.timeout)
+
+
+class _CheckedHTTPSConnection(http.client.HTTPSConnection):
+    def connect(self) -> None:
+        sock = reach.connect(self.host, self.port, self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+
+
+class _CheckedHTTP(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_CheckedHTTPConnection, req)
+
+
+class _CheckedHTTPS(urllib.request.HTTPSHandler):
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_CheckedHTTPSConnection, req, context=self._context)  # type: ignore[attr-defined]
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A token endpoint answers; a redirect would lead the form, secrets included, anywhere."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _token_opener(tls_context: ssl.SSLContext | None) -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), _CheckedHTTP(), _CheckedHTTPS(context=tls_context), _NoRedirects()
+    )
 
 
 class OAuth2Error(MailServerError):
@@ -202,14 +241,14 @@ class TokenBroker:
         masks = _secret_masks(form)
         self.requests += 1
         try:
-            with urllib.request.urlopen(
-                request, timeout=TOKEN_TIMEOUT_SECONDS, context=self.tls_context
-            ) as reply:
+            with _token_opener(self.tls_context).open(request, timeout=TOKEN_TIMEOUT_SECONDS) as reply:
                 body = _read_bounded(reply)
         except urllib.error.HTTPError as error:
             raise _refusal(where, error.code, _read_bounded(error), auth, masks) from None
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
+            if isinstance(reason, reach.AddressNotAllowed):
+                raise OAuth2Error(f"{where} may not be reached: {reason}; check auth.token_url") from None
             raise masks.redact_failure(
                 OAuth2Error(f"{where} could not be reached ({reason}); retry later", temporary=True)
             ) from None
