@@ -207,8 +207,6 @@ _PSEUDO_PARAMETERS: Final = (
 _NAME_PROPERTY: Final = {
     "AWS::Events::Rule": "Name",
     "AWS::Scheduler::Schedule": "Name",
-    "AWS::Cognito::UserPool": "UserPoolName",
-    "AWS::Cognito::UserPoolClient": "ClientName",
     "AWS::Lambda::Function": "FunctionName",
     "AWS::Lambda::LayerVersion": "LayerName",
 }
