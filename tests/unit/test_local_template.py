@@ -156,6 +156,11 @@ def test_if_equals_join_select_split_findinmap_novalue(created):
     )
     assert resolved == {"Keep": 1, "List": [1]}
     assert template.resolve({"Ref": "AWS::NoValue"}) is None
+    # moto answers AWS::NoValue with null and keeps it in a list; CloudFormation drops it
+    assert template.resolve({"List": [1, {"Fn::If": ["IsProd", 2, {"Ref": "AWS::NoValue"}]}]}) == {
+        "List": [1]
+    }
+    assert template.resolve({"Fn::If": ["NotProd", [1, {"Ref": "AWS::NoValue"}], []]}) == [1]
     assert template._resolve({"Ref": "AWS::NoValue"}) is NO_VALUE
     outputs = template.data["Outputs"]
     assert template.resolve(outputs["Letters"]["Value"]) == "a-b-c"
