@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
 from local.adapters import run_adapters
-from local.engine import create_engine_stack
+from local.engine import create_engine_stack, evaluate
 from local.moto_atomic import make_dynamodb_atomic
 from local.template import Template
 
@@ -58,8 +58,11 @@ def create_resources(template: Template, session: boto3.Session, endpoint_url: s
     def client(service: str) -> Any:
         return session.client(service, endpoint_url=endpoint_url, region_name=template.region)
 
-    created = create_engine_stack(template, client("cloudformation"))
+    cloudformation = client("cloudformation")
+    created = create_engine_stack(template, cloudformation)
+    template.evaluate_with(lambda expressions: evaluate(template, cloudformation, expressions))
     created.update(run_adapters(template.translated(), client))
+    template.evaluate_all()
     return created
 
 

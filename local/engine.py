@@ -14,15 +14,16 @@ needs from the engine leaves as an Output and is recorded on the `Template`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
 import string
 from typing import Any, Final
 
-from local.template import Template, TemplateError
+from local.template import NO_VALUE, Template, TemplateError, expression_key
 
-__all__ = ["ENGINE_TYPES", "create_engine_stack", "engine_template"]
+__all__ = ["ENGINE_TYPES", "create_engine_stack", "engine_template", "evaluate"]
 
 # Type -> the Fn::GetAtt attributes the stack reads back (Ref always).
 ENGINE_TYPES: Final[dict[str, tuple[str, ...]]] = {
@@ -38,6 +39,8 @@ _REF_AS_ATTRIBUTE: Final = {"AWS::Events::EventBus": "Name"}
 # What `physical` names for each type: the attribute a person finds the resource by.
 _NAME_ATTRIBUTE: Final = {"AWS::SQS::Queue": "QueueName", "AWS::Events::EventBus": "Name"}
 _SUB_NAME = re.compile(r"\$\{([^}!][^}]*)\}")
+# Pseudo parameters that name the stack: a stack that evaluates values has a name of its own.
+_STACK_PSEUDO_PARAMETERS: Final = ("AWS::StackName", "AWS::StackId")
 
 
 def engine_template(template: Template) -> tuple[dict[str, Any], dict[str, str]]:
@@ -48,27 +51,63 @@ def engine_template(template: Template) -> tuple[dict[str, Any], dict[str, str]]
         for logical_id, resource in translated.resources.items()
         if resource.get("Type") in ENGINE_TYPES
     }
-    declared = translated.data.get("Parameters") or {}
-    parameters: dict[str, Any] = {name: declared[name] for name in declared}
-    values = {name: _parameter_value(value) for name, value in translated.parameters.items()}
+    references = _References(translated, inside)
+    resources = references.rewrite(inside)
+    _name_fifo_queues(resources, template.stack_name)
+    return references.body(resources, _outputs(inside)), references.values
 
-    def outside(expression: dict[str, Any], name: str) -> dict[str, str]:
-        parameters[name] = {"Type": "String"}
-        values[name] = str(translated.resolve(expression))
+
+class _References:
+    """Rewrites a reference to anything outside a stack (a resource the stack does not create,
+    the stack's own name) to a Parameter "Local<Name>" carrying the value the local stack gives it."""
+
+    def __init__(self, translated: Template, inside: dict[str, Any]) -> None:
+        self.translated = translated
+        self.inside = inside
+        declared = translated.data.get("Parameters") or {}
+        self.parameters: dict[str, Any] = {name: declared[name] for name in declared}
+        self.values = {name: _parameter_value(value) for name, value in translated.parameters.items()}
+
+    def body(self, resources: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "AWSTemplateFormatVersion": "2010-09-09",
+            "Parameters": self.parameters,
+            "Mappings": self.translated.data.get("Mappings") or {},
+            "Conditions": self.translated.data.get("Conditions") or {},
+            "Resources": resources,
+            "Outputs": outputs,
+        }
+
+    def _outside(self, name: str) -> bool:
+        if name in _STACK_PSEUDO_PARAMETERS:  # another stack's name, when values are evaluated
+            return True
+        return not (name in self.inside or name in self.parameters or name.startswith("AWS::"))
+
+    def _parameter(self, expression: dict[str, Any], name: str) -> dict[str, str]:
+        name = "Local" + re.sub("[^A-Za-z0-9]", "", name)
+        self.parameters[name] = {"Type": "String"}
+        try:
+            self.values[name] = str(self.translated.resolve(expression))
+        except TemplateError:
+            (reference,) = expression.values()
+            logical_id = reference if isinstance(reference, str) else reference[0]
+            if logical_id in self.translated.resources or logical_id not in self.translated.all_resources:
+                raise
+            self.values[name] = ""  # a resource whose condition is false: only in an Fn::If not taken
         return {"Ref": name}
 
-    def rewrite(value: Any) -> Any:
+    def rewrite(self, value: Any) -> Any:
         if isinstance(value, list):
-            return [rewrite(item) for item in value]
+            return [self.rewrite(item) for item in value]
         if not isinstance(value, dict):
             return value
-        if set(value) == {"Ref"} and _outside(value["Ref"], inside, parameters):
-            return outside(value, "Local" + value["Ref"].replace(".", ""))
+        if set(value) == {"Ref"} and self._outside(value["Ref"]):
+            return self._parameter(value, value["Ref"])
         if set(value) == {"Fn::GetAtt"}:
             parts = value["Fn::GetAtt"]
             parts = [str(part) for part in parts] if isinstance(parts, list) else str(parts).split(".", 1)
-            if _outside(parts[0], inside, parameters):
-                return outside({"Fn::GetAtt": parts}, "Local" + "".join(parts))
+            if self._outside(parts[0]):
+                return self._parameter({"Fn::GetAtt": parts}, "".join(parts))
         if set(value) == {"Fn::Sub"}:
             text, variables = (
                 (value["Fn::Sub"], {}) if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"]
@@ -76,25 +115,67 @@ def engine_template(template: Template) -> tuple[dict[str, Any], dict[str, str]]
 
             def replace(match: re.Match[str]) -> str:
                 name = match.group(1).strip()
-                if name in variables or not _outside(name.split(".")[0], inside, parameters):
+                if name in variables or not self._outside(name.split(".")[0]):
                     return match.group(0)
                 reference = {"Fn::GetAtt": name.split(".", 1)} if "." in name else {"Ref": name}
-                return "${" + outside(reference, "Local" + name.replace(".", ""))["Ref"] + "}"
+                return "${" + self._parameter(reference, name)["Ref"] + "}"
 
             text = _SUB_NAME.sub(replace, text)
-            return {"Fn::Sub": [text, rewrite(variables)] if variables else text}
-        return {key: rewrite(item) for key, item in value.items()}
+            return {"Fn::Sub": [text, self.rewrite(variables)] if variables else text}
+        return {key: self.rewrite(item) for key, item in value.items()}
 
-    resources = rewrite(inside)
-    _name_fifo_queues(resources, template.stack_name)
-    body = {
-        "AWSTemplateFormatVersion": "2010-09-09",
-        "Parameters": parameters,
-        "Conditions": translated.data.get("Conditions") or {},
-        "Resources": resources,
-        "Outputs": _outputs(inside),
-    }
-    return body, values
+
+def evaluate(template: Template, cloudformation: Any, expressions: list[Any]) -> dict[str, Any]:
+    """moto's CloudFormation evaluates `expressions` (template values with intrinsics) as the
+    Outputs of a stack without resources, named after what it evaluates (moto keeps it: the
+    same question is answered again without a new stack). Returns `expression_key(e)` -> value;
+    an expression naming a value not known yet is left out when there are several (the caller
+    asks again alone, and hears why)."""
+    references = _References(template.translated(), {})
+    outputs: dict[str, Any] = {}
+    for expression in expressions:
+        try:
+            rewritten = references.rewrite(expression)
+        except TemplateError:
+            if len(expressions) == 1:
+                raise
+            continue
+        outputs[f"V{len(outputs)}"] = {"Value": {"Fn::ToJsonString": rewritten}, "Key": expression}
+    keys = {name: expression_key(output.pop("Key")) for name, output in outputs.items()}
+    body = references.body({}, outputs)
+    text = json.dumps(body, sort_keys=True)
+    digest = hashlib.sha256((text + json.dumps(references.values, sort_keys=True)).encode()).hexdigest()
+    stack = _stack(cloudformation, f"{template.stack_name}-values-{digest[:16]}", text, references.values)
+    found = {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
+    return {keys[name]: _without_nulls(json.loads(value)) for name, value in found.items()}
+
+
+def _without_nulls(value: Any) -> Any:
+    """moto evaluates AWS::NoValue to null and keeps it in lists; CloudFormation drops the item."""
+    if isinstance(value, list):
+        return [_without_nulls(item) for item in value if item is not None]
+    if isinstance(value, dict):
+        return {key: _without_nulls(item) for key, item in value.items() if item is not None}
+    return NO_VALUE if value is None else value
+
+
+def _stack(cloudformation: Any, stack_name: str, body: str, values: dict[str, str]) -> dict[str, Any]:
+    """The stack `stack_name` as moto describes it, created from `body` unless moto has it already."""
+    try:
+        (stack,) = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+    except cloudformation.exceptions.ClientError:
+        cloudformation.create_stack(
+            StackName=stack_name,
+            TemplateBody=body,
+            Parameters=[{"ParameterKey": key, "ParameterValue": value} for key, value in values.items()],
+            Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
+        )
+        (stack,) = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+    if stack["StackStatus"] != "CREATE_COMPLETE":
+        raise TemplateError(
+            f"stack {stack_name}: {stack['StackStatus']} {stack.get('StackStatusReason', '')}"
+        )
+    return dict(stack)
 
 
 def _name_fifo_queues(resources: dict[str, Any], stack_name: str) -> None:
@@ -125,31 +206,12 @@ def _parameter_value(value: Any) -> str:
     return ",".join(value) if isinstance(value, list) else str(value)
 
 
-def _outside(name: str, inside: dict[str, Any], parameters: dict[str, Any]) -> bool:
-    """`name` is a resource outside the engine's stack (not one of its resources, parameters or
-    pseudo parameters)."""
-    return not (name in inside or name in parameters or name.startswith("AWS::"))
-
-
 def create_engine_stack(template: Template, cloudformation: Any) -> dict[str, str]:
     """Creates the engine's stack (named like the template's stack) in moto's CloudFormation, or
     finds it; records every output on `template` and returns logical id -> physical name."""
     stack_name = template.stack_name
     body, values = engine_template(template)
-    try:
-        (stack,) = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
-    except cloudformation.exceptions.ClientError:
-        cloudformation.create_stack(
-            StackName=stack_name,
-            TemplateBody=json.dumps(body),
-            Parameters=[{"ParameterKey": key, "ParameterValue": value} for key, value in values.items()],
-            Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
-        )
-        (stack,) = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
-    if stack["StackStatus"] != "CREATE_COMPLETE":
-        raise TemplateError(
-            f"stack {stack_name}: {stack['StackStatus']} {stack.get('StackStatusReason', '')}"
-        )
+    stack = _stack(cloudformation, stack_name, json.dumps(body), values)
     outputs = {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
     found = {
         parameter["ParameterKey"]: parameter["ParameterValue"] for parameter in stack.get("Parameters", [])

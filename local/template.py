@@ -3,24 +3,27 @@
 `Template` parses template.yaml and has it translated by aws-sam-translator (`translated()`), the
 SAM CLI's own translator: functions (Globals merged), their roles, the API's routes and authorizer
 (its OpenAPI body), event source mappings, rules and schedules are read from that translation, as
-CloudFormation reads them. `Template` evaluates the CloudFormation intrinsics (Ref, Fn::GetAtt,
-Fn::Sub, Fn::If and the condition functions, Fn::Join, Fn::Select, Fn::Split, Fn::FindInMap, ...)
-and conditions of both, and names every resource deterministically.
+CloudFormation reads them.
 
-Values only known once a resource exists (a table's StreamArn, a user pool's id, a queue's URL as
-moto answers it) are handed in with `set_attribute`; `local.aws.create_resources` does that.
+Values are evaluated as CloudFormation evaluates them, by moto's CloudFormation: `Template`
+evaluates only references (Ref, Fn::GetAtt: the values recorded with `set_attribute` once a
+resource exists, the parameters, the names the local runtime gives its functions, aliases, layers
+and APIs) and conditions (Fn::Equals, Fn::Not, Fn::And, Fn::Or, Condition), which decide which
+resources exist before anything is created. Every other function (Fn::Sub, Fn::If, Fn::Join,
+Fn::FindInMap, ...) goes, with those references as Parameters, to a stack of moto's
+CloudFormation (`evaluate_with`; local/engine.py); `local.aws.create_resources` sets that up.
 """
 
 from __future__ import annotations
 
-import base64
 import copy
 import hashlib
 import json
 import logging
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import unquote
@@ -29,7 +32,7 @@ import yaml
 
 from local.iam import Principal
 
-__all__ = ["ApiRoute", "FunctionSpec", "Template", "TemplateError"]
+__all__ = ["ApiRoute", "Evaluator", "FunctionSpec", "Template", "TemplateError", "expression_key"]
 
 
 class TemplateError(Exception):
@@ -51,6 +54,9 @@ class _NoValue:
 
     def __repr__(self) -> str:
         return "AWS::NoValue"
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _NoValue:
+        return self
 
 
 NO_VALUE: Final = _NoValue()
@@ -201,8 +207,6 @@ _PSEUDO_PARAMETERS: Final = (
 _NAME_PROPERTY: Final = {
     "AWS::Events::Rule": "Name",
     "AWS::Scheduler::Schedule": "Name",
-    "AWS::Cognito::UserPool": "UserPoolName",
-    "AWS::Cognito::UserPoolClient": "ClientName",
     "AWS::Lambda::Function": "FunctionName",
     "AWS::Lambda::LayerVersion": "LayerName",
 }
@@ -217,6 +221,40 @@ _CREATED_IN_MOTO: Final = (
     "AWS::Cognito::UserPool",
     "AWS::Cognito::UserPoolClient",
 )
+
+
+# Evaluated here: references (the values the local stack recorded or gives its stand-ins) and
+# conditions. Every other intrinsic function is evaluated by moto's CloudFormation.
+_EVALUATED_HERE: Final = ("Ref", "Condition", "Fn::GetAtt", "Fn::Equals", "Fn::Not", "Fn::And", "Fn::Or")
+
+Evaluator = Callable[[list[Any]], dict[str, Any]]  # expressions -> expression_key -> value
+
+
+def expression_key(expression: Any) -> str:
+    """What an evaluated expression is known by."""
+    return json.dumps(expression, sort_keys=True, default=str)
+
+
+@dataclass
+class _Values:
+    """The values moto's CloudFormation evaluated for one stack (shared by a template and its
+    translation), and the evaluator that asks it."""
+
+    known: dict[str, Any] = field(default_factory=dict)
+    evaluate: Evaluator | None = None
+
+
+def _collect_evaluated(value: Any, found: list[Any]) -> None:
+    """Appends to `found` every outermost intrinsic of `value` that moto evaluates."""
+    if isinstance(value, list):
+        for item in value:
+            _collect_evaluated(item, found)
+    elif isinstance(value, dict):
+        if _is_intrinsic(value) and next(iter(value)) not in _EVALUATED_HERE:
+            found.append(value)
+            return
+        for item in value.values():
+            _collect_evaluated(item, found)
 
 
 def _as_string(value: Any, where: str) -> str:
@@ -252,6 +290,7 @@ class Template:
         self.account_id = account_id
         self.endpoint_url = endpoint_url.rstrip("/") if endpoint_url else None
         self._attributes: dict[tuple[str, str], Any] = {}
+        self._values = _Values()
         self._condition_values: dict[str, bool] = {}
         self.parameter_overrides = dict(parameter_overrides or {})
         self.parameters = self._parameter_values(self.parameter_overrides)
@@ -467,13 +506,6 @@ class Template:
                 if not isinstance(parts, list) or len(parts) != 2:
                     raise TemplateError(f"Fn::GetAtt needs [resource, attribute], got {argument!r}")
                 return self._get_att(str(parts[0]), str(parts[1]))
-            case "Fn::Sub":
-                return self._sub(argument)
-            case "Fn::If":
-                if not isinstance(argument, list) or len(argument) != 3:
-                    raise TemplateError(f"Fn::If needs [condition, then, else], got {argument!r}")
-                chosen = argument[1] if self.condition(str(argument[0])) else argument[2]
-                return self._resolve(chosen)
             case "Fn::Equals":
                 left, right = self._pair(key, argument)
                 return self._comparable(left) == self._comparable(self._resolve(right))
@@ -484,44 +516,36 @@ class Template:
                 return all(self._bool(key, item) for item in self._list(key, argument, 2, 10))
             case "Fn::Or":
                 return any(self._bool(key, item) for item in self._list(key, argument, 2, 10))
-            case "Fn::Join":
-                delimiter, items = self._pair(key, argument)
-                items = self._resolve(items)
-                if not isinstance(items, list):
-                    raise TemplateError(f"Fn::Join needs a list, got {items!r}")
-                return str(delimiter).join(_as_string(item, "Fn::Join") for item in items)
-            case "Fn::Select":
-                index, items = self._pair(key, argument)
-                items = self._resolve(items)
-                try:
-                    return items[int(self._resolve(index))]
-                except (IndexError, TypeError, ValueError) as error:
-                    raise TemplateError(f"Fn::Select {argument!r}: {error}") from error
-            case "Fn::Split":
-                delimiter, source = self._pair(key, argument)
-                return _as_string(self._resolve(source), "Fn::Split").split(str(delimiter))
-            case "Fn::FindInMap":
-                items = [self._resolve(item) for item in self._list(key, argument, 3, 4)]
-                mappings = self.data.get("Mappings") or {}
-                try:
-                    return copy.deepcopy(mappings[items[0]][items[1]][items[2]])
-                except (KeyError, TypeError) as error:
-                    if len(items) == 4 and isinstance(items[3], dict) and "DefaultValue" in items[3]:
-                        return items[3]["DefaultValue"]
-                    raise TemplateError(f"Fn::FindInMap {items[:3]}: not found") from error
-            case "Fn::Base64":
-                text = _as_string(self._resolve(argument), "Fn::Base64")
-                return base64.b64encode(text.encode()).decode()
-            case "Fn::GetAZs":
-                return [f"{self.region}{zone}" for zone in "abc"]
-            case "Fn::ToJsonString":
-                return json.dumps(self._resolve(argument), separators=(",", ":"))
-            case "Fn::Length":
-                items = self._resolve(argument)
-                if not isinstance(items, list):
-                    raise TemplateError(f"Fn::Length needs a list, got {items!r}")
-                return len(items)
-        raise TemplateError(f"{key} is not supported locally")
+        return self._evaluated({key: argument})
+
+    def _evaluated(self, expression: dict[str, Any]) -> Any:
+        """The value moto's CloudFormation gives `expression` (Fn::Sub, Fn::If, Fn::Join, ...)."""
+        key = expression_key(expression)
+        if key not in self._values.known:
+            if self._values.evaluate is None:
+                raise TemplateError(
+                    f"{json.dumps(expression)[:200]} is evaluated by moto's CloudFormation, only once the "
+                    "stack's resources exist (run local.aws.create_resources first)"
+                )
+            self._values.known.update(self._values.evaluate([expression]))
+        return copy.deepcopy(self._values.known[key])
+
+    def evaluate_with(self, evaluate: Evaluator) -> None:
+        """Hands the intrinsics other than Ref, Fn::GetAtt and the condition functions to
+        `evaluate` (moto's CloudFormation, local/engine.py) from now on."""
+        self._values.evaluate = evaluate
+
+    def evaluate_all(self) -> None:
+        """Has every value of the translated template (resources and Outputs) evaluated at once,
+        so that it is known even when moto is gone (see local.aws.create_resources_elsewhere)."""
+        if self._values.evaluate is None:
+            raise TemplateError("no evaluator: run local.aws.create_resources first")
+        translated = self.translated()
+        found: list[Any] = []
+        _collect_evaluated([translated.resources, translated.data.get("Outputs") or {}], found)
+        pending = {expression_key(e): e for e in found if expression_key(e) not in self._values.known}
+        if pending:
+            self._values.known.update(self._values.evaluate(list(pending.values())))
 
     def _list(self, key: str, argument: Any, least: int, most: int) -> list[Any]:
         if not isinstance(argument, list) or not least <= len(argument) <= most:
@@ -543,35 +567,6 @@ class Template:
         if not isinstance(resolved, bool):
             raise TemplateError(f"{key}: {value!r} is not a condition")
         return resolved
-
-    _SUB_VARIABLE = re.compile(r"\$\{([^}]*)\}")
-
-    def _sub(self, argument: Any) -> str:
-        variables: dict[str, Any] = {}
-        if isinstance(argument, list):
-            if len(argument) != 2 or not isinstance(argument[1], dict):
-                raise TemplateError(f"Fn::Sub needs a string or [string, variables], got {argument!r}")
-            text, variables = argument
-        else:
-            text = argument
-        text = self._resolve(text)
-        if not isinstance(text, str):
-            raise TemplateError(f"Fn::Sub needs a string, got {text!r}")
-
-        def replace(match: re.Match[str]) -> str:
-            name = match.group(1).strip()
-            if name.startswith("!"):
-                return "${" + match.group(1)[1:] + "}"
-            if name in variables:
-                value = self._resolve(variables[name])
-            elif "." in name:
-                logical_id, attribute = name.split(".", 1)
-                value = self._get_att(logical_id, attribute)
-            else:
-                value = self._ref(name)
-            return _as_string(value, f"Fn::Sub ${{{name}}}")
-
-        return self._SUB_VARIABLE.sub(replace, text)
 
     # ------------------------------------------------------------------ the translated template
 
@@ -605,6 +600,7 @@ class Template:
                 endpoint_url=self.endpoint_url,
             )
             translated._attributes = self._attributes  # one stack: what one learns, both know
+            translated._values = self._values
             self._translated = translated
         return self._translated
 

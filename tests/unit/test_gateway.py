@@ -19,6 +19,7 @@ from moto.utilities.utils import load_resource
 
 from local import invoke
 from local.aws import cognito_user, create_resources, id_token, start_moto_server
+from local.engine import evaluate
 from local.gateway import CognitoVerifier, LocalGateway, flatten_claims
 from local.template import Template
 
@@ -324,6 +325,8 @@ def test_gateway_responses_of_the_template(stack):
     template = Template(data, path=SAMPLE, stack_name="gw", endpoint_url=stack.endpoint)
     for key, value in stack.template._attributes.items():
         template.set_attribute(*key, value)
+    cloudformation = stack.session.client("cloudformation", endpoint_url=stack.endpoint)
+    template.evaluate_with(lambda expressions: evaluate(template, cloudformation, expressions))
     gateway = LocalGateway(template, port=0, authorizer=stack.verifier, log_requests=False)
     gateway.start()
     try:

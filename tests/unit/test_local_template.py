@@ -8,6 +8,7 @@ import boto3
 import pytest
 
 from local.aws import create_resources, start_moto_server
+from local.engine import evaluate
 from local.gateway import merged_environment
 from local.template import NO_VALUE, ApiRoute, FunctionSpec, Template, TemplateError, match_path
 
@@ -57,7 +58,7 @@ def test_parameters_defaults_and_overrides(template):
         Template.load(SAMPLE, parameter_overrides={"Stage": "test"})
 
 
-def test_conditions_decide_which_resources_exist(template):
+def test_conditions_decide_which_resources_exist(template, moto):
     assert template.condition("CreateUserPool") is True
     assert template.condition("NotProd") is True
     assert template.condition("ProdWithPool") is False
@@ -72,6 +73,9 @@ def test_conditions_decide_which_resources_exist(template):
     assert "UserPool" not in external.resources and "UserPoolClient" not in external.resources
     assert "ProdOnlyTable" in external.resources and "ProvisionedTable" not in external.resources
     # !If picks the parameter when the pool is not created; !Ref of the missing pool is an error
+    session, endpoint = moto
+    cloudformation = session.client("cloudformation", endpoint_url=endpoint)
+    external.evaluate_with(lambda expressions: evaluate(external, cloudformation, expressions))
     auth = external.resolve(external.resources["MailApi"]["Properties"]["Auth"])
     assert auth["Authorizers"]["CognitoAuthorizer"]["UserPoolArn"].endswith("userpool/x")
     with pytest.raises(TemplateError, match="condition is false"):
@@ -129,7 +133,8 @@ def test_ref_and_get_att_answer_what_moto_created(created, moto):
     )
 
 
-def test_sub_string_list_and_escape(template):
+def test_sub_string_list_and_escape(created):
+    template, _ = created
     assert template.resolve({"Fn::Sub": "${AWS::StackName}-x-${Prefix}"}) == "demo-x-sample"
     assert template.resolve({"Fn::Sub": ["${A}/${B}-${Prefix}", {"A": "one", "B": {"Ref": "Stage"}}]}) == (
         "one/dev-sample"
@@ -137,7 +142,8 @@ def test_sub_string_list_and_escape(template):
     assert template.resolve({"Fn::Sub": "${!Literal} ${AWS::Region}"}) == "${Literal} us-east-1"
 
 
-def test_if_equals_join_select_split_findinmap_novalue(template):
+def test_if_equals_join_select_split_findinmap_novalue(created):
+    template, _ = created
     assert template.resolve({"Fn::If": ["IsProd", "a", "b"]}) == "b"
     assert template.resolve({"Fn::Equals": [{"Ref": "RetentionDays"}, 14]}) is True
     assert template.resolve({"Fn::Not": [{"Fn::Equals": ["a", "a"]}]}) is False
@@ -150,10 +156,26 @@ def test_if_equals_join_select_split_findinmap_novalue(template):
     )
     assert resolved == {"Keep": 1, "List": [1]}
     assert template.resolve({"Ref": "AWS::NoValue"}) is None
+    # moto answers AWS::NoValue with null and keeps it in a list; CloudFormation drops it
+    assert template.resolve({"List": [1, {"Fn::If": ["IsProd", 2, {"Ref": "AWS::NoValue"}]}]}) == {
+        "List": [1]
+    }
+    assert template.resolve({"Fn::If": ["NotProd", [1, {"Ref": "AWS::NoValue"}], []]}) == [1]
     assert template._resolve({"Ref": "AWS::NoValue"}) is NO_VALUE
     outputs = template.data["Outputs"]
     assert template.resolve(outputs["Letters"]["Value"]) == "a-b-c"
     assert template.resolve(outputs["Second"]["Value"]) == "b"
+
+
+def test_functions_other_than_references_and_conditions_are_evaluated_by_moto_cloudformation(created, moto):
+    template, _ = created
+    session, endpoint = moto
+    value = {"Fn::Join": ["/", [{"Ref": "AWS::StackName"}, {"Fn::GetAtt": ["MailTable", "Arn"]}, "unasked"]]}
+    cloudformation = session.client("cloudformation", endpoint_url=endpoint)
+    before = {stack["StackName"] for stack in cloudformation.describe_stacks()["Stacks"]}
+    assert template.resolve(value) == f"demo/{template.resolve({'Fn::GetAtt': ['MailTable', 'Arn']})}/unasked"
+    (evaluating,) = {stack["StackName"] for stack in cloudformation.describe_stacks()["Stacks"]} - before
+    assert evaluating.startswith("demo-values-")
 
 
 def test_short_form_tags_and_dates_parse_as_in_cloudformation(template):
