@@ -16,6 +16,7 @@ import statistics
 import time
 from pathlib import Path
 
+from local.aws import create_resources_elsewhere
 from local.execution import session_memory
 from local.gateway import FunctionRuntime
 from local.template import Template
@@ -42,7 +43,9 @@ def main() -> None:
     parser.add_argument("--invocations", type=int, default=200)
     args = parser.parse_args()
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")  # the SAM translator wants one
-    spec = Template.load(SAMPLE, stack_name="bench").function("EchoFunction")
+    template = Template.load(SAMPLE, stack_name="bench")
+    create_resources_elsewhere(template)  # the function's values are worked out by moto
+    spec = template.function("EchoFunction")
     results = {}
     for isolation in ("thread", "process"):
         runtime = FunctionRuntime(spec, isolation=isolation)  # type: ignore[arg-type]
