@@ -98,11 +98,19 @@ def send(
     caller = current_caller(app, root.directory)
     target = root.directory.resolve_account(caller, account, team)
     body = request.model_dump(mode="json")
-    if not key:
+    if key:
+        answer = _send_once(key=key, caller=caller.user, target=target, body=body, debug=debug)
+    else:
         answer = _send(request={"body": body}, target=target, debug=debug)
-        return json_response(answer["status"], answer["body"])
-    # Keyed on the header, the caller and the account; the body's hash is checked, so the same
-    # key with another body is refused rather than answered with the first mail.
+    return json_response(answer["status"], answer["body"])
+
+
+def _send_once(
+    *, key: str, caller: str, target: ResolvedAccount, body: dict[str, Any], debug: bool
+) -> dict[str, Any]:
+    """`_send` under Powertools idempotency, keyed on the header, the caller and the account; the
+    body's hash is checked, so the same key with another body is refused rather than answered with
+    the first mail."""
     digest = hashlib.sha256(json.dumps([body, debug], sort_keys=True).encode()).hexdigest()
     config = IdempotencyConfig(
         event_key_jmespath="[key, caller, team, account]",
@@ -113,19 +121,18 @@ def send(
     once = idempotent_function(
         _send,
         data_keyword_argument="request",
-        persistence_store=root.idempotency_store(),
+        persistence_store=wiring.root().idempotency_store(),
         config=config,
     )
-    request_data = {
+    request = {
         "key": key,
-        "caller": caller.user,
+        "caller": caller,
         "team": target.team,
         "account": target.name,
         "digest": digest,
         "body": body,
     }
-    answer = once(request=request_data, target=target, debug=debug)
-    return json_response(answer["status"], answer["body"])
+    return once(request=request, target=target, debug=debug)
 
 
 @app.post(
