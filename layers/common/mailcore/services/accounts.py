@@ -57,20 +57,16 @@ MAX_TEAM_SECRET_BYTES = 65536
 _NAME = re.compile(NAME_PATTERN)
 
 
-class NotAnAdministrator(NotAMember):
-    code = "not_an_administrator"
+class NotAnAdministrator(NotAMember, code="not_an_administrator"):
+    pass
 
 
-class RevisionMismatch(MailServiceError):
-    status = 412
-    code = "revision_mismatch"
+class RevisionMismatch(MailServiceError, status=412, code="revision_mismatch"):
+    pass
 
 
-class CheckFailed(MailServiceError):
+class CheckFailed(MailServiceError, status=422, code="check_failed"):
     """`?check=true` and the account does not work: nothing was saved."""
-
-    status = 422
-    code = "check_failed"
 
     def __init__(self, message: str, *, field: str | None, check: dict[str, Any]) -> None:
         super().__init__(message, field=field)

@@ -62,12 +62,9 @@ class MailSendFailed(MailServerError):
         self.mail = mail
 
 
-class MailDeferred(MailSendFailed):
+class MailDeferred(MailSendFailed, status=202, code="mail_deferred"):
     """The server failed the mail temporarily: it is stored `deferred` and the outbox tries it
     again (services/retry.py). Answered 202 with the mail, the reason and the diagnosis."""
-
-    status = 202
-    code = "mail_deferred"
 
 
 def team_files(team: str, file_ids: list[str], storage: Storage) -> list[StoredFile]:
