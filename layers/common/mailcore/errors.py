@@ -31,32 +31,25 @@ class MailServiceError(Exception):
         self.debug: list[str] | None = None
 
 
-class InvalidInput(MailServiceError, status=400, code="invalid_input"):
-    pass
+class InvalidInput(MailServiceError, status=400, code="invalid_input"): ...
 
 
-class NotAuthenticated(MailServiceError, status=401, code="not_authenticated"):
-    pass
+class NotAuthenticated(MailServiceError, status=401, code="not_authenticated"): ...
 
 
-class NotAMember(MailServiceError, status=403, code="not_a_member"):
-    pass
+class NotAMember(MailServiceError, status=403, code="not_a_member"): ...
 
 
-class NotFound(MailServiceError, status=404, code="not_found"):
-    pass
+class NotFound(MailServiceError, status=404, code="not_found"): ...
 
 
-class AccountNotFound(NotFound, code="account_not_found"):
-    pass
+class AccountNotFound(NotFound, code="account_not_found"): ...
 
 
-class AmbiguousAccount(MailServiceError, status=409, code="ambiguous_account"):
-    pass
+class AmbiguousAccount(MailServiceError, status=409, code="ambiguous_account"): ...
 
 
-class Conflict(MailServiceError, status=409, code="conflict"):
-    pass
+class Conflict(MailServiceError, status=409, code="conflict"): ...
 
 
 class PullRunning(Conflict, code="pull_running"):

@@ -57,12 +57,10 @@ MAX_TEAM_SECRET_BYTES = 65536
 _NAME = re.compile(NAME_PATTERN)
 
 
-class NotAnAdministrator(NotAMember, code="not_an_administrator"):
-    pass
+class NotAnAdministrator(NotAMember, code="not_an_administrator"): ...
 
 
-class RevisionMismatch(MailServiceError, status=412, code="revision_mismatch"):
-    pass
+class RevisionMismatch(MailServiceError, status=412, code="revision_mismatch"): ...
 
 
 class CheckFailed(MailServiceError, status=422, code="check_failed"):
