@@ -24,7 +24,7 @@ import ssl
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 from pydantic import SecretStr, ValidationError
 
@@ -155,15 +155,19 @@ class Connection:
     # An OAuth2 account's access token (the accounts API gets one before it checks).
     access_token: str | None = None
 
+    def open[Session: (Pop3Session, SmtpSession)](self, session: type[Session], account: Any) -> Session:
+        """A POP3 or SMTP session of the account over this connection (not logged in until entered)."""
+        return session(
+            account,
+            transcript=self.transcript,
+            tls_context=self.tls_context,
+            access_token=self.access_token,
+            source_address=self.source_address,
+        )
+
 
 def check_pop3(account: MailAccount, connection: Connection, out: TextIO) -> None:
-    with Pop3Session(
-        account,
-        transcript=connection.transcript,
-        tls_context=connection.tls_context,
-        access_token=connection.access_token,
-        source_address=connection.source_address,
-    ) as session:
+    with connection.open(Pop3Session, account) as session:
         count, size = session.pop.stat()
         listing = session.listing()
         out.write(f"mailbox: {count} messages, {size} bytes\n")
@@ -174,13 +178,7 @@ def check_pop3(account: MailAccount, connection: Connection, out: TextIO) -> Non
 
 
 def check_smtp(account: SmtpAccount, connection: Connection, send_to: str | None, out: TextIO) -> None:
-    with SmtpSession(
-        account,
-        transcript=connection.transcript,
-        tls_context=connection.tls_context,
-        access_token=connection.access_token,
-        source_address=connection.source_address,
-    ) as session:
+    with connection.open(SmtpSession, account) as session:
         if not send_to:
             out.write("logged in; no test mail sent (add --send-to ADDRESS to send one)\n")
             return
