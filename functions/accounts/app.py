@@ -5,13 +5,12 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore.answers import AccountAnswer, AccountCheckAnswer, AccountsAnswer, responses
-from mailcore.api import current_caller, json_response, make_resolver, service_error_body
+from mailcore.api import AccountName, Team, current_caller, json_response, make_resolver, service_error_body
 from mailcore.errors import InvalidInput
-from mailcore.models import NAME_PATTERN
 from mailcore.services.accounts import CheckFailed
 from mailcore.telemetry import log_metrics
 from mailcore.wiring import accounts as wiring
@@ -21,10 +20,6 @@ logger = Logger()
 wiring.root()
 app = make_resolver()
 
-AccountName = Annotated[str, Path(pattern=NAME_PATTERN)]
-Team = Annotated[
-    str | None, Query(max_length=128, description="the team, when two of yours have this account")
-]
 ACCOUNT_BODY = (
     "The account as the team secret holds it (mail_from, mail_username, mail_password, smtp, pop3, auth, ...). "
     "A secret value left out (mail_password, auth.client_secret, auth.refresh_token) keeps its stored value."

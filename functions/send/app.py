@@ -18,6 +18,9 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore.answers import READ_MAIL, MailAnswer, RetryAnswer, SyncAnswer, responses
 from mailcore.api import (
+    AccountName,
+    Team,
+    callers_account,
     current_caller,
     debug_transcript,
     error_body,
@@ -26,7 +29,7 @@ from mailcore.api import (
     seconds_left_for_caller,
     service_error_body,
 )
-from mailcore.models import ID_PATTERN, NAME_PATTERN, MailStatus, QueueRequest, SendRequest
+from mailcore.models import ID_PATTERN, MailStatus, QueueRequest, SendRequest
 from mailcore.services.files import team_mail
 from mailcore.services.send import MailSendFailed
 from mailcore.teams import ResolvedAccount
@@ -39,10 +42,6 @@ wiring.root()
 app = make_resolver()
 
 IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600
-Team = Annotated[
-    str | None, Query(max_length=128, description="the team, when two of yours have this account")
-]
-AccountName = Annotated[str, Path(pattern=NAME_PATTERN, description="the account's name in its team secret")]
 MailId = Annotated[str, Path(pattern=ID_PATTERN, description="the outgoing mail's id")]
 IdempotencyKey = Annotated[
     str | None,
@@ -142,9 +141,7 @@ def _send_once(
 )
 def queue(request: Annotated[QueueRequest, Body()]) -> Response[str]:
     root = wiring.root()
-    target = root.directory.resolve_account(
-        current_caller(app, root.directory), request.account, request.team
-    )
+    target = callers_account(app, root.directory, request.account, request.team)
     max_age = request.retry_max_age_hours
     mail = root.queue(
         target,
@@ -191,7 +188,7 @@ def retry(mail_id: MailId) -> Response[str]:
 )
 def sync(account: AccountName, team: Team = None) -> dict[str, Any]:
     root = wiring.root()
-    target = root.directory.resolve_account(current_caller(app, root.directory), account, team)
+    target = callers_account(app, root.directory, account, team)
     with root.outbox(seconds_left=lambda: seconds_left_for_caller(app)) as outbox:
         return outbox.sync(target).public()
 
