@@ -235,9 +235,9 @@ class DirectSend:
         with self._within_limits(target):
             mail, raw = self._store(target, request, stored_as)
             attempts = Attempts(self.policy, WHILE_THE_CALLER_WAITS, self.clock, self.sleep, transcript)
-            account = target.config if isinstance(target, ResolvedAccount) else None
+            config = target.config if isinstance(target, ResolvedAccount) else None
             send = self._sender(target, transcript)
-            outcome = attempts.deliver(mail, raw, request.recipients(), send, account)
+            outcome = attempts.deliver(mail, raw, request.recipients(), send, config)
         completions = Completions(self.storage, self.events, self.dead_letters)
         completions.record([(outcome, DIRECT_HOLD)])
         completions.flush()
