@@ -1,12 +1,14 @@
 """Who imports whom inside the layer (mailcore), and the import cycles among them.
 
 `python scripts/module_graph.py` prints one line per module: `module -> imported, ...` (imports under
-`if TYPE_CHECKING:` left out: they never run), then every cycle found. tests/unit/test_layer_imports.py
+`if TYPE_CHECKING:` left out: they never run), then every cycle found; `--longest N` prints the N
+longest functions of the layer and of the handlers instead. tests/unit/test_layer_imports.py
 holds the layer to no cycle and to boto3 only in the adapters."""
 
 from __future__ import annotations
 
 import ast
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,7 +111,39 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     return sorted(found)
 
 
+def function_lengths(paths: list[Path]) -> list[tuple[int, str]]:
+    """(lines from `def` to the function's last line, `path:line qualified.name`) for every function
+    and method in the files, nested ones too, longest first."""
+    found: list[tuple[int, str]] = []
+
+    def visit(node: ast.AST, path: Path, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = (child.end_lineno or child.lineno) - child.lineno + 1
+                found.append((lines, f"{path}:{child.lineno} {prefix}{child.name}"))
+                visit(child, path, f"{prefix}{child.name}.")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, path, f"{prefix}{child.name}.")
+            else:
+                visit(child, path, prefix)
+
+    for path in paths:
+        visit(ast.parse(path.read_text(), str(path)), path, "")
+    return sorted(found, key=lambda row: (-row[0], row[1]))
+
+
+def handler_modules(root: Path = LAYER.parent.parent) -> list[Path]:
+    return sorted((root / "functions").glob("*/app.py"))
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--longest":
+        repository = LAYER.parent.parent
+        for kind, paths in (("layer", list(layer_modules().values())), ("handlers", handler_modules())):
+            print(f"{kind}:")
+            for lines, where in function_lengths(paths)[: int(sys.argv[2])]:
+                print(f"  {lines:3} {where.removeprefix(str(repository) + '/')}")
+        return
     edges = graph()
     for name in sorted(edges):
         targets = sorted(edges[name])

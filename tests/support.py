@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -16,6 +17,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 Invoke = Callable[[dict[str, Any]], Any]
 """Hands an event to a function and returns its answer: a handler in this process, or the local stack's."""
+
+
+def accepted(listener: socket.socket) -> Iterator[socket.socket]:
+    """Each connection the listening socket accepts, until it is closed: a fake server's loop."""
+    while True:
+        try:
+            connection, _ = listener.accept()
+        except OSError:
+            return
+        yield connection
 
 
 def claims(*teams: str, user: str = "user@example.test") -> dict[str, str]:

@@ -5,14 +5,14 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore.answers import AccountAnswer, AccountCheckAnswer, AccountsAnswer, responses
-from mailcore.api import current_caller, json_response, make_resolver, service_error_body
+from mailcore.api import AccountName, Team, current_caller, json_response, make_resolver, service_error_body
 from mailcore.errors import InvalidInput
-from mailcore.models import NAME_PATTERN
 from mailcore.services.accounts import CheckFailed
+from mailcore.teams import Caller
 from mailcore.telemetry import log_metrics
 from mailcore.wiring import accounts as wiring
 
@@ -21,10 +21,6 @@ logger = Logger()
 wiring.root()
 app = make_resolver()
 
-AccountName = Annotated[str, Path(pattern=NAME_PATTERN)]
-Team = Annotated[
-    str | None, Query(max_length=128, description="the team, when two of yours have this account")
-]
 ACCOUNT_BODY = (
     "The account as the team secret holds it (mail_from, mail_username, mail_password, smtp, pop3, auth, ...). "
     "A secret value left out (mail_password, auth.client_secret, auth.refresh_token) keeps its stored value."
@@ -40,6 +36,10 @@ WHY = {
     422: "?check=true and the check failed (check_failed): nothing was saved; the result is under `check`",
 }
 READ_ERRORS = (403, 404, 409)
+
+
+def _caller() -> Caller:
+    return current_caller(app, wiring.root().directory)
 
 
 @app.exception_handler(CheckFailed)
@@ -66,7 +66,7 @@ def _if_match() -> int | None:
 def list_accounts(
     team: Annotated[str | None, Query(max_length=128, description="only this team")] = None,
 ) -> dict[str, Any]:
-    return {"accounts": wiring.root().accounts.list(current_caller(app, wiring.root().directory), team)}
+    return {"accounts": wiring.root().accounts.list(_caller(), team)}
 
 
 @app.get(
@@ -75,9 +75,7 @@ def list_accounts(
     responses=responses(200, AccountAnswer, "The account", *READ_ERRORS, why=WHY),
 )
 def get_account(account: AccountName, team: Team = None) -> dict[str, Any]:
-    return {
-        "account": wiring.root().accounts.get(current_caller(app, wiring.root().directory), account, team)
-    }
+    return {"account": wiring.root().accounts.get(_caller(), account, team)}
 
 
 @app.put(
@@ -97,7 +95,7 @@ def put_account(
     ] = False,
 ) -> Response[str]:
     view, created = wiring.root().accounts.save(
-        current_caller(app, wiring.root().directory), account, team, change, check=check, if_match=_if_match()
+        _caller(), account, team, change, check=check, if_match=_if_match()
     )
     return json_response(201 if created else 200, {"account": view})
 
@@ -108,9 +106,7 @@ def put_account(
     responses=responses(204, None, "The account was deleted", *READ_ERRORS, 412, why=WHY),
 )
 def delete_account(account: AccountName, team: Team = None) -> Response[str]:
-    wiring.root().accounts.delete(
-        current_caller(app, wiring.root().directory), account, team, if_match=_if_match()
-    )
+    wiring.root().accounts.delete(_caller(), account, team, if_match=_if_match())
     return Response(status_code=204, content_type="application/json", body="")
 
 
@@ -120,11 +116,7 @@ def delete_account(account: AccountName, team: Team = None) -> Response[str]:
     responses=responses(200, AccountCheckAnswer, "The check's result", *READ_ERRORS, why=WHY),
 )
 def check_account(account: AccountName, team: Team = None) -> dict[str, Any]:
-    return {
-        "check": wiring.root().accounts.check_saved(
-            current_caller(app, wiring.root().directory), account, team
-        )
-    }
+    return {"check": wiring.root().accounts.check_saved(_caller(), account, team)}
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -4,12 +4,19 @@ The pull queue has its own function (functions/pull_queue)."""
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore.answers import PullAnswer, PullStatusAnswer, responses
-from mailcore.api import current_caller, debug_transcript, make_resolver, seconds_left_for_caller
-from mailcore.models import NAME_PATTERN
+from mailcore.api import (
+    AccountName,
+    Team,
+    callers_account,
+    current_caller,
+    debug_transcript,
+    make_resolver,
+    seconds_left_for_caller,
+)
 from mailcore.protocols.transcript import Transcript
 from mailcore.telemetry import log_metrics
 from mailcore.wiring import pull as wiring
@@ -20,10 +27,6 @@ wiring.root()
 app = make_resolver()
 
 Debug = Annotated[bool, Query(description="add the POP3 conversation (credentials redacted)")]
-Team = Annotated[
-    str | None, Query(max_length=128, description="the team, when two of yours have this account")
-]
-AccountName = Annotated[str, Path(pattern=NAME_PATTERN, description="the account's name in its team secret")]
 
 
 def _answer(reports: list[Any], transcript: Transcript, debug: bool) -> dict[str, Any]:
@@ -56,7 +59,7 @@ PULLED = responses(
 @app.post("/api/core/mail/pull/<account>", summary="Pull new mail of one account", responses=PULLED)
 def pull_one(account: AccountName, team: Team = None, debug: Debug = False) -> dict[str, Any]:
     root = wiring.root()
-    target = root.directory.resolve_account(current_caller(app, root.directory), account, team)
+    target = callers_account(app, root.directory, account, team)
     with debug_transcript(debug) as transcript:
         report = root.pull(target, transcript=transcript, seconds_left=_seconds_left)
     return _answer([report], transcript, debug)

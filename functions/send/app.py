@@ -18,6 +18,9 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore.answers import READ_MAIL, MailAnswer, RetryAnswer, SyncAnswer, responses
 from mailcore.api import (
+    AccountName,
+    Team,
+    callers_account,
     current_caller,
     debug_transcript,
     error_body,
@@ -26,7 +29,7 @@ from mailcore.api import (
     seconds_left_for_caller,
     service_error_body,
 )
-from mailcore.models import ID_PATTERN, NAME_PATTERN, MailStatus, QueueRequest, SendRequest
+from mailcore.models import ID_PATTERN, MailStatus, QueueRequest, SendRequest
 from mailcore.services.files import team_mail
 from mailcore.services.send import MailSendFailed
 from mailcore.teams import ResolvedAccount
@@ -39,10 +42,6 @@ wiring.root()
 app = make_resolver()
 
 IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600
-Team = Annotated[
-    str | None, Query(max_length=128, description="the team, when two of yours have this account")
-]
-AccountName = Annotated[str, Path(pattern=NAME_PATTERN, description="the account's name in its team secret")]
 MailId = Annotated[str, Path(pattern=ID_PATTERN, description="the outgoing mail's id")]
 IdempotencyKey = Annotated[
     str | None,
@@ -98,11 +97,19 @@ def send(
     caller = current_caller(app, root.directory)
     target = root.directory.resolve_account(caller, account, team)
     body = request.model_dump(mode="json")
-    if not key:
+    if key:
+        answer = _send_once(key=key, caller=caller.user, target=target, body=body, debug=debug)
+    else:
         answer = _send(request={"body": body}, target=target, debug=debug)
-        return json_response(answer["status"], answer["body"])
-    # Keyed on the header, the caller and the account; the body's hash is checked, so the same
-    # key with another body is refused rather than answered with the first mail.
+    return json_response(answer["status"], answer["body"])
+
+
+def _send_once(
+    *, key: str, caller: str, target: ResolvedAccount, body: dict[str, Any], debug: bool
+) -> dict[str, Any]:
+    """`_send` under Powertools idempotency, keyed on the header, the caller and the account; the
+    body's hash is checked, so the same key with another body is refused rather than answered with
+    the first mail."""
     digest = hashlib.sha256(json.dumps([body, debug], sort_keys=True).encode()).hexdigest()
     config = IdempotencyConfig(
         event_key_jmespath="[key, caller, team, account]",
@@ -113,19 +120,18 @@ def send(
     once = idempotent_function(
         _send,
         data_keyword_argument="request",
-        persistence_store=root.idempotency_store(),
+        persistence_store=wiring.root().idempotency_store(),
         config=config,
     )
-    request_data = {
+    request = {
         "key": key,
-        "caller": caller.user,
+        "caller": caller,
         "team": target.team,
         "account": target.name,
         "digest": digest,
         "body": body,
     }
-    answer = once(request=request_data, target=target, debug=debug)
-    return json_response(answer["status"], answer["body"])
+    return once(request=request, target=target, debug=debug)
 
 
 @app.post(
@@ -135,9 +141,7 @@ def send(
 )
 def queue(request: Annotated[QueueRequest, Body()]) -> Response[str]:
     root = wiring.root()
-    target = root.directory.resolve_account(
-        current_caller(app, root.directory), request.account, request.team
-    )
+    target = callers_account(app, root.directory, request.account, request.team)
     max_age = request.retry_max_age_hours
     mail = root.queue(
         target,
@@ -184,7 +188,7 @@ def retry(mail_id: MailId) -> Response[str]:
 )
 def sync(account: AccountName, team: Team = None) -> dict[str, Any]:
     root = wiring.root()
-    target = root.directory.resolve_account(current_caller(app, root.directory), account, team)
+    target = callers_account(app, root.directory, account, team)
     with root.outbox(seconds_left=lambda: seconds_left_for_caller(app)) as outbox:
         return outbox.sync(target).public()
 

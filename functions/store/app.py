@@ -23,6 +23,7 @@ from mailcore.models import ID_PATTERN, Direction, FileUpload, MailStatus
 from mailcore.services.files import parse_again, store_file, team_file, team_mail, team_raw_mail
 from mailcore.services.mail_list import DEFAULT_LIMIT, MAX_LIMIT, list_mail, since_key
 from mailcore.storage import MailQuery
+from mailcore.teams import Caller
 from mailcore.telemetry import log_metrics
 from mailcore.wiring import store as wiring
 
@@ -30,6 +31,11 @@ logger = Logger()
 # The init reads and checks the settings (a missing variable fails it, by name); clients come on first use.
 wiring.root()
 app = make_resolver()
+StoredId = Annotated[str, Path(pattern=ID_PATTERN)]
+
+
+def _caller() -> Caller:
+    return current_caller(app, wiring.root().directory)
 
 
 @app.post(
@@ -47,7 +53,7 @@ app = make_resolver()
 )
 def upload_file(upload: Annotated[FileUpload, Body()]) -> Response[str]:
     stored, upload_url = store_file(
-        current_caller(app, wiring.root().directory),
+        _caller(),
         team=upload.team,
         name=upload.name,
         content_type=upload.content_type,
@@ -67,8 +73,8 @@ def upload_file(upload: Annotated[FileUpload, Body()]) -> Response[str]:
     operation_id=GET_FILE,
     responses=responses(200, FileAnswer, "The file", 403, 404),
 )
-def get_file(file_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str, Any]:
-    stored, url = team_file(current_caller(app, wiring.root().directory), file_id, wiring.root().storage)
+def get_file(file_id: StoredId) -> dict[str, Any]:
+    stored, url = team_file(_caller(), file_id, wiring.root().storage)
     return {"file": stored.public(url)}
 
 
@@ -97,7 +103,7 @@ def list_team_mail(
         since=since_key(since) if since else None,
     )
     return list_mail(
-        current_caller(app, wiring.root().directory),
+        _caller(),
         storage=wiring.root().storage,
         team=team,
         query=query,
@@ -112,12 +118,8 @@ def list_team_mail(
     operation_id=GET_MAIL,
     responses=responses(200, MailAnswer, "The mail", 403, 404),
 )
-def get_mail(mail_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str, Any]:
-    return {
-        "mail": team_mail(
-            current_caller(app, wiring.root().directory), mail_id, wiring.root().storage
-        ).public()
-    }
+def get_mail(mail_id: StoredId) -> dict[str, Any]:
+    return {"mail": team_mail(_caller(), mail_id, wiring.root().storage).public()}
 
 
 @app.get(
@@ -125,8 +127,8 @@ def get_mail(mail_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str, Any
     summary="A presigned URL to a stored mail's raw message (members only)",
     responses=responses(200, RawMailAnswer, "The raw message's download URL", 403, 404),
 )
-def get_raw_mail(mail_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str, Any]:
-    mail, url = team_raw_mail(current_caller(app, wiring.root().directory), mail_id, wiring.root().storage)
+def get_raw_mail(mail_id: StoredId) -> dict[str, Any]:
+    mail, url = team_raw_mail(_caller(), mail_id, wiring.root().storage)
     return {"raw": {"url": url, "size": mail.raw_size}}
 
 
@@ -137,12 +139,8 @@ def get_raw_mail(mail_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str,
         200, MailAnswer, "The mail as parsed now (parse_error when it still fails)", 403, 404, 409
     ),
 )
-def parse_mail_again(mail_id: Annotated[str, Path(pattern=ID_PATTERN)]) -> dict[str, Any]:
-    return {
-        "mail": parse_again(
-            current_caller(app, wiring.root().directory), mail_id, wiring.root().storage
-        ).public()
-    }
+def parse_mail_again(mail_id: StoredId) -> dict[str, Any]:
+    return {"mail": parse_again(_caller(), mail_id, wiring.root().storage).public()}
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

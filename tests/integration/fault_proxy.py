@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
+from tests.support import accepted
+
 DATA_END = "DATA-END"  # SMTP: the message's final "." (the reply to it is the server's verdict)
 
 Action = Literal["cut", "hold", "reply", "hang_up"]
@@ -96,11 +98,7 @@ class FaultProxy:
         return None
 
     def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
+        for client in accepted(self._listener):
             server = socket.create_connection(self.upstream)
             self._sockets += [client, server]
             commands: deque[str] = deque()

@@ -68,10 +68,10 @@ class Harness:
         harness = self
 
         class Scripted(outbox_module.Outbox):
-            def _account(self, mail):
+            def _config(self, mail):
                 return harness.target.config
 
-            def _session(self, mail, account):
+            def _session(self, mail, config):
                 return harness.server
 
         return Scripted(

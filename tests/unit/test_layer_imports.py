@@ -1,5 +1,5 @@
 """The layer's shape (docs/architecture.md): no import cycle, AWS only in the adapters, no test
-fakes shipped, the domain free of its composition roots, settings checked at init."""
+fakes shipped, the domain free of its composition roots, settings checked at init, functions short."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from scripts.module_graph import LAYER, cycles, graph, imported_names, layer_modules
+from scripts.module_graph import (
+    LAYER,
+    cycles,
+    function_lengths,
+    graph,
+    handler_modules,
+    imported_names,
+    layer_modules,
+)
 from tests.stack import function_environment
 
 # Libraries that make AWS clients: only an adapter may import them.
@@ -22,6 +30,20 @@ ENTRY_POINTS = {"mailcore.check"}
 
 def test_the_layer_has_no_import_cycle():
     assert cycles(graph()) == []
+
+
+def test_every_function_of_the_layer_fits_a_screen():
+    assert [row for row in function_lengths(list(layer_modules().values())) if row[0] > 60] == []
+
+
+def test_every_function_of_a_handler_module_is_short():
+    assert [row for row in function_lengths(handler_modules()) if row[0] > 30] == []
+
+
+def test_a_long_function_is_measured_from_def_to_its_last_line(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("class A:\n    def f(self):\n        x = 1\n\n        return x\n")
+    assert function_lengths([module]) == [(4, f"{module}:2 A.f")]
 
 
 def test_a_new_cycle_is_found(tmp_path):

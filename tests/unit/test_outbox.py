@@ -149,7 +149,7 @@ class _PacedOutbox:
         account = mail_account(max_messages_per_minute=per_minute)
 
         class Paced(outbox_module.Outbox):
-            def _account(self, mail):
+            def _config(self, mail):
                 return account
 
             def _materialise(self, claimed):

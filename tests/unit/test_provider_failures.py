@@ -17,6 +17,7 @@ from mailcore.services.send import DirectSend, MailDeferred, MailSendFailed
 from mailcore.teams import ResolvedAccount
 
 from tests.fakes import MemoryLimitCounters, MemoryPublisher, memory_storage
+from tests.support import accepted
 
 ENDPOINT = ServerEndpoint(host="smtp.office365.com", port=587, security="starttls")
 
@@ -155,11 +156,7 @@ class BusyOnceSmtpServer:
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
+        for conn in accepted(self.sock):
             with conn:
                 self.connections += 1
                 if self.busy_left > 0:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
-from typing import Any
+from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
@@ -16,12 +16,14 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
 from mailcore.errors import MailServerError, MailServiceError, NotAuthenticated
+from mailcore.models import NAME_PATTERN
 from mailcore.protocols.diagnose import diagnosis
 from mailcore.protocols.transcript import Transcript
-from mailcore.teams import Caller, TeamDirectory, caller_from_claims
+from mailcore.teams import Caller, ResolvedAccount, TeamDirectory, caller_from_claims
 
 logger = Logger(child=True)
 
@@ -163,6 +165,20 @@ def current_caller(app: APIGatewayRestResolver, directory: TeamDirectory) -> Cal
     if caller is None:
         raise NotAuthenticated("a valid token is required")
     return directory.member_teams(caller)
+
+
+# The parameters of every route that names one of the caller's accounts.
+AccountName = Annotated[str, Path(pattern=NAME_PATTERN, description="the account's name in its team secret")]
+Team = Annotated[
+    str | None, Query(max_length=128, description="the team, when two of yours have this account")
+]
+
+
+def callers_account(
+    app: APIGatewayRestResolver, directory: TeamDirectory, account: str, team: str | None
+) -> ResolvedAccount:
+    """The caller's account of that name (in `team` when two of the caller's teams have one)."""
+    return directory.resolve_account(current_caller(app, directory), account, team)
 
 
 # API Gateway (REST) gives up on an integration after 29 s; work for an HTTP caller must stop

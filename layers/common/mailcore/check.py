@@ -24,7 +24,7 @@ import ssl
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 from pydantic import SecretStr, ValidationError
 
@@ -170,15 +170,19 @@ class Connection:
     # An OAuth2 account's access token (the accounts API gets one before it checks).
     access_token: str | None = None
 
+    def open[Session: (Pop3Session, SmtpSession)](self, session: type[Session], config: Any) -> Session:
+        """A POP3 or SMTP session of that account configuration over this connection (not logged in until entered)."""
+        return session(
+            config,
+            transcript=self.transcript,
+            tls_context=self.tls_context,
+            access_token=self.access_token,
+            source_address=self.source_address,
+        )
 
-def check_pop3(account: MailAccount, connection: Connection, out: TextIO) -> None:
-    with Pop3Session(
-        account,
-        transcript=connection.transcript,
-        tls_context=connection.tls_context,
-        access_token=connection.access_token,
-        source_address=connection.source_address,
-    ) as session:
+
+def check_pop3(config: MailAccount, connection: Connection, out: TextIO) -> None:
+    with connection.open(Pop3Session, config) as session:
         count, size = session.pop.stat()
         listing = session.listing()
         out.write(f"mailbox: {count} messages, {size} bytes\n")
@@ -188,28 +192,22 @@ def check_pop3(account: MailAccount, connection: Connection, out: TextIO) -> Non
             out.write(f"  ... and {len(listing) - LISTED_UIDLS} more\n")
 
 
-def check_smtp(account: SmtpAccount, connection: Connection, send_to: str | None, out: TextIO) -> None:
-    with SmtpSession(
-        account,
-        transcript=connection.transcript,
-        tls_context=connection.tls_context,
-        access_token=connection.access_token,
-        source_address=connection.source_address,
-    ) as session:
+def check_smtp(config: SmtpAccount, connection: Connection, send_to: str | None, out: TextIO) -> None:
+    with connection.open(SmtpSession, config) as session:
         if not send_to:
             out.write("logged in; no test mail sent (add --send-to ADDRESS to send one)\n")
             return
         now = datetime.now(UTC)
         message = build_message(
-            mail_from=account.mail_from,
+            mail_from=config.mail_from,
             to=[send_to],
             cc=[],
             reply_to=[],
             subject=f"mail-check test mail {now:%Y-%m-%d %H:%M:%S} UTC",
-            body_text=f"This test mail was sent by mail-check from {envelope_sender(account)}.\n",
+            body_text=f"This test mail was sent by mail-check from {envelope_sender(config)}.\n",
             body_html=None,
             attachments=[],
-            message_id=new_message_id(account.mail_from),
+            message_id=new_message_id(config.mail_from),
             date=now,
         )
         delivery = session.send(message.as_bytes(), [send_to])

@@ -14,6 +14,15 @@ class MailServiceError(Exception):
     status = 500
     code = "internal_error"
 
+    def __init_subclass__(cls, *, status: int | None = None, code: str | None = None) -> None:
+        """`class NotFound(MailServiceError, status=404, code="not_found")`: a subclass names its
+        HTTP status and error code in its header; one left out is the base's."""
+        super().__init_subclass__()
+        if status is not None:
+            cls.status = status
+        if code is not None:
+            cls.code = code
+
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.message = message
@@ -22,58 +31,37 @@ class MailServiceError(Exception):
         self.debug: list[str] | None = None
 
 
-class InvalidInput(MailServiceError):
-    status = 400
-    code = "invalid_input"
+class InvalidInput(MailServiceError, status=400, code="invalid_input"): ...
 
 
-class NotAuthenticated(MailServiceError):
-    status = 401
-    code = "not_authenticated"
+class NotAuthenticated(MailServiceError, status=401, code="not_authenticated"): ...
 
 
-class NotAMember(MailServiceError):
-    status = 403
-    code = "not_a_member"
+class NotAMember(MailServiceError, status=403, code="not_a_member"): ...
 
 
-class NotFound(MailServiceError):
-    status = 404
-    code = "not_found"
+class NotFound(MailServiceError, status=404, code="not_found"): ...
 
 
-class AccountNotFound(NotFound):
-    code = "account_not_found"
+class AccountNotFound(NotFound, code="account_not_found"): ...
 
 
-class AmbiguousAccount(MailServiceError):
-    status = 409
-    code = "ambiguous_account"
+class AmbiguousAccount(MailServiceError, status=409, code="ambiguous_account"): ...
 
 
-class Conflict(MailServiceError):
-    status = 409
-    code = "conflict"
+class Conflict(MailServiceError, status=409, code="conflict"): ...
 
 
-class PullRunning(Conflict):
+class PullRunning(Conflict, code="pull_running"):
     """Another pull of the account holds its lease; this one did nothing."""
 
-    code = "pull_running"
 
-
-class TeamConfigInvalid(MailServiceError):
+class TeamConfigInvalid(MailServiceError, status=500, code="team_config_invalid"):
     """A team secret that does not validate: the operators must fix it, the caller cannot."""
 
-    status = 500
-    code = "team_config_invalid"
 
-
-class MailServerError(MailServiceError):
+class MailServerError(MailServiceError, status=502, code="mail_server_error"):
     """The SMTP or POP3 server failed or refused; `reply` is its answer when it gave one."""
-
-    status = 502
-    code = "mail_server_error"
 
     def __init__(
         self,

@@ -34,11 +34,8 @@ CONNECTION_LEASE_SECONDS = 900.0
 RATE_ITEM_LIFETIME_SECONDS = 3600
 
 
-class RateLimited(MailServiceError):
+class RateLimited(MailServiceError, status=429, code="rate_limited"):
     """The account is at its provider's limit; try again after `retry_after` seconds."""
-
-    status = 429
-    code = "rate_limited"
 
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message, field="account")

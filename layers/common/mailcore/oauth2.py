@@ -88,10 +88,8 @@ def _token_opener(tls_context: ssl.SSLContext | None) -> urllib.request.OpenerDi
     )
 
 
-class OAuth2Error(MailServerError):
+class OAuth2Error(MailServerError, code="oauth2_error"):
     """The token endpoint refused or failed; `error` is its RFC 6749 error code when it gave one."""
-
-    code = "oauth2_error"
 
     def __init__(self, message: str, *, error: str | None = None, temporary: bool = False) -> None:
         super().__init__(message, temporary=temporary)

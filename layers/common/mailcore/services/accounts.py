@@ -57,20 +57,14 @@ MAX_TEAM_SECRET_BYTES = 65536
 _NAME = re.compile(NAME_PATTERN)
 
 
-class NotAnAdministrator(NotAMember):
-    code = "not_an_administrator"
+class NotAnAdministrator(NotAMember, code="not_an_administrator"): ...
 
 
-class RevisionMismatch(MailServiceError):
-    status = 412
-    code = "revision_mismatch"
+class RevisionMismatch(MailServiceError, status=412, code="revision_mismatch"): ...
 
 
-class CheckFailed(MailServiceError):
+class CheckFailed(MailServiceError, status=422, code="check_failed"):
     """`?check=true` and the account does not work: nothing was saved."""
-
-    status = 422
-    code = "check_failed"
 
     def __init__(self, message: str, *, field: str | None, check: dict[str, Any]) -> None:
         super().__init__(message, field=field)
@@ -432,9 +426,9 @@ _PROBLEM_FIELDS = {
 }
 
 
-def problem_field(protocol: str, problem: str, account: MailAccount) -> str:
+def problem_field(protocol: str, problem: str, config: MailAccount) -> str:
     if problem in ("auth_failed", "auth_not_offered"):
-        return "auth.client_secret" if account.oauth2 else "mail_password"
+        return "auth.client_secret" if config.oauth2 else "mail_password"
     return f"{protocol}.{_PROBLEM_FIELDS.get(problem, 'host')}"
 
 
@@ -444,14 +438,12 @@ def failed_check(result: dict[str, Any]) -> CheckFailed:
 
 
 def check_account(
-    team: str, name: str, account: MailAccount, *, tls_context: ssl.SSLContext
+    team: str, name: str, config: MailAccount, *, tls_context: ssl.SSLContext
 ) -> dict[str, Any]:
     """What `make check` does for POP3 and for SMTP (log in; list the mailbox), as data."""
     # API Gateway ends a request after 29 s with a bare 504: the check of a wrong port (packets
     # dropped: a connect waits the whole timeout, 30 s by default) must answer before that.
-    account = account.model_copy(
-        update={"timeout_seconds": min(account.timeout_seconds, CHECK_ANSWER_SECONDS)}
-    )
+    config = config.model_copy(update={"timeout_seconds": min(config.timeout_seconds, CHECK_ANSWER_SECONDS)})
     results: dict[str, Any] = {}
     # A broker of its own: an unsaved configuration must not reuse a cached token. One token for
     # both protocols, and a token endpoint that failed is not asked twice (a stalled one would
@@ -461,19 +453,19 @@ def check_account(
         transcript, out = Transcript(), io.StringIO()
         try:
             token = None
-            if account.oauth2 is not None:
+            if config.oauth2 is not None:
                 if token_failure is not None:
                     raise token_failure
                 try:
-                    token = broker.access_token(team, name, account.oauth2)
+                    token = broker.access_token(team, name, config.oauth2)
                 except OAuth2Error as error:
                     token_failure = error
                     raise
             connection = Connection(transcript, tls_context, access_token=token)
             if protocol == "pop3":
-                check_pop3(account, connection, out)
+                check_pop3(config, connection, out)
             else:
-                check_smtp(account, connection, None, out)
+                check_smtp(config, connection, None, out)
             results[protocol] = {
                 "ok": True,
                 "message": out.getvalue().strip(),
@@ -484,7 +476,7 @@ def check_account(
             field = (
                 "auth.client_secret"
                 if isinstance(error, OAuth2Error)
-                else problem_field(protocol, found["problem"], account)
+                else problem_field(protocol, found["problem"], config)
             )
             results[protocol] = {"ok": False, **found, "field": field, "transcript": transcript.lines}
     return {"ok": all(result["ok"] for result in results.values()), **results}

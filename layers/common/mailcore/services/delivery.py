@@ -63,7 +63,7 @@ class Attempts:
     transcript: Transcript
 
     def deliver(
-        self, mail: Mail, raw: bytes, recipients: list[str], send: SendOnce, account: MailAccount | None
+        self, mail: Mail, raw: bytes, recipients: list[str], send: SendOnce, config: MailAccount | None
     ) -> Outcome:
         """Sends the message, trying short blips again; answers the mail with its outcome."""
         for pause in (*self.short.pauses, None):
@@ -78,7 +78,7 @@ class Attempts:
             except MailServerError as error:
                 mail = tried(mail, at, recipients, "failed", server_reply(error), error.message)
                 if pause is None or not self.short.retries(error):
-                    return self.after_failure(mail, error, account)
+                    return self.after_failure(mail, error, config)
                 said = error.reply_code or "no reply"
                 self.transcript.note(f"temporary failure ({said}); trying again in {pause:g} s")
                 self.sleep(pause)
@@ -87,11 +87,11 @@ class Attempts:
             return Outcome(ended(mail, MailStatus.SENT, reply=delivery.reply, refused=delivery.refused))
         raise AssertionError("unreachable: the last attempt returns")
 
-    def after_failure(self, mail: Mail, error: MailServerError, account: MailAccount | None) -> Outcome:
+    def after_failure(self, mail: Mail, error: MailServerError, config: MailAccount | None) -> Outcome:
         """A temporary failure defers the mail while it is young enough; a permanent one, or a
         temporary one past the mail's maximum age, fails it (and the latter is dead-lettered)."""
         reply = server_reply(error)
-        waiting = deferred(self.policy, mail, error, self.clock(), account) if account else None
+        waiting = deferred(self.policy, mail, error, self.clock(), config) if config else None
         if waiting is not None:
             return Outcome(ended(waiting, MailStatus.DEFERRED, error=error.message, reply=reply), error)
         failed = ended(mail, MailStatus.FAILED, error=error.message, reply=reply)

@@ -366,7 +366,7 @@ class Outbox:
         self.completions = Completions(storage, events, dead_letters)
         self.tokens = tokens
         self._sessions: dict[tuple[str, str], SmtpSession] = {}
-        self._accounts: dict[tuple[str, str], MailAccount | None] = {}
+        self._configs: dict[tuple[str, str], MailAccount | None] = {}
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="outbox")
         # Attempt marks on their own threads: queued behind the claims running ahead on the
         # pool, they would hold up every chunk's first mail.
@@ -394,7 +394,7 @@ class Outbox:
     def sync(self, target: ResolvedAccount) -> OutboxReport:
         """Sends everything still in the account's outbox (queued, or claimed by a sender whose
         lease ran out) and its waiting mail that is due (scheduled, deferred)."""
-        self._accounts[(target.team, target.name)] = target.config
+        self._configs[(target.team, target.name)] = target.config
         ids = [mail.id for mail in self.storage.mail.outbox(target.team, target.name)]
         due = self.storage.mail.due(target.team, target.name, _iso(self.clock()))
         return self.send([*ids, *(mail.id for mail in due)])
@@ -507,12 +507,13 @@ class Outbox:
             claimed.append(one)
         return claimed, failures
 
-    def _account(self, mail: Mail) -> MailAccount | None:
+    def _config(self, mail: Mail) -> MailAccount | None:
+        """The configuration of the mail's account, as its team secret holds it now."""
         key = (mail.team, mail.account)
-        if key not in self._accounts:
-            config = self.directory.team(mail.team) if self.directory else None
-            self._accounts[key] = config.accounts.get(mail.account) if config else None
-        return self._accounts[key]
+        if key not in self._configs:
+            team = self.directory.team(mail.team) if self.directory else None
+            self._configs[key] = team.accounts.get(mail.account) if team else None
+        return self._configs[key]
 
     def _materialise(self, claimed: _Claimed) -> bytes:
         """The raw message: stored at queue time by the API; built now (and kept) for an item
@@ -521,21 +522,21 @@ class Outbox:
         from mailcore.services.send import render
 
         mail = claimed.mail
-        account = self._account(mail)
-        if account is None:
+        config = self._config(mail)
+        if config is None:
             raise InvalidInput(f"team {mail.team!r} has no mail account {mail.account!r}", field="account")
         if mail.raw_key:
             return self.storage.blobs.get(mail.raw_key)
         now = self.clock()
         built = mail.model_copy(
             update={
-                "from_": parse_addresses(mail.from_)[0] if mail.from_ else account.mail_from,
+                "from_": parse_addresses(mail.from_)[0] if mail.from_ else config.mail_from,
                 "to": parse_addresses(mail.to),
                 "cc": parse_addresses(mail.cc),
                 "bcc": parse_addresses(mail.bcc),
                 "reply_to": parse_addresses(mail.reply_to),
                 "date": mail.date or now,
-                "message_id": mail.message_id or new_message_id(account.mail_from, mail.id),
+                "message_id": mail.message_id or new_message_id(config.mail_from, mail.id),
                 "raw_key": raw_key(mail.team, mail.account, mail.id),
             }
         )
@@ -551,10 +552,10 @@ class Outbox:
     def _pace(self, claimed: _Claimed) -> None:
         """Keeps the account within its provider's messages a minute: waits for the next minute
         while the run has time for it, else raises _Deferred."""
-        account = self._account(claimed.mail) if claimed.problem is None else None
-        if self.limiter is None or account is None:
+        config = self._config(claimed.mail) if claimed.problem is None else None
+        if self.limiter is None or config is None:
             return
-        target = ResolvedAccount(claimed.mail.team, claimed.mail.account, account)
+        target = ResolvedAccount(claimed.mail.team, claimed.mail.account, config)
         while True:
             try:
                 self.limiter.take_message(target)
@@ -579,7 +580,7 @@ class Outbox:
                 self._wait_or_defer(limited)
         raise _Deferred("no SMTP connection slot of the account came free")
 
-    def _session(self, mail: Mail, account: MailAccount) -> SmtpSession:
+    def _session(self, mail: Mail, config: MailAccount) -> SmtpSession:
         """The run's open connection of the mail's account (logged in with a password or an
         OAuth2 token); raises MailServerError when it cannot be opened."""
         key = (mail.team, mail.account)
@@ -587,10 +588,10 @@ class Outbox:
 
             def make(token: str | None) -> SmtpSession:
                 return SmtpSession(
-                    account, transcript=self.transcript, tls_context=self.tls_context, access_token=token
+                    config, transcript=self.transcript, tls_context=self.tls_context, access_token=token
                 )
 
-            target = ResolvedAccount(mail.team, mail.account, account)
+            target = ResolvedAccount(mail.team, mail.account, config)
             self._connection_slot(target)
             self._sessions[key] = open_session(
                 target, make, tokens=self.tokens, pull_state=self.storage.pull_state
@@ -607,17 +608,17 @@ class Outbox:
             return Outcome(ended(mail, MailStatus.UNKNOWN, error=why))
         if claimed.problem is not None:
             return Outcome(ended(mail, MailStatus.FAILED, error=claimed.problem))
-        account = self._account(mail)
-        assert account is not None
+        config = self._config(mail)
+        assert config is not None
         try:
             recipients = _envelope(mail)
         except ValueError as error:
             return Outcome(ended(mail, MailStatus.FAILED, error=str(error)))
 
         def send(raw: bytes, to: list[str]) -> SmtpDelivery:
-            return self._session(mail, account).send(raw, to)
+            return self._session(mail, config).send(raw, to)
 
-        return self.attempts.deliver(mail, claimed.raw, recipients, send, account)
+        return self.attempts.deliver(mail, claimed.raw, recipients, send, config)
 
     def _mark(self, claimed: _Claimed) -> None:
         try:

@@ -90,14 +90,14 @@ class RetryPolicy:
 
 
 def deferred(
-    policy: RetryPolicy, mail: Mail, error: MailServerError, now: datetime, account: MailAccount
+    policy: RetryPolicy, mail: Mail, error: MailServerError, now: datetime, config: MailAccount
 ) -> Mail | None:
     """The mail waiting for its next attempt after `error`, or None when it must fail: the
     error is final (5xx, failed login), or the mail is past its maximum age. Temporary are a
     4xx, a refused/dropped connection and a timeout before DATA (protocols/diagnose marks them)."""
     if not error.temporary:
         return None
-    max_age = timedelta(hours=account.retry_max_age_hours) if account.retry_max_age_hours else None
+    max_age = timedelta(hours=config.retry_max_age_hours) if config.retry_max_age_hours else None
     next_at = policy.next_attempt(mail, now, max_age)
     if next_at is None:
         return None

@@ -64,12 +64,9 @@ class MailSendFailed(MailServerError):
             self.status, self.code = cause.status, cause.code
 
 
-class MailDeferred(MailSendFailed):
+class MailDeferred(MailSendFailed, status=202, code="mail_deferred"):
     """The server failed the mail temporarily: it is stored `deferred` and the outbox tries it
     again (services/retry.py). Answered 202 with the mail, the reason and the diagnosis."""
-
-    status = 202
-    code = "mail_deferred"
 
 
 def team_files(team: str, file_ids: list[str], storage: Storage) -> list[StoredFile]:
@@ -240,9 +237,9 @@ class DirectSend:
         with self._within_limits(target):
             mail, raw = self._store(target, request, stored_as)
             attempts = Attempts(self.policy, WHILE_THE_CALLER_WAITS, self.clock, self.sleep, transcript)
-            account = target.config if isinstance(target, ResolvedAccount) else None
+            config = target.config if isinstance(target, ResolvedAccount) else None
             send = self._sender(target, transcript)
-            outcome = attempts.deliver(mail, raw, request.recipients(), send, account)
+            outcome = attempts.deliver(mail, raw, request.recipients(), send, config)
         completions = Completions(self.storage, self.events, self.dead_letters)
         completions.record([(outcome, DIRECT_HOLD)])
         completions.flush()

@@ -24,8 +24,8 @@ def build(settings: Settings) -> AccountsRoot:
     directory = parts.team_directory(settings)
     tls_context = parts.tls_context(settings)
 
-    def checker(team: str, name: str, account: MailAccount) -> dict[str, Any]:
-        return check_account(team, name, account, tls_context=tls_context())
+    def checker(team: str, name: str, config: MailAccount) -> dict[str, Any]:
+        return check_account(team, name, config, tls_context=tls_context())
 
     accounts = Accounts(
         secrets=SecretsManagerTeamSecrets(settings.team_secret_prefix),
