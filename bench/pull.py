@@ -324,8 +324,16 @@ def main(argv: list[str] | None = None) -> int:
         rows = [baseline]
         moto, endpoint = moto_process()
         try:
-            create_resources(stack.template, stack.session, endpoint)
-            settings = read(Settings)
+            # moto's CloudFormation names the resources in this server its own way.
+            created = create_resources(stack.template, stack.session, endpoint)
+            settings = read(Settings).model_copy(
+                update={
+                    "mail_table": created["MailTable"],
+                    "files_table": created["FilesTable"],
+                    "pull_state_table": created["PullStateTable"],
+                    "bucket": created["MailBucket"],
+                }
+            )
             plain, slow = (
                 moto_storage(settings, endpoint, latency=False),
                 moto_storage(settings, endpoint, latency=True),

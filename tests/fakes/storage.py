@@ -11,6 +11,7 @@ from mailcore.models import Mail, StoredFile
 from mailcore.storage import (
     Guard,
     MailQuery,
+    PullLease,
     Storage,
     Transition,
     created_key,
@@ -192,13 +193,13 @@ class MemoryPullState:
             if self.attempts.get((team, account, mail_id), ("", 0))[0] == holder:
                 del self.attempts[(team, account, mail_id)]
 
-    def acquire_lease(self, team: str, account: str, holder: str, seconds: float) -> bool:
+    def acquire_lease(self, team: str, account: str, holder: str, seconds: float) -> PullLease | None:
         with self._lock:
             current = self.leases.get((team, account))
-            if current is not None and current[1] >= time.time():
-                return False
+            if current is not None and current[1] >= time.time() and current[0] != holder:
+                return None
             self.leases[(team, account)] = (holder, time.time() + seconds)
-            return True
+            return PullLease(holder, after_death=current is not None and current[0] != holder)
 
     def release_lease(self, team: str, account: str, holder: str) -> None:
         with self._lock:

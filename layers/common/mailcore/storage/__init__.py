@@ -126,9 +126,18 @@ def created_key(mail: Mail) -> str:
     return f"{mail.model_dump(mode='json', include={'created_at'})['created_at']}#{mail.id}"
 
 
+@dataclass(frozen=True)
+class PullLease:
+    """An account's pull lease, taken. `after_death`: it replaced a lease whose holder never gave
+    it back: that pull was killed (or overran its time) with messages in hand."""
+
+    holder: str
+    after_death: bool
+
+
 class PullStateRepository(Protocol):
-    def acquire_lease(self, team: str, account: str, holder: str, seconds: float) -> bool:
-        """Takes the account's pull lease for `seconds`; False when another live pull holds it."""
+    def acquire_lease(self, team: str, account: str, holder: str, seconds: float) -> PullLease | None:
+        """Takes the account's pull lease for `seconds`; None when another live pull holds it."""
         ...
 
     def release_lease(self, team: str, account: str, holder: str) -> None:
@@ -139,7 +148,7 @@ class PullStateRepository(Protocol):
 
     def begin_attempt(self, team: str, account: str, mail_id: str, holder: str) -> int:
         """Records that pull `holder` prepares received message `mail_id`; answers how many
-        earlier pulls did and never finished (the function died preparing it)."""
+        earlier pulls recorded the same and never finished (the function died preparing it)."""
         ...
 
     def end_attempt(self, team: str, account: str, mail_id: str, holder: str) -> None:
