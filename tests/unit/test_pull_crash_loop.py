@@ -5,6 +5,8 @@ aside unparsed and goes on with the mail behind it. A pull that follows no death
 
 from __future__ import annotations
 
+import uuid
+
 import boto3
 import pytest
 from mailcore.adapters.dynamodb import DynamoPullState
@@ -99,7 +101,7 @@ def recording_storage():
 
 def a_pull_died_before(storage) -> None:
     """The lease a killed pull leaves behind, run out."""
-    assert storage.pull_state.acquire_lease("acme", "main", "killed pull", -1)
+    assert storage.pull_state.acquire_lease("acme", "main", f"killed pull {uuid.uuid4()}", -1)
 
 
 def test_a_pull_that_follows_no_death_records_no_attempt():
@@ -119,6 +121,16 @@ def test_after_a_death_only_the_messages_the_dead_pull_could_have_had_in_hand_ar
     assert report.fetched == MAX_IN_FLIGHT + 10
     assert storage.pull_state.recorded == [mail_id_of(mailbox, n) for n in range(1, MAX_IN_FLIGHT + 1)]
     assert storage.pull_state.attempts == {}  # each cleared once prepared
+
+
+def test_after_two_deaths_in_a_row_every_message_is_recorded():
+    mailbox, storage = FakeMailbox(MAX_IN_FLIGHT + 10), recording_storage()
+    a_pull_died_before(storage)
+    a_pull_died_before(storage)
+
+    pull(mailbox, storage)
+
+    assert len(storage.pull_state.recorded) == MAX_IN_FLIGHT + 10
 
 
 def test_a_message_deep_in_the_mailbox_that_kills_the_function_twice_is_set_aside():
@@ -223,18 +235,22 @@ def runs_out(state: DynamoPullState) -> None:
     )
 
 
-def test_a_lease_left_behind_tells_the_next_pull_that_a_pull_died(dynamo_pull_state):
+def test_a_lease_left_behind_tells_the_next_pull_how_many_pulls_died_in_a_row(dynamo_pull_state):
     state = dynamo_pull_state
 
-    assert state.acquire_lease("acme", "main", "first", 60).after_death is False  # none before
+    assert state.acquire_lease("acme", "main", "first", 60).after_deaths == 0  # none before
     state.release_lease("acme", "main", "first")
-    assert state.acquire_lease("acme", "main", "second", 60).after_death is False  # released
-    runs_out(state)
-    assert state.acquire_lease("acme", "main", "third", 60).after_death is True
+    assert state.acquire_lease("acme", "main", "second", 60).after_deaths == 0  # given back
+    runs_out(state)  # "second" was killed: its lease is never given back
+    assert state.acquire_lease("acme", "main", "third", 60).after_deaths == 1
     assert state.acquire_lease("acme", "main", "fourth", 60) is None  # third's lease is live
+    runs_out(state)
+    assert state.acquire_lease("acme", "main", "fifth", 60).after_deaths == 2
+    state.release_lease("acme", "main", "fifth")
+    assert state.acquire_lease("acme", "main", "sixth", 60).after_deaths == 0
 
 
-def test_a_resent_lease_write_is_taken_and_still_tells_of_the_death(dynamo_pull_state):
+def test_a_resent_lease_write_is_taken_and_counts_the_death_once(dynamo_pull_state):
     state = dynamo_pull_state
     state.acquire_lease("acme", "main", "killed", 60)
     runs_out(state)
@@ -242,4 +258,4 @@ def test_a_resent_lease_write_is_taken_and_still_tells_of_the_death(dynamo_pull_
 
     again = state.acquire_lease("acme", "main", "next", 60)  # the SDK sends it again
 
-    assert again is not None and again.after_death is True
+    assert again is not None and again.after_deaths == 1

@@ -337,8 +337,8 @@ def count_below(client: BaseClient, table: str, key: dict[str, Any], *, limit: i
 # Pull state of an account in DynamoDB: the lease that lets one pull at a time download a
 # mailbox, and the outcome of the latest pull. Every transition of these items is in this module.
 #
-# Items (PullStateTable): pk "<team>#<account>", sk "LEASE" (holder, expires_at, replaced: the
-# holder of the lease it replaced; deleted when released, so a lease found expired was left by a
+# Items (PullStateTable): pk "<team>#<account>", sk "LEASE" (holder, expires_at, taken: leases
+# taken since one was given back; deleted when released, so a lease found expired was left by a
 # pull that died), sk "STATE" (last_pull_at, last_error, fetched, remaining) and sk
 # "ATTEMPT#<mail id>" (holder, attempts, expires_at) while a pull that follows a death prepares
 # that received message (services/pull.py, Attempts): a record a pull finds there was left by a
@@ -362,16 +362,15 @@ class DynamoPullState(AwsAdapter):
         return {"pk": {"S": f"{team}#{account}"}, "sk": {"S": kind}}
 
     def acquire_lease(self, team: str, account: str, holder: str, seconds: float) -> PullLease | None:
-        """Takes the account's lease for `seconds`; None when another pull holds a live one. The
-        lease it replaced (a released lease is deleted) tells whether the pull before died."""
+        """Takes the account's lease for `seconds`; None when another pull holds a live one. A
+        released lease is deleted, so `taken` counts the leases taken since one was given back."""
         client = self.client
         now = int(time.time())
         try:
             answer = client.update_item(
                 TableName=self.table,
                 Key=self._key(team, account, LEASE),
-                # `replaced` keeps the holder of the lease this write replaced, for a re-sent write.
-                UpdateExpression="SET holder = :holder, expires_at = :until, replaced = if_not_exists(holder, :none)",
+                UpdateExpression="SET holder = :holder, expires_at = :until ADD taken :one",
                 # Race closed: two pulls of one account starting together (API call and schedule)
                 # both see "no lease" and both download the mailbox. Only one conditional write
                 # wins. A lease whose holder crashed stops counting once expired, so a killed
@@ -383,17 +382,17 @@ class DynamoPullState(AwsAdapter):
                     ":now": {"N": str(now)},
                     ":until": {"N": str(now + max(1, int(seconds)))},
                     ":holder": {"S": holder},
-                    ":none": {"S": ""},
+                    ":one": {"N": "1"},
                 },
                 ReturnValues="ALL_OLD",
             )
         except client.exceptions.ConditionalCheckFailedException:
             return None
         old = answer.get("Attributes", {})
-        replaced = old.get("holder", {}).get("S", "")
-        if replaced == holder:  # a re-sent write: the first one replaced what this one names
-            replaced = old.get("replaced", {}).get("S", "")
-        return PullLease(holder, after_death=replaced not in ("", holder))
+        taken_before = int(old.get("taken", {}).get("N", "0"))
+        if old.get("holder", {}).get("S") == holder:  # a re-sent write: the first one counted
+            taken_before -= 1
+        return PullLease(holder, after_deaths=max(0, taken_before))
 
     def release_lease(self, team: str, account: str, holder: str) -> None:
         client = self.client

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import mimetypes
 import ssl
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -231,13 +232,23 @@ def set_aside(
     return IncomingMail(mail=mail, raw_key=mail.raw_key or "", raw=raw, files=[], set_aside=reason)
 
 
+def _suspects(after_deaths: int) -> int:
+    """How many of a pull's first new messages it records as attempted (Attempts): none after no
+    death; after one, those the dead pull could have had in hand (MAX_IN_FLIGHT read now: the
+    benchmark lowers it); after more in a row, all (the mailbox may list in an unusual order)."""
+    if after_deaths == 0:
+        return 0
+    return MAX_IN_FLIGHT if after_deaths == 1 else sys.maxsize
+
+
 class Attempts:
     """Crash-loop protection as data, for one pull. A pull that ends gives its lease back, so a
-    lease found left behind (PullLease.after_death) means the pull before was killed (for memory
-    or time: the whole invocation gone) while it had at most `window` messages in hand: the one it
-    prepared and those whose writes were still in flight, which are the first `window` new messages
-    of this pull's listing (a mailbox keeps its order; what the dead pull stored is not new). Only
-    then, and only for those, the pull state records before each is prepared that pull `holder`
+    lease found left behind (PullLease.after_deaths) means the pull before was killed (for memory
+    or time: the whole invocation gone) while it had at most MAX_IN_FLIGHT messages in hand: the
+    one it prepared and those whose writes were still in flight, which are the first MAX_IN_FLIGHT
+    new messages of this pull's listing (a mailbox keeps its order; what the dead pull stored is
+    not new); after two deaths in a row, any (_suspects: the `window`). Only then, and only for
+    those, the pull state records before each is prepared that pull `holder`
     prepares it, and clears that after (whatever the outcome, as long as the function lives): a pull
     that follows no death writes nothing for it. A record found from an earlier pull means that
     pull died preparing the message; the death before it, which made it record, had the message in
@@ -527,8 +538,7 @@ class _PullRun:
         self.pending: deque[tuple[int, Future[Mail | None], int, IncomingMail]] = deque()
 
     def run(self, opener: SessionOpener, writers: ThreadPoolExecutor) -> None:
-        # MAX_IN_FLIGHT read now: the benchmark lowers it.
-        window = MAX_IN_FLIGHT if self.lease.after_death else 0
+        window = _suspects(self.lease.after_deaths)
         self.attempts = Attempts(self.target, self.storage, self.lease.holder, writers, window=window)
         with opener(self.target) as session:
             new = self._new_messages(session)

@@ -128,11 +128,12 @@ def created_key(mail: Mail) -> str:
 
 @dataclass(frozen=True)
 class PullLease:
-    """An account's pull lease, taken. `after_death`: it replaced a lease whose holder never gave
-    it back: that pull was killed (or overran its time) with messages in hand."""
+    """An account's pull lease, taken. `after_deaths`: how many pulls in a row before this one
+    never gave their lease back (killed, or overran their time, with messages in hand); 0 when
+    the one before gave it back."""
 
     holder: str
-    after_death: bool
+    after_deaths: int
 
 
 class PullStateRepository(Protocol):
