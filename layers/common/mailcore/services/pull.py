@@ -242,19 +242,21 @@ def _suspects(after_deaths: int) -> int:
 
 
 class Attempts:
-    """Crash-loop protection as data, for one pull. A pull that ends gives its lease back, so a
-    lease found left behind (PullLease.after_deaths) means the pull before was killed (for memory
-    or time: the whole invocation gone) while it had at most MAX_IN_FLIGHT messages in hand: the
-    one it prepared and those whose writes were still in flight, which are the first MAX_IN_FLIGHT
-    new messages of this pull's listing (a mailbox keeps its order; what the dead pull stored is
-    not new); after two deaths in a row, any (_suspects: the `window`). Only then, and only for
-    those, the pull state records before each is prepared that pull `holder`
-    prepares it, and clears that after (whatever the outcome, as long as the function lives): a pull
-    that follows no death writes nothing for it. A record found from an earlier pull means that
-    pull died preparing the message; the death before it, which made it record, had the message in
-    hand: so the message killed the function records + 1 times, and at MAX_DEATHS it is set aside
-    without parsing. The record is written on a writer thread beside the message's RETR; the
-    clearing is waited for, so a kill while preparing the next message never counts against this one."""
+    """Crash-loop protection as data, for one pull; nothing is written while no pull dies.
+
+    A pull that ends gives its lease back; a killed one (for memory or time: nothing of the
+    invocation runs after the kill) leaves it, and the next pull learns so from the lease
+    (PullLease.after_deaths). The dead pull had at most MAX_IN_FLIGHT messages in hand: the one
+    it prepared and those whose writes were in flight; they are the first MAX_IN_FLIGHT new
+    messages of this pull's listing (a mailbox keeps its order; what the dead pull stored is not
+    new). For those only (`window`; after two deaths in a row, for all: _suspects), the pull
+    state records before each is prepared that pull `holder` prepares it, and the record is
+    cleared after, whatever the outcome, as long as the function lives. A record from an earlier
+    pull means that pull died preparing the message, and the death before it (the reason it
+    recorded) had the message in hand: records + 1 deaths; at MAX_DEATHS the message is set
+    aside without parsing. The record is written on a writer thread beside the message's RETR;
+    the clearing is waited for, so a kill while preparing the next message never counts against
+    this one."""
 
     def __init__(
         self, target: ResolvedAccount, storage: Storage, holder: str, writers: Executor, *, window: int
@@ -276,7 +278,7 @@ class Attempts:
     def end(self, mail_id: str) -> None:
         try:
             self.storage.pull_state.end_attempt(self.target.team, self.target.name, mail_id, self.holder)
-        except Exception as error:  # the record then counts as one death of the message (of two)
+        except Exception as error:  # a record left counts as a death if a recording pull meets it again
             logger.error("could not clear a message's attempt record", extra={"reason": str(error)})
 
     def abandon(self, mail_id: str, recorded: Future[int] | None) -> None:
