@@ -6,7 +6,10 @@ next to a raw poplib loop (UIDL + RETR, no parsing, no storage) in the same run.
 Pulls three ways: (a) into moto server (in a process of its own); (b) into the in-memory storage
 adapters (the pipeline's own cost); (c) into moto with cloud latency added to every AWS call
 (20 ms per S3 write, 8 ms per DynamoDB call), once with the overlapping writes and once with one
-write at a time. Then the peak memory of pulling one 25 MB message, in a fresh process.
+write at a time. (a) and (c) again after a killed pull (its lease left behind: the next pull
+records the first messages as attempted, services/pull.py Attempts) and with every message
+recorded (the crash-loop bookkeeping as first built: two more DynamoDB writes per message). Then
+the peak memory of pulling one 25 MB message, in a fresh process.
 """
 
 from __future__ import annotations
@@ -196,6 +199,31 @@ def one_write_at_a_time() -> Iterator[None]:
         pull.MAX_IN_FLIGHT = saved
 
 
+@contextmanager
+def every_message_recorded() -> Iterator[None]:
+    """The crash-loop bookkeeping as it was first built: every message recorded as attempted
+    (two DynamoDB writes per message), not only after a death."""
+    from mailcore.services import pull
+
+    original = pull.Attempts.__init__
+
+    def recording_all(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **{**kwargs, "window": 10**9})
+
+    pull.Attempts.__init__ = recording_all  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        pull.Attempts.__init__ = original  # type: ignore[method-assign]
+
+
+def after_a_death(target: Any, storage: Any) -> Any:
+    """The account as a killed pull leaves it: its lease never given back, run out."""
+    assert storage.pull_state.acquire_lease(target.team, target.name, "killed pull", 1)
+    time.sleep(2.1)
+    return target
+
+
 def timed_pull(name: str, target: Any, storage: Any, megabytes: float) -> Row:
     from mailcore.protocols.transcript import Transcript
     from mailcore.services.pull import pull_account
@@ -324,8 +352,16 @@ def main(argv: list[str] | None = None) -> int:
         rows = [baseline]
         moto, endpoint = moto_process()
         try:
-            create_resources(stack.template, stack.session, endpoint)
-            settings = read(Settings)
+            # moto's CloudFormation names the resources in this server its own way.
+            created = create_resources(stack.template, stack.session, endpoint)
+            settings = read(Settings).model_copy(
+                update={
+                    "mail_table": created["MailTable"],
+                    "files_table": created["FilesTable"],
+                    "pull_state_table": created["PullStateTable"],
+                    "bucket": created["MailBucket"],
+                }
+            )
             plain, slow = (
                 moto_storage(settings, endpoint, latency=False),
                 moto_storage(settings, endpoint, latency=True),
@@ -336,6 +372,15 @@ def main(argv: list[str] | None = None) -> int:
                 ("(c) moto + cloud latency, writes overlapped", slow),
             ):
                 rows.append(timed_pull(name, fresh_target(stack, bench), storage, megabytes))
+            for name, storage in (("(a) after a killed pull", plain), ("(c) after a killed pull", slow)):
+                target = after_a_death(fresh_target(stack, bench), storage)
+                rows.append(timed_pull(name, target, storage, megabytes))
+            with every_message_recorded():
+                for name, storage in (
+                    ("(a) every message recorded", plain),
+                    ("(c) every message recorded", slow),
+                ):
+                    rows.append(timed_pull(name, fresh_target(stack, bench), storage, megabytes))
             with one_write_at_a_time():
                 name = "(c') moto + cloud latency, one write at a time"
                 rows.append(timed_pull(name, fresh_target(stack, bench), slow, megabytes))

@@ -11,6 +11,7 @@ from mailcore.models import Mail, StoredFile
 from mailcore.storage import (
     Guard,
     MailQuery,
+    PullLease,
     Storage,
     Transition,
     created_key,
@@ -177,6 +178,7 @@ class MemoryPullState:
         self.states: dict[tuple[str, str], dict[str, Any]] = {}
         self.leases: dict[tuple[str, str], tuple[str, float]] = {}
         self.attempts: dict[tuple[str, str, str], tuple[str, int]] = {}  # -> (holder, attempts)
+        self.left_behind: dict[tuple[str, str], int] = {}  # leases left in a row before the current
         self._lock = threading.Lock()
 
     def begin_attempt(self, team: str, account: str, mail_id: str, holder: str) -> int:
@@ -192,18 +194,21 @@ class MemoryPullState:
             if self.attempts.get((team, account, mail_id), ("", 0))[0] == holder:
                 del self.attempts[(team, account, mail_id)]
 
-    def acquire_lease(self, team: str, account: str, holder: str, seconds: float) -> bool:
+    def acquire_lease(self, team: str, account: str, holder: str, seconds: float) -> PullLease | None:
         with self._lock:
             current = self.leases.get((team, account))
             if current is not None and current[1] >= time.time():
-                return False
+                return None
             self.leases[(team, account)] = (holder, time.time() + seconds)
-            return True
+            after_deaths = self.left_behind.get((team, account), 0) + (current is not None)
+            self.left_behind[(team, account)] = after_deaths
+            return PullLease(holder, after_deaths=after_deaths)
 
     def release_lease(self, team: str, account: str, holder: str) -> None:
         with self._lock:
             if self.leases.get((team, account), ("", 0.0))[0] == holder:
                 del self.leases[(team, account)]
+                self.left_behind.pop((team, account), None)
 
     def lease_held(self, team: str, account: str) -> bool:
         current = self.leases.get((team, account))

@@ -46,8 +46,9 @@ def pull_over_http(stack, account: str, token: str) -> tuple[int, str]:
 
 
 def lease_runs_out(stack, team) -> None:
-    """A killed pull never gives its lease back; it stops counting once expired (pull_state.py).
-    The test moves the lease's expiry instead of waiting the function's Timeout for it."""
+    """A killed pull never gives its lease back; it stops counting once expired, and the next
+    pull learns from it that a pull died (adapters/dynamodb.py). The test moves the lease's
+    expiry instead of waiting the function's Timeout for it."""
     stack.session.client("dynamodb").update_item(
         TableName=stack.info["environment"]["PULL_STATE_TABLE"],
         Key={"pk": {"S": f"{team.team}#{team.account}"}, "sk": {"S": "LEASE"}},

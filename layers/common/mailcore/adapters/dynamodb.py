@@ -16,7 +16,7 @@ from mailcore.adapters.base import AwsAdapter, aws_client, refusals_raised
 from mailcore.limits import RATE_ITEM_LIFETIME_SECONDS
 from mailcore.models import Mail, StoredFile
 from mailcore.ports import BlobStore
-from mailcore.storage import Guard, MailQuery, Transition, body_key, index_attributes, outbox_key
+from mailcore.storage import Guard, MailQuery, PullLease, Transition, body_key, index_attributes, outbox_key
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
@@ -337,10 +337,12 @@ def count_below(client: BaseClient, table: str, key: dict[str, Any], *, limit: i
 # Pull state of an account in DynamoDB: the lease that lets one pull at a time download a
 # mailbox, and the outcome of the latest pull. Every transition of these items is in this module.
 #
-# Items (PullStateTable): pk "<team>#<account>", sk "LEASE" (holder, expires_at), sk "STATE"
-# (last_pull_at, last_error, fetched, remaining) and sk "ATTEMPT#<mail id>" (holder, attempts,
-# expires_at) while a pull prepares that received message: a record a pull finds there was left by
-# a pull that died preparing the message. `expires_at` is also the table's TTL attribute, so
+# Items (PullStateTable): pk "<team>#<account>", sk "LEASE" (holder, expires_at, taken: leases
+# taken since one was given back; deleted when released, so a lease found expired was left by a
+# pull that died), sk "STATE" (last_pull_at, last_error, fetched, remaining) and sk
+# "ATTEMPT#<mail id>" (holder, attempts, expires_at) while a pull that follows a death prepares
+# that received message (services/pull.py, Attempts): a record a pull finds there was left by a
+# pull that died preparing the message. `expires_at` is also the table's TTL attribute, so
 # DynamoDB removes the leases of crashed pulls eventually; the condition below does not wait for
 # that (TTL deletes lag by up to days).
 ATTEMPT = "ATTEMPT#"
@@ -359,28 +361,38 @@ class DynamoPullState(AwsAdapter):
     def _key(team: str, account: str, kind: str) -> dict[str, Any]:
         return {"pk": {"S": f"{team}#{account}"}, "sk": {"S": kind}}
 
-    def acquire_lease(self, team: str, account: str, holder: str, seconds: float) -> bool:
-        """Takes the account's lease for `seconds`; False when another pull holds a live one."""
+    def acquire_lease(self, team: str, account: str, holder: str, seconds: float) -> PullLease | None:
+        """Takes the account's lease for `seconds`; None when another pull holds a live one. A
+        released lease is deleted, so `taken` counts the leases taken since one was given back."""
         client = self.client
         now = int(time.time())
         try:
-            client.put_item(
+            answer = client.update_item(
                 TableName=self.table,
-                Item={
-                    **self._key(team, account, LEASE),
-                    "holder": {"S": holder},
-                    "expires_at": {"N": str(now + max(1, int(seconds)))},
-                },
+                Key=self._key(team, account, LEASE),
+                UpdateExpression="SET holder = :holder, expires_at = :until ADD taken :one",
                 # Race closed: two pulls of one account starting together (API call and schedule)
-                # both see "no lease" and both download the mailbox. Only one conditional put
+                # both see "no lease" and both download the mailbox. Only one conditional write
                 # wins. A lease whose holder crashed stops counting once expired, so a killed
                 # Lambda does not lock the account until TTL gets round to deleting the item.
-                ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
-                ExpressionAttributeValues={":now": {"N": str(now)}},
+                # `holder = :holder`: the SDK re-sending this write after its answer was lost
+                # must find the pull's own lease taken, not refuse the pull as already running.
+                ConditionExpression="attribute_not_exists(pk) OR expires_at < :now OR holder = :holder",
+                ExpressionAttributeValues={
+                    ":now": {"N": str(now)},
+                    ":until": {"N": str(now + max(1, int(seconds)))},
+                    ":holder": {"S": holder},
+                    ":one": {"N": "1"},
+                },
+                ReturnValues="ALL_OLD",
             )
         except client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+            return None
+        old = answer.get("Attributes", {})
+        taken_before = int(old.get("taken", {}).get("N", "0"))
+        if old.get("holder", {}).get("S") == holder:  # a re-sent write: the first one counted
+            taken_before -= 1
+        return PullLease(holder, after_deaths=max(0, taken_before))
 
     def release_lease(self, team: str, account: str, holder: str) -> None:
         client = self.client

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import mimetypes
 import ssl
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -43,7 +44,7 @@ from mailcore.protocols.diagnose import from_rewritten_warning
 from mailcore.protocols.pop3 import Pop3Session
 from mailcore.protocols.transcript import Transcript
 from mailcore.services.credentials import broken_mark, open_session
-from mailcore.storage import Storage, file_key, raw_key
+from mailcore.storage import PullLease, Storage, file_key, raw_key
 from mailcore.teams import ResolvedAccount
 
 logger = Logger(child=True)
@@ -65,7 +66,8 @@ ALREADY_RUNNING = "a pull of this account is already running"
 SET_ASIDE = "set aside"
 # A message the function died preparing this many times (killed for memory or time, the whole
 # invocation gone) is set aside unparsed by the next pull: it must not stop the account forever.
-# Two, not one: a death can also come from elsewhere (a deployment, a host failure).
+# Two, not one: a death can also come from elsewhere (a deployment, a host failure). The first
+# death is seen only as a lease left behind, with the message among those in hand (Attempts).
 MAX_DEATHS = 2
 
 
@@ -230,53 +232,77 @@ def set_aside(
     return IncomingMail(mail=mail, raw_key=mail.raw_key or "", raw=raw, files=[], set_aside=reason)
 
 
+def _suspects(after_deaths: int) -> int:
+    """How many of a pull's first new messages it records as attempted (Attempts): none after no
+    death; after one, those the dead pull could have had in hand (MAX_IN_FLIGHT read now: the
+    benchmark lowers it); after more in a row, all (the mailbox may list in an unusual order)."""
+    if after_deaths == 0:
+        return 0
+    return MAX_IN_FLIGHT if after_deaths == 1 else sys.maxsize
+
+
 class Attempts:
-    """Crash-loop protection as data, for one pull: before a received message is prepared the pull
-    state records that pull `holder` prepares it, and clears that after (whatever the outcome, as
-    long as the function lives). A message found recorded by MAX_DEATHS earlier pulls is one the
-    function died preparing each time: it is set aside without parsing. The writes run on the
-    pull's writer threads: the record beside the message's RETR, the clearing beside what follows
-    (a kill before the clearing lands counts a death against that message: a window of one write)."""
+    """Crash-loop protection as data, for one pull; nothing is written while no pull dies.
 
-    def __init__(self, target: ResolvedAccount, storage: Storage, holder: str, writers: Executor) -> None:
+    A pull that ends gives its lease back; a killed one (for memory or time: nothing of the
+    invocation runs after the kill) leaves it, and the next pull learns so from the lease
+    (PullLease.after_deaths). The dead pull had at most MAX_IN_FLIGHT messages in hand: the one
+    it prepared and those whose writes were in flight; they are the first MAX_IN_FLIGHT new
+    messages of this pull's listing (a mailbox keeps its order; what the dead pull stored is not
+    new). For those only (`window`; after two deaths in a row, for all: _suspects), the pull
+    state records before each is prepared that pull `holder` prepares it, and the record is
+    cleared after, whatever the outcome, as long as the function lives. A record from an earlier
+    pull means that pull died preparing the message, and the death before it (the reason it
+    recorded) had the message in hand: records + 1 deaths; at MAX_DEATHS the message is set
+    aside without parsing. The record is written on a writer thread beside the message's RETR;
+    the clearing is waited for, so a kill while preparing the next message never counts against
+    this one."""
+
+    def __init__(
+        self, target: ResolvedAccount, storage: Storage, holder: str, writers: Executor, *, window: int
+    ) -> None:
         self.target, self.storage, self.holder, self.writers = target, storage, holder, writers
+        self.left = window
 
-    def begin(self, mail_id: str) -> Future[int]:
-        """The number of earlier pulls that died preparing `mail_id`, once recorded."""
+    def begin(self, mail_id: str) -> Future[int] | None:
+        """The number of earlier pulls that died preparing `mail_id`, once recorded; None when the
+        message is not among those a dead pull had in hand (nothing recorded)."""
+        if self.left <= 0:
+            return None
+        self.left -= 1
         state = self.storage.pull_state
         return self.writers.submit(
             state.begin_attempt, self.target.team, self.target.name, mail_id, self.holder
         )
 
     def end(self, mail_id: str) -> None:
-        state = self.storage.pull_state
-        cleared = self.writers.submit(
-            state.end_attempt, self.target.team, self.target.name, mail_id, self.holder
-        )
-        cleared.add_done_callback(_log_failure)
+        try:
+            self.storage.pull_state.end_attempt(self.target.team, self.target.name, mail_id, self.holder)
+        except Exception as error:  # a record left counts as a death if a recording pull meets it again
+            logger.error("could not clear a message's attempt record", extra={"reason": str(error)})
 
-    def abandon(self, mail_id: str, died: Future[int]) -> None:
+    def abandon(self, mail_id: str, recorded: Future[int] | None) -> None:
         """The message was not prepared after all (its RETR failed): clear its record once written."""
+        if recorded is None:
+            return
         with contextlib.suppress(Exception):
-            died.result()
+            recorded.result()
         self.end(mail_id)
 
-    def prepare(self, uidl: str, raw: bytes, died: Future[int], *, parse: Parse) -> IncomingMail:
+    def prepare(self, uidl: str, raw: bytes, recorded: Future[int] | None, *, parse: Parse) -> IncomingMail:
         """prepare_incoming, or set_aside after MAX_DEATHS deaths."""
+        if recorded is None:
+            return prepare_incoming(self.target, uidl, raw, parse=parse)
         mail_id = incoming_mail_id(self.target.team, self.target.name, mailbox_identity(self.target), uidl)
         try:
-            deaths = died.result()
+            earlier = recorded.result()
+            deaths = earlier + 1 if earlier else 0
             if deaths >= MAX_DEATHS:
                 reason = f"the function died preparing it {deaths} times"
                 return set_aside(self.target, uidl, raw, reason=reason)
             return prepare_incoming(self.target, uidl, raw, parse=parse)
         finally:
             self.end(mail_id)
-
-
-def _log_failure(done: Future[None]) -> None:
-    if (error := done.exception()) is not None:
-        logger.error("could not clear a message's attempt record", extra={"reason": str(error)})
 
 
 def write_incoming(incoming: IncomingMail, storage: Storage) -> Mail | None:
@@ -360,7 +386,8 @@ def pull_account(
     team, account = target.team, target.name
     holder = new_id()
     budget = min(seconds_left(), MAX_PULL_SECONDS) if seconds_left is not None else MAX_PULL_SECONDS
-    if not storage.pull_state.acquire_lease(team, account, holder, budget + LEASE_MARGIN_SECONDS):
+    lease = storage.pull_state.acquire_lease(team, account, holder, budget + LEASE_MARGIN_SECONDS)
+    if lease is None:
         raise PullRunning(ALREADY_RUNNING, field="account")
     started = time.monotonic()
     try:
@@ -382,7 +409,7 @@ def pull_account(
                     broken=broken,
                     aside=aside,
                     parse=parser.parse if parse is None else _untimed(parse),
-                    holder=holder,
+                    lease=lease,
                 )
         except Exception:
             _record(storage, report, error="storing the mail failed; the next pull retries", aside=aside)
@@ -503,9 +530,9 @@ class _PullRun:
         events: EventPublisher | None,
         aside: _SetAsideState,
         parse: TimedParse,
-        holder: str,
+        lease: PullLease,
     ) -> None:
-        self.target, self.report, self.storage, self.holder = target, report, storage, holder
+        self.target, self.report, self.storage, self.lease = target, report, storage, lease
         self.seconds_left, self.aside, self.parse = seconds_left, aside, parse
         self.delete = not target.config.leave_on_server
         self.received = _ReceivedEvents(events, target.team, target.name)
@@ -513,7 +540,8 @@ class _PullRun:
         self.pending: deque[tuple[int, Future[Mail | None], int, IncomingMail]] = deque()
 
     def run(self, opener: SessionOpener, writers: ThreadPoolExecutor) -> None:
-        self.attempts = Attempts(self.target, self.storage, self.holder, writers)
+        window = _suspects(self.lease.after_deaths)
+        self.attempts = Attempts(self.target, self.storage, self.lease.holder, writers, window=window)
         with opener(self.target) as session:
             new = self._new_messages(session)
             for position, (number, uidl) in enumerate(new):
@@ -556,15 +584,15 @@ class _PullRun:
             return False
         deadline = None if left is None else time.monotonic() + left - WRITE_MARGIN_SECONDS
         mail_id = incoming_mail_id(self.target.team, self.target.name, mailbox_identity(self.target), uidl)
-        died = self.attempts.begin(mail_id)
+        recorded = self.attempts.begin(mail_id)
         try:
             raw = session.retrieve(number)
         except BaseException:
-            self.attempts.abandon(mail_id, died)
+            self.attempts.abandon(mail_id, recorded)
             raise
         within = partial(self.parse, seconds_left=None if deadline is None else deadline - time.monotonic())
         try:
-            incoming = self.attempts.prepare(uidl, raw, died, parse=within)
+            incoming = self.attempts.prepare(uidl, raw, recorded, parse=within)
         except OutOfTime:  # not the message's fault: the next pull takes it
             return False
         del raw
@@ -621,7 +649,7 @@ def _pull(
     broken: dict[str, object],
     aside: _SetAsideState,
     parse: TimedParse,
-    holder: str,
+    lease: PullLease,
 ) -> None:
     run = _PullRun(
         target,
@@ -631,7 +659,7 @@ def _pull(
         events=events,
         aside=aside,
         parse=parse,
-        holder=holder,
+        lease=lease,
     )
     try:
         with ThreadPoolExecutor(WRITERS, thread_name_prefix="pull-write") as writers:

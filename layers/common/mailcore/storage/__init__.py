@@ -126,9 +126,19 @@ def created_key(mail: Mail) -> str:
     return f"{mail.model_dump(mode='json', include={'created_at'})['created_at']}#{mail.id}"
 
 
+@dataclass(frozen=True)
+class PullLease:
+    """An account's pull lease, taken. `after_deaths`: how many pulls in a row before this one
+    never gave their lease back (killed, or overran their time, with messages in hand); 0 when
+    the one before gave it back."""
+
+    holder: str
+    after_deaths: int
+
+
 class PullStateRepository(Protocol):
-    def acquire_lease(self, team: str, account: str, holder: str, seconds: float) -> bool:
-        """Takes the account's pull lease for `seconds`; False when another live pull holds it."""
+    def acquire_lease(self, team: str, account: str, holder: str, seconds: float) -> PullLease | None:
+        """Takes the account's pull lease for `seconds`; None when another live pull holds it."""
         ...
 
     def release_lease(self, team: str, account: str, holder: str) -> None:
@@ -139,7 +149,7 @@ class PullStateRepository(Protocol):
 
     def begin_attempt(self, team: str, account: str, mail_id: str, holder: str) -> int:
         """Records that pull `holder` prepares received message `mail_id`; answers how many
-        earlier pulls did and never finished (the function died preparing it)."""
+        earlier pulls recorded the same and never finished (the function died preparing it)."""
         ...
 
     def end_attempt(self, team: str, account: str, mail_id: str, holder: str) -> None:
