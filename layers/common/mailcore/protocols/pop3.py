@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import poplib
 import socket
-import ssl
 import tempfile
 from typing import IO, Any
 
@@ -16,6 +15,7 @@ from mailcore.models import MailAccount, Pop3AuthForm, Security
 from mailcore.oauth2 import describe_sasl_error, xoauth2_base64
 from mailcore.protocols import reach
 from mailcore.protocols.diagnose import pop3_failure
+from mailcore.protocols.session import AccountSession
 from mailcore.protocols.transcript import REDACTED, Transcript
 
 # Messages of 25 MB and more are normal in business mail; poplib's default line limit is 2 KB.
@@ -28,6 +28,19 @@ class _Recording:
     transcript: Transcript
     _continuation = False
     source_address: tuple[str, int] | None = None
+
+    def __init__(
+        self,
+        transcript: Transcript,
+        host: str,
+        port: int,
+        timeout: float,
+        source_address: tuple[str, int] | None = None,
+        **options: Any,
+    ) -> None:
+        self.transcript = transcript
+        self.source_address = source_address
+        super().__init__(host, port, timeout=timeout, **options)  # type: ignore[call-arg]
 
     def _create_socket(self, timeout: float) -> socket.socket:
         # Through protocols/reach.py; poplib cannot bind the client's address either, which the
@@ -68,62 +81,21 @@ class _Recording:
 
 
 class RecordingPOP3(_Recording, poplib.POP3):
-    def __init__(
-        self,
-        transcript: Transcript,
-        host: str,
-        port: int,
-        timeout: float,
-        source_address: tuple[str, int] | None = None,
-    ) -> None:
-        self.transcript = transcript
-        self.source_address = source_address
-        super().__init__(host, port, timeout=timeout)
+    pass
 
 
 class RecordingPOP3SSL(_Recording, poplib.POP3_SSL):
-    def __init__(
-        self,
-        transcript: Transcript,
-        host: str,
-        port: int,
-        timeout: float,
-        context: ssl.SSLContext,
-        source_address: tuple[str, int] | None = None,
-    ) -> None:
-        self.transcript = transcript
-        self.source_address = source_address
-        super().__init__(host, port, timeout=timeout, context=context)
+    pass
 
 
-class Pop3Session:
+class Pop3Session(AccountSession[MailAccount]):
     """One logged-in POP3 session of an account."""
 
-    def __init__(
-        self,
-        account: MailAccount,
-        *,
-        transcript: Transcript,
-        tls_context: ssl.SSLContext,
-        access_token: str | None = None,
-        source_address: tuple[str, int] | None = None,
-    ) -> None:
-        """With `access_token` the session logs in with SASL XOAUTH2 in the account's POP3 form."""
-        self.account = account
-        self.transcript = transcript
-        self.tls_context = tls_context
-        self.access_token = access_token
-        self.source_address = source_address
-        self._sasl_error: str | None = None
-        self._pop: poplib.POP3 | None = None
-        transcript.add_credentials(account.pop3_login, account.mail_password.get_secret_value())
-        if access_token:
-            transcript.add_secret(access_token)
-            transcript.add_secret(xoauth2_base64(account.pop3_login, access_token))
+    _pop: poplib.POP3 | None = None
 
-    def __enter__(self) -> Pop3Session:
-        self.open()
-        return self
+    @property
+    def login(self) -> str:
+        return self.account.pop3_login
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         # Commit deletions only when the work in between went well; otherwise drop the line.
@@ -176,8 +148,8 @@ class Pop3Session:
                     endpoint.host,
                     endpoint.port,
                     timeout,
-                    self.tls_context,
                     self.source_address,
+                    context=self.tls_context,
                 )
             else:
                 pop = RecordingPOP3(

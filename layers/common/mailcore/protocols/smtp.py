@@ -6,7 +6,6 @@ import base64
 import contextlib
 import smtplib
 import socket
-import ssl
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from typing import Any, Protocol
@@ -15,9 +14,10 @@ from pydantic import SecretStr
 
 from mailcore.errors import DeliveryUnknown
 from mailcore.models import Security, ServerEndpoint
-from mailcore.oauth2 import describe_sasl_error, xoauth2_base64, xoauth2_payload
+from mailcore.oauth2 import describe_sasl_error, xoauth2_payload
 from mailcore.protocols import reach
 from mailcore.protocols.diagnose import smtp_failure
+from mailcore.protocols.session import AccountSession
 from mailcore.protocols.transcript import REDACTED, Transcript
 from mailcore.textcut import cut_to_bytes
 
@@ -143,34 +143,14 @@ def ehlo_name(account: SmtpAccount) -> str:
     return envelope_sender(account).rpartition("@")[2] or "localhost"
 
 
-class SmtpSession:
+class SmtpSession(AccountSession[SmtpAccount]):
     """One authenticated SMTP connection of an account; sends any number of messages."""
 
-    def __init__(
-        self,
-        account: SmtpAccount,
-        *,
-        transcript: Transcript,
-        tls_context: ssl.SSLContext,
-        access_token: str | None = None,
-        source_address: tuple[str, int] | None = None,
-    ) -> None:
-        """With `access_token` the session logs in with SASL XOAUTH2 instead of the password."""
-        self.account = account
-        self.transcript = transcript
-        self.tls_context = tls_context
-        self.access_token = access_token
-        self.source_address = source_address
-        self._smtp: smtplib.SMTP | None = None
-        self._sasl_error: str | None = None
-        transcript.add_credentials(account.smtp_login, account.mail_password.get_secret_value())
-        if access_token:
-            transcript.add_secret(access_token)
-            transcript.add_secret(xoauth2_base64(account.smtp_login, access_token))
+    _smtp: smtplib.SMTP | None = None
 
-    def __enter__(self) -> SmtpSession:
-        self.open()
-        return self
+    @property
+    def login(self) -> str:
+        return self.account.smtp_login
 
     def __exit__(self, *exc: object) -> None:
         self.close()
