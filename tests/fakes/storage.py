@@ -47,12 +47,7 @@ class MemoryMail:
         return {**{k: v for k, v in plain.items() if v is not None}, **self.extra.get(mail_id, {})}
 
     def transition(
-        self,
-        mail_id: str,
-        guard: Guard,
-        *,
-        assign: Mapping[str, Any],
-        remove: Iterable[str] = (),
+        self, mail_id: str, guard: Guard, *, assign: Mapping[str, Any], remove: Iterable[str] = ()
     ) -> Mail | None:
         with self._lock:
             if mail_id not in self.items:

@@ -149,12 +149,7 @@ class DynamoMail(AwsAdapter):
         }
 
     def transition(
-        self,
-        mail_id: str,
-        guard: Guard,
-        *,
-        assign: Mapping[str, Any],
-        remove: Iterable[str] = (),
+        self, mail_id: str, guard: Guard, *, assign: Mapping[str, Any], remove: Iterable[str] = ()
     ) -> Mail | None:
         client = self.client
         try:

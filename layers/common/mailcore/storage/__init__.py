@@ -55,12 +55,7 @@ class MailRepository(Protocol):
         ...
 
     def transition(
-        self,
-        mail_id: str,
-        guard: Guard,
-        *,
-        assign: Mapping[str, Any],
-        remove: Iterable[str] = (),
+        self, mail_id: str, guard: Guard, *, assign: Mapping[str, Any], remove: Iterable[str] = ()
     ) -> Mail | None:
         """Sets `assign` and removes `remove` when the item exists and `guard` holds, atomically;
         answers the mail as it is now, or None (and nothing written) when the guard failed."""
