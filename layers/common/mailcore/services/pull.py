@@ -27,7 +27,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, NotRequired, Protocol, TypedDict, Unpack
 
 from aws_lambda_powertools import Logger
 
@@ -678,31 +678,25 @@ def _pull(
         run.received.flush()
 
 
+class PullOptions(TypedDict):
+    """The keyword arguments of pull_account that pull_accounts passes on to each pull."""
+
+    storage: Storage
+    transcript: Transcript
+    tls_context: ssl.SSLContext
+    seconds_left: NotRequired[Callable[[], float] | None]
+    events: NotRequired[EventPublisher | None]
+    tokens: NotRequired[TokenBroker | None]
+
+
 def pull_accounts(
-    targets: Iterable[ResolvedAccount],
-    *,
-    storage: Storage,
-    transcript: Transcript,
-    tls_context: ssl.SSLContext,
-    seconds_left: Callable[[], float] | None = None,
-    events: EventPublisher | None = None,
-    tokens: TokenBroker | None = None,
+    targets: Iterable[ResolvedAccount], **options: Unpack[PullOptions]
 ) -> list[AccountPullReport]:
     """Pulls each account in turn; one broken account never stops the others."""
     reports = []
     for target in targets:
         try:
-            reports.append(
-                pull_account(
-                    target,
-                    storage=storage,
-                    transcript=transcript,
-                    tls_context=tls_context,
-                    seconds_left=seconds_left,
-                    events=events,
-                    tokens=tokens,
-                )
-            )
+            reports.append(pull_account(target, **options))
         except PullRunning as running:
             reports.append(AccountPullReport(team=target.team, account=target.name, error=running.message))
         except Exception:
