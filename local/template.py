@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypedDict, Unpack
 from urllib.parse import unquote
 
 import yaml
@@ -266,6 +266,16 @@ def _as_string(value: Any, where: str) -> str:
     raise TemplateError(f"{where}: expected a string, got {value!r}")
 
 
+class StackOptions(TypedDict, total=False):
+    """What Template.load passes on to Template: the local stack the template is evaluated for."""
+
+    stack_name: str
+    parameter_overrides: dict[str, str] | None
+    region: str
+    account_id: str
+    endpoint_url: str | None
+
+
 class Template:
     """A SAM template evaluated for one local stack (name, region, account, parameters)."""
 
@@ -304,30 +314,14 @@ class Template:
         }
 
     @classmethod
-    def load(
-        cls,
-        path: Path,
-        *,
-        stack_name: str = "mail-service",
-        parameter_overrides: dict[str, str] | None = None,
-        region: str = "us-east-1",
-        account_id: str = "123456789012",
-        endpoint_url: str | None = None,
-    ) -> Template:
+    def load(cls, path: Path, **stack: Unpack[StackOptions]) -> Template:
+        """The template at `path`; `stack` as Template's keyword arguments (their defaults)."""
         path = Path(path).resolve()
         try:
             data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # a SafeLoader subclass
         except yaml.YAMLError as error:
             raise TemplateError(f"{path}: {error}") from error
-        return cls(
-            data,
-            path=path,
-            stack_name=stack_name,
-            parameter_overrides=parameter_overrides,
-            region=region,
-            account_id=account_id,
-            endpoint_url=endpoint_url,
-        )
+        return cls(data, path=path, **stack)
 
     # ------------------------------------------------------------------ parameters, conditions
 
