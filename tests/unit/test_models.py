@@ -2,13 +2,11 @@ import pytest
 from mailcore.models import FileUpload, MailAccount, SendRequest, TeamConfig, parse_addresses
 from pydantic import ValidationError
 
-ACCOUNT = {
-    "mail_from": "Support <support@example.test>",
-    "mail_username": "agent@example.test",
-    "mail_password": "s3cret-pw",
-    "smtp": {"host": "smtp.example.test", "port": 587, "security": "starttls"},
-    "pop3": {"host": "pop.example.test", "port": 995, "security": "ssl"},
-}
+from tests.support import account_config
+
+ACCOUNT = account_config(
+    mail_from="Support <support@example.test>", mail_username="agent@example.test", mail_password="s3cret-pw"
+)
 
 
 def test_recipients_may_be_a_comma_separated_string():

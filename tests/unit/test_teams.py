@@ -7,15 +7,9 @@ from mailcore.errors import AccountNotFound, AmbiguousAccount, NotAMember, TeamC
 from mailcore.teams import Caller, TeamDirectory, caller_from_claims
 
 from tests.fakes import MemorySecrets
-from tests.support import call_api, claims, handler, load_function
+from tests.support import account_config, call_api, claims, handler, load_function
 
-ACCOUNT = {
-    "mail_from": "support@example.test",
-    "mail_username": "support@example.test",
-    "mail_password": "pw-of-support",
-    "smtp": {"host": "127.0.0.1", "port": 587, "security": "starttls"},
-    "pop3": {"host": "127.0.0.1", "port": 995, "security": "ssl"},
-}
+ACCOUNT = account_config(mail_password="pw-of-support")
 
 
 class FakeDirectory(TeamDirectory):
@@ -57,26 +51,19 @@ def test_two_teams_with_the_account_need_the_team_named(directory):
     assert directory.resolve_account(caller("sales", "service"), "support", "service").team == "service"
 
 
-def test_a_caller_outside_the_accounts_team_is_refused(directory):
-    with pytest.raises(NotAMember) as caught:
-        directory.resolve_account(caller("sales"), "payroll")
-    assert caught.value.status == 403
-
-
-def test_naming_a_team_one_is_not_in_is_refused(directory):
-    with pytest.raises(NotAMember):
-        directory.resolve_account(caller("sales"), "payroll", "hr")
-
-
-def test_an_account_nobody_has_is_not_found(directory):
-    with pytest.raises(AccountNotFound) as caught:
-        directory.resolve_account(caller("sales"), "nobody")
-    assert caught.value.status == 404
-
-
-def test_a_team_that_is_not_a_mail_team_offers_no_accounts(directory):
-    with pytest.raises(AccountNotFound):
-        directory.resolve_account(caller("chat"), "payroll", "chat")
+@pytest.mark.parametrize(
+    ("teams", "account", "team", "refusal", "status"),
+    [
+        pytest.param(["sales"], "payroll", None, NotAMember, 403, id="caller-outside-the-accounts-team"),
+        pytest.param(["sales"], "payroll", "hr", NotAMember, 403, id="naming-a-team-one-is-not-in"),
+        pytest.param(["sales"], "nobody", None, AccountNotFound, 404, id="an-account-nobody-has"),
+        pytest.param(["chat"], "payroll", "chat", AccountNotFound, 404, id="a-team-that-is-not-a-mail-team"),
+    ],
+)
+def test_an_account_the_caller_may_not_use_is_refused(directory, teams, account, team, refusal, status):
+    with pytest.raises(refusal) as caught:
+        directory.resolve_account(caller(*teams), account, team)
+    assert caught.value.status == status
 
 
 def test_a_group_without_a_secret_is_a_team_without_accounts(directory):
