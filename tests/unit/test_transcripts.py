@@ -47,16 +47,27 @@ def account(smtp_port=25, pop3_port=110, smtp_security="none"):
     )
 
 
-def smtp_login_only_server(reader, writer):
-    writer.write(b"220 fake ESMTP\r\n")
-    reader.readline()
-    writer.write(b"250-fake\r\n250 AUTH LOGIN\r\n")
-    reader.readline()  # AUTH LOGIN <user> (smtplib sends the user name as initial response)
-    writer.write(b"334 UGFzc3dvcmQ6\r\n")
-    reader.readline()  # the password
-    writer.write(b"235 2.7.0 ok\r\n")
-    reader.readline()
-    writer.write(b"221 bye\r\n")
+def replying(*replies: bytes):
+    """A server script that sends `replies` in turn, reading one client line between two of them."""
+
+    def script(reader, writer):
+        for number, reply in enumerate(replies):
+            if number:
+                reader.readline()
+            writer.write(reply)
+
+    return script
+
+
+# Read between the replies: EHLO, AUTH LOGIN <user> (smtplib sends the user name as initial
+# response), the password, QUIT.
+smtp_login_only_server = replying(
+    b"220 fake ESMTP\r\n",
+    b"250-fake\r\n250 AUTH LOGIN\r\n",
+    b"334 UGFzc3dvcmQ6\r\n",
+    b"235 2.7.0 ok\r\n",
+    b"221 bye\r\n",
+)
 
 
 def test_an_smtp_auth_login_exchange_is_redacted():
@@ -69,12 +80,7 @@ def test_an_smtp_auth_login_exchange_is_redacted():
     assert PASSWORD not in text and base64.b64encode(PASSWORD.encode()).decode() not in text
 
 
-def pop3_server(reader, writer):
-    writer.write(b"+OK fake\r\n")
-    reader.readline()
-    writer.write(b"+OK\r\n")
-    reader.readline()
-    writer.write(b"-ERR [AUTH] Authentication failed.\r\n")
+pop3_server = replying(b"+OK fake\r\n", b"+OK\r\n", b"-ERR [AUTH] Authentication failed.\r\n")
 
 
 def test_a_failed_pop3_login_is_diagnosed_without_the_password():
