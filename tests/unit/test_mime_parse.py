@@ -26,6 +26,16 @@ def simple(headers: str = "", body: bytes = b"Hello.\n", content_type: str = "te
     )
 
 
+BODY_PART = "Content-Type: text/plain\n\nBody."
+
+
+def mixed(*parts: str, end: str = "--B--\n") -> bytes:
+    """A multipart/mixed message (boundary B) of `parts`, each its headers, a blank line and its body."""
+    return crlf(
+        "Content-Type: multipart/mixed; boundary=B\n\n" + "".join(f"--B\n{part}\n" for part in parts) + end
+    )
+
+
 def text_in(charset: str, body: bytes) -> str:
     return parse_message(simple(body=body, content_type=f"text/plain; charset={charset}")).body_text
 
@@ -311,19 +321,7 @@ def test_attachment_with_a_content_id_and_attachment_disposition_is_not_inline()
 
 
 def test_text_part_with_a_filename_but_no_disposition_is_an_attachment():
-    raw = crlf("""\
-Content-Type: multipart/mixed; boundary=B
-
---B
-Content-Type: text/plain
-
-Body.
---B
-Content-Type: text/plain; name="data.txt"
-
-Data.
---B--
-""")
+    raw = mixed(BODY_PART, 'Content-Type: text/plain; name="data.txt"\n\nData.')
     mail = parse_message(raw)
 
     assert mail.body_text == "Body."
@@ -331,19 +329,7 @@ Data.
 
 
 def test_second_body_text_part_is_kept_as_an_attachment():
-    raw = crlf("""\
-Content-Type: multipart/mixed; boundary=B
-
---B
-Content-Type: text/plain
-
-First.
---B
-Content-Type: text/plain
-
-Second.
---B--
-""")
+    raw = mixed("Content-Type: text/plain\n\nFirst.", "Content-Type: text/plain\n\nSecond.")
     mail = parse_message(raw)
 
     assert mail.body_text == "First."
@@ -381,19 +367,8 @@ def test_multipart_without_a_boundary_is_shown_as_text():
 
 
 def test_truncated_multipart_keeps_the_parts_that_arrived():
-    raw = crlf("""\
-Content-Type: multipart/mixed; boundary=B
-
---B
-Content-Type: text/plain
-
-Body.
---B
-Content-Type: application/pdf; name=cut.pdf
-Content-Transfer-Encoding: base64
-
-JVBERi0xLjQgYWJj
-""")
+    pdf = "Content-Type: application/pdf; name=cut.pdf\nContent-Transfer-Encoding: base64\n\nJVBERi0xLjQgYWJj"
+    raw = mixed(BODY_PART, pdf, end="")
     mail = parse_message(raw)
 
     assert mail.body_text == "Body."
@@ -404,20 +379,7 @@ JVBERi0xLjQgYWJj
 
 
 def attachment_named(disposition: str, content_type: str = "application/pdf") -> str:
-    raw = crlf(f"""\
-Content-Type: multipart/mixed; boundary=B
-
---B
-Content-Type: text/plain
-
-Body.
---B
-Content-Type: {content_type}
-Content-Disposition: {disposition}
-
-data
---B--
-""")
+    raw = mixed(BODY_PART, f"Content-Type: {content_type}\nContent-Disposition: {disposition}\n\ndata")
     return parse_message(raw).attachments[0].filename
 
 
