@@ -102,59 +102,43 @@ def test_the_console_script_exits_0_only_when_the_account_works(stack, new_team)
 # ---------------------------------------------------------------- the check tool: diagnoses
 
 
-def test_a_wrong_pop3_password_is_diagnosed_with_the_provider_hints(stack, new_team):
+@pytest.mark.parametrize(
+    ("protocol", "port", "security", "source", "hints"),
+    [
+        pytest.param(
+            "pop3", "pop3s", "ssl", "127.0.0.2", ["recent:", "app password"], id="pop3-provider-hints"
+        ),
+        pytest.param("smtp", "smtp", "starttls", "127.0.0.3", ["SMTP AUTH enabled"], id="smtp"),
+    ],
+)
+def test_a_wrong_password_is_diagnosed(stack, new_team, protocol, port, security, source, hints):
     team = new_team()
+    password = f"wrong-pw-of-{protocol}"
+    ports = stack.mail_servers.ports
     argv = flags(
-        stack,
-        "pop3",
-        team.mailbox,
-        port=stack.mail_servers.ports.pop3s,
-        security="ssl",
-        password="wrong-pw-1",
+        stack, protocol, team.mailbox, port=getattr(ports, port), security=security, password=password
     )
-    status, output = check(*argv, "--source-address", "127.0.0.2")
+    status, output = check(*argv, "--source-address", source)
     assert status == 1
-    assert "FAILED (auth_failed)" in output and "recent:" in output and "app password" in output
-    assert "wrong-pw-1" not in output
+    assert "FAILED (auth_failed)" in output and all(hint in output for hint in hints), output
+    assert password not in output
 
 
-def test_a_wrong_smtp_password_is_diagnosed(stack, new_team):
+@pytest.mark.parametrize(
+    ("protocol", "port", "security", "failure", "hint"),
+    [
+        pytest.param("smtp", "pop3", "starttls", "wrong_port", "587", id="smtp-on-the-pop3-port"),
+        pytest.param("pop3", "smtp", "none", "wrong_port", "995", id="pop3-on-the-smtp-port"),
+        pytest.param("pop3", "pop3", "ssl", "wrong_tls_mode", "starttls", id="implicit-tls-on-a-plain-port"),
+    ],
+)
+def test_a_wrong_port_or_tls_mode_is_named_with_the_setting_to_use(
+    stack, new_team, protocol, port, security, failure, hint
+):
     team = new_team()
-    argv = flags(
-        stack,
-        "smtp",
-        team.mailbox,
-        port=stack.mail_servers.ports.smtp,
-        security="starttls",
-        password="wrong-pw-2",
-    )
-    status, output = check(*argv, "--source-address", "127.0.0.3")
-    assert status == 1
-    assert "FAILED (auth_failed)" in output and "SMTP AUTH enabled" in output and "wrong-pw-2" not in output
-
-
-def test_smtp_on_the_pop3_port_is_a_wrong_port(stack, new_team):
-    team = new_team()
-    status, output = check(
-        *flags(stack, "smtp", team.mailbox, port=stack.mail_servers.ports.pop3, security="starttls")
-    )
-    assert status == 1 and "FAILED (wrong_port)" in output and "587" in output
-
-
-def test_pop3_on_the_smtp_port_is_a_wrong_port(stack, new_team):
-    team = new_team()
-    status, output = check(
-        *flags(stack, "pop3", team.mailbox, port=stack.mail_servers.ports.smtp, security="none")
-    )
-    assert status == 1 and "FAILED (wrong_port)" in output and "995" in output
-
-
-def test_implicit_tls_on_a_plain_port_says_to_use_starttls(stack, new_team):
-    team = new_team()
-    status, output = check(
-        *flags(stack, "pop3", team.mailbox, port=stack.mail_servers.ports.pop3, security="ssl")
-    )
-    assert status == 1 and "FAILED (wrong_tls_mode)" in output and "starttls" in output
+    port_number = getattr(stack.mail_servers.ports, port)
+    status, output = check(*flags(stack, protocol, team.mailbox, port=port_number, security=security))
+    assert status == 1 and f"FAILED ({failure})" in output and hint in output, output
 
 
 def test_a_server_not_offering_starttls_is_tls_expected_but_not_offered(stack, new_team):

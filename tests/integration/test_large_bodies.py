@@ -12,15 +12,15 @@ from tests.integration.test_send import send
 LARGE_TEXT = "A long report line, one of very many.\n" * 8_000
 
 
-def read_mail(stack, team, mail_id: str) -> tuple[int, Any]:
+def store_call(stack, team, method: str, path: str, mail_id: str) -> tuple[int, Any]:
+    """The StoreFunction's answer to a team member's request on one mail."""
     return call_function(
-        stack,
-        "StoreFunction",
-        "GET",
-        "/api/core/mail/{mail_id}",
-        params={"mail_id": mail_id},
-        caller=claims(team.team),
+        stack, "StoreFunction", method, path, params={"mail_id": mail_id}, caller=claims(team.team)
     )
+
+
+def read_mail(stack, team, mail_id: str) -> tuple[int, Any]:
+    return store_call(stack, team, "GET", "/api/core/mail/{mail_id}", mail_id)
 
 
 def test_a_sent_mail_with_a_large_body_is_stored_and_read_back(stack, new_team):
@@ -51,10 +51,10 @@ def test_a_queued_mail_with_a_large_body_is_sent_by_the_sync(stack, new_team):
     wait_for_messages(stack, team.mailbox.address, 1)
 
 
-def test_a_pulled_mail_with_a_large_body_is_stored_and_read_back(stack, new_team):
-    team = new_team()
+def sent_to_itself_and_pulled(stack, team, subject: str) -> str:
+    """Sends LARGE_TEXT to the team's own mailbox and pulls it: the id of the received mail."""
     status, answer = send(
-        stack, team, {"to": team.mailbox.address, "subject": "Big, pulled", "body_text": LARGE_TEXT}
+        stack, team, {"to": team.mailbox.address, "subject": subject, "body_text": LARGE_TEXT}
     )
     assert status == 200, answer
     wait_for_messages(stack, team.mailbox.address, 1)
@@ -62,26 +62,19 @@ def test_a_pulled_mail_with_a_large_body_is_stored_and_read_back(stack, new_team
     assert status == 200, pulled
     [report] = pulled["accounts"]
     assert report["error"] is None and len(report["mail_ids"]) == 1, report
-    status, read = read_mail(stack, team, report["mail_ids"][0])
+    return report["mail_ids"][0]
+
+
+def test_a_pulled_mail_with_a_large_body_is_stored_and_read_back(stack, new_team):
+    team = new_team()
+    status, read = read_mail(stack, team, sent_to_itself_and_pulled(stack, team, "Big, pulled"))
     assert status == 200, read
     assert read["mail"]["body_text"].replace("\r\n", "\n") == LARGE_TEXT
 
 
 def test_a_received_mail_with_a_large_body_is_parsed_again(stack, new_team):
     team = new_team()
-    status, answer = send(
-        stack, team, {"to": team.mailbox.address, "subject": "Big, again", "body_text": LARGE_TEXT}
-    )
-    assert status == 200, answer
-    wait_for_messages(stack, team.mailbox.address, 1)
-    [mail_id] = pull(stack, team, account=team.account)[1]["accounts"][0]["mail_ids"]
-    status, parsed = call_function(
-        stack,
-        "StoreFunction",
-        "POST",
-        "/api/core/mail/{mail_id}/parse",
-        params={"mail_id": mail_id},
-        caller=claims(team.team),
-    )
+    mail_id = sent_to_itself_and_pulled(stack, team, "Big, again")
+    status, parsed = store_call(stack, team, "POST", "/api/core/mail/{mail_id}/parse", mail_id)
     assert status == 200, parsed
     assert read_mail(stack, team, mail_id)[1]["mail"]["body_text"].replace("\r\n", "\n") == LARGE_TEXT
