@@ -203,3 +203,14 @@ def test_a_password_in_any_script_logs_in_with_utf8_auth_plain():
         pass
     assert "S: 235 2.7.0 ok" in transcript.lines
     assert not any(character in "\n".join(transcript.lines) for character in "пароль密码ñ")
+
+
+def test_a_server_text_cut_inside_an_echoed_password_shows_no_part_of_it():
+    from mailcore.errors import SERVER_TEXT_BYTES, MailServerError
+
+    password = "Correct-Horse-Battery-Staple-42"
+    # The server's error echoes the password right where the error is cut to its size.
+    echoed = "x" * (SERVER_TEXT_BYTES - 20) + " you said " + password + " and more"
+    failure = Transcript([password]).redact_failure(MailServerError("refused", reply=echoed))
+    assert failure.reply is not None and failure.reply.endswith("<redacted> […]")
+    assert not any(password[:n] in failure.reply for n in range(4, len(password) + 1))

@@ -234,7 +234,7 @@ class SmtpSession(AccountSession[SmtpAccount]):
             raise failure from None
         return SmtpDelivery(
             refused={
-                rcpt: self.transcript.redact(f"{code} {refused_reply(reply)}")
+                rcpt: refused_reply(f"{code} {self.transcript.redact(_one_line(reply))}")
                 for rcpt, (code, reply) in refused.items()
             },
             reply=self.transcript.last_server_line() or "",
@@ -284,7 +284,12 @@ def _close_quietly(smtp: Any) -> None:
 REFUSED_REPLY_BYTES = 200
 
 
-def refused_reply(reply: bytes | str) -> str:
-    """A refused recipient's reply on one line, cut to REFUSED_REPLY_BYTES."""
+def _one_line(reply: bytes | str) -> str:
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
-    return cut_to_bytes(" ".join(text.split()), REFUSED_REPLY_BYTES)
+    return " ".join(text.split())
+
+
+def refused_reply(reply: bytes | str) -> str:
+    """A refused recipient's reply on one line, cut to REFUSED_REPLY_BYTES (after its secrets
+    are masked: a cut first could leave the beginning of one that no mask matches)."""
+    return cut_to_bytes(_one_line(reply), REFUSED_REPLY_BYTES)

@@ -6,9 +6,14 @@ import base64
 from collections.abc import Iterable
 from typing import TypeVar
 
+from mailcore.textcut import MARK
+
 Failure = TypeVar("Failure", bound=Exception)
 
 REDACTED = "<redacted>"
+# A text cut to a size (textcut) may end inside a secret a server echoed: the part before the cut
+# is masked too, when it is at least this long.
+PARTIAL_SECRET_CHARS = 4
 
 
 class Transcript:
@@ -45,7 +50,7 @@ class Transcript:
     def redact(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
-        return text
+        return _cut_secret_masked(text, self._secrets) if text.endswith(MARK) else text
 
     def client(self, text: str) -> None:
         self.lines.append("C: " + self.redact(text))
@@ -61,3 +66,13 @@ class Transcript:
             if line.startswith("S: "):
                 return line[3:]
         return None
+
+
+def _cut_secret_masked(text: str, secrets: list[str]) -> str:
+    """`text`, cut to a size, with the beginning of a secret at the cut masked."""
+    body = text[: -len(MARK)]
+    for secret in secrets:
+        for length in range(min(len(secret) - 1, len(body)), PARTIAL_SECRET_CHARS - 1, -1):
+            if body.endswith(secret[:length]):
+                return body[:-length] + REDACTED + MARK
+    return text
