@@ -197,3 +197,42 @@ def test_without_time_to_wait_the_outbox_gives_the_rest_back_queued(storage):
     assert clock.slept == []
     # Given back, they are the next run's to claim.
     assert claim(storage, "m2", now=NOW) is not None
+
+
+class Unreachable:
+    """A bus or a dead-letter queue whose every call fails (the network is down)."""
+
+    def publish(self, events) -> None:
+        raise ConnectionError("events unreachable")
+
+    def put(self, body) -> None:
+        raise ConnectionError("queue unreachable")
+
+
+def test_a_written_outcome_stands_when_its_event_and_dead_letter_cannot_be_put(storage):
+    stored_mail(storage)
+    stored_mail(storage, mail_id="m2")
+    outcomes = []
+    for mail_id in ("m1", "m2"):
+        mail, owner = claim(storage, mail_id, now=NOW)
+        failed = ended(mail, MailStatus.FAILED, error="421 still busy")
+        outcomes.append((Outcome(failed, dead_letter=True), owner_guard(owner)))
+    completions = Completions(storage, Unreachable(), Unreachable())  # type: ignore[arg-type]
+    assert completions.record(outcomes) == [True, True]
+    completions.flush()
+    assert {storage.mail.get(mail_id).status for mail_id in ("m1", "m2")} == {MailStatus.FAILED}
+
+
+def test_an_outcome_without_a_reply_keeps_none_of_an_earlier_attempt(storage):
+    stored_mail(storage)
+    mail, owner = claim(storage, "m1", now=NOW)
+    busy = ended(mail, MailStatus.DEFERRED, error="451 busy", reply="451 busy").model_copy(
+        update={"next_attempt_at": NOW + timedelta(minutes=5)}
+    )
+    assert Completions(storage, None, None).record([(Outcome(busy), owner_guard(owner))]) == [True]
+    retried = storage.mail.get("m1").model_copy(update={"status": MailStatus.QUEUED})
+    storage.mail.replace(retried)
+    mail, owner = claim(storage, "m1", now=NOW + timedelta(minutes=6))
+    unknown = ended(mail, MailStatus.UNKNOWN, error="the run holding it stopped", reply=None)
+    assert Completions(storage, None, None).record([(Outcome(unknown), owner_guard(owner))]) == [True]
+    assert storage.mail.get("m1").reply is None

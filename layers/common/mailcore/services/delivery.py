@@ -141,7 +141,8 @@ def outcome_transition(mail: Mail, guard: Guard) -> Transition:
     }
     # The mail leaves the outbox's indexes only here, not at the claim: a claim whose sender
     # died stays visible to sync, which takes it over once the lease is over.
-    removed = [*QUEUE_ATTRIBUTES, *(() if mail.error else ("error",))]
+    # An outcome without an error or a reply must not keep those of an earlier attempt.
+    removed = [*QUEUE_ATTRIBUTES, *(key for key in ("error", "reply") if getattr(mail, key) is None)]
     if mail.status == MailStatus.DEFERRED:
         assert mail.next_attempt_at is not None
         # Deferred: out of the Outbox index (no sync reads it until it is due), into Waiting.
@@ -191,7 +192,7 @@ class Completions:
                 continue
             announced.append(completion_event(outcome.mail))
             if outcome.dead_letter and self.dead_letters is not None:
-                self.dead_letters.put(dead_letter(outcome.mail))
+                self._dead_letter(outcome.mail)
         with self._lock:
             self._pending.extend(announced)
             whole = len(self._pending) // 10 * 10
@@ -210,9 +211,26 @@ class Completions:
             pending, self._pending = self._pending, []
         self._publish(pending)
 
+    # The outcome is written before these: a notification that fails must not fail the send (a
+    # caller would send again) nor keep the other outcomes' events from going out. Logged instead.
+
     def _publish(self, events: list[MailEvent]) -> None:
-        if events and self.events is not None:
+        if not events or self.events is None:
+            return
+        try:
             self.events.publish(events)
+        except Exception:
+            logger.exception("could not put completion events", extra={"events": len(events)})
+
+    def _dead_letter(self, mail: Mail) -> None:
+        assert self.dead_letters is not None
+        try:
+            self.dead_letters.put(dead_letter(mail))
+        except Exception:
+            logger.exception(
+                "could not put a dead letter",
+                extra={"team": mail.team, "account": mail.account, "mail_id": mail.id},
+            )
 
 
 # An EventBridge entry and an SQS message hold 256 KB, a mail may have thousands of recipients and
