@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: run stop test lint typecheck template unit integration openapi invoke check bench bench-cold bench-oauth2 bench-send bench-hostile fuzz fuzz-mail fuzz-api install clean screenshots deploy smoke
+.PHONY: run stop test lint typecheck template unit integration openapi invoke check bench bench-cold bench-oauth2 bench-send bench-hostile bench-execution bench-pull fuzz fuzz-mail fuzz-api install clean screenshots deploy smoke
 
 install:
 	@bash scripts/bootstrap.sh
@@ -100,7 +100,6 @@ fuzz-mail: install
 clean:
 	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: bench-pull
 # 1,000 messages from the real Dovecot, pulled three ways next to a raw poplib loop (~4 min).
 bench-pull: install
 	@$(PY) -m bench.pull

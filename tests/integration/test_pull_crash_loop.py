@@ -52,7 +52,7 @@ def lease_runs_out(stack, team) -> None:
     stack.session.client("dynamodb").update_item(
         TableName=stack.info["environment"]["PULL_STATE_TABLE"],
         Key={"pk": {"S": f"{team.team}#{team.account}"}, "sk": {"S": "LEASE"}},
-        UpdateExpression="SET expires_at = :past",
+        UpdateExpression="SET lease_until = :past",
         ExpressionAttributeValues={":past": {"N": str(int(time.time()) - 1)}},
     )
 

@@ -118,7 +118,7 @@ def test_a_lease_left_by_a_crashed_pull_stops_counting_once_it_expires(stack, ne
             "pk": {"S": f"{team.team}#{team.account}"},
             "sk": {"S": "LEASE"},
             "holder": {"S": "crashed-pull"},
-            "expires_at": {"N": "1"},
+            "lease_until": {"N": "1"},
         },
     )
     status, answer = pull(stack, team)

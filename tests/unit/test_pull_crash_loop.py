@@ -5,6 +5,7 @@ aside unparsed and goes on with the mail behind it. A pull that follows no death
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import boto3
@@ -230,7 +231,7 @@ def runs_out(state: DynamoPullState) -> None:
     state.client.update_item(
         TableName=state.table,
         Key={"pk": {"S": "acme#main"}, "sk": {"S": "LEASE"}},
-        UpdateExpression="SET expires_at = :past",
+        UpdateExpression="SET lease_until = :past",
         ExpressionAttributeValues={":past": {"N": "0"}},
     )
 
@@ -259,3 +260,15 @@ def test_a_resent_lease_write_is_taken_and_counts_the_death_once(dynamo_pull_sta
     again = state.acquire_lease("acme", "main", "next", 60)  # the SDK sends it again
 
     assert again is not None and again.after_deaths == 1
+
+
+def test_the_count_of_deaths_outlives_the_lease_it_rides_on(dynamo_pull_state):
+    state = dynamo_pull_state
+    state.acquire_lease("acme", "main", "killed", 60)
+    runs_out(state)
+    # What DynamoDB's TTL deletes once its time is past, as it may minutes after the lease ends.
+    swept_until = int(time.time()) + 86400
+    for item in state.client.scan(TableName=state.table)["Items"]:
+        if int(item.get("expires_at", {}).get("N", "0")) < swept_until:
+            state.client.delete_item(TableName=state.table, Key={"pk": item["pk"], "sk": item["sk"]})
+    assert state.acquire_lease("acme", "main", "next", 60).after_deaths == 1

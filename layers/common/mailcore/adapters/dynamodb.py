@@ -332,14 +332,13 @@ def count_below(client: BaseClient, table: str, key: dict[str, Any], *, limit: i
 # Pull state of an account in DynamoDB: the lease that lets one pull at a time download a
 # mailbox, and the outcome of the latest pull. Every transition of these items is in this module.
 #
-# Items (PullStateTable): pk "<team>#<account>", sk "LEASE" (holder, expires_at, taken: leases
+# Items (PullStateTable): pk "<team>#<account>", sk "LEASE" (holder, lease_until, taken: leases
 # taken since one was given back; deleted when released, so a lease found expired was left by a
-# pull that died), sk "STATE" (last_pull_at, last_error, fetched, remaining) and sk
+# pull that died; its `expires_at`, the TTL, lies ATTEMPT_SECONDS ahead: TTL deleting the lease
+# of a dead pull soon after it ended would lose the count of deaths), sk "STATE" (last_pull_at, last_error, fetched, remaining) and sk
 # "ATTEMPT#<mail id>" (holder, attempts, expires_at) while a pull that follows a death prepares
 # that received message (services/pull.py, Attempts): a record a pull finds there was left by a
-# pull that died preparing the message. `expires_at` is also the table's TTL attribute, so
-# DynamoDB removes the leases of crashed pulls eventually; the condition below does not wait for
-# that (TTL deletes lag by up to days).
+# pull that died preparing the message. `expires_at` is the table's TTL attribute.
 ATTEMPT = "ATTEMPT#"
 # An attempt record outlives any pull; a message whose record expired starts counting again.
 ATTEMPT_SECONDS = 30 * 86400
@@ -365,17 +364,18 @@ class DynamoPullState(AwsAdapter):
             answer = client.update_item(
                 TableName=self.table,
                 Key=self._key(team, account, LEASE),
-                UpdateExpression="SET holder = :holder, expires_at = :until ADD taken :one",
+                UpdateExpression="SET holder = :holder, lease_until = :until, expires_at = :kept ADD taken :one",
                 # Race closed: two pulls of one account starting together (API call and schedule)
                 # both see "no lease" and both download the mailbox. Only one conditional write
                 # wins. A lease whose holder crashed stops counting once expired, so a killed
                 # Lambda does not lock the account until TTL gets round to deleting the item.
                 # `holder = :holder`: the SDK re-sending this write after its answer was lost
                 # must find the pull's own lease taken, not refuse the pull as already running.
-                ConditionExpression="attribute_not_exists(pk) OR expires_at < :now OR holder = :holder",
+                ConditionExpression="attribute_not_exists(pk) OR lease_until < :now OR holder = :holder",
                 ExpressionAttributeValues={
                     ":now": {"N": str(now)},
                     ":until": {"N": str(now + max(1, int(seconds)))},
+                    ":kept": {"N": str(now + ATTEMPT_SECONDS)},
                     ":holder": {"S": holder},
                     ":one": {"N": "1"},
                 },
@@ -406,7 +406,7 @@ class DynamoPullState(AwsAdapter):
             TableName=self.table, Key=self._key(team, account, LEASE), ConsistentRead=True
         )
         item = answer.get("Item")
-        return item is not None and int(item["expires_at"]["N"]) >= int(time.time())
+        return item is not None and int(item["lease_until"]["N"]) >= int(time.time())
 
     def begin_attempt(self, team: str, account: str, mail_id: str, holder: str) -> int:
         """Records that pull `holder` is preparing the received message `mail_id`; answers how
