@@ -6,7 +6,7 @@ Everything that crosses the API or a secret is validated here, once, with pydant
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.utils import getaddresses
@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     SecretStr,
     WithJsonSchema,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -580,6 +581,9 @@ class Mail(BaseModel):
     # Set by the outbox run holding the mail just before its SMTP attempt, removed with the
     # outcome: a run that takes over a claim finding it set knows the message may be out.
     attempt_started_at: datetime | None = None
+    # Outgoing and `sending`: when the hold of the sender (an outbox run's lease, or a direct
+    # send's function deadline and a margin) ends; after it the outbox's sync takes the mail over.
+    lease_until: datetime | None = None
     # Outgoing: the recipients reported undeliverable (or delayed) by bounces; incoming bounce:
     # what it reports, and `bounce_of` the outgoing mail it reports on (mailcore/bounces.py).
     bounces: list[dict[str, Any]] = Field(default_factory=list)
@@ -592,6 +596,11 @@ class Mail(BaseModel):
     parse_error: str | None = None
     # Received: what the item leaves out of the raw message (docs/received-mail-limits.md).
     cut: list[str] = Field(default_factory=list)
+
+    @field_serializer("lease_until", when_used="json")
+    def _guard_time(self, moment: datetime | None) -> str | None:
+        # Stored as the outbox's guards compare it (storage.iso_time): ISO 8601 with +00:00.
+        return moment.astimezone(UTC).isoformat() if moment is not None else None
 
     def public(self) -> dict[str, Any]:
         """The mail as the API answers it: JSON types, no storage internals."""

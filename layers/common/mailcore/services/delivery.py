@@ -3,8 +3,10 @@ one retry policy (services/retry.py), and the one place an outcome is written, a
 bus and, when the mail failed for good after temporary failures, dead-lettered.
 
 The two ways of sending differ only in how they hold the mail while it goes out, and so in the
-guard its outcome is written under: the outbox claims it (a lease, services/outbox.py), a direct
-send stores it `sending` without a lease (DIRECT_HOLD).
+guard its outcome is written under: the outbox claims it (a lease with an owner,
+services/outbox.py), a direct send stores it `sending` without an owner but with the end of its
+hold (DIRECT_HOLD, direct_hold_until). Either hold ends: a mail whose sender died is taken over
+by the outbox's sync once its hold is over, and recorded `unknown` (docs/delivery.md).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -32,9 +34,29 @@ FINAL = (MailStatus.SENT, MailStatus.FAILED, MailStatus.UNKNOWN)
 # The index attributes of a mail still to send (storage.index_attributes), and of a claim.
 QUEUE_ATTRIBUTES = ("outbox", "waiting", "due_at", "lease_owner", "lease_until", "attempt_started_at")
 
-# A direct send holds its mail as `sending` without a lease (the outbox's claim_guard never takes
-# such a mail): only the send that stored it moves it on, so its outcome cannot race an outbox run.
+# Longer than any function's timeout (Lambda stops every function by 15 minutes), so a live
+# sender never loses its hold: the outbox's lease, and a direct send's hold when it does not know
+# its function's deadline.
+LEASE = timedelta(minutes=15)
+# A direct send's hold lasts its function's time left when it stored the mail, and this margin:
+# Lambda stops the function at its deadline, so after it the sender is dead; the margin covers
+# the clocks of the sender and of the sync, and the moment between reading the time left and it.
+HOLD_MARGIN = timedelta(seconds=30)
+
+# A direct send holds its mail `sending` without a lease owner, until `lease_until` (written with
+# the item: direct_hold_until). Until then no outbox run takes it (claim_guard wants a lease that
+# is over), so only the send that stored it moves it on. After it the sync's claim may take it
+# over: that claim sets a lease owner, so this guard closes the race of the two writes. If the
+# send's outcome comes first, the mail is no longer `sending` and the claim finds nothing; if the
+# claim comes first, the late send's outcome finds an owner and is neither recorded nor announced.
 DIRECT_HOLD: Guard = (Clause(equals={"status": MailStatus.SENDING.value}, missing=("lease_owner",)),)
+
+
+def direct_hold_until(now: datetime, time_left: float | None) -> datetime:
+    """When a direct send's hold ends: its function's deadline (`time_left` seconds from now) and
+    the margin, or a whole LEASE when the deadline is not known."""
+    return now + (timedelta(seconds=time_left) + HOLD_MARGIN if time_left is not None else LEASE)
+
 
 # One try of the message over SMTP: a fresh connection (direct send) or the run's open one (outbox).
 SendOnce = Callable[[bytes, list[str]], SmtpDelivery]
@@ -123,6 +145,9 @@ def ended(
             "error": error,
             "reply": reply,
             "refused": refused or {},
+            # The outcome's write ends the hold (outcome_transition removes them from the item).
+            "lease_until": None,
+            "attempt_started_at": None,
             **({} if status == MailStatus.DEFERRED else {"next_attempt_at": None}),
         }
     )

@@ -43,6 +43,7 @@ from mailcore.protocols.smtp import SmtpDelivery, SmtpSession
 from mailcore.protocols.transcript import Transcript
 from mailcore.services.credentials import open_session
 from mailcore.services.delivery import (
+    LEASE,
     QUEUE_ATTRIBUTES,
     Attempts,
     Completions,
@@ -55,9 +56,6 @@ from mailcore.teams import ResolvedAccount, TeamDirectory
 
 logger = Logger(child=True)
 
-# Longer than any function's timeout, so a live sender never loses its claim; after it a
-# crashed sender's claim is taken over by the next sync or push.
-LEASE = timedelta(minutes=15)
 # Claims run ahead of the SMTP conversation and outcomes are written behind it, on this many
 # threads: with ~8 ms a DynamoDB call, writing one at a time would cap a run at ~50 mails/s.
 WORKERS = 10
@@ -90,8 +88,10 @@ def claim_guard(now: datetime) -> Guard:
         # `sending` (not `deferred`), so a second run that found it due in the index skips it.
         Clause(equals={"status": MailStatus.DEFERRED.value}, not_after={"due_at": _iso(now)}),
         # A sender that died holding the claim (crash, timeout) must not strand the mail: once
-        # its lease is over the mail can be claimed again. Mail sent through the direct API is
-        # `sending` without a lease and is never taken here.
+        # its lease is over the mail can be claimed again (LEASE; a crashed sender's claim is
+        # taken over by the next sync or push). The same for a direct send's hold once it is over
+        # (delivery.DIRECT_HOLD: this claim's owner makes the late send's outcome lose); it
+        # carries `attempt_started_at`, so it is recorded `unknown`, never sent.
         Clause(equals={"status": MailStatus.SENDING.value}, before={"lease_until": _iso(now)}),
     )
 
@@ -430,11 +430,14 @@ class Outbox:
                         report.skipped.append(mail_id)
                     continue
                 try:
-                    if deferred:
-                        raise _Deferred
-                    self._pace(claimed)
-                    if mail_id in marks:
-                        marks[mail_id].result()
+                    # Only a mail that goes out waits for the account's limits or goes back: one
+                    # taken over from a sender that died is recorded, never queued to go again.
+                    if claimed.attempts_smtp:
+                        if deferred:
+                            raise _Deferred
+                        self._pace(claimed)
+                        if mail_id in marks:
+                            marks[mail_id].result()
                     outcome = self._deliver(claimed)
                 except _NotMarked as error:
                     # Still claimed: taken over after its lease, and sent then (no attempt began).
@@ -604,7 +607,11 @@ class Outbox:
         mail = claimed.mail
         if claimed.interrupted:
             started = mail.attempt_started_at
-            why = f"a run died during its attempt (started {started}): the mail may have been delivered"
+            why = (
+                f"the run or direct send holding it died during its attempt (started {started}): the"
+                " mail may have been delivered, so it is not sent again by itself; retry it (same"
+                " Message-ID) once you know it was not"
+            )
             return Outcome(ended(mail, MailStatus.UNKNOWN, error=why))
         if claimed.problem is not None:
             return Outcome(ended(mail, MailStatus.FAILED, error=claimed.problem))

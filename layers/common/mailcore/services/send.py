@@ -27,7 +27,7 @@ from mailcore.protocols.smtp import SmtpAccount, SmtpDelivery, SmtpSession
 from mailcore.protocols.transcript import Transcript
 from mailcore.sanitize import safe_html
 from mailcore.services.credentials import open_session
-from mailcore.services.delivery import DIRECT_HOLD, Attempts, Completions, SendOnce
+from mailcore.services.delivery import DIRECT_HOLD, Attempts, Completions, SendOnce, direct_hold_until
 from mailcore.services.retry import WHILE_THE_CALLER_WAITS, RetryPolicy
 from mailcore.storage import Storage, raw_key
 from mailcore.teams import ResolvedAccount
@@ -198,8 +198,9 @@ def compose(
 @dataclass(frozen=True)
 class DirectSend:
     """Sends one mail now, while the caller waits: the outbox's attempts and outcomes
-    (services/delivery.py) without a claim. The mail is held `sending` without a lease, which
-    no outbox run takes over, so only this send moves it on.
+    (services/delivery.py) without a claim. The mail is held `sending` without a lease owner
+    until its function's deadline and a margin (DIRECT_HOLD): only this send moves it on while
+    it may be alive; after that the outbox's sync records it `unknown` (never sends it).
 
     The raw message and the item are stored before the first SMTP byte, so a crash mid-send
     leaves a trace instead of a mail nobody knows about. With a `limiter`, a team account over
@@ -228,14 +229,16 @@ class DirectSend:
         *,
         transcript: Transcript,
         stored_as: SendRequest | None = None,
+        time_left: float | None = None,
     ) -> Mail:
         """Builds, stores and sends one mail; answers it stored `sent`. `stored_as`, when given,
         is what storage keeps (item and raw object) in place of `request`: the same mail with its
-        secrets replaced (system mail), while `request` is what goes out."""
+        secrets replaced (system mail), while `request` is what goes out. `time_left`: the
+        seconds the function has before it is stopped (its hold ends then, and a margin)."""
         if missing := request.missing():
             raise InvalidInput(missing[1], field=missing[0])
         with self._within_limits(target):
-            mail, raw = self._store(target, request, stored_as)
+            mail, raw = self._store(target, request, stored_as, time_left)
             attempts = Attempts(self.policy, WHILE_THE_CALLER_WAITS, self.clock, self.sleep, transcript)
             config = target.config if isinstance(target, ResolvedAccount) else None
             send = self._sender(target, transcript)
@@ -260,12 +263,20 @@ class DirectSend:
             yield
 
     def _store(
-        self, target: ResolvedAccount | SystemSender, request: SendRequest, stored_as: SendRequest | None
+        self,
+        target: ResolvedAccount | SystemSender,
+        request: SendRequest,
+        stored_as: SendRequest | None,
+        time_left: float | None,
     ) -> tuple[Mail, bytes]:
-        """The mail stored `sending` (composed from `stored_as` when given), and the bytes that go out."""
-        mail = compose(
-            target, stored_as or request, storage=self.storage, status=MailStatus.SENDING, now=self.clock()
-        )
+        """The mail stored `sending` and held (composed from `stored_as` when given), and the
+        bytes that go out."""
+        now = self.clock()
+        mail = compose(target, stored_as or request, storage=self.storage, status=MailStatus.SENDING, now=now)
+        # Written with the item, before the first SMTP byte: from here on the message may go
+        # out, so the sync that takes over a send that died records `unknown` (never sends it).
+        hold = {"lease_until": direct_hold_until(now, time_left), "attempt_started_at": now}
+        mail = mail.model_copy(update=hold)
         system = isinstance(target, SystemSender)
         if stored_as is None:
             assert mail.raw_key is not None

@@ -182,8 +182,12 @@ def index_attributes(mail: Mail) -> dict[str, str]:
     """The sparse index keys a new item carries. Mail to send now is in the Outbox index; mail
     that waits (scheduled, or deferred after a temporary failure) is in the Waiting index, keyed
     by when it is due, so a sync reads only the mail that is due, never the days-long tail of
-    deferred mail. The outbox's transitions move a mail between them (services/outbox.py)."""
+    deferred mail (and a direct send's mail only once its hold is over). The outbox's transitions move a mail between them (services/outbox.py)."""
     key = outbox_key(mail.team, mail.account)
+    if mail.status == MailStatus.SENDING and mail.lease_until is not None:
+        # A direct send's hold (services/delivery.py): due when it ends, so a sync reads the mail
+        # only then, and takes it over if its sender died.
+        return {"waiting": key, "due_at": iso_time(mail.lease_until)}
     waiting_since = mail.send_at if mail.status == MailStatus.QUEUED else mail.next_attempt_at
     if mail.status not in (MailStatus.QUEUED, MailStatus.DEFERRED):
         return {}

@@ -25,9 +25,17 @@ if TYPE_CHECKING:
 class SendRoot(OutboxRoot):
     idempotency_table: str = ""
 
-    def send_now(self, target: ResolvedAccount, request: SendRequest, transcript: Transcript) -> Mail:
-        """Builds, stores and sends one mail (raises MailSendFailed, MailDeferred: services/send.py)."""
-        return self.direct_send().send(target, request, transcript=transcript)
+    def send_now(
+        self,
+        target: ResolvedAccount,
+        request: SendRequest,
+        transcript: Transcript,
+        *,
+        time_left: float | None = None,
+    ) -> Mail:
+        """Builds, stores and sends one mail (raises MailSendFailed, MailDeferred: services/send.py);
+        `time_left`: the seconds before the function is stopped (the end of the mail's hold)."""
+        return self.direct_send().send(target, request, transcript=transcript, time_left=time_left)
 
     def direct_send(self) -> DirectSend:
         """Sending one mail now: the outbox's delivery without a claim (services/send.py)."""
