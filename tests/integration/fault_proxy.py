@@ -73,6 +73,11 @@ class FaultProxy:
     def release(self) -> None:
         self._released.set()
 
+    def seen(self, command: str) -> int:
+        """How many times a client sent this command (DATA_END: a whole message), over every connection."""
+        with self._lock:
+            return self._counts.get((command, False), 0)
+
     def close(self) -> None:
         self._released.set()
         for sock in [self._listener, *self._sockets]:
