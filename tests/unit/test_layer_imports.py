@@ -118,13 +118,45 @@ def send_environment():
         yield environment
 
 
-def test_a_handlers_init_checks_its_settings_but_makes_no_client(send_environment):
-    from mailcore.adapters.base import aws_client
-    from mailcore.wiring import send
-
+def initialize_send_handler() -> None:
+    """What Lambda's INIT does: imports the handler module (as a module of its own)."""
     path = Path(__file__).resolve().parents[2] / "functions" / "send" / "app.py"
     spec = importlib.util.spec_from_file_location("init_send_app", path)
     assert spec is not None and spec.loader is not None
     spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
+def test_a_handlers_init_checks_its_settings_but_makes_no_client(send_environment):
+    from mailcore.adapters.base import _session, aws_client
+    from mailcore.wiring import send
+
+    initialize_send_handler()
     assert send.root().idempotency_table == send_environment["IDEMPOTENCY_TABLE"]  # read at init
     assert aws_client.cache_info().currsize == 0
+    assert _session.cache_info().currsize == 0  # an on-demand init loads nothing of boto3's
+
+
+def test_a_snapstart_init_loads_the_clients_data_into_the_snapshot_but_makes_no_client(
+    send_environment, monkeypatch
+):
+    from botocore.loaders import JSONFileLoader
+
+    from mailcore.adapters.base import aws_client
+
+    monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", "snap-start")
+    initialize_send_handler()
+    assert aws_client.cache_info().currsize == 0  # no client, no credentials in the snapshot
+
+    read_after_restore: list[str] = []
+    load_file = JSONFileLoader.load_file
+
+    def recorded(loader: JSONFileLoader, path: str) -> object:
+        found = load_file(loader, path)
+        if found is not None:  # a file read, not a look for an optional one
+            read_after_restore.append(path)
+        return found
+
+    monkeypatch.setattr(JSONFileLoader, "load_file", recorded)
+    for service in ("dynamodb", "s3", "secretsmanager", "events", "sqs"):
+        aws_client(service)
+    assert read_after_restore == []

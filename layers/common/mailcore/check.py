@@ -28,7 +28,7 @@ from typing import Any, TextIO
 
 from pydantic import SecretStr, ValidationError
 
-from mailcore.errors import MailServerError, MailServiceError
+from mailcore.errors import MailServerError, MailServiceError, describe_validation_error
 from mailcore.mime.build import build_message, new_message_id
 from mailcore.models import MailAccount, ServerEndpoint
 from mailcore.protocols import reach
@@ -38,7 +38,6 @@ from mailcore.protocols.smtp import SmtpAccount, SmtpSession, envelope_sender
 from mailcore.protocols.tls import client_tls_context
 from mailcore.protocols.transcript import Transcript
 from mailcore.services.system import SystemMailConfig, load_system_config
-from mailcore.teams import describe_validation_error
 
 LISTED_UIDLS = 5
 

@@ -1,6 +1,13 @@
 """Domain exceptions. The API maps each to one HTTP status, in one place (mailcore.api)."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from mailcore.textcut import cut_to_bytes
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class StoreRefused(Exception):
@@ -94,3 +101,12 @@ def _cut[T: (str, str | None)](text: T) -> T:
 class DeliveryUnknown(MailServerError):
     """The whole message went out but the connection failed before the server answered it: the
     server may have taken it or not. Never retried on its own (see services/outbox.py)."""
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """Names what is wrong and where, never the value: the input may hold a password."""
+    parts = []
+    for detail in error.errors(include_input=False, include_url=False):
+        location = ".".join(str(part) for part in detail["loc"]) or "(root)"
+        parts.append(f"{location}: {detail['msg']}")
+    return "; ".join(parts)

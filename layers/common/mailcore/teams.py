@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from mailcore.errors import AccountNotFound, AmbiguousAccount, NotAMember, TeamConfigInvalid
+from mailcore.errors import (
+    AccountNotFound,
+    AmbiguousAccount,
+    NotAMember,
+    TeamConfigInvalid,
+    describe_validation_error,
+)
 from mailcore.models import MailAccount, TeamConfig
 
 if TYPE_CHECKING:
@@ -111,15 +117,6 @@ def caller_from_claims(claims: Mapping[str, Any] | None, authorization: str | No
         return None
     groups = frozenset(group.strip() for group in groups_of(claims, authorization) if group.strip())
     return Caller(user=user, teams=groups, groups=groups)
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """Names what is wrong and where, never the value: the input may hold a password."""
-    parts = []
-    for detail in error.errors(include_input=False, include_url=False):
-        location = ".".join(str(part) for part in detail["loc"]) or "(root)"
-        parts.append(f"{location}: {detail['msg']}")
-    return "; ".join(parts)
 
 
 class TeamDirectory:

@@ -14,6 +14,9 @@ from mailcore.errors import StoreRefused
 if TYPE_CHECKING:
     from botocore.client import BaseClient
 
+# The services of the adapters made in this process: the clients the function may make.
+_adapter_services: set[str] = set()
+
 # Answers that say the request itself is wrong (an item over 400 KB, an object too large).
 _REFUSALS = {"ValidationException", "EntityTooLarge", "KeyTooLongError"}
 
@@ -48,6 +51,8 @@ class AwsAdapter:
 
     def __init__(self, client: BaseClient | None = None) -> None:
         self._client = client
+        if client is None:
+            _adapter_services.add(self.service)
 
     @property
     def client(self) -> BaseClient:
@@ -68,6 +73,21 @@ def refusals_raised() -> Iterator[None]:
                 f"{code}: {error.response.get('Error', {}).get('Message', '')}"[:300]
             ) from error
         raise
+
+
+def load_client_data() -> None:
+    """Reads into the process's session what making the adapters' clients reads from botocore's
+    data files (service models, endpoint rules, partitions), making no client and resolving no
+    credentials. In a SnapStart INIT this lands in the snapshot: after a restore a client then
+    takes ~25-40 ms to make instead of ~130-230 ms (bench/cold_init.py)."""
+    session = _session()._session
+    loader = session.get_component("data_loader")
+    for service in sorted(_adapter_services):
+        for kind in ("service-2", "endpoint-rule-set-1"):
+            loader.load_service_model(service, kind)
+    loader.load_data("partitions")
+    loader.load_data("sdk-default-configuration")
+    loader.load_data("endpoints")
 
 
 def reset_clients() -> None:

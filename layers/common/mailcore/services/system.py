@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from mailcore.errors import InvalidInput, TeamConfigInvalid
+from mailcore.errors import InvalidInput, TeamConfigInvalid, describe_validation_error
 from mailcore.models import AddressList, Mail, Security, SendRequest, ServerEndpoint, parse_addresses
 from mailcore.protocols.transcript import Transcript
 from mailcore.services.send import DirectSend, SystemSender
 from mailcore.storage import RateLimits, Storage
-from mailcore.teams import SYSTEM_TEAM, describe_validation_error
+from mailcore.teams import SYSTEM_TEAM
 from mailcore.templates import MailTemplates, RenderedMail
 
 if TYPE_CHECKING:

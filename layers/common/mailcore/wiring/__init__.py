@@ -11,6 +11,7 @@ the environment at other resources."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache
@@ -27,8 +28,20 @@ _roots: list[Any] = []
 
 
 def process_root[**P, RootT](build: Callable[P, RootT]) -> Callable[P, RootT]:
-    """`build` made once per process (a warm Lambda reuses its root), forgotten by reset()."""
-    made = cache(build)
+    """`build` made once per process (a warm Lambda reuses its root), forgotten by reset().
+    Built in a SnapStart INIT (the handler builds it at import), it also loads botocore's data for
+    its adapters' clients, so the snapshot holds it; the clients themselves, and the credentials,
+    are still made after restore, on first use."""
+
+    @cache
+    def made(*args: P.args, **kwargs: P.kwargs) -> RootT:
+        root = build(*args, **kwargs)
+        if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start":
+            from mailcore.adapters.base import load_client_data
+
+            load_client_data()
+        return root
+
     _roots.append(made)
     return made  # type: ignore[return-value]
 
