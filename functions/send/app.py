@@ -189,8 +189,7 @@ def retry(mail_id: MailId) -> Response[str]:
 def sync(account: AccountName, team: Team = None) -> dict[str, Any]:
     root = wiring.root()
     target = callers_account(app, root.directory, account, team)
-    with root.outbox(seconds_left=lambda: seconds_left_for_caller(app)) as outbox:
-        return outbox.sync(target).public()
+    return root.sync(target, seconds_left=lambda: seconds_left_for_caller(app)).public()
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
