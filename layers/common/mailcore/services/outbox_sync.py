@@ -7,7 +7,7 @@ from dataclasses import fields
 
 from aws_lambda_powertools import Logger
 
-from mailcore.errors import MailServiceError
+from mailcore.errors import TeamConfigInvalid
 from mailcore.services.outbox import Outbox, OutboxReport
 from mailcore.teams import TeamDirectory
 
@@ -19,15 +19,14 @@ SYNC_COUNTS = tuple(kind.name for kind in fields(OutboxReport))
 
 def sync_every_team(outbox: Outbox, directory: TeamDirectory) -> dict[str, int]:
     """Syncs the outbox of every account of every mail team; answers the counts of SYNC_COUNTS.
-    A team whose secret cannot be read or is broken is logged and skipped: its operators' problem
-    must not hold back the other teams' mail."""
+    A team whose secret is broken is logged and skipped: its operators' problem must not hold
+    back the other teams' mail."""
     counts = dict.fromkeys(SYNC_COUNTS, 0)
-    for team in directory.all_teams():
-        try:
-            targets = directory.accounts_of([team])
-        except MailServiceError as error:
-            logger.warning("outbox sync skipped a team", extra={"team": team, "reason": error.message})
-            continue
+
+    def skipped(team: str, error: TeamConfigInvalid) -> None:
+        logger.warning("outbox sync skipped a team", extra={"team": team, "reason": error.message})
+
+    for targets in directory.accounts_team_by_team(skipped):
         for target in targets:
             report = outbox.sync(target)
             for kind in SYNC_COUNTS:
