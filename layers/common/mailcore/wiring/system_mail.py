@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aws_lambda_powertools import Logger
-
 from mailcore.adapters.dynamodb import DynamoRateLimits, idempotency_store
 from mailcore.adapters.kms import KmsCodeDecrypter
 from mailcore.adapters.secretsmanager import SecretsManagerSecrets
@@ -30,9 +28,6 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
 
-logger = Logger(child=True)
-
-
 @dataclass(frozen=True)
 class SystemMailRoot:
     mailer: SystemMailer
@@ -41,10 +36,7 @@ class SystemMailRoot:
 
     def deliver(self, request: SystemMailRequest) -> SystemMailResult:
         """Renders, rate-limits, stores and sends one system mail (services/system.py)."""
-        result = self.mailer.deliver(request)
-        # Never the variables: they carry codes and links.
-        logger.info("system mail", extra={"template": request.template, "status": result.status})
-        return result
+        return self.mailer.deliver(request)
 
     def deliver_cognito(
         self, trigger_source: str, user_name: str, user_attributes: dict[str, str], code: str | None
