@@ -5,7 +5,6 @@ console makes goes to the API with the signed-in user's ID token."""
 import json
 import mimetypes
 import os
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -32,29 +31,10 @@ def cognito_url() -> str:
     return (local.rstrip("/") + "/") if local else f"https://cognito-idp.{region}.amazonaws.com/"
 
 
-@cache
 def client_id() -> str:
-    """The app client the console signs in with: the stack's own (found by name in the stack's
-    user pool, or in the pool UserPoolArn names). Its id is only known once the pool exists, so
-    the template hands over names, not the id."""
-    from mailcore.adapters.base import aws_client
-
-    cognito = aws_client("cognito-idp")
-    pool_arn = os.environ.get("CONSOLE_USER_POOL_ARN", "")
-    pool_id = pool_arn.rsplit("/", 1)[-1] if pool_arn else ""
-    if not pool_id:
-        for page in cognito.get_paginator("list_user_pools").paginate(MaxResults=60):
-            for pool in page.get("UserPools", []):
-                if pool.get("Name") == os.environ.get("CONSOLE_USER_POOL_NAME"):
-                    pool_id = pool["Id"]
-    if not pool_id:
-        return ""
-    wanted = os.environ.get("CONSOLE_USER_POOL_CLIENT_NAME")
-    for page in cognito.get_paginator("list_user_pool_clients").paginate(UserPoolId=pool_id, MaxResults=60):
-        for client in page.get("UserPoolClients", []):
-            if client.get("ClientName") == wanted:
-                return str(client["ClientId"])
-    return ""
+    """The app client the console signs in with: template.yaml hands over its id (the stack's
+    own client, or UserPoolClientId with an existing pool); empty leaves the console without sign-in."""
+    return os.environ.get("CONSOLE_CLIENT_ID", "")
 
 
 def _answer(status: int, content_type: str, body: str) -> Response[str]:

@@ -20,13 +20,12 @@ processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # One connection per account for the whole batch; a record fails (and Lambda retries it)
     # only when its outcome could not be recorded, never for a refused mail.
-    with wiring.root().outbox(seconds_left=lambda: context.get_remaining_time_in_millis() / 1000) as outbox:
-        ids = [DynamoDBRecord(record).dynamodb.keys["id"] for record in event["Records"]]  # type: ignore[union-attr]
-        report = outbox.send(ids)
+    ids = [DynamoDBRecord(record).dynamodb.keys["id"] for record in event["Records"]]  # type: ignore[union-attr]
+    report = wiring.root().send(ids, seconds_left=lambda: context.get_remaining_time_in_millis() / 1000)
 
-        def check_record(record: DynamoDBRecord) -> None:
-            mail_id = record.dynamodb.keys["id"]  # type: ignore[union-attr]
-            if mail_id in report.errors:
-                raise RuntimeError(f"mail {mail_id}: {report.errors[mail_id]}")
+    def check_record(record: DynamoDBRecord) -> None:
+        mail_id = record.dynamodb.keys["id"]  # type: ignore[union-attr]
+        if mail_id in report.errors:
+            raise RuntimeError(f"mail {mail_id}: {report.errors[mail_id]}")
 
-        return dict(process_partial_response(event, check_record, processor, context))
+    return dict(process_partial_response(event, check_record, processor, context))

@@ -81,9 +81,9 @@ def pull_one_status(account: AccountName, team: Team = None) -> dict[str, Any]:
 )
 def pull_mine(debug: Debug = False) -> dict[str, Any]:
     root = wiring.root()
-    targets = root.directory.accounts_of(current_caller(app, root.directory).teams)
+    caller = current_caller(app, root.directory)
     with debug_transcript(debug) as transcript:
-        reports = root.pull_each(targets, transcript=transcript, seconds_left=_seconds_left)
+        reports = root.pull_mine(caller, transcript=transcript, seconds_left=_seconds_left)
     return _answer(reports, transcript, debug)
 
 

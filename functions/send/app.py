@@ -29,8 +29,7 @@ from mailcore.api import (
     seconds_left_for_caller,
     service_error_body,
 )
-from mailcore.models import ID_PATTERN, MailStatus, QueueRequest, SendRequest
-from mailcore.services.files import team_mail
+from mailcore.models import ID_PATTERN, QueueRequest, SendRequest
 from mailcore.services.send import MailSendFailed
 from mailcore.teams import ResolvedAccount
 from mailcore.telemetry import log_metrics
@@ -42,6 +41,10 @@ wiring.root()
 app = make_resolver()
 
 IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600
+MAY_ARRIVE_TWICE = (
+    "the first attempt may have been delivered (its connection dropped after the message"
+    " was sent): the recipient may get this mail twice, with the same Message-ID"
+)
 MailId = Annotated[str, Path(pattern=ID_PATTERN, description="the outgoing mail's id")]
 IdempotencyKey = Annotated[
     str | None,
@@ -164,8 +167,7 @@ def queue(request: Annotated[QueueRequest, Body()]) -> Response[str]:
 )
 def cancel(mail_id: MailId) -> dict[str, Any]:
     root = wiring.root()
-    cancelled = root.cancel(team_mail(current_caller(app, root.directory), mail_id, root.storage))
-    return {"mail": cancelled.public()}
+    return {"mail": root.cancel(current_caller(app, root.directory), mail_id).public()}
 
 
 @app.post(
@@ -175,14 +177,10 @@ def cancel(mail_id: MailId) -> dict[str, Any]:
 )
 def retry(mail_id: MailId) -> Response[str]:
     root = wiring.root()
-    mail = team_mail(current_caller(app, root.directory), mail_id, root.storage)
-    queued = root.retry(mail)
-    body: dict[str, Any] = {"mail": queued.public()}
-    if mail.status == MailStatus.UNKNOWN:
-        body["warning"] = (
-            "the first attempt may have been delivered (its connection dropped after the message"
-            " was sent): the recipient may get this mail twice, with the same Message-ID"
-        )
+    retried = root.retry(current_caller(app, root.directory), mail_id)
+    body: dict[str, Any] = {"mail": retried.mail.public()}
+    if retried.first_may_be_delivered:
+        body["warning"] = MAY_ARRIVE_TWICE
     return json_response(202, body)
 
 
@@ -194,8 +192,7 @@ def retry(mail_id: MailId) -> Response[str]:
 def sync(account: AccountName, team: Team = None) -> dict[str, Any]:
     root = wiring.root()
     target = callers_account(app, root.directory, account, team)
-    with root.outbox(seconds_left=lambda: seconds_left_for_caller(app)) as outbox:
-        return outbox.sync(target).public()
+    return root.sync(target, seconds_left=lambda: seconds_left_for_caller(app)).public()
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

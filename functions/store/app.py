@@ -21,8 +21,7 @@ from mailcore.answers import (
 from mailcore.api import current_caller, json_response, make_resolver
 from mailcore.models import ID_PATTERN, Direction, FileUpload, MailStatus
 from mailcore.services.files import parse_again, store_file, team_file, team_mail, team_raw_mail
-from mailcore.services.mail_list import DEFAULT_LIMIT, MAX_LIMIT, list_mail, since_key
-from mailcore.storage import MailQuery
+from mailcore.services.mail_list import DEFAULT_LIMIT, MAX_LIMIT, list_mail, mail_query
 from mailcore.teams import Caller
 from mailcore.telemetry import log_metrics
 from mailcore.wiring import store as wiring
@@ -96,19 +95,9 @@ def list_team_mail(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> dict[str, Any]:
-    query = MailQuery(
-        account=account,
-        direction=direction.value if direction else None,
-        status=status.value if status else None,
-        since=since_key(since) if since else None,
-    )
+    query = mail_query(account=account, direction=direction, status=status, since=since)
     return list_mail(
-        _caller(),
-        storage=wiring.root().storage,
-        team=team,
-        query=query,
-        cursor=cursor,
-        limit=limit,
+        _caller(), storage=wiring.root().storage, team=team, query=query, cursor=cursor, limit=limit
     )
 
 

@@ -23,12 +23,7 @@ from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idemp
 from aws_lambda_powertools.utilities.parser import ValidationError, parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from mailcore.errors import InvalidInput, MailServiceError
-from mailcore.services.system import (
-    SystemMailRequest,
-    SystemMailResult,
-    cognito_request,
-    decrypt_cognito_code,
-)
+from mailcore.services.system import SystemMailRequest, SystemMailResult
 from mailcore.teams import describe_validation_error
 from mailcore.telemetry import log_metrics
 from mailcore.wiring import system_mail as wiring
@@ -40,10 +35,9 @@ wiring.root(TEMPLATES)
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
-def deliver(request: SystemMailRequest) -> SystemMailResult:
-    result = wiring.root(TEMPLATES).mailer.deliver(request)
+def logged(result: SystemMailResult) -> SystemMailResult:
     # Never the variables: they carry codes and links.
-    logger.info("system mail", extra={"template": request.template, "status": result.status})
+    logger.info("system mail", extra={"template": result.template, "status": result.status})
     return result
 
 
@@ -61,7 +55,7 @@ def deliver_once() -> Callable[..., dict[str, Any]]:
         config=once,
     )
     def deliver_delivery(delivery: dict[str, Any]) -> dict[str, Any]:
-        result = deliver(validated(delivery["request"]))
+        result = logged(wiring.root(TEMPLATES).deliver(validated(delivery["request"])))
         return {"status": result.status, "mail_id": result.mail_id}
 
     return deliver_delivery
@@ -86,7 +80,7 @@ def _queued(record: SQSRecord) -> None:
 
 def _direct(event: dict[str, Any]) -> dict[str, Any]:
     try:
-        result = deliver(parse(event=event, model=SystemMailRequest))
+        result = logged(wiring.root(TEMPLATES).deliver(parse(event=event, model=SystemMailRequest)))
     except ValidationError as error:
         return {"status": "invalid", "error": describe_validation_error(error)}
     except InvalidInput as error:
@@ -128,9 +122,11 @@ def on_queue(event: dict[str, Any], context: LambdaContext) -> Any:
 @log_metrics
 def on_cognito(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     trigger = CustomEmailSenderTriggerEvent(event)
-    code = trigger.request.get("code")
-    plain = decrypt_cognito_code(code, wiring.root(TEMPLATES).decrypter) if code else None
-    deliver(
-        cognito_request(trigger.trigger_source, trigger.user_name, trigger.request.user_attributes, plain)
+    result = wiring.root(TEMPLATES).deliver_cognito(
+        trigger.trigger_source,
+        trigger.user_name,
+        trigger.request.user_attributes,
+        trigger.request.get("code"),
     )
+    logged(result)
     return event

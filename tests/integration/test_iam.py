@@ -159,7 +159,7 @@ def granted(stack: LocalStack, function_id: str) -> set[tuple[str, str]]:
     """(action, resource) patterns the template's own Policies of a function grant; SAM's
     policies for what Lambda does with the role (event source destinations) are not code's."""
     translated = stack.template.translated()
-    policies = translated.resources[f"{function_id}Role"]["Properties"]["Policies"]
+    policies = translated.resources[f"{function_id}Role"]["Properties"].get("Policies", [])
     documents = translated.resolve(
         [
             policy["PolicyDocument"]

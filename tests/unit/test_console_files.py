@@ -1,5 +1,7 @@
 """The console's files: served with a strict policy, nothing outside its folder."""
 
+import json
+
 import pytest
 
 from tests.support import handler, load_function, rest_event
@@ -38,3 +40,9 @@ def test_a_module_is_served_as_javascript(console):
 def test_nothing_outside_the_console_folder_is_served(console, file):
     answer = get(console, file)
     assert answer["statusCode"] == 404 and "lambda_handler" not in answer["body"]
+
+
+def test_the_sign_in_config_names_the_app_client_the_template_hands_over(console, monkeypatch):
+    monkeypatch.setenv("CONSOLE_CLIENT_ID", "stack-client")
+    answer = get(console, "config.json")
+    assert answer["statusCode"] == 200 and json.loads(answer["body"])["client_id"] == "stack-client"

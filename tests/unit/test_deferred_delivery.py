@@ -325,6 +325,18 @@ def test_a_failed_mail_retried_is_sent_again_with_the_same_message_id():
 
 
 @pytest.mark.parametrize(
+    ("status", "may_be_delivered"), [(MailStatus.UNKNOWN, True), (MailStatus.FAILED, False)]
+)
+def test_a_retry_answers_whether_the_first_attempt_may_have_been_delivered(status, may_be_delivered):
+    harness = Harness(ScriptedServer())
+    mail = harness.queue()
+    harness.storage.mail.replace(mail.model_copy(update={"status": status}))
+    retried = outbox_module.retry(harness.storage, harness.mail(mail.id))
+    assert retried.first_may_be_delivered is may_be_delivered
+    assert retried.mail.status == MailStatus.QUEUED == harness.mail(mail.id).status
+
+
+@pytest.mark.parametrize(
     "status", [MailStatus.QUEUED, MailStatus.DEFERRED, MailStatus.SENDING, MailStatus.SENT]
 )
 def test_retrying_a_mail_that_is_not_failed_or_unknown_is_a_conflict(status):

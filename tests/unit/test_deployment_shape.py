@@ -79,3 +79,19 @@ def test_the_api_event_sources_schedules_rules_and_cognito_invoke_the_alias():
 def test_every_resource_type_cloudformation_would_create_has_a_local_stand_in():
     created = {resource["Type"] for resource in template().translated().resources.values()}
     assert created - set(LOCAL_STAND_INS) == set()
+
+
+def test_the_console_signs_in_with_the_app_client_the_template_hands_over():
+    """No Cognito look-up at run time: the stack's own client, or UserPoolClientId with an existing pool."""
+    own = template().attribute("UserPoolClient", "ClientId")
+    assert own and template().function("ConsoleFunction").environment["CONSOLE_CLIENT_ID"] == own
+    existing = Template.load(
+        ROOT / "template.yaml",
+        stack_name="shape-pool",
+        parameter_overrides={
+            "UserPoolArn": "arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_x",
+            "UserPoolClientId": "operators-client",
+        },
+    )
+    create_resources_elsewhere(existing)
+    assert existing.function("ConsoleFunction").environment["CONSOLE_CLIENT_ID"] == "operators-client"

@@ -12,7 +12,7 @@ import binascii
 import json
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -194,6 +194,20 @@ class TeamDirectory:
                 continue
             accounts.extend(ResolvedAccount(team, name, account) for name, account in config.accounts.items())
         return accounts
+
+    def accounts_team_by_team(
+        self, skipped: Callable[[str, TeamConfigInvalid], None]
+    ) -> Iterator[list[ResolvedAccount]]:
+        """The accounts of every mail team, one team at a time (its secret read when its turn
+        comes). A team whose secret is broken goes to `skipped`, and the next team follows: one
+        team's broken secret is its operators' problem, never the other teams'."""
+        for team in self.all_teams():
+            try:
+                accounts = self.accounts_of([team])
+            except TeamConfigInvalid as error:
+                skipped(team, error)
+                continue
+            yield accounts
 
     def resolve_account(self, caller: Caller, account: str, team: str | None = None) -> ResolvedAccount:
         """The account `account` of one of the caller's mail teams.

@@ -28,13 +28,11 @@ _BATCH = 10
 def dispatch_pulls(directory: TeamDirectory, queue: PullQueue) -> int:
     """Enqueues a pull of every account of every mail team; answers how many."""
     accounts: list[dict[str, str]] = []
-    for team in directory.all_teams():
-        try:
-            resolved = directory.accounts_of([team])
-        except TeamConfigInvalid as error:
-            # One team's broken secret is its operators' problem; the other teams still pull.
-            logger.error("not pulling a team", extra={"team": team, "reason": error.message})
-            continue
+
+    def not_pulled(team: str, error: TeamConfigInvalid) -> None:
+        logger.error("not pulling a team", extra={"team": team, "reason": error.message})
+
+    for resolved in directory.accounts_team_by_team(not_pulled):
         accounts.extend({"team": found.team, "account": found.name} for found in resolved)
     queue.send(accounts)
     return len(accounts)

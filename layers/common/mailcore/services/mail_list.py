@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from mailcore.errors import InvalidInput, NotAMember
-from mailcore.models import ID_PATTERN, Mail
+from mailcore.models import ID_PATTERN, Direction, Mail, MailStatus
 from mailcore.storage import MailQuery, Storage, created_key
 from mailcore.teams import Caller
 
@@ -35,6 +35,22 @@ def since_key(since: date | datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def mail_query(
+    *,
+    account: str | None = None,
+    direction: Direction | None = None,
+    status: MailStatus | None = None,
+    since: date | datetime | None = None,
+) -> MailQuery:
+    """The listing's filters as the storage takes them (None: any)."""
+    return MailQuery(
+        account=account,
+        direction=direction.value if direction else None,
+        status=status.value if status else None,
+        since=since_key(since) if since else None,
+    )
 
 
 def encode_cursor(after: dict[str, str]) -> str:

@@ -194,7 +194,17 @@ def cancel(storage: Storage, mail: Mail, *, completions: Completions | None = No
     return done
 
 
-def retry(storage: Storage, mail: Mail) -> Mail:
+@dataclass(frozen=True)
+class Retried:
+    """What a retry did: the mail queued again, and whether its first attempt may have been
+    delivered (it ended `unknown`: the connection dropped after the message was sent), so the
+    recipient may get it twice, with the same Message-ID."""
+
+    mail: Mail
+    first_may_be_delivered: bool
+
+
+def retry(storage: Storage, mail: Mail) -> Retried:
     """Queues a failed or unknown mail again, as the same message (same Message-ID, stored raw
     bytes): the push of its change to `queued` sends it, with a fresh retry schedule."""
     # Only from a final failure: a retry of a mail that is queued, sending or deferred would
@@ -222,7 +232,7 @@ def retry(storage: Storage, mail: Mail) -> Mail:
         now = storage.mail.get(mail.id)
         status = now.status.value if now else "gone"
         raise Conflict(f"only a failed or unknown mail can be retried; this one is {status}", field="status")
-    return done
+    return Retried(done, first_may_be_delivered=mail.status == MailStatus.UNKNOWN)
 
 
 # ----------------------------------------------------------------------------- queueing

@@ -133,6 +133,7 @@ class SystemMailResult:
     # "sent", or "rate_limited": a recipient had its share of the template this hour; dropped, not retried.
     status: str
     mail_id: str | None = None
+    template: str = ""  # which template was asked for (logged; the variables never are)
 
 
 @dataclass
@@ -155,7 +156,7 @@ class SystemMailer:
         secret or template) and MailServerError (the mail is then stored as failed)."""
         rendering = self.templates.render(request.template, request.variables)
         if not self._within_limit(request):
-            return SystemMailResult(status="rate_limited")
+            return SystemMailResult(status="rate_limited", template=request.template)
         sent = _as_send_request(request, rendering.sent)
         stored = None if self.store_secrets else _as_send_request(request, rendering.stored)
         transcript = Transcript(rendering.secret_values)
@@ -167,7 +168,7 @@ class SystemMailer:
             tls_context=self.tls_context(),
             stored_as=stored,
         )
-        return SystemMailResult(status=mail.status.value, mail_id=mail.id)
+        return SystemMailResult(status=mail.status.value, mail_id=mail.id, template=request.template)
 
     def _within_limit(self, request: SystemMailRequest) -> bool:
         now = self.clock()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,10 +14,11 @@ from mailcore.limits import AccountLimiter
 from mailcore.oauth2 import TokenBroker
 from mailcore.ports import DeadLetters, EventPublisher
 from mailcore.protocols.transcript import Transcript
-from mailcore.services.outbox import Outbox
+from mailcore.services.outbox import Outbox, OutboxReport
+from mailcore.services.outbox_sync import sync_every_team
 from mailcore.settings import OutboxSettings, read
 from mailcore.storage import Storage
-from mailcore.teams import TeamDirectory
+from mailcore.teams import ResolvedAccount, TeamDirectory
 from mailcore.wiring import parts, process_root
 
 
@@ -52,6 +53,22 @@ class OutboxRoot:
             seconds_left=seconds_left,
             clock=self.clock,
         )
+
+    def send(self, mail_ids: Iterable[str], *, seconds_left: Callable[[], float]) -> OutboxReport:
+        """Claims and sends these mails (push: the MailTable stream's new or re-queued mail)."""
+        with self.outbox(seconds_left=seconds_left) as outbox:
+            return outbox.send(mail_ids)
+
+    def sync(self, target: ResolvedAccount, *, seconds_left: Callable[[], float]) -> OutboxReport:
+        """Sends everything still in one account's outbox and its waiting mail that is due."""
+        with self.outbox(seconds_left=seconds_left) as outbox:
+            return outbox.sync(target)
+
+    def sync_every_team(self, *, seconds_left: Callable[[], float]) -> dict[str, int]:
+        """The schedule's sync of every account of every mail team; answers how many mails of
+        each kind (services/outbox_sync.py). A team with a broken secret is skipped."""
+        with self.outbox(seconds_left=seconds_left) as outbox:
+            return sync_every_team(outbox, self.directory)
 
 
 def build_root[RootT: OutboxRoot](kind: type[RootT], settings: OutboxSettings, **extra: Any) -> RootT:

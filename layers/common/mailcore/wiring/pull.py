@@ -4,7 +4,7 @@ teams' accounts over POP3, and the queue of scheduled pulls."""
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,10 +44,12 @@ class PullRoot:
         """New mail of one account; raises what stops it (a pull running already: 409)."""
         return pull_account(target, transcript=transcript, seconds_left=seconds_left, **self._pulling())
 
-    def pull_each(
-        self, targets: Iterable[ResolvedAccount], *, transcript: Transcript, seconds_left: Callable[[], float]
+    def pull_mine(
+        self, caller: Caller, *, transcript: Transcript, seconds_left: Callable[[], float]
     ) -> list[AccountPullReport]:
-        """New mail of each account in turn; one broken account never stops the others."""
+        """New mail of every account of the caller's mail teams, each in turn; one broken account
+        never stops the others."""
+        targets = self.directory.accounts_of(caller.teams)
         return pull_accounts(targets, transcript=transcript, seconds_left=seconds_left, **self._pulling())
 
     def pull_queued(self, message: dict[str, Any], *, seconds_left: Callable[[], float]) -> None:

@@ -10,10 +10,11 @@ from mailcore.adapters.dynamodb import idempotency_store
 from mailcore.models import Mail, SendRequest
 from mailcore.protocols.transcript import Transcript
 from mailcore.services.delivery import Completions
-from mailcore.services.outbox import cancel, queue_mail, retry
+from mailcore.services.files import team_mail
+from mailcore.services.outbox import Retried, cancel, queue_mail, retry
 from mailcore.services.send import DirectSend
 from mailcore.settings import SendSettings, read
-from mailcore.teams import ResolvedAccount
+from mailcore.teams import Caller, ResolvedAccount
 from mailcore.wiring import process_root
 from mailcore.wiring.outbox import OutboxRoot, build_root
 
@@ -66,11 +67,14 @@ class SendRoot(OutboxRoot):
             retry_max_age=retry_max_age,
         )
 
-    def cancel(self, mail: Mail) -> Mail:
+    def cancel(self, caller: Caller, mail_id: str) -> Mail:
+        """Cancels a queued or deferred mail of one of the caller's teams (403, 404, 409)."""
+        mail = team_mail(caller, mail_id, self.storage)
         return cancel(self.storage, mail, completions=Completions(self.storage, self.events, None))
 
-    def retry(self, mail: Mail) -> Mail:
-        return retry(self.storage, mail)
+    def retry(self, caller: Caller, mail_id: str) -> Retried:
+        """Queues a failed or unknown mail of one of the caller's teams again (403, 404, 409)."""
+        return retry(self.storage, team_mail(caller, mail_id, self.storage))
 
     def idempotency_store(self) -> DynamoDBPersistenceLayer:
         """A persistence layer for one use: Powertools keeps the first configuration a layer is given."""

@@ -12,7 +12,14 @@ from mailcore.adapters.kms import KmsCodeDecrypter
 from mailcore.adapters.secretsmanager import SecretsManagerSecrets
 from mailcore.errors import TeamConfigInvalid
 from mailcore.ports import CodeDecrypter
-from mailcore.services.system import SystemMailer, load_system_config
+from mailcore.services.system import (
+    SystemMailer,
+    SystemMailRequest,
+    SystemMailResult,
+    cognito_request,
+    decrypt_cognito_code,
+    load_system_config,
+)
 from mailcore.settings import SystemMailSettings, read
 from mailcore.templates import MailTemplates
 from mailcore.wiring import parts, process_root
@@ -26,6 +33,18 @@ class SystemMailRoot:
     mailer: SystemMailer
     decrypter: CodeDecrypter
     idempotency_table: str
+
+    def deliver(self, request: SystemMailRequest) -> SystemMailResult:
+        """Renders, rate-limits, stores and sends one system mail (services/system.py)."""
+        return self.mailer.deliver(request)
+
+    def deliver_cognito(
+        self, trigger_source: str, user_name: str, user_attributes: dict[str, str], code: str | None
+    ) -> SystemMailResult:
+        """The mail the user pool's custom email sender asks for; `code` as Cognito encrypted it
+        under the stack's KMS key (none for a notification)."""
+        plain = decrypt_cognito_code(code, self.decrypter) if code else None
+        return self.deliver(cognito_request(trigger_source, user_name, user_attributes, plain))
 
     def idempotency_store(self) -> DynamoDBPersistenceLayer:
         """A persistence layer for one use: Powertools keeps the first configuration a layer is given."""
