@@ -9,15 +9,17 @@ import time
 import uuid
 from email.message import EmailMessage
 
+from botocore.config import Config
+from mailcore.adapters.dynamodb import DynamoMail
 from mailcore.adapters.sqs import SqsPullQueue
 from mailcore.wiring import pull as pull_wiring
 
 from local.maildir import deliver_files
-from tests.fakes import memory_storage
 from tests.integration.conftest import bus_to_queue, call_function, claims
 from tests.integration.fault_proxy import closed_port
 from tests.integration.test_pull import pull
 from tests.stack import replace_in_root, stack_storage
+from tests.support import wait_until
 
 STATUS = "/api/core/mail/pull/{account}/status"
 
@@ -131,23 +133,27 @@ def test_the_local_stack_drives_the_pull_queue_like_lambdas_event_source_mapping
         QueueUrl=stack.info["environment"]["PULL_QUEUE_URL"],
         MessageBody=json.dumps({"team": team.team, "account": team.account}),
     )
-    deadline = time.monotonic() + 20
-    while (stack_storage().pull_state.get(team.team, team.account) or {}).get("fetched") != 1:
-        assert time.monotonic() < deadline, "the queued pull did not run"
-        time.sleep(0.2)
+    wait_until(
+        lambda: (stack_storage().pull_state.get(team.team, team.account) or {}).get("fetched") == 1,
+        timeout=20,
+        interval=0.2,
+        failure="the queued pull did not run",
+    )
     assert stack.mail_servers.message_count(team.mailbox.address) == 0
 
 
 def test_a_storage_failure_makes_only_that_message_a_batch_item_failure(stack, new_team, monkeypatch):
     team = new_team()
     deliver_files(stack.mail_servers, team.mailbox.address, [one_message("storage down")])
-    broken = memory_storage()
-
-    def storage_down(*args, **kwargs):
-        raise ConnectionError("DynamoDB unreachable")
-
-    monkeypatch.setattr(broken.mail, "put_new", storage_down)
-    replace_in_root(monkeypatch, pull_wiring, storage=broken)
+    # The mail table is out of reach (its endpoint refuses connections); the rest of storage works.
+    storage = pull_wiring.root().storage
+    unreachable = stack.session.client(
+        "dynamodb",
+        endpoint_url=f"http://127.0.0.1:{closed_port()}",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=2),
+    )
+    mail_down = DynamoMail(stack.info["resources"]["MailTable"], storage.blobs, client=unreachable)
+    replace_in_root(monkeypatch, pull_wiring, storage=dataclasses.replace(storage, mail=mail_down))
     messages = [
         {
             "MessageId": str(uuid.uuid4()),
