@@ -10,7 +10,6 @@ import poplib
 import secrets
 import shutil
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import pytest
 
 from local.mailservers import Mailbox
 from local.stack import LocalStack, StackPorts
-from tests.support import call_api, claims, rest_event
+from tests.support import call_api, claims, rest_event, wait_until
 
 __all__ = ["claims", "rest_event"]
 
@@ -93,15 +92,30 @@ def call_function(
 
 def wait_for_messages(stack: LocalStack, address: str, count: int, timeout: float = 15.0) -> None:
     """Postfix hands mail to Dovecot a moment after it accepted it: wait until it is there."""
-    assert stack.mail_servers is not None
-    deadline = time.monotonic() + timeout
-    while stack.mail_servers.message_count(address) < count:
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"{address} has {stack.mail_servers.message_count(address)} messages, expected {count}\n"
-                + stack.mail_servers.log_tail(30)
-            )
-        time.sleep(0.05)
+    servers = stack.mail_servers
+    assert servers is not None
+    wait_until(
+        lambda: servers.message_count(address) >= count,
+        timeout=timeout,
+        failure=lambda: (
+            f"{address} has {servers.message_count(address)} messages, expected {count}\n"
+            + servers.log_tail(30)
+        ),
+    )
+
+
+def postfix_holds_no_mail(stack: LocalStack, timeout: float = 15.0) -> None:
+    """Every mail Postfix accepted so far has left its queue (delivered, or bounced at once): a
+    count of delivered mail taken after this is final, not a count of what had arrived yet.
+    (A deferred mail waits minutes in `deferred`, which this does not wait for.)"""
+    servers = stack.mail_servers
+    assert servers is not None
+    queues = [servers.postfix_spool / name for name in ("maildrop", "incoming", "active")]
+
+    def held() -> list[str]:
+        return [str(path) for queue in queues for path in queue.rglob("*") if path.is_file()]
+
+    wait_until(lambda: not held(), timeout=timeout, failure=lambda: f"Postfix still holds {held()}")
 
 
 def bus_to_queue(stack: LocalStack, name: str, pattern: dict[str, Any]) -> str:

@@ -12,9 +12,16 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import call_function, claims, read_mailbox, wait_for_messages
+from tests.integration.conftest import (
+    call_function,
+    claims,
+    postfix_holds_no_mail,
+    read_mailbox,
+    wait_for_messages,
+)
 from tests.integration.fault_proxy import DATA_END, Fault, FaultProxy
 from tests.stack import stack_storage
+from tests.support import wait_until
 
 UNKNOWN_USER = "nobody-here@example.test"
 
@@ -71,14 +78,20 @@ def stored(mail_id: str):
     return stack_storage().mail.get(mail_id)
 
 
+def reaching(mail_id: str, *statuses: str, timeout: float = 20.0):
+    """The mail once it has one of `statuses` (push, a sync or the schedule may be the run that got it there)."""
+    return wait_until(
+        lambda: (mail := stored(mail_id)).status in statuses and mail,
+        timeout=timeout,
+        interval=0.1,
+        failure=lambda: f"mail {mail_id} still {stored(mail_id).status}",
+    )
+
+
 def settled(mail_id: str, timeout: float = 20.0):
     """The mail once a run finished with it (final, or deferred): the local stack's stream driver pushes queued
     mail by itself, so a test's own sync may find it already taken (it is then `skipped`)."""
-    deadline = time.monotonic() + timeout
-    while (mail := stored(mail_id)).status not in ("sent", "failed", "unknown", "deferred"):
-        assert time.monotonic() < deadline, f"mail {mail_id} still {mail.status}"
-        time.sleep(0.1)
-    return mail
+    return reaching(mail_id, "sent", "failed", "unknown", "deferred", timeout=timeout)
 
 
 def minimal_item(stack, team, *, status: str, subject: str, body_text: str, **strings: str) -> str:
@@ -234,7 +247,7 @@ def test_push_and_sync_racing_for_the_same_50_mails_deliver_each_exactly_once(st
         thread.join(timeout=120)
     assert errors == []
     wait_for_messages(stack, team.mailbox.address, 50)
-    time.sleep(1)  # a duplicate would arrive within this
+    postfix_holds_no_mail(stack)  # a duplicate it had taken would be in the mailbox now
     subjects = Counter(str(message["Subject"]) for message in read_mailbox(stack, team.mailbox))
     delivered = len(subjects)
     duplicated = sum(count - 1 for count in subjects.values())
@@ -257,7 +270,7 @@ def test_a_server_answering_451_twice_then_accepting_gets_the_mail_once_after_re
         item = settled(mail["id"])
     assert item.status == "sent" and item.attempts == 3
     wait_for_messages(stack, team.mailbox.address, 1)
-    time.sleep(0.5)
+    postfix_holds_no_mail(stack)
     print(
         "451 twice: queued 1, delivered 1, duplicated",
         stack.mail_servers.message_count(team.mailbox.address) - 1,
@@ -325,7 +338,7 @@ def test_a_connection_dropped_after_the_data_leaves_the_mail_unknown_and_never_r
         }
     assert item.status == "unknown" and item.attempts == 1 and "may have been delivered" in item.error
     wait_for_messages(stack, team.mailbox.address, 1)  # Postfix had the whole message: it delivered
-    time.sleep(0.5)
+    postfix_holds_no_mail(stack)
     assert stack.mail_servers.message_count(team.mailbox.address) == 1
 
 
@@ -381,7 +394,7 @@ def test_a_replayed_idempotency_key_returns_the_first_answer_and_sends_nothing_n
     second = send_with_key(stack, team, "order-4711", body)
     assert first[0] == 200 and second == first
     wait_for_messages(stack, team.mailbox.address, 1)
-    time.sleep(0.5)
+    postfix_holds_no_mail(stack)
     assert stack.mail_servers.message_count(team.mailbox.address) == 1
 
 
