@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from mailcore.errors import PullRunning, TeamConfigInvalid
+from mailcore.errors import PullRunning
 from mailcore.ids import incoming_mail_id
 from mailcore.models import Direction, Mail, MailStatus
 from mailcore.protocols.transcript import Transcript
@@ -18,8 +18,8 @@ from mailcore.services.dispatch import dispatch_pulls
 from mailcore.services.pull import ALREADY_RUNNING, mailbox_identity, pull_account, pull_accounts
 from mailcore.teams import ResolvedAccount
 
-from tests.fakes import MemoryPublisher, MemoryPullQueue, memory_storage
-from tests.support import mail_account
+from tests.fakes import MemoryPublisher, MemoryPullQueue, memory_directory, memory_storage
+from tests.support import account_config, mail_account
 
 ACCOUNT = mail_account(leave_on_server=False)
 TARGET = ResolvedAccount("acme", "main", ACCOUNT)
@@ -174,27 +174,18 @@ def test_an_expired_lease_can_be_taken_and_only_its_holder_releases_it():
     assert not state.lease_held("acme", "main")
 
 
-class FakeDirectory:
-    def __init__(self, teams: dict[str, list[str] | None]) -> None:
-        self.teams = teams
-
-    def all_teams(self) -> list[str]:
-        return sorted(self.teams)
-
-    def accounts_of(self, teams):
-        found = []
-        for team in teams:
-            accounts = self.teams[team]
-            if accounts is None:
-                raise TeamConfigInvalid(f"the secret of team {team!r} is invalid")
-            found.extend(ResolvedAccount(team, name, ACCOUNT) for name in accounts)
-        return found
-
-
 def test_the_dispatcher_enqueues_every_account_once_and_skips_a_team_with_a_broken_secret():
     queue = MemoryPullQueue()
-    directory = FakeDirectory({"a": ["main", "sales"], "b": None, "c": ["main"], "d": []})
-    assert dispatch_pulls(directory, queue) == 3  # type: ignore[arg-type]
+    config = account_config()
+    directory = memory_directory(
+        {
+            "a": {"type": "mail", "accounts": {"main": config, "sales": config}},
+            "b": "{not json",
+            "c": {"type": "mail", "accounts": {"main": config}},
+            "d": {"type": "mail", "accounts": {}},
+        }
+    )
+    assert dispatch_pulls(directory, queue) == 3
     assert queue.sent == [
         {"team": "a", "account": "main"},
         {"team": "a", "account": "sales"},
