@@ -35,15 +35,17 @@ def wait_until[T](
     timeout: float = 10.0,
     interval: float = 0.05,
     failure: str | Callable[[], str] = "",
+    pause: Callable[[float], None] = time.sleep,
 ) -> T:
-    """What `condition` answers once it is true (polled every `interval` seconds); after `timeout`
-    seconds an AssertionError saying `failure` (a text, or made then: the state at the failure)."""
+    """What `condition` answers once it is true (polled every `interval` seconds, waiting with
+    `pause`); after `timeout` seconds an AssertionError saying `failure` (a text, or made then:
+    the state at the failure)."""
     deadline = time.monotonic() + timeout
     while not (answer := condition()):
         if time.monotonic() > deadline:
             said = failure() if callable(failure) else failure
             raise AssertionError(f"not so after {timeout} s: {said}")
-        time.sleep(interval)
+        pause(interval)
     return answer
 
 
