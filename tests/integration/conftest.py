@@ -10,6 +10,7 @@ import poplib
 import secrets
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -127,6 +128,48 @@ def bus_to_queue(stack: LocalStack, name: str, pattern: dict[str, Any]) -> str:
     events.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps(pattern))
     events.put_targets(Rule=name, EventBusName=bus, Targets=[{"Id": "queue", "Arn": attributes["QueueArn"]}])
     return str(queue_url)
+
+
+@pytest.fixture
+def bus_queue(stack: LocalStack) -> Iterator[str]:
+    """The URL of an SQS queue behind a rule on the mail bus for the outbox's completion events
+    (MailSent, MailFailed, MailCancelled), as a consumer of the events would set it up."""
+    name = f"bus-{uuid.uuid4().hex[:8]}"
+    pattern = {"source": ["mail-service"], "detail-type": ["MailSent", "MailFailed", "MailCancelled"]}
+    url = bus_to_queue(stack, name, pattern)
+    yield url
+    events = stack.session.client("events")
+    bus = stack.info["environment"]["MAIL_EVENT_BUS"]
+    events.remove_targets(Rule=name, EventBusName=bus, Ids=["queue"])
+    events.delete_rule(Name=name, EventBusName=bus)
+    stack.session.client("sqs").delete_queue(QueueUrl=url)
+
+
+def drain(stack: LocalStack, queue_url: str, wanted: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The JSON bodies of the queue's messages, taken off it, once `wanted` came (or `timeout` passed)."""
+    sqs = stack.session.client("sqs")
+    bodies: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while len(bodies) < wanted and time.monotonic() < deadline:
+        answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for message in answer.get("Messages", []):
+            bodies.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return bodies
+
+
+def queued_messages(stack: LocalStack, url: str) -> list[dict[str, Any]]:
+    """Every message on the queue now (moto's SQS holds a message once SendMessage answered),
+    taken off it."""
+    sqs = stack.session.client("sqs")
+    received: list[dict[str, Any]] = []
+    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        received.extend(batch)
+        sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(batch)],
+        )
+    return received
 
 
 def read_mailbox(stack: LocalStack, mailbox: Mailbox) -> list[EmailMessage]:

@@ -3,8 +3,8 @@ transport), writes a DSN into the sender's mailbox, and the pull links it to the
 
 from __future__ import annotations
 
-from tests.integration.conftest import bus_to_queue, wait_for_messages
-from tests.integration.test_outbox import drain, queue, settled, stored
+from tests.integration.conftest import bus_to_queue, drain, wait_for_messages
+from tests.integration.test_outbox import queue, settled, stored
 from tests.integration.test_pull import pull
 
 NOWHERE = "someone@unreachable.example"

@@ -11,11 +11,9 @@ import pytest
 from mailcore import wiring
 from mailcore.models import MailStatus
 
-from tests.integration.conftest import postfix_holds_no_mail
+from tests.integration.conftest import drain, postfix_holds_no_mail
 from tests.integration.test_outbox import (
-    bus_queue,  # noqa: F401 (a fixture)
     call,
-    drain,
     queue,
     reaching,
     stored,
@@ -137,7 +135,7 @@ def test_a_deferred_mail_cancelled_through_the_api_is_never_sent(stack, busy_tea
     assert stack.mail_servers.message_count(busy_team.mailbox.address) == 0
 
 
-def test_a_mail_cancelled_through_the_api_puts_mail_cancelled_on_the_bus(stack, new_team, bus_queue):  # noqa: F811
+def test_a_mail_cancelled_through_the_api_puts_mail_cancelled_on_the_bus(stack, new_team, bus_queue):
     team = new_team()
     mail = queue(stack, team, send_at=(datetime.now(UTC) + timedelta(days=1)).isoformat())
     status, answer = control(stack, team, mail["id"], "cancel")

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from collections import Counter
 from typing import Any
 
-import pytest
-
 from tests.integration.conftest import (
     call_function,
     claims,
+    drain,
     postfix_holds_no_mail,
+    queued_messages,
     read_mailbox,
     wait_for_messages,
 )
@@ -139,21 +138,23 @@ def proxy_to_postfix(stack, *faults: Fault) -> FaultProxy:
     return FaultProxy(("127.0.0.1", stack.mail_servers.ports.smtp), *faults)
 
 
-def drain(stack, queue_url: str, wanted: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-    sqs = stack.session.client("sqs", endpoint_url=stack.info["aws_endpoint"])
-    bodies: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    while len(bodies) < wanted and time.monotonic() < deadline:
-        answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-        for message in answer.get("Messages", []):
-            bodies.append(json.loads(message["Body"]))
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-    return bodies
-
-
 def dead_letters_of(stack, mail_id: str) -> list[dict[str, Any]]:
+    """The mail's letters on the outbox's dead-letter queue now (the others are taken off too)."""
     url = stack.info["environment"]["OUTBOX_DLQ_URL"]
-    return [body for body in drain(stack, url, 100, timeout=3) if body.get("mail_id") == mail_id]
+    bodies = [json.loads(message["Body"]) for message in queued_messages(stack, url)]
+    return [body for body in bodies if body.get("mail_id") == mail_id]
+
+
+def completion_of(stack, bus_queue: str, mail_id: str) -> dict[str, Any]:
+    """The mail's completion event: once it is on the bus, the run that finished the mail has
+    recorded its outcome, its dead letter included (Completions.record puts the letter first)."""
+    seen: list[dict[str, Any]] = []
+
+    def arrived() -> dict[str, Any] | None:
+        seen.extend(drain(stack, bus_queue, 1, timeout=1))
+        return next((event for event in seen if event["detail"]["mail_id"] == mail_id), None)
+
+    return wait_until(arrived, timeout=20, interval=0, failure=lambda: f"events seen: {seen}")
 
 
 # ----------------------------------------------------------------------------- queue + push + sync
@@ -278,7 +279,9 @@ def test_a_server_answering_451_twice_then_accepting_gets_the_mail_once_after_re
     assert stack.mail_servers.message_count(team.mailbox.address) == 1
 
 
-def test_a_mail_still_refused_at_its_maximum_age_fails_and_lands_on_the_dead_letter_queue(stack, new_team):
+def test_a_mail_still_refused_at_its_maximum_age_fails_and_lands_on_the_dead_letter_queue(
+    stack, new_team, bus_queue
+):
     with proxy_to_postfix(
         stack, Fault("RCPT", "reply", times=10, reply=b"451 4.7.1 Try again later\r\n")
     ) as proxy:
@@ -288,18 +291,20 @@ def test_a_mail_still_refused_at_its_maximum_age_fails_and_lands_on_the_dead_let
         sync(stack, team)
         item = settled(mail["id"])
     assert item.status == "failed" and item.attempts == 3 and "451" in item.reply
+    assert completion_of(stack, bus_queue, mail["id"])["detail-type"] == "MailFailed"
     (letter,) = dead_letters_of(stack, mail["id"])
     assert letter["attempts"] == 3 and letter["team"] == team.team
     assert stack.mail_servers.message_count(team.mailbox.address) == 0
 
 
-def test_a_refused_recipient_fails_at_once_with_the_servers_reply(stack, new_team):
+def test_a_refused_recipient_fails_at_once_with_the_servers_reply(stack, new_team, bus_queue):
     team = new_team()
     mail = queue(stack, team, to=UNKNOWN_USER)
     sync(stack, team)
     item = settled(mail["id"])
     assert item.status == "failed" and item.attempts == 1
     assert item.reply.startswith("550") and "5.1.1" in item.reply
+    assert completion_of(stack, bus_queue, mail["id"])["detail-type"] == "MailFailed"
     assert dead_letters_of(stack, mail["id"]) == []  # permanent: no retries, nothing to redrive
 
 
@@ -413,24 +418,6 @@ def test_the_same_idempotency_key_of_two_teams_sends_both(stack, new_team):
 
 
 # ----------------------------------------------------------------------------- onComplete
-
-
-@pytest.fixture
-def bus_queue(stack):
-    """An SQS queue behind a rule on the mail bus, as a consumer of the events would set it up."""
-    sqs = stack.session.client("sqs", endpoint_url=stack.info["aws_endpoint"])
-    events = stack.session.client("events", endpoint_url=stack.info["aws_endpoint"])
-    bus = stack.info["environment"]["MAIL_EVENT_BUS"]
-    name = f"bus-{uuid.uuid4().hex[:8]}"
-    url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    pattern = {"source": ["mail-service"], "detail-type": ["MailSent", "MailFailed", "MailCancelled"]}
-    events.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps(pattern))
-    events.put_targets(Rule=name, EventBusName=bus, Targets=[{"Id": "queue", "Arn": arn}])
-    yield url
-    events.remove_targets(Rule=name, EventBusName=bus, Ids=["queue"])
-    events.delete_rule(Name=name, EventBusName=bus)
-    sqs.delete_queue(QueueUrl=url)
 
 
 def test_every_finished_mail_puts_mail_sent_or_mail_failed_on_the_bus(stack, new_team, bus_queue):

@@ -17,9 +17,9 @@ from mailcore.services.pull import pull_account
 from mailcore.storage import MailQuery
 
 from local.maildir import deliver_files
+from tests.integration.conftest import queued_messages
 from tests.integration.fault_proxy import Fault, FaultProxy
 from tests.integration.test_pull import pull as pull_through_the_api
-from tests.integration.test_pull_queue import drain
 from tests.stack import stack_directory, stack_storage, stack_tls_context
 
 
@@ -150,12 +150,12 @@ def test_a_pull_that_runs_out_of_time_stops_reports_what_remains_and_the_next_in
     report = pull_queued_account(message, seconds_left=lambda: next(clock), **common)
     assert report is not None and (report.fetched, report.remaining) == (4, 6)
     assert stack_storage().pull_state.get(team.team, team.account)["remaining"] == 6
-    (put_back,) = [json.loads(queued["Body"]) for queued in drain(stack, url)]
+    (put_back,) = [json.loads(queued["Body"]) for queued in queued_messages(stack, url)]
     assert put_back == message  # for the next invocation
 
     resumed = pull_queued_account(put_back, seconds_left=lambda: 300.0, **common)
     assert resumed is not None and (resumed.fetched, resumed.remaining) == (6, 0)
-    assert drain(stack, url) == []
+    assert queued_messages(stack, url) == []
     assert counts(sent, team.team) == {"sent": 10, "stored": 10, "duplicated": 0, "lost": 0}
     assert stack.mail_servers.message_count(team.mailbox.address) == 0
 
