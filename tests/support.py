@@ -29,6 +29,26 @@ def accepted(listener: socket.socket) -> Iterator[socket.socket]:
         yield connection
 
 
+def wait_until[T](
+    condition: Callable[[], T],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    failure: str | Callable[[], str] = "",
+    pause: Callable[[float], None] = time.sleep,
+) -> T:
+    """What `condition` answers once it is true (polled every `interval` seconds, waiting with
+    `pause`); after `timeout` seconds an AssertionError saying `failure` (a text, or made then:
+    the state at the failure)."""
+    deadline = time.monotonic() + timeout
+    while not (answer := condition()):
+        if time.monotonic() > deadline:
+            said = failure() if callable(failure) else failure
+            raise AssertionError(f"not so after {timeout} s: {said}")
+        pause(interval)
+    return answer
+
+
 def claims(*teams: str, user: str = "user@example.test") -> dict[str, str]:
     """Claims as API Gateway (REST) hands them to a function: strings, groups as "[a b]"."""
     return {"email": user, "cognito:username": user, "cognito:groups": "[" + " ".join(teams) + "]"}

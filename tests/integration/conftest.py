@@ -23,7 +23,8 @@ import pytest
 
 from local.mailservers import Mailbox
 from local.stack import LocalStack, StackPorts
-from tests.support import call_api, claims, rest_event
+from tests.stack import powertools_events_per_thread
+from tests.support import call_api, claims, rest_event, wait_until
 
 __all__ = ["claims", "rest_event"]
 
@@ -54,6 +55,7 @@ def stack() -> Iterator[LocalStack]:
         # crashes) and the smoke test switch to worker processes with `stack.gateway.isolated()`.
         isolation="thread",
     )
+    powertools_events_per_thread()  # the functions answer concurrent requests in threads
     try:
         stack.start()
         assert stack.mail_servers is not None
@@ -93,15 +95,30 @@ def call_function(
 
 def wait_for_messages(stack: LocalStack, address: str, count: int, timeout: float = 15.0) -> None:
     """Postfix hands mail to Dovecot a moment after it accepted it: wait until it is there."""
-    assert stack.mail_servers is not None
-    deadline = time.monotonic() + timeout
-    while stack.mail_servers.message_count(address) < count:
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"{address} has {stack.mail_servers.message_count(address)} messages, expected {count}\n"
-                + stack.mail_servers.log_tail(30)
-            )
-        time.sleep(0.05)
+    servers = stack.mail_servers
+    assert servers is not None
+    wait_until(
+        lambda: servers.message_count(address) >= count,
+        timeout=timeout,
+        failure=lambda: (
+            f"{address} has {servers.message_count(address)} messages, expected {count}\n"
+            + servers.log_tail(30)
+        ),
+    )
+
+
+def postfix_holds_no_mail(stack: LocalStack, timeout: float = 15.0) -> None:
+    """Every mail Postfix accepted so far has left its queue (delivered, or bounced at once): a
+    count of delivered mail taken after this is final, not a count of what had arrived yet.
+    (A deferred mail waits minutes in `deferred`, which this does not wait for.)"""
+    servers = stack.mail_servers
+    assert servers is not None
+    queues = [servers.postfix_spool / name for name in ("maildrop", "incoming", "active")]
+
+    def held() -> list[str]:
+        return [str(path) for queue in queues for path in queue.rglob("*") if path.is_file()]
+
+    wait_until(lambda: not held(), timeout=timeout, failure=lambda: f"Postfix still holds {held()}")
 
 
 def bus_to_queue(stack: LocalStack, name: str, pattern: dict[str, Any]) -> str:
@@ -113,6 +130,48 @@ def bus_to_queue(stack: LocalStack, name: str, pattern: dict[str, Any]) -> str:
     events.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps(pattern))
     events.put_targets(Rule=name, EventBusName=bus, Targets=[{"Id": "queue", "Arn": attributes["QueueArn"]}])
     return str(queue_url)
+
+
+@pytest.fixture
+def bus_queue(stack: LocalStack) -> Iterator[str]:
+    """The URL of an SQS queue behind a rule on the mail bus for the outbox's completion events
+    (MailSent, MailFailed, MailCancelled), as a consumer of the events would set it up."""
+    name = f"bus-{uuid.uuid4().hex[:8]}"
+    pattern = {"source": ["mail-service"], "detail-type": ["MailSent", "MailFailed", "MailCancelled"]}
+    url = bus_to_queue(stack, name, pattern)
+    yield url
+    events = stack.session.client("events")
+    bus = stack.info["environment"]["MAIL_EVENT_BUS"]
+    events.remove_targets(Rule=name, EventBusName=bus, Ids=["queue"])
+    events.delete_rule(Name=name, EventBusName=bus)
+    stack.session.client("sqs").delete_queue(QueueUrl=url)
+
+
+def drain(stack: LocalStack, queue_url: str, wanted: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The JSON bodies of the queue's messages, taken off it, once `wanted` came (or `timeout` passed)."""
+    sqs = stack.session.client("sqs")
+    bodies: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while len(bodies) < wanted and time.monotonic() < deadline:
+        answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for message in answer.get("Messages", []):
+            bodies.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return bodies
+
+
+def queued_messages(stack: LocalStack, url: str) -> list[dict[str, Any]]:
+    """Every message on the queue now (moto's SQS holds a message once SendMessage answered),
+    taken off it."""
+    sqs = stack.session.client("sqs")
+    received: list[dict[str, Any]] = []
+    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        received.extend(batch)
+        sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(batch)],
+        )
+    return received
 
 
 def read_mailbox(stack: LocalStack, mailbox: Mailbox) -> list[EmailMessage]:

@@ -19,6 +19,7 @@ import pytest
 from local.aws import cognito_user
 from local.mailservers import Mailbox
 from tests.integration.conftest import TeamAccount, wait_for_messages
+from tests.support import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -272,7 +273,9 @@ def test_a_mail_full_of_xss_vectors_renders_without_running_anything(stack, admi
     frame_element = page.wait_for_selector("#mail-body iframe")
     frame = frame_element.content_frame()
     frame.wait_for_selector("#visible")
-    page.wait_for_timeout(1500)  # time for anything that would run or load late
+    # Its load event comes once every subresource the mail names was fetched or refused: nothing
+    # it holds can load after this (and no script of it runs in the sandbox).
+    frame.wait_for_load_state("load")
     page.screenshot(path=str(screenshots / "hostile-mail.png"))
 
     assert page.dialogs == []
@@ -283,24 +286,56 @@ def test_a_mail_full_of_xss_vectors_renders_without_running_anything(stack, admi
     assert page.inner_text("h2") == "<img src=x onerror=alert('subject')>"  # shown as text
 
     page.click("#allow-images")
-    for _ in range(100):  # the block was real: allowed, the tracker is asked for
-        if "/tracker.png" in remote.paths:
-            break
-        page.wait_for_timeout(100)
-    assert "/tracker.png" in remote.paths, (remote.paths, page.foreign_requests)
+    wait_until(  # the block was real: allowed, the tracker is asked for
+        lambda: "/tracker.png" in remote.paths,
+        interval=0.1,
+        pause=lambda seconds: page.wait_for_timeout(seconds * 1000),  # the page's routing runs meanwhile
+        failure=lambda: f"asked for {remote.paths}, refused {page.foreign_requests}",
+    )
     assert page.dialogs == []
 
 
+def outbox_explained(page, stack, user: ConsoleUser, mail_ids: list[str], answers: list[str]) -> str:
+    """Why the outbox did not show the mail: what the page showed, what the API answered the page
+    (and answers now), and what storage holds."""
+    from tests.integration.test_http_api import call
+    from tests.stack import stack_storage
+
+    stored = {mail_id: getattr(stack_storage().mail.get(mail_id), "status", None) for mail_id in mail_ids}
+    token = stack.token(user.email, user.password)
+    now = {
+        status: call(stack, "GET", f"/api/core/mail?direction=out&status={status}&limit=50", token=token)
+        for status in ("failed", "unknown")
+    }
+    return (
+        f"the page showed:\n{page.inner_text('#main')}\n"
+        f"the API answered the page: {answers}\nand answers now: {now}\n"
+        f"stored (id: status): {stored}\nbrowser dialogs: {page.dialogs}"
+    )
+
+
 def test_the_outbox_shows_failed_and_unknown_mail_with_their_errors(stack, admin, page):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     errors = {
         "failed": "550 5.1.1 recipient unknown",
         "unknown": "the connection dropped after the message; it may have been delivered",
     }
-    for status, error in errors.items():
+    mail_ids = [
         store_mail(admin.team, direction="out", status=status, subject=f"stuck {status}", error=error)
+        for status, error in errors.items()
+    ]
     sign_in(page, stack, admin)
+    answers: list[str] = []
+    page.on(
+        "response",
+        lambda answer: "/api/core/mail?" in answer.url and answers.append(f"{answer.status} {answer.url}"),
+    )
     page.goto(stack.info["api_url"] + "/console#/outbox")
-    page.wait_for_selector("#outbox tr >> text=stuck failed")
+    try:
+        page.wait_for_selector("#outbox tr >> text=stuck failed")
+    except PlaywrightTimeout:
+        pytest.fail(outbox_explained(page, stack, admin, mail_ids, answers))
     text = page.inner_text("#outbox")
     assert all(error in text for error in errors.values())
     assert "stuck unknown" in text and page.dialogs == []

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from local.mailservers import MESSAGE_SIZE_LIMIT, Mailbox, MailServerPorts, MailServers, process_group
+from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -62,13 +63,14 @@ def message(to: str, sender: str = DEMO.address, body: str | None = None) -> Ema
 
 
 def wait_for_mail(servers: MailServers, address: str, count: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while servers.message_count(address) < count:
-        if time.monotonic() > deadline:
-            pytest.fail(
-                f"{address} has {servers.message_count(address)} of {count} messages\n{servers.log_tail()}"
-            )
-        time.sleep(0.02)
+    wait_until(
+        lambda: servers.message_count(address) >= count,
+        timeout=timeout,
+        interval=0.02,
+        failure=lambda: (
+            f"{address} has {servers.message_count(address)} of {count} messages\n{servers.log_tail()}"
+        ),
+    )
 
 
 @contextlib.contextmanager

@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from collections import Counter
 from typing import Any
 
-import pytest
-
-from tests.integration.conftest import call_function, claims, read_mailbox, wait_for_messages
+from tests.integration.conftest import (
+    call_function,
+    claims,
+    drain,
+    postfix_holds_no_mail,
+    queued_messages,
+    read_mailbox,
+    wait_for_messages,
+)
 from tests.integration.fault_proxy import DATA_END, Fault, FaultProxy
 from tests.stack import stack_storage
+from tests.support import wait_until
 
 UNKNOWN_USER = "nobody-here@example.test"
 
@@ -71,14 +77,20 @@ def stored(mail_id: str):
     return stack_storage().mail.get(mail_id)
 
 
+def reaching(mail_id: str, *statuses: str, timeout: float = 20.0):
+    """The mail once it has one of `statuses` (push, a sync or the schedule may be the run that got it there)."""
+    return wait_until(
+        lambda: (mail := stored(mail_id)).status in statuses and mail,
+        timeout=timeout,
+        interval=0.1,
+        failure=lambda: f"mail {mail_id} still {stored(mail_id).status}",
+    )
+
+
 def settled(mail_id: str, timeout: float = 20.0):
     """The mail once a run finished with it (final, or deferred): the local stack's stream driver pushes queued
     mail by itself, so a test's own sync may find it already taken (it is then `skipped`)."""
-    deadline = time.monotonic() + timeout
-    while (mail := stored(mail_id)).status not in ("sent", "failed", "unknown", "deferred"):
-        assert time.monotonic() < deadline, f"mail {mail_id} still {mail.status}"
-        time.sleep(0.1)
-    return mail
+    return reaching(mail_id, "sent", "failed", "unknown", "deferred", timeout=timeout)
 
 
 def minimal_item(stack, team, *, status: str, subject: str, body_text: str, **strings: str) -> str:
@@ -126,21 +138,28 @@ def proxy_to_postfix(stack, *faults: Fault) -> FaultProxy:
     return FaultProxy(("127.0.0.1", stack.mail_servers.ports.smtp), *faults)
 
 
-def drain(stack, queue_url: str, wanted: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-    sqs = stack.session.client("sqs", endpoint_url=stack.info["aws_endpoint"])
-    bodies: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    while len(bodies) < wanted and time.monotonic() < deadline:
-        answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-        for message in answer.get("Messages", []):
-            bodies.append(json.loads(message["Body"]))
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-    return bodies
-
-
 def dead_letters_of(stack, mail_id: str) -> list[dict[str, Any]]:
+    """The mail's letters on the outbox's dead-letter queue now (the others are taken off too)."""
     url = stack.info["environment"]["OUTBOX_DLQ_URL"]
-    return [body for body in drain(stack, url, 100, timeout=3) if body.get("mail_id") == mail_id]
+    bodies = [json.loads(message["Body"]) for message in queued_messages(stack, url)]
+    return [body for body in bodies if body.get("mail_id") == mail_id]
+
+
+_BUS_EVENTS: dict[str, list[dict[str, Any]]] = {}  # what each test's bus queue delivered so far
+
+
+def completion_of(stack, bus_queue: str, mail_id: str) -> dict[str, Any]:
+    """The mail's completion event (the queue gets every team's: the others are kept for a later
+    call). Once it is on the bus, the run that finished the mail has recorded its outcome, its
+    dead letter included (Completions.record puts the letter before it queues the event)."""
+    seen = _BUS_EVENTS.setdefault(bus_queue, [])
+
+    def arrived() -> dict[str, Any] | None:
+        if (found := next((event for event in seen if event["detail"]["mail_id"] == mail_id), None)) is None:
+            seen.extend(drain(stack, bus_queue, 1, timeout=1))
+        return found
+
+    return wait_until(arrived, timeout=20, interval=0, failure=lambda: f"events seen: {seen}")
 
 
 # ----------------------------------------------------------------------------- queue + push + sync
@@ -234,7 +253,7 @@ def test_push_and_sync_racing_for_the_same_50_mails_deliver_each_exactly_once(st
         thread.join(timeout=120)
     assert errors == []
     wait_for_messages(stack, team.mailbox.address, 50)
-    time.sleep(1)  # a duplicate would arrive within this
+    postfix_holds_no_mail(stack)  # a duplicate it had taken would be in the mailbox now
     subjects = Counter(str(message["Subject"]) for message in read_mailbox(stack, team.mailbox))
     delivered = len(subjects)
     duplicated = sum(count - 1 for count in subjects.values())
@@ -257,7 +276,7 @@ def test_a_server_answering_451_twice_then_accepting_gets_the_mail_once_after_re
         item = settled(mail["id"])
     assert item.status == "sent" and item.attempts == 3
     wait_for_messages(stack, team.mailbox.address, 1)
-    time.sleep(0.5)
+    postfix_holds_no_mail(stack)
     print(
         "451 twice: queued 1, delivered 1, duplicated",
         stack.mail_servers.message_count(team.mailbox.address) - 1,
@@ -265,7 +284,9 @@ def test_a_server_answering_451_twice_then_accepting_gets_the_mail_once_after_re
     assert stack.mail_servers.message_count(team.mailbox.address) == 1
 
 
-def test_a_mail_still_refused_at_its_maximum_age_fails_and_lands_on_the_dead_letter_queue(stack, new_team):
+def test_a_mail_still_refused_at_its_maximum_age_fails_and_lands_on_the_dead_letter_queue(
+    stack, new_team, bus_queue
+):
     with proxy_to_postfix(
         stack, Fault("RCPT", "reply", times=10, reply=b"451 4.7.1 Try again later\r\n")
     ) as proxy:
@@ -275,18 +296,20 @@ def test_a_mail_still_refused_at_its_maximum_age_fails_and_lands_on_the_dead_let
         sync(stack, team)
         item = settled(mail["id"])
     assert item.status == "failed" and item.attempts == 3 and "451" in item.reply
+    assert completion_of(stack, bus_queue, mail["id"])["detail-type"] == "MailFailed"
     (letter,) = dead_letters_of(stack, mail["id"])
     assert letter["attempts"] == 3 and letter["team"] == team.team
     assert stack.mail_servers.message_count(team.mailbox.address) == 0
 
 
-def test_a_refused_recipient_fails_at_once_with_the_servers_reply(stack, new_team):
+def test_a_refused_recipient_fails_at_once_with_the_servers_reply(stack, new_team, bus_queue):
     team = new_team()
     mail = queue(stack, team, to=UNKNOWN_USER)
     sync(stack, team)
     item = settled(mail["id"])
     assert item.status == "failed" and item.attempts == 1
     assert item.reply.startswith("550") and "5.1.1" in item.reply
+    assert completion_of(stack, bus_queue, mail["id"])["detail-type"] == "MailFailed"
     assert dead_letters_of(stack, mail["id"]) == []  # permanent: no retries, nothing to redrive
 
 
@@ -325,7 +348,7 @@ def test_a_connection_dropped_after_the_data_leaves_the_mail_unknown_and_never_r
         }
     assert item.status == "unknown" and item.attempts == 1 and "may have been delivered" in item.error
     wait_for_messages(stack, team.mailbox.address, 1)  # Postfix had the whole message: it delivered
-    time.sleep(0.5)
+    postfix_holds_no_mail(stack)
     assert stack.mail_servers.message_count(team.mailbox.address) == 1
 
 
@@ -381,7 +404,7 @@ def test_a_replayed_idempotency_key_returns_the_first_answer_and_sends_nothing_n
     second = send_with_key(stack, team, "order-4711", body)
     assert first[0] == 200 and second == first
     wait_for_messages(stack, team.mailbox.address, 1)
-    time.sleep(0.5)
+    postfix_holds_no_mail(stack)
     assert stack.mail_servers.message_count(team.mailbox.address) == 1
 
 
@@ -402,31 +425,13 @@ def test_the_same_idempotency_key_of_two_teams_sends_both(stack, new_team):
 # ----------------------------------------------------------------------------- onComplete
 
 
-@pytest.fixture
-def bus_queue(stack):
-    """An SQS queue behind a rule on the mail bus, as a consumer of the events would set it up."""
-    sqs = stack.session.client("sqs", endpoint_url=stack.info["aws_endpoint"])
-    events = stack.session.client("events", endpoint_url=stack.info["aws_endpoint"])
-    bus = stack.info["environment"]["MAIL_EVENT_BUS"]
-    name = f"bus-{uuid.uuid4().hex[:8]}"
-    url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    pattern = {"source": ["mail-service"], "detail-type": ["MailSent", "MailFailed", "MailCancelled"]}
-    events.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps(pattern))
-    events.put_targets(Rule=name, EventBusName=bus, Targets=[{"Id": "queue", "Arn": arn}])
-    yield url
-    events.remove_targets(Rule=name, EventBusName=bus, Ids=["queue"])
-    events.delete_rule(Name=name, EventBusName=bus)
-    sqs.delete_queue(QueueUrl=url)
-
-
 def test_every_finished_mail_puts_mail_sent_or_mail_failed_on_the_bus(stack, new_team, bus_queue):
     team = new_team()
     sent = queue(stack, team)
     failed = queue(stack, team, to=UNKNOWN_USER)
     sync(stack, team)
     settled(sent["id"]), settled(failed["id"])
-    events = {event["detail"]["mail_id"]: event for event in drain(stack, bus_queue, 2)}
+    events = {mail["id"]: completion_of(stack, bus_queue, mail["id"]) for mail in (sent, failed)}
     assert events[sent["id"]]["detail-type"] == "MailSent"
     assert events[failed["id"]]["detail-type"] == "MailFailed"
     detail = events[failed["id"]]["detail"]
@@ -440,8 +445,7 @@ def test_a_direct_send_puts_mail_sent_on_the_bus(stack, new_team, bus_queue):
         stack, team, uuid.uuid4().hex, {"to": team.mailbox.address, "body_text": "x"}
     )
     assert status == 200
-    (event,) = drain(stack, bus_queue, 1)
-    assert event["detail-type"] == "MailSent" and event["detail"]["mail_id"] == answer["mail"]["id"]
+    assert completion_of(stack, bus_queue, answer["mail"]["id"])["detail-type"] == "MailSent"
 
 
 def test_a_mail_claimed_by_a_sender_that_died_is_sent_by_the_next_sync_after_the_lease(stack, new_team):

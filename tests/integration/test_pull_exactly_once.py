@@ -4,10 +4,12 @@ of time. Real Dovecot (through a fault proxy where a fault is injected) and moto
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 from email.message import EmailMessage
 
 import pytest
+from mailcore.adapters.sqs import SqsPullQueue
 from mailcore.errors import PullRunning
 from mailcore.protocols.transcript import Transcript
 from mailcore.services.dispatch import pull_queued_account
@@ -15,7 +17,7 @@ from mailcore.services.pull import pull_account
 from mailcore.storage import MailQuery
 
 from local.maildir import deliver_files
-from tests.fakes import MemoryPullQueue
+from tests.integration.conftest import queued_messages
 from tests.integration.fault_proxy import Fault, FaultProxy
 from tests.integration.test_pull import pull as pull_through_the_api
 from tests.stack import stack_directory, stack_storage, stack_tls_context
@@ -134,23 +136,26 @@ def test_a_pull_that_runs_out_of_time_stops_reports_what_remains_and_the_next_in
     deliver_files(stack.mail_servers, team.mailbox.address, sent.values())
     # Readings: the consumer's check, the lease's budget, four before messages; then too little.
     clock = itertools.chain([100.0] * 6, itertools.repeat(5.0))
-    queue = MemoryPullQueue()
+    # A queue of this test's own in the pull queue's place (the stack's is consumed by its driver).
+    sqs = stack.session.client("sqs")
+    url = sqs.create_queue(QueueName=f"out-of-time-{team.team}")["QueueUrl"]
     message = {"team": team.team, "account": team.account}
     common = {
         "directory": stack_directory(),
         "storage": stack_storage(),
-        "queue": queue,
+        "queue": SqsPullQueue(url, client=sqs),
         "tls_context": stack_tls_context(),
     }
 
     report = pull_queued_account(message, seconds_left=lambda: next(clock), **common)
     assert report is not None and (report.fetched, report.remaining) == (4, 6)
     assert stack_storage().pull_state.get(team.team, team.account)["remaining"] == 6
-    assert queue.sent == [message]  # put back for the next invocation
+    (put_back,) = [json.loads(queued["Body"]) for queued in queued_messages(stack, url)]
+    assert put_back == message  # for the next invocation
 
-    resumed = pull_queued_account(queue.sent.pop(), seconds_left=lambda: 300.0, **common)
+    resumed = pull_queued_account(put_back, seconds_left=lambda: 300.0, **common)
     assert resumed is not None and (resumed.fetched, resumed.remaining) == (6, 0)
-    assert queue.sent == []
+    assert queued_messages(stack, url) == []
     assert counts(sent, team.team) == {"sent": 10, "stored": 10, "duplicated": 0, "lost": 0}
     assert stack.mail_servers.message_count(team.mailbox.address) == 0
 

@@ -9,15 +9,17 @@ import time
 import uuid
 from email.message import EmailMessage
 
+from botocore.config import Config
+from mailcore.adapters.dynamodb import DynamoMail
 from mailcore.adapters.sqs import SqsPullQueue
 from mailcore.wiring import pull as pull_wiring
 
 from local.maildir import deliver_files
-from tests.fakes import memory_storage
-from tests.integration.conftest import bus_to_queue, call_function, claims
+from tests.integration.conftest import bus_to_queue, call_function, claims, queued_messages
 from tests.integration.fault_proxy import closed_port
 from tests.integration.test_pull import pull
 from tests.stack import replace_in_root, stack_storage
+from tests.support import wait_until
 
 STATUS = "/api/core/mail/pull/{account}/status"
 
@@ -29,18 +31,6 @@ def one_message(subject: str) -> bytes:
     message["Subject"] = subject
     message.set_content("hello")
     return message.as_bytes()
-
-
-def drain(stack, url: str) -> list[dict]:
-    sqs = stack.session.client("sqs")
-    received = []
-    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
-        received.extend(batch)
-        sqs.delete_message_batch(
-            QueueUrl=url,
-            Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(batch)],
-        )
-    return received
 
 
 def stands_in_for_the_pull_queue(stack, function_id: str, url: str, monkeypatch) -> None:
@@ -103,7 +93,7 @@ def test_the_dispatcher_enqueues_one_message_per_account_and_the_consumer_pulls_
     time.sleep(1.2)  # the list of teams is cached like the secrets
 
     answer = stack.invoke("PullDispatchFunction", {"source": "schedule"})
-    queued = drain(stack, url)
+    queued = queued_messages(stack, url)
     bodies = [json.loads(message["Body"]) for message in queued]
     assert answer["enqueued"] == len(queued)
     assert len({(b["team"], b["account"]) for b in bodies}) == len(bodies)  # one per account
@@ -131,23 +121,27 @@ def test_the_local_stack_drives_the_pull_queue_like_lambdas_event_source_mapping
         QueueUrl=stack.info["environment"]["PULL_QUEUE_URL"],
         MessageBody=json.dumps({"team": team.team, "account": team.account}),
     )
-    deadline = time.monotonic() + 20
-    while (stack_storage().pull_state.get(team.team, team.account) or {}).get("fetched") != 1:
-        assert time.monotonic() < deadline, "the queued pull did not run"
-        time.sleep(0.2)
+    wait_until(
+        lambda: (stack_storage().pull_state.get(team.team, team.account) or {}).get("fetched") == 1,
+        timeout=20,
+        interval=0.2,
+        failure="the queued pull did not run",
+    )
     assert stack.mail_servers.message_count(team.mailbox.address) == 0
 
 
 def test_a_storage_failure_makes_only_that_message_a_batch_item_failure(stack, new_team, monkeypatch):
     team = new_team()
     deliver_files(stack.mail_servers, team.mailbox.address, [one_message("storage down")])
-    broken = memory_storage()
-
-    def storage_down(*args, **kwargs):
-        raise ConnectionError("DynamoDB unreachable")
-
-    monkeypatch.setattr(broken.mail, "put_new", storage_down)
-    replace_in_root(monkeypatch, pull_wiring, storage=broken)
+    # The mail table is out of reach (its endpoint refuses connections); the rest of storage works.
+    storage = pull_wiring.root().storage
+    unreachable = stack.session.client(
+        "dynamodb",
+        endpoint_url=f"http://127.0.0.1:{closed_port()}",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=2),
+    )
+    mail_down = DynamoMail(stack.info["resources"]["MailTable"], storage.blobs, client=unreachable)
+    replace_in_root(monkeypatch, pull_wiring, storage=dataclasses.replace(storage, mail=mail_down))
     messages = [
         {
             "MessageId": str(uuid.uuid4()),
@@ -183,7 +177,6 @@ def test_the_pull_status_is_for_members_only(stack, new_team):
 
 def test_each_stored_mail_is_announced_on_the_bus_without_its_body(stack, new_team):
     team = new_team()
-    sqs = stack.session.client("sqs")
     pattern = {"detail-type": ["MailReceived"], "detail": {"team": [team.team]}}
     queue_url = bus_to_queue(stack, f"received-{team.team}", pattern)
     secret_body = "the body that must stay out of events"
@@ -199,13 +192,7 @@ def test_each_stored_mail_is_announced_on_the_bus_without_its_body(stack, new_te
     report = pull(stack, team, account=team.account)[1]["accounts"][0]
     assert report["fetched"] == 12
 
-    delivered = []
-    while batch := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
-        delivered.extend(json.loads(message["Body"]) for message in batch)
-        sqs.delete_message_batch(
-            QueueUrl=queue_url,
-            Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(batch)],
-        )
+    delivered = [json.loads(message["Body"]) for message in queued_messages(stack, queue_url)]
     assert sorted(event["detail"]["mail_id"] for event in delivered) == sorted(report["mail_ids"])
     assert {event["source"] for event in delivered} == {"mail-service"}
     assert all(

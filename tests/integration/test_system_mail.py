@@ -21,7 +21,7 @@ from mailcore import wiring
 from mailcore.services.system import SYSTEM_TEAM
 from mailcore.templates import PLACEHOLDER
 
-from tests.integration.conftest import read_mailbox, wait_for_messages
+from tests.integration.conftest import postfix_holds_no_mail, read_mailbox, wait_for_messages
 from tests.stack import stack_storage
 
 FUNCTION = "SystemMailFunction"  # direct invocation
@@ -201,7 +201,7 @@ def test_a_missing_variable_is_named_and_nothing_is_sent(stack, new_team):
     )
     assert answer["status"] == "invalid"
     assert "'message' is undefined" in answer["error"] and answer["field"] == "variables"
-    time.sleep(0.5)
+    postfix_holds_no_mail(stack)
     assert stack.mail_servers.message_count(team.mailbox.address) == 0
 
 
@@ -231,7 +231,7 @@ def test_a_recipient_gets_at_most_the_limit_of_one_template_an_hour(stack, new_t
     }
     assert stack.invoke(FUNCTION, other_template)["status"] == "sent"
     wait_for_messages(stack, team.mailbox.address, limit + 1)
-    time.sleep(0.5)
+    postfix_holds_no_mail(stack)
     assert stack.mail_servers.message_count(team.mailbox.address) == limit + 1
 
 
@@ -398,7 +398,7 @@ def test_a_queue_message_delivered_twice_sends_one_mail(stack, new_team):
     assert stack.invoke(QUEUE_FUNCTION, event) == {"batchItemFailures": []}
     assert stack.invoke(QUEUE_FUNCTION, event) == {"batchItemFailures": []}  # SQS delivers at least once
     wait_for_messages(stack, team.mailbox.address, 1)
-    time.sleep(0.5)
+    postfix_holds_no_mail(stack)
     assert stack.mail_servers.message_count(team.mailbox.address) == 1
 
 
@@ -408,5 +408,5 @@ def test_an_event_delivered_twice_sends_one_mail(stack, new_team):
     assert stack.invoke(EVENTS_FUNCTION, event) == {"status": "sent"}
     assert stack.invoke(EVENTS_FUNCTION, event) == {"status": "sent"}  # EventBridge delivers at least once
     wait_for_messages(stack, team.mailbox.address, 1)
-    time.sleep(0.5)
+    postfix_holds_no_mail(stack)
     assert stack.mail_servers.message_count(team.mailbox.address) == 1

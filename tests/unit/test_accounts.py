@@ -5,6 +5,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,11 +45,11 @@ def passing_check(team: str, name: str, account: Any) -> dict[str, Any]:
     return {"ok": True, "pop3": {"ok": True}, "smtp": {"ok": True}}
 
 
-def make_accounts(checker=passing_check, secrets=None) -> tuple[Accounts, MemoryPublisher]:
+def make_accounts(checker=passing_check, secrets=None, revisions=None) -> tuple[Accounts, MemoryPublisher]:
     events = MemoryPublisher()
     accounts = Accounts(
         secrets=secrets or MemoryTeamSecrets({"sales": {"type": "mail", "accounts": {"support": ACCOUNT}}}),
-        revisions=MemoryAccountRevisions(),
+        revisions=revisions or MemoryAccountRevisions(),
         storage=memory_storage(),
         events=events,
         checker=checker,
@@ -223,24 +224,55 @@ def test_changed_fields_name_nested_fields():
     assert changed_fields(before, after) == ["leave_on_server", "mail_password", "smtp.port"]
 
 
-class SlowReads(MemoryTeamSecrets):
-    """Every read waits until two reads have happened (or a moment passed): both writers would
-    read the secret before either writes it, if nothing kept them apart."""
+class RefusalsSeen(MemoryAccountRevisions):
+    """The writer lease, telling when it refused a writer (another one held it)."""
 
-    def __init__(self, secrets: dict[str, Any]) -> None:
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused = threading.Event()
+
+    def acquire(self, team: str, holder: str, seconds: float) -> bool:
+        taken = super().acquire(team, holder, seconds)
+        if not taken:
+            self.refused.set()
+        return taken
+
+
+class ReadsInStep(MemoryTeamSecrets):
+    """Holds each writer's n-th read until the other writer has made its n-th read too, or the
+    lease has refused a writer: without anything keeping them apart, both writers hold the same
+    copy of the secret before either writes it. Neither within 10 s: the race did not happen, and
+    the read fails (so the test cannot pass without it)."""
+
+    def __init__(self, secrets: dict[str, Any], lease: RefusalsSeen, writers: int = 2) -> None:
         super().__init__(secrets)
-        self.readers = threading.Barrier(2, timeout=0.5)
+        self.lease, self.writers = lease, writers
+        self.reads: dict[int, int] = {}
+        self.step = threading.Condition()
 
     def read(self, team: str) -> dict[str, Any] | None:
         value = super().read(team)
-        with contextlib.suppress(threading.BrokenBarrierError):
-            self.readers.wait()
+        me = threading.get_ident()
+        with self.step:
+            if me not in self.reads and len(self.reads) == self.writers:
+                return value  # not a writer (the test reading what was written)
+            self.reads[me] = mine = self.reads.get(me, 0) + 1
+            self.step.notify_all()
+            deadline = time.monotonic() + 10
+            while not (met := self._met(mine)) and time.monotonic() < deadline:
+                self.step.wait(0.02)  # a refusal notifies no one: look again now and then
+        assert met, f"the writers never met: reads {self.reads}, no writer refused the lease"
         return value
+
+    def _met(self, mine: int) -> bool:
+        each_read = len(self.reads) == self.writers and min(self.reads.values()) >= mine
+        return each_read or self.lease.refused.is_set()
 
 
 def test_two_changes_at_the_same_time_both_survive():
-    secrets = SlowReads({"sales": {"type": "mail", "accounts": {}}})
-    accounts, _ = make_accounts(secrets=secrets)
+    lease = RefusalsSeen()
+    secrets = ReadsInStep({"sales": {"type": "mail", "accounts": {}}}, lease)
+    accounts, _ = make_accounts(secrets=secrets, revisions=lease)
     errors: list[BaseException] = []
 
     def create(name: str) -> None:
@@ -256,6 +288,7 @@ def test_two_changes_at_the_same_time_both_survive():
         thread.join(30)
     assert errors == []
     assert sorted(secrets.read("sales")["accounts"]) == ["first", "second"]  # type: ignore[index]
+    assert lease.refused.is_set()  # the second writer came while the first held the lease
 
 
 def outgoing(account: str, status: str, error: str | None, age: timedelta) -> Mail:

@@ -2,7 +2,6 @@
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import boto3
@@ -11,6 +10,7 @@ import pytest
 from local.aws import create_resources, start_moto_server
 from local.event_sources import EventSources, matches_filters
 from local.template import Template
+from tests.support import wait_until
 
 TEMPLATE = """
 Transform: AWS::Serverless-2016-10-31
@@ -106,14 +106,6 @@ class Recorder:
             return found
 
 
-def wait_until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     server, endpoint = start_moto_server()
@@ -179,14 +171,18 @@ def test_stream_records_are_filtered_by_the_filter_criteria(world):
     dynamodb = client(session, "dynamodb")
     dynamodb.put_item(TableName=names["Items"], Item={"id": {"S": "a"}, "status": {"S": "sent"}})
     dynamodb.put_item(TableName=names["Items"], Item={"id": {"S": "b"}, "status": {"S": "queued"}})
+    # The shard hands its records over in order: once "b" came, "a" (written before it) was passed.
     wait_until(lambda: any(r["dynamodb"]["Keys"]["id"]["S"] == "b" for r in recorder.bodies("aws:dynamodb")))
-    time.sleep(0.5)
     assert not any(r["dynamodb"]["Keys"]["id"]["S"] == "a" for r in recorder.bodies("aws:dynamodb"))
 
 
 def test_events_matching_the_rule_reach_the_function(world):
     session, _, recorder, _ = world
     events = client(session, "events")
+    # "Other" goes first: once "Ping", behind it on the rule's queue, came, "Other" was passed.
+    events.put_events(
+        Entries=[{"Source": "app", "DetailType": "Other", "Detail": "{}", "EventBusName": "unit-bus"}]
+    )
     events.put_events(
         Entries=[
             {
@@ -197,11 +193,7 @@ def test_events_matching_the_rule_reach_the_function(world):
             }
         ]
     )
-    events.put_events(
-        Entries=[{"Source": "app", "DetailType": "Other", "Detail": "{}", "EventBusName": "unit-bus"}]
-    )
     wait_until(lambda: any(e["detail-type"] == "Ping" for e in recorder.bodies("events")))
-    time.sleep(0.5)
     assert not any(e["detail-type"] == "Other" for e in recorder.bodies("events"))
 
 

@@ -6,26 +6,15 @@ import pytest
 from mailcore.errors import AccountNotFound, AmbiguousAccount, NotAMember, TeamConfigInvalid
 from mailcore.teams import Caller, TeamDirectory, caller_from_claims
 
-from tests.fakes import MemorySecrets
+from tests.fakes import memory_directory
 from tests.support import account_config, call_api, claims, handler, load_function
 
 ACCOUNT = account_config(mail_password="pw-of-support")
 
 
-class FakeDirectory(TeamDirectory):
-    def __init__(self, teams: dict[str, Any]) -> None:
-        super().__init__(
-            "teams/", MemorySecrets({f"teams/{k}": v for k, v in teams.items()}), list_max_age=60
-        )
-        self.names = sorted(teams)
-
-    def all_teams(self) -> list[str]:
-        return self.names
-
-
 @pytest.fixture
-def directory() -> FakeDirectory:
-    return FakeDirectory(
+def directory() -> TeamDirectory:
+    return memory_directory(
         {
             "sales": {"type": "mail", "accounts": {"support": ACCOUNT, "offers": ACCOUNT}},
             "service": {"type": "mail", "accounts": {"support": ACCOUNT}},
@@ -71,7 +60,7 @@ def test_a_group_without_a_secret_is_a_team_without_accounts(directory):
 
 
 def test_an_invalid_team_secret_names_the_problem_but_never_the_password():
-    directory = FakeDirectory({"ops": {"type": "mail", "accounts": {"x": {**ACCOUNT, "smtp": "nope"}}}})
+    directory = memory_directory({"ops": {"type": "mail", "accounts": {"x": {**ACCOUNT, "smtp": "nope"}}}})
     with pytest.raises(TeamConfigInvalid) as caught:
         directory.team("ops")
     assert "accounts.x.smtp" in caught.value.message
@@ -80,7 +69,6 @@ def test_an_invalid_team_secret_names_the_problem_but_never_the_password():
 
 def test_a_broken_secret_of_another_team_does_not_break_resolving(directory):
     directory.secrets.secrets["teams/broken"] = {"type": "mail", "accounts": {"x": {"mail_from": 1}}}
-    directory.names.append("broken")
     with pytest.raises(AccountNotFound):
         directory.resolve_account(caller("sales"), "nobody")
 
