@@ -140,7 +140,6 @@ def test_a_snapstart_init_loads_the_clients_data_into_the_snapshot_but_makes_no_
     send_environment, monkeypatch
 ):
     from botocore.loaders import JSONFileLoader
-
     from mailcore.adapters.base import aws_client
 
     monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", "snap-start")
