@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import pytest
 from mailcore.errors import NotAMember
-from mailcore.ids import keyed_mail_id
+from mailcore.ids import keyed_mail_id, new_id
 from mailcore.models import Mail, MailStatus, SendRequest
 from mailcore.protocols.transcript import Transcript
 from mailcore.services.files import team_mail
@@ -69,6 +69,7 @@ def test_the_id_of_a_keyed_mail_is_the_same_for_the_same_request_and_differs_for
         keyed_mail_id("t", "des", "kalice", "order-4711", 20_000),
     }
     assert same not in others and len(others) == 6
+    assert len(same) == len(new_id())  # its Message-ID is as long as any other's
 
 
 def test_a_keyed_send_after_one_that_died_mid_send_answers_its_mail_and_sends_nothing():
