@@ -18,11 +18,11 @@ from mailcore.ids import keyed_mail_id, new_id
 from mailcore.models import Mail, MailStatus, SendRequest
 from mailcore.protocols.transcript import Transcript
 from mailcore.services.files import team_mail
-from mailcore.services.send import EarlierAttempt, KeyReused, RequestKey
+from mailcore.services.send import EarlierAttempt, KeyReused, MailSendFailed, RequestKey
 from mailcore.storage import MailQuery
 from mailcore.teams import Caller
 
-from tests.unit.test_deferred_delivery import Harness, ScriptedServer
+from tests.unit.test_deferred_delivery import REFUSED, Harness, ScriptedServer
 from tests.unit.test_stuck_sending import FUNCTION_TIME_LEFT, HOLD, Direct
 
 ONCE = RequestKey(caller="alice", key="order-4711", digest="digest-of-the-request")
@@ -209,3 +209,15 @@ def test_a_send_without_a_key_gets_a_new_id_every_time():
     request = SendRequest(to="x@example.test", body_text="now")
     sent = [direct.send(harness.target, request, transcript=Transcript()) for _ in range(2)]
     assert sent[0].id != sent[1].id and len(harness.server.delivered) == 2
+
+
+def test_a_keyed_send_whose_earlier_run_failed_without_a_kept_answer_names_the_failure_and_sends_nothing():
+    """Powertools keeps no answer when the first run ended in an unexpected error (it deletes
+    its record): the repeat still finds the mail."""
+    harness = Harness(ScriptedServer(REFUSED))
+    with pytest.raises(MailSendFailed):
+        keyed_send(harness)
+    with pytest.raises(EarlierAttempt) as answer:
+        keyed_send(harness)
+    assert answer.value.mail.status == MailStatus.FAILED and "now `failed`" in answer.value.message
+    assert harness.server.delivered == [] and len(stored_mails(harness)) == 1

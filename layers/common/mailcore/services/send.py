@@ -94,19 +94,16 @@ class EarlierAttempt(Conflict, code="earlier_attempt"):
     def __init__(self, mail: Mail) -> None:
         retry = f"POST /api/core/mail/{mail.id}/retry"
         if mail.status in (MailStatus.SENDING, MailStatus.UNKNOWN):
-            when = (
-                "is `unknown`"
-                if mail.status == MailStatus.UNKNOWN
-                else "becomes `unknown` when its hold ends"
-            )
+            held = mail.lease_until.isoformat() if mail.lease_until else "its hold ends"
+            when = "is `unknown`" if mail.status == MailStatus.UNKNOWN else f"becomes `unknown` after {held}"
             message = (
                 f"an earlier request with this Idempotency-Key stopped while sending mail {mail.id}: it may"
-                f" have been delivered, so it is not sent again; it {when} (lease_until), then {retry}"
-                " if you know it did not arrive (same Message-ID)"
+                f" have been delivered, so it is not sent again; it {when}, then {retry} if you know it"
+                " did not arrive (same Message-ID)"
             )
         else:
             message = (
-                f"an earlier request with this Idempotency-Key made mail {mail.id}, now `{mail.status.value}`:"
+                f"an earlier request with this Idempotency-Key made mail {mail.id}, now `{MailStatus(mail.status).value}`:"
                 f" it is not sent again for this key; read it, and {retry} if it failed"
             )
         super().__init__(message, field="Idempotency-Key")
