@@ -30,7 +30,7 @@ from mailcore.api import (
     service_error_body,
 )
 from mailcore.models import ID_PATTERN, QueueRequest, SendRequest
-from mailcore.services.send import MailSendFailed
+from mailcore.services.send import KEY_WINDOW, KeyReused, MailSendFailed, RequestKey
 from mailcore.teams import ResolvedAccount
 from mailcore.telemetry import log_metrics
 from mailcore.wiring import send as wiring
@@ -40,7 +40,7 @@ logger = Logger()
 wiring.root()
 app = make_resolver()
 
-IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600
+IDEMPOTENCY_WINDOW_SECONDS = int(KEY_WINDOW.total_seconds())
 MAY_ARRIVE_TWICE = (
     "the first attempt may have been delivered (its connection dropped after the message"
     " was sent): the recipient may get this mail twice, with the same Message-ID"
@@ -52,15 +52,17 @@ IdempotencyKey = Annotated[
         alias="Idempotency-Key",
         min_length=1,
         max_length=255,
-        description="the same key within 24 h answers the first send's outcome instead of sending again",
+        description=(
+            "the same key within 24 h answers the first send's outcome instead of sending again;"
+            " when the first send was interrupted, a 409 (earlier_attempt) with its mail: never sent twice"
+        ),
     ),
 ]
 
 
 @app.exception_handler(IdempotencyValidationError)
 def _key_reused(_: IdempotencyValidationError) -> Response[str]:
-    message = "this Idempotency-Key was used for a different request; use a new key"
-    return json_response(422, error_body("idempotency_key_reused", message, "Idempotency-Key"))
+    return json_response(422, service_error_body(KeyReused()))
 
 
 @app.exception_handler(IdempotencyAlreadyInProgressError)
@@ -71,7 +73,9 @@ def _key_in_progress(_: IdempotencyAlreadyInProgressError) -> Response[str]:
 
 def _send(*, request: dict[str, Any], target: ResolvedAccount, debug: bool) -> dict[str, Any]:
     """The answer (status and body) to a send; a failed send is an answer too, so a replayed
-    Idempotency-Key gets it back instead of sending again."""
+    Idempotency-Key gets it back instead of sending again. A keyed request's mail has an id derived
+    from the key: a run after one that died answers that mail (services/send.py, earlier_answer)."""
+    once = RequestKey(request["caller"], request["key"], request["digest"]) if "key" in request else None
     with debug_transcript(debug) as transcript:
         try:
             mail = wiring.root().send_now(
@@ -79,6 +83,7 @@ def _send(*, request: dict[str, Any], target: ResolvedAccount, debug: bool) -> d
                 SendRequest.model_validate(request["body"]),
                 transcript,
                 time_left=app.lambda_context.get_remaining_time_in_millis() / 1000,
+                once=once,
             )
         except MailSendFailed as failure:  # MailDeferred too: 202, the outbox tries it again
             if debug:

@@ -19,21 +19,26 @@ from tests.integration.test_outbox import call, proxied_team, proxy_to_postfix, 
 from tests.stack import stack_storage
 
 
-def killed_while_sending(stack, team, proxy: FaultProxy) -> str:
+def killed_mail(team) -> dict[str, str]:
+    """The request body killed_while_sending sends."""
+    return {"to": team.mailbox.address, "subject": "Killed mid-send", "body_text": "hello"}
+
+
+def killed_while_sending(stack, team, proxy: FaultProxy, headers: dict[str, str] | None = None) -> str:
     """Sends a mail through the direct API in a worker process, kills the process while the
     server waits for the message (its DATA command held by the proxy); answers the mail's id."""
     failures: list[BaseException] = []
 
     def send() -> None:
         try:
-            body = {"to": team.mailbox.address, "subject": "Killed mid-send", "body_text": "hello"}
             call(
                 stack,
                 "POST",
                 "/api/core/mail/send/{account}",
                 team=team,
                 params={"account": team.account},
-                body=body,
+                body=killed_mail(team),
+                headers=headers,
             )
         except BaseException as error:  # the killed environment's report
             failures.append(error)

@@ -584,6 +584,9 @@ class Mail(BaseModel):
     # Outgoing and `sending`: when the hold of the sender (an outbox run's lease, or a direct
     # send's function deadline and a margin) ends; after it the outbox's sync takes the mail over.
     lease_until: datetime | None = None
+    # Outgoing, sent with an Idempotency-Key: the hash of that request (never secret: the body's
+    # hash), so the same key with another request is refused after the first run died.
+    request_digest: str | None = None
     # Outgoing: the recipients reported undeliverable (or delayed) by bounces; incoming bounce:
     # what it reports, and `bounce_of` the outgoing mail it reports on (mailcore/bounces.py).
     bounces: list[dict[str, Any]] = Field(default_factory=list)
@@ -604,7 +607,7 @@ class Mail(BaseModel):
 
     def public(self) -> dict[str, Any]:
         """The mail as the API answers it: JSON types, no storage internals."""
-        return self.model_dump(mode="json", by_alias=True, exclude={"raw_key"})
+        return self.model_dump(mode="json", by_alias=True, exclude={"raw_key", "request_digest"})
 
 
 class StoredFile(BaseModel):

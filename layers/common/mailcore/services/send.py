@@ -13,11 +13,11 @@ import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import policy
 
-from mailcore.errors import InvalidInput, MailServerError, NotFound
-from mailcore.ids import new_id
+from mailcore.errors import Conflict, InvalidInput, MailServerError, MailServiceError, NotFound
+from mailcore.ids import keyed_mail_id, new_id
 from mailcore.limits import AccountLimiter
 from mailcore.mime.build import OutgoingAttachment, build_message, new_message_id
 from mailcore.models import Direction, Mail, MailStatus, SendRequest, StoredFile, header_safe
@@ -36,6 +36,8 @@ from mailcore.teams import ResolvedAccount
 _REPLY_PREFIX = re.compile(r"^\s*(re|aw|sv|antw)\s*(\[\d+\])?\s*:", re.IGNORECASE)
 # References keeps the thread's first id and the latest ones; mail clients cut long chains too.
 _MAX_REFERENCES = 20
+# How long an Idempotency-Key names one mail (Powertools keeps the answer as long).
+KEY_WINDOW = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,55 @@ class MailSendFailed(MailServerError):
 class MailDeferred(MailSendFailed, status=202, code="mail_deferred"):
     """The server failed the mail temporarily: it is stored `deferred` and the outbox tries it
     again (services/retry.py). Answered 202 with the mail, the reason and the diagnosis."""
+
+
+@dataclass(frozen=True)
+class RequestKey:
+    """A caller's Idempotency-Key for one direct send: with the caller and the account it names
+    one mail (ids.keyed_mail_id); `digest` is the request's hash, stored with the mail."""
+
+    caller: str
+    key: str
+    digest: str
+
+
+class KeyReused(MailServiceError, status=422, code="idempotency_key_reused"):
+    def __init__(self) -> None:
+        message = "this Idempotency-Key was used for a different request; use a new key"
+        super().__init__(message, field="Idempotency-Key")
+
+
+class EarlierAttempt(Conflict, code="earlier_attempt"):
+    """An earlier run of the same keyed request stored its mail and did not answer it as sent (it
+    died, or its answer was lost): what is known of the mail, never a second send."""
+
+    def __init__(self, mail: Mail) -> None:
+        retry = f"POST /api/core/mail/{mail.id}/retry"
+        if mail.status in (MailStatus.SENDING, MailStatus.UNKNOWN):
+            held = mail.lease_until.isoformat() if mail.lease_until else "its hold ends"
+            when = "is `unknown`" if mail.status == MailStatus.UNKNOWN else f"becomes `unknown` after {held}"
+            message = (
+                f"an earlier request with this Idempotency-Key stopped while sending mail {mail.id}: it may"
+                f" have been delivered, so it is not sent again; it {when}, then {retry} if you know it"
+                " did not arrive (same Message-ID)"
+            )
+        else:
+            message = (
+                f"an earlier request with this Idempotency-Key made mail {mail.id}, now `{MailStatus(mail.status).value}`:"
+                f" it is not sent again for this key; read it, and {retry} if it failed"
+            )
+        super().__init__(message, field="Idempotency-Key")
+        self.mail = mail
+
+
+def earlier_answer(mail: Mail, target: ResolvedAccount | SystemSender, once: RequestKey) -> Mail:
+    """The answer to a keyed request whose mail an earlier run stored: the mail when it went out,
+    else EarlierAttempt (409); another request under the same key is refused (422)."""
+    if mail.request_digest != once.digest or (mail.team, mail.account) != (target.team, target.name):
+        raise KeyReused()
+    if mail.status in (MailStatus.SENT, MailStatus.BOUNCED):
+        return mail
+    raise EarlierAttempt(mail)
 
 
 def team_files(team: str, file_ids: list[str], storage: Storage) -> list[StoredFile]:
@@ -146,9 +197,11 @@ def compose(
     storage: Storage,
     status: MailStatus,
     now: datetime | None = None,
+    mail_id: str | None = None,
 ) -> Mail:
     """The `mail_set` step: a validated, normalised mail with its raw message stored, not yet
-    the item (the caller stores it with `status`)."""
+    the item (the caller stores it with `status`). `mail_id`: a derived id (a keyed send), else
+    a new one."""
     if missing := request.missing():
         raise InvalidInput(missing[1], field=missing[0])
     account = target.config
@@ -164,7 +217,10 @@ def compose(
                 chain if len(chain) <= _MAX_REFERENCES else [chain[0], *chain[-_MAX_REFERENCES + 1 :]]
             )
     date = now or datetime.now(UTC)
-    mail_id = new_id()
+    # Two runs of one keyed request may compose the same derived id: each writes its own raw
+    # object, so the run whose item is not stored (put_new) cannot overwrite the other's message.
+    raw_name = f"{mail_id}.{new_id()}" if mail_id else None
+    mail_id = mail_id or new_id()
     mail = Mail(
         id=mail_id,
         team=target.team,
@@ -185,7 +241,7 @@ def compose(
         body_html=request.body_html or "",
         attachments=request.attachments,
         created_at=date,
-        raw_key=raw_key(target.team, target.name, mail_id),
+        raw_key=raw_key(target.team, target.name, raw_name or mail_id),
     )
     raw = render(mail, storage, auto_generated=isinstance(target, SystemSender))
     assert mail.raw_key is not None
@@ -230,15 +286,26 @@ class DirectSend:
         transcript: Transcript,
         stored_as: SendRequest | None = None,
         time_left: float | None = None,
+        once: RequestKey | None = None,
     ) -> Mail:
         """Builds, stores and sends one mail; answers it stored `sent`. `stored_as`, when given,
         is what storage keeps (item and raw object) in place of `request`: the same mail with its
         secrets replaced (system mail), while `request` is what goes out. `time_left`: the
-        seconds the function has before it is stopped (its hold ends then, and a margin)."""
+        seconds the function has before it is stopped (its hold ends then, and a margin).
+        `once`: the caller's Idempotency-Key; the mail an earlier run of the same request stored
+        is answered (earlier_answer), never sent again."""
         if missing := request.missing():
             raise InvalidInput(missing[1], field=missing[0])
+        mail_id = None
+        if once is not None:
+            earlier, mail_id = self._earlier(target, once)
+            if earlier is not None:
+                return earlier_answer(earlier, target, once)
         with self._within_limits(target):
-            mail, raw = self._store(target, request, stored_as, time_left)
+            mail, raw = self._store(target, request, stored_as, time_left, mail_id, once)
+            if raw is None:  # a run of the same keyed request stored it first (only derived ids meet)
+                assert once is not None
+                return earlier_answer(mail, target, once)
             attempts = Attempts(self.policy, WHILE_THE_CALLER_WAITS, self.clock, self.sleep, transcript)
             config = target.config if isinstance(target, ResolvedAccount) else None
             send = self._sender(target, transcript)
@@ -262,21 +329,44 @@ class DirectSend:
         with self.limiter.connection(target):
             yield
 
+    def _earlier(self, target: ResolvedAccount | SystemSender, once: RequestKey) -> tuple[Mail | None, str]:
+        """The mail an earlier run of this keyed request stored within the key's window (today's
+        id or yesterday's), and the id a new mail of it gets (today's)."""
+        now = self.clock()
+        today = int(now.timestamp() // KEY_WINDOW.total_seconds())
+        ids = [
+            keyed_mail_id(target.team, target.name, once.caller, once.key, day) for day in (today, today - 1)
+        ]
+        for mail_id in ids:
+            found = self.storage.mail.get(mail_id)
+            if found is not None and found.created_at > now - KEY_WINDOW:
+                return found, ids[0]
+        return None, ids[0]
+
     def _store(
         self,
         target: ResolvedAccount | SystemSender,
         request: SendRequest,
         stored_as: SendRequest | None,
         time_left: float | None,
-    ) -> tuple[Mail, bytes]:
+        mail_id: str | None = None,
+        once: RequestKey | None = None,
+    ) -> tuple[Mail, bytes | None]:
         """The mail stored `sending` and held (composed from `stored_as` when given), and the
-        bytes that go out."""
+        bytes that go out; no bytes, and the mail as stored, when its (derived) id was taken."""
         now = self.clock()
-        mail = compose(target, stored_as or request, storage=self.storage, status=MailStatus.SENDING, now=now)
+        mail = compose(
+            target,
+            stored_as or request,
+            storage=self.storage,
+            status=MailStatus.SENDING,
+            now=now,
+            mail_id=mail_id,
+        )
         # Written with the item, before the first SMTP byte: from here on the message may go
         # out, so the sync that takes over a send that died records `unknown` (never sends it).
         hold = {"lease_until": direct_hold_until(now, time_left), "attempt_started_at": now}
-        mail = mail.model_copy(update=hold)
+        mail = mail.model_copy(update={**hold, "request_digest": once.digest if once else None})
         system = isinstance(target, SystemSender)
         if stored_as is None:
             assert mail.raw_key is not None
@@ -288,7 +378,16 @@ class DirectSend:
                 "body_html": request.body_html or "",
             }
             raw = render(mail.model_copy(update=sent), self.storage, auto_generated=system)
-        self.storage.mail.put_new(mail)
+        # attribute_not_exists(id): of two runs of one keyed request that both found no mail
+        # (Powertools lets a second run in once the first's in-progress record expired with its
+        # function's deadline), only one stores the mail and sends it; the other answers it.
+        if not self.storage.mail.put_new(mail):
+            earlier = self.storage.mail.get(mail.id)
+            if earlier is not None:
+                return earlier, None
+            raise Conflict(
+                f"mail {mail.id} was stored and removed while this request ran", field="Idempotency-Key"
+            )
         return mail, raw
 
     def _sender(self, target: ResolvedAccount | SystemSender, transcript: Transcript) -> SendOnce:

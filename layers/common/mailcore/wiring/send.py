@@ -12,7 +12,7 @@ from mailcore.protocols.transcript import Transcript
 from mailcore.services.delivery import Completions
 from mailcore.services.files import team_mail
 from mailcore.services.outbox import Retried, cancel, queue_mail, retry
-from mailcore.services.send import DirectSend
+from mailcore.services.send import DirectSend, RequestKey
 from mailcore.settings import SendSettings, read
 from mailcore.teams import Caller, ResolvedAccount
 from mailcore.wiring import process_root
@@ -33,10 +33,12 @@ class SendRoot(OutboxRoot):
         transcript: Transcript,
         *,
         time_left: float | None = None,
+        once: RequestKey | None = None,
     ) -> Mail:
         """Builds, stores and sends one mail (raises MailSendFailed, MailDeferred: services/send.py);
-        `time_left`: the seconds before the function is stopped (the end of the mail's hold)."""
-        return self.direct_send().send(target, request, transcript=transcript, time_left=time_left)
+        `time_left`: the seconds before the function is stopped (the end of the mail's hold);
+        `once`: the caller's Idempotency-Key (an earlier run's mail is answered, not sent again)."""
+        return self.direct_send().send(target, request, transcript=transcript, time_left=time_left, once=once)
 
     def direct_send(self) -> DirectSend:
         """Sending one mail now: the outbox's delivery without a claim (services/send.py)."""
