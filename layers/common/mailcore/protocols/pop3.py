@@ -9,11 +9,12 @@ import contextlib
 import poplib
 import socket
 import tempfile
-from typing import IO, Any
+from typing import IO, Any, BinaryIO, cast
 
 from mailcore.models import MailAccount, Pop3AuthForm, Security
 from mailcore.oauth2 import describe_sasl_error, xoauth2_base64
 from mailcore.protocols import reach
+from mailcore.protocols.deadline import Deadline, bound, reader, send_all
 from mailcore.protocols.diagnose import pop3_failure
 from mailcore.protocols.session import AccountSession
 from mailcore.protocols.transcript import REDACTED, Transcript
@@ -25,9 +26,15 @@ READ_BLOCK = 256 * 1024
 
 
 class _Recording:
+    """poplib, recording, with every read and write under the session's deadline
+    (protocols/deadline.py): a server that drips a message or a listing a byte at a time is cut off."""
+
     transcript: Transcript
     _continuation = False
     source_address: tuple[str, int] | None = None
+    file: BinaryIO
+    sock: socket.socket
+    _bounded_file: BinaryIO | None = None
 
     def __init__(
         self,
@@ -36,20 +43,36 @@ class _Recording:
         port: int,
         timeout: float,
         source_address: tuple[str, int] | None = None,
+        deadline: Deadline | None = None,
         **options: Any,
     ) -> None:
         self.transcript = transcript
         self.source_address = source_address
+        self.deadline = deadline or Deadline.never()
+        self.per_operation = timeout
         super().__init__(host, port, timeout=timeout, **options)  # type: ignore[call-arg]
 
     def _create_socket(self, timeout: float) -> socket.socket:
         # Through protocols/reach.py; poplib cannot bind the client's address either, which the
         # check tool (and its tests) can ask for.
         host, port = self.host, self.port  # type: ignore[attr-defined]
-        sock = reach.connect(host, port, timeout, self.source_address)
+        sock = reach.connect(host, port, timeout, self.source_address, self.deadline)
         if isinstance(self, poplib.POP3_SSL):
+            bound(sock, self.deadline, timeout)  # the TLS handshake's time as a whole
             sock = self.context.wrap_socket(sock, server_hostname=host)  # type: ignore[attr-defined]
         return sock
+
+    def _getline(self) -> tuple[bytes, int]:
+        if self.file is not self._bounded_file:
+            # poplib's own (made at the connect and after STLS) gives way to a bounded one; the
+            # TLS handshake of STLS had the timeout the last read set, cut to the deadline too.
+            self.file.close()
+            bounded = reader(self.sock, self.deadline, self.per_operation)
+            self.file = self._bounded_file = cast(BinaryIO, bounded)
+        return super()._getline()  # type: ignore[misc]
+
+    def _putline(self, line: bytes) -> None:
+        send_all(self.sock, line + b"\r\n", self.deadline, self.per_operation)
 
     def _putcmd(self, line: str) -> None:
         if "\r" in line or "\n" in line:
@@ -109,7 +132,7 @@ class Pop3Session(AccountSession[MailAccount]):
 
     def _fail(self, error: BaseException) -> Exception:
         failure = pop3_failure(
-            error,
+            self.out_of_time(error),
             self.account.pop3,
             username=self.account.pop3_login,
             oauth2=bool(self.access_token),
@@ -149,11 +172,12 @@ class Pop3Session(AccountSession[MailAccount]):
                     endpoint.port,
                     timeout,
                     self.source_address,
+                    self.deadline,
                     context=self.tls_context,
                 )
             else:
                 pop = RecordingPOP3(
-                    self.transcript, endpoint.host, endpoint.port, timeout, self.source_address
+                    self.transcript, endpoint.host, endpoint.port, timeout, self.source_address, self.deadline
                 )
             if endpoint.security is Security.STARTTLS:
                 pop.stls(context=self.tls_context)
