@@ -71,7 +71,12 @@ def _send(*, request: dict[str, Any], target: ResolvedAccount, debug: bool) -> d
     Idempotency-Key gets it back instead of sending again."""
     with debug_transcript(debug) as transcript:
         try:
-            mail = wiring.root().send_now(target, SendRequest.model_validate(request["body"]), transcript)
+            mail = wiring.root().send_now(
+                target,
+                SendRequest.model_validate(request["body"]),
+                transcript,
+                seconds_left=lambda: seconds_left_for_caller(app),
+            )
         except MailSendFailed as failure:  # MailDeferred too: 202, the outbox tries it again
             if debug:
                 failure.debug = transcript.lines

@@ -12,6 +12,7 @@ import io
 import math
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # A message goes out in slices, so that a server reading slowly meets the deadline between two
@@ -38,6 +39,12 @@ class Deadline:
     @classmethod
     def never(cls) -> Deadline:
         return cls(math.inf, math.inf)
+
+    @classmethod
+    def ahead_of(cls, seconds_left: Callable[[], float] | None, margin: float) -> Deadline:
+        """`margin` seconds before the caller's time runs out (what it needs after the
+        conversation: storing, recording, answering); never, when the caller has no limit."""
+        return cls.never() if seconds_left is None else cls.after(seconds_left() - margin)
 
     def left(self) -> float:
         return self.at - time.monotonic()

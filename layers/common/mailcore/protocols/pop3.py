@@ -192,16 +192,23 @@ class Pop3Session(AccountSession[MailAccount]):
             raise self._fail(error) from None
         self._pop = pop
 
+    def stat(self) -> tuple[int, int]:
+        """(message count, mailbox size in bytes)."""
+        try:
+            return self.pop.stat()
+        except Exception as error:  # an answer without the numbers too (IndexError, ValueError)
+            raise self._fail(error) from None
+
     def listing(self) -> list[tuple[int, str]]:
         """(message number, UIDL) of every message in the mailbox, in server order."""
         try:
             _, lines, _ = self.pop.uidl()
+            listing = []
+            for line in lines:
+                number, _, uidl = line.decode("ascii", "replace").partition(" ")
+                listing.append((int(number), uidl.strip()))  # a number that is none: ValueError
         except Exception as error:
             raise self._fail(error) from None
-        listing = []
-        for line in lines:
-            number, _, uidl = line.decode("ascii", "replace").partition(" ")
-            listing.append((int(number), uidl.strip()))
         return listing
 
     def retrieve(self, number: int) -> bytes:

@@ -454,8 +454,7 @@ def _pop3_opener(
     def opened(target: ResolvedAccount) -> Pop3Session:
         # The session (its token request included) ends in time to store what it fetched, record
         # the pull and answer: a server dripping a message or a listing is cut off there.
-        budget = min(seconds_left(), MAX_PULL_SECONDS) if seconds_left is not None else MAX_PULL_SECONDS
-        deadline = Deadline.after(budget - WRITE_MARGIN_SECONDS)
+        deadline = Deadline.ahead_of(seconds_left, WRITE_MARGIN_SECONDS).earlier(MAX_PULL_SECONDS)
         return open_session(
             target,
             lambda token: Pop3Session(

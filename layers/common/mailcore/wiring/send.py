@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -25,13 +26,21 @@ if TYPE_CHECKING:
 class SendRoot(OutboxRoot):
     idempotency_table: str = ""
 
-    def send_now(self, target: ResolvedAccount, request: SendRequest, transcript: Transcript) -> Mail:
-        """Builds, stores and sends one mail (raises MailSendFailed, MailDeferred: services/send.py)."""
-        return self.direct_send().send(target, request, transcript=transcript)
+    def send_now(
+        self,
+        target: ResolvedAccount,
+        request: SendRequest,
+        transcript: Transcript,
+        seconds_left: Callable[[], float] | None = None,
+    ) -> Mail:
+        """Builds, stores and sends one mail (raises MailSendFailed, MailDeferred: services/send.py)
+        within the caller's `seconds_left`."""
+        return self.direct_send(seconds_left).send(target, request, transcript=transcript)
 
-    def direct_send(self) -> DirectSend:
+    def direct_send(self, seconds_left: Callable[[], float] | None = None) -> DirectSend:
         """Sending one mail now: the outbox's delivery without a claim (services/send.py)."""
         return DirectSend(
+            seconds_left=seconds_left,
             storage=self.storage,
             tls_context=self.tls_context(),
             tokens=self.tokens,

@@ -1,7 +1,8 @@
-"""A hostile or broken server cannot hold a function past its time (protocols/deadline.py): the
-connect over every address of a host, an SMTP or POP3 session and an OAuth2 token request each end
-by one deadline, however slowly the server drips its answers. Against scripted servers on loopback
-that answer a byte at a time, each byte well inside the per-operation timeout."""
+"""A hostile or broken server cannot hold a function past its time (protocols/deadline.py), nor
+break it with answers it cannot read. The connect over every address of a host, an SMTP or POP3
+session and an OAuth2 token request each end by one deadline, however slowly the server drips its
+answers. Against scripted servers on loopback that answer a byte at a time, each byte well inside
+the per-operation timeout."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 from mailcore.errors import DeliveryUnknown, MailServerError
-from mailcore.models import OAuth2Auth
+from mailcore.models import MailStatus, OAuth2Auth, SendRequest
 from mailcore.oauth2 import OAuth2Error, TokenBroker
 from mailcore.protocols import reach
 from mailcore.protocols.deadline import Deadline, DeadlinePassed
@@ -22,7 +23,8 @@ from mailcore.protocols.pop3 import Pop3Session
 from mailcore.protocols.smtp import SmtpSession
 from mailcore.protocols.tls import client_tls_context
 from mailcore.protocols.transcript import Transcript
-from mailcore.services import pull
+from mailcore.services import accounts, pull
+from mailcore.services.send import ANSWER_MARGIN_SECONDS, DirectSend, MailDeferred
 from mailcore.teams import ResolvedAccount
 
 from tests.support import accepted, mail_account
@@ -253,7 +255,7 @@ def pop3_server(drip_at: str) -> Script:
     def play(connection: socket.socket, heard: list[str]) -> None:
         connection.sendall(b"+OK ready\r\n")
         for line in lines(connection, heard):
-            if line == drip_at:
+            if line.startswith(drip_at):
                 connection.sendall(b"+OK\r\n")
                 drip(connection, b"1 uid-x\r\n" if line == "UIDL" else b"x")
             elif line == "UIDL":
@@ -360,3 +362,73 @@ def test_a_token_endpoint_dripping_its_answer_is_cut_off_at_the_callers_deadline
     assert took.seconds < DEADLINE + MARGIN
     assert caught.value.temporary and "did not answer within the 1.5 s" in caught.value.message
     assert "s3cr3t" not in str(caught.value) and "rt-of-the-user" not in str(caught.value)
+
+
+# --- the callers: each gives its sessions the time it has ----------------------------------------
+
+
+def smtp_target(port: int) -> ResolvedAccount:
+    config = mail_account(
+        smtp={"host": "127.0.0.1", "port": port, "security": "none"}, timeout_seconds=PER_OPERATION
+    )
+    return ResolvedAccount("acme", "main", config)
+
+
+def test_a_direct_send_to_a_dripping_server_is_deferred_before_the_callers_time_runs_out(serve, storage):
+    server = serve(smtp_server("MAIL"))
+    direct = DirectSend(
+        storage=storage, tls_context=TLS, seconds_left=lambda: ANSWER_MARGIN_SECONDS + DEADLINE
+    )
+    with Timed() as took, pytest.raises(MailDeferred) as deferred:
+        direct.send(
+            smtp_target(server.port), SendRequest(to="x@example.test", body_text="x"), transcript=Transcript()
+        )
+    assert took.seconds < DEADLINE + MARGIN
+    assert deferred.value.status == 202 and "did not finish" in deferred.value.message
+    assert storage.mail.get(deferred.value.mail.id).status == MailStatus.DEFERRED
+
+
+def test_an_account_check_against_dripping_servers_answers_within_its_time(serve, monkeypatch):
+    monkeypatch.setattr(accounts, "CHECK_SECONDS", 2 * DEADLINE)
+    pop3, smtp = serve(pop3_server("USER")), serve(smtp_server("greeting"))
+    config = mail_account(
+        pop3={"host": "127.0.0.1", "port": pop3.port, "security": "none"},
+        smtp={"host": "127.0.0.1", "port": smtp.port, "security": "none"},
+    )
+    with Timed() as took:
+        result = accounts.check_account("acme", "main", config, tls_context=TLS)
+    assert took.seconds < 2 * DEADLINE + MARGIN
+    assert not result["ok"]
+    assert [result[protocol]["problem"] for protocol in ("pop3", "smtp")] == ["timeout", "timeout"]
+
+
+# --- answers that are not POP3's: an account error, never a crash of the function ----------------
+
+
+def answering(answers: dict[str, bytes]) -> Script:
+    """A POP3 server answering each command with `answers` (by verb), else +OK."""
+
+    def play(connection: socket.socket, heard: list[str]) -> None:
+        connection.sendall(b"+OK ready\r\n")
+        for line in lines(connection, heard):
+            connection.sendall(answers.get(line.split(" ")[0], b"+OK\r\n"))
+
+    return play
+
+
+def test_a_stat_answer_without_its_numbers_is_an_account_error_of_the_check(serve):
+    server = serve(answering({"STAT": b"+OK\r\n"}))
+    config = mail_account(pop3={"host": "127.0.0.1", "port": server.port, "security": "none"})
+    result = accounts.check_account("acme", "main", config, tls_context=TLS)
+    assert result["pop3"]["ok"] is False and result["pop3"]["problem"] == "unexpected"
+
+
+def test_a_listing_with_a_message_number_that_is_none_is_reported_by_the_pull(serve, storage):
+    server = serve(answering({"UIDL": b"+OK\r\nseven uid-7\r\n.\r\n"}))
+    report = pull.pull_account(
+        ResolvedAccount("acme", "main", pop3_account(server.port)),
+        storage=storage,
+        transcript=Transcript(),
+        tls_context=TLS,
+    )
+    assert report.fetched == 0 and report.error is not None and "ValueError" in report.error
