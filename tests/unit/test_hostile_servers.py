@@ -11,11 +11,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from mailcore.errors import DeliveryUnknown, MailServerError
-from mailcore.models import MailStatus, OAuth2Auth, SendRequest
+from mailcore.models import Mail, MailAccount, MailStatus, OAuth2Auth, SendRequest
 from mailcore.oauth2 import OAuth2Error, TokenBroker
 from mailcore.protocols import reach
 from mailcore.protocols.deadline import Deadline, DeadlinePassed
@@ -23,11 +24,12 @@ from mailcore.protocols.pop3 import Pop3Session
 from mailcore.protocols.smtp import SmtpSession
 from mailcore.protocols.tls import client_tls_context
 from mailcore.protocols.transcript import Transcript
-from mailcore.services import accounts, pull
+from mailcore.services import accounts, outbox, pull
 from mailcore.services.send import ANSWER_MARGIN_SECONDS, DirectSend, MailDeferred
 from mailcore.teams import ResolvedAccount
 
-from tests.support import accepted, mail_account
+from tests.fakes import MemoryDeadLetters, MemoryPublisher
+from tests.support import accepted, mail_account, outgoing_mail
 from tests.unit.test_reach import resolving
 
 # Each byte comes within this; the per-operation timeout is longer, so only a deadline ends it.
@@ -432,3 +434,33 @@ def test_a_listing_with_a_message_number_that_is_none_is_reported_by_the_pull(se
         tls_context=TLS,
     )
     assert report.fetched == 0 and report.error is not None and "ValueError" in report.error
+
+
+def test_an_outbox_run_against_a_dripping_server_defers_the_mail_before_its_time_runs_out(serve, storage):
+    server = serve(smtp_server("MAIL"))
+    account = smtp_target(server.port).config
+    storage.mail.put_new(
+        outgoing_mail(status=MailStatus.QUEUED, to=["x@example.test"], created_at=datetime.now(UTC))
+    )
+
+    class ToTheDrippingServer(outbox.Outbox):
+        def _config(self, mail: Mail) -> MailAccount:
+            return account
+
+        def _materialise(self, claimed: Any) -> bytes:
+            return b"Subject: x\r\n\r\nx\r\n"
+
+    run = ToTheDrippingServer(
+        storage=storage,
+        directory=None,
+        events=MemoryPublisher(),
+        dead_letters=MemoryDeadLetters(),
+        tls_context=TLS,
+        seconds_left=lambda: outbox.SMTP_MARGIN_SECONDS + DEADLINE,
+        sleep=lambda _: None,
+    )
+    with Timed() as took, run:
+        report = run.send(["m1"])
+    assert took.seconds < DEADLINE + MARGIN
+    (deferred,) = report.deferred
+    assert deferred.status == MailStatus.DEFERRED and "did not finish" in deferred.attempt_log[0]["error"]

@@ -153,6 +153,10 @@ def connect(
             continue
         sock.settimeout(timeout)
         return sock
+    if not tried:
+        raise DeadlinePassed(
+            f"no time was left to connect to {host} port {port} (its {within.told()} are over)"
+        )
     if within.passed() and (failure is None or isinstance(failure, TimeoutError)):
         raise DeadlinePassed(
             f"could not connect to {host} port {port} within {within.told()} "

@@ -392,7 +392,10 @@ def pull_account(
         raise PullRunning(ALREADY_RUNNING, field="account")
     started = time.monotonic()
     try:
-        opener = open_session or _pop3_opener(transcript, tls_context, tokens, storage, seconds_left)
+        # The session (its token request included) ends in time to store what it fetched, record
+        # the pull and answer: a server dripping a message or a listing is cut off there.
+        deadline = Deadline.after(budget - WRITE_MARGIN_SECONDS)
+        opener = open_session or _pop3_opener(transcript, tls_context, tokens, storage, deadline)
         report = AccountPullReport(team=team, account=account)
         broken: dict[str, object] = {}
         previous = storage.pull_state.get(team, account)
@@ -449,12 +452,9 @@ def _pop3_opener(
     tls_context: ssl.SSLContext,
     tokens: TokenBroker | None,
     storage: Storage,
-    seconds_left: Callable[[], float] | None,
+    deadline: Deadline,
 ) -> SessionOpener:
     def opened(target: ResolvedAccount) -> Pop3Session:
-        # The session (its token request included) ends in time to store what it fetched, record
-        # the pull and answer: a server dripping a message or a listing is cut off there.
-        deadline = Deadline.ahead_of(seconds_left, WRITE_MARGIN_SECONDS).earlier(MAX_PULL_SECONDS)
         return open_session(
             target,
             lambda token: Pop3Session(
