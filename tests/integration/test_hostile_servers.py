@@ -22,13 +22,18 @@ LEFT_FOR_THE_CALLER = 7.0
 
 
 def late_call(
-    stack: Any, function_id: str, method: str, resource: str, **request: Any
+    stack: Any, function_id: str, resource: str, team: Any, body: Any = None
 ) -> tuple[int, Any, float]:
-    """Calls the function as API Gateway would with a request it received long enough ago that
-    LEFT_FOR_THE_CALLER seconds remain: (status, body, seconds the function took)."""
-    params = request.pop("params")
+    """POSTs to the team account's `resource` as API Gateway would, with a request it received long
+    enough ago that LEFT_FOR_THE_CALLER seconds remain: (status, body, seconds the function took)."""
+    params = {"account": team.account}
     event = rest_event(
-        method, resource.format_map(params), resource=resource, path_parameters=params, **request
+        "POST",
+        resource.format_map(params),
+        resource=resource,
+        path_parameters=params,
+        caller=claims(team.team),
+        body=None if body is None else json.dumps(body),
     )
     received = time.time() - (API_INTEGRATION_SECONDS - LEFT_FOR_THE_CALLER)
     event["requestContext"]["requestTimeEpoch"] = int(received * 1000)
@@ -42,14 +47,7 @@ def test_a_pull_from_a_server_dripping_its_listing_answers_in_time_with_the_acco
     with FaultProxy(upstream, Fault("UIDL", "drip")) as proxy:
         team = new_team(pop3={"host": "127.0.0.1", "port": proxy.port, "security": "none"})
         deliver_files(stack.mail_servers, team.mailbox.address, messages("dripped", 2).values())
-        status, answer, took = late_call(
-            stack,
-            "PullFunction",
-            "POST",
-            "/api/core/mail/pull/{account}",
-            params={"account": team.account},
-            caller=claims(team.team),
-        )
+        status, answer, took = late_call(stack, "PullFunction", "/api/core/mail/pull/{account}", team)
     print(f"pull from a dripping server: answered in {took:.1f} s of {LEFT_FOR_THE_CALLER} s")
     assert took < LEFT_FOR_THE_CALLER
     (report,) = answer["accounts"]
@@ -61,15 +59,8 @@ def test_a_pull_from_a_server_dripping_its_listing_answers_in_time_with_the_acco
 def test_a_send_to_a_server_dripping_its_replies_answers_in_time_with_the_mail_deferred(stack, new_team):
     with FaultProxy(("127.0.0.1", stack.mail_servers.ports.smtp), Fault("MAIL", "drip")) as proxy:
         team = new_team(smtp={"host": "127.0.0.1", "port": proxy.port, "security": "none"})
-        status, answer, took = late_call(
-            stack,
-            "SendFunction",
-            "POST",
-            "/api/core/mail/send/{account}",
-            params={"account": team.account},
-            caller=claims(team.team),
-            body=json.dumps({"to": team.mailbox.address, "subject": "Dripped", "body_text": "x"}),
-        )
+        mail = {"to": team.mailbox.address, "subject": "Dripped", "body_text": "x"}
+        status, answer, took = late_call(stack, "SendFunction", "/api/core/mail/send/{account}", team, mail)
     print(f"send to a dripping server: answered in {took:.1f} s of {LEFT_FOR_THE_CALLER} s")
     assert took < LEFT_FOR_THE_CALLER
     assert status == 202 and answer["error"]["code"] == "mail_deferred"

@@ -251,24 +251,25 @@ def test_a_password_an_smtp_server_drips_back_stays_masked_when_the_deadline_cut
 MESSAGE = b"Subject: one\r\nFrom: a@example.test\r\n\r\nfirst\r\n"
 
 
-def pop3_server(drip_at: str) -> Script:
-    """A POP3 mailbox of two messages that drips its answer to `drip_at` ("RETR 2", "UIDL")."""
+def pop3_server(drip_at: str = "", answers: dict[str, bytes] | None = None) -> Script:
+    """A POP3 mailbox of two messages (or answering `answers`, by verb) that drips its answer to
+    the command starting with `drip_at` ("RETR 2", "UIDL", "USER")."""
+    answers = answers or {
+        "UIDL": b"+OK\r\n1 uid-1\r\n2 uid-2\r\n.\r\n",
+        "RETR": b"+OK\r\n" + MESSAGE + b".\r\n",
+        "QUIT": b"+OK bye\r\n",
+    }
 
     def play(connection: socket.socket, heard: list[str]) -> None:
         connection.sendall(b"+OK ready\r\n")
         for line in lines(connection, heard):
-            if line.startswith(drip_at):
+            if drip_at and line.startswith(drip_at):
                 connection.sendall(b"+OK\r\n")
                 drip(connection, b"1 uid-x\r\n" if line == "UIDL" else b"x")
-            elif line == "UIDL":
-                connection.sendall(b"+OK\r\n1 uid-1\r\n2 uid-2\r\n.\r\n")
-            elif line.startswith("RETR"):
-                connection.sendall(b"+OK\r\n" + MESSAGE + b".\r\n")
-            elif line == "QUIT":
-                connection.sendall(b"+OK bye\r\n")
                 return
-            else:
-                connection.sendall(b"+OK\r\n")
+            connection.sendall(answers.get(line.split(" ")[0], b"+OK\r\n"))
+            if line == "QUIT":
+                return
 
     return play
 
@@ -407,26 +408,15 @@ def test_an_account_check_against_dripping_servers_answers_within_its_time(serve
 # --- answers that are not POP3's: an account error, never a crash of the function ----------------
 
 
-def answering(answers: dict[str, bytes]) -> Script:
-    """A POP3 server answering each command with `answers` (by verb), else +OK."""
-
-    def play(connection: socket.socket, heard: list[str]) -> None:
-        connection.sendall(b"+OK ready\r\n")
-        for line in lines(connection, heard):
-            connection.sendall(answers.get(line.split(" ")[0], b"+OK\r\n"))
-
-    return play
-
-
 def test_a_stat_answer_without_its_numbers_is_an_account_error_of_the_check(serve):
-    server = serve(answering({"STAT": b"+OK\r\n"}))
+    server = serve(pop3_server(answers={"STAT": b"+OK\r\n"}))
     config = mail_account(pop3={"host": "127.0.0.1", "port": server.port, "security": "none"})
     result = accounts.check_account("acme", "main", config, tls_context=TLS)
     assert result["pop3"]["ok"] is False and result["pop3"]["problem"] == "unexpected"
 
 
 def test_a_listing_with_a_message_number_that_is_none_is_reported_by_the_pull(serve, storage):
-    server = serve(answering({"UIDL": b"+OK\r\nseven uid-7\r\n.\r\n"}))
+    server = serve(pop3_server(answers={"UIDL": b"+OK\r\nseven uid-7\r\n.\r\n"}))
     report = pull.pull_account(
         ResolvedAccount("acme", "main", pop3_account(server.port)),
         storage=storage,
