@@ -18,7 +18,7 @@ import pytest
 from mailcore.errors import DeliveryUnknown, MailServerError
 from mailcore.models import Mail, MailAccount, MailStatus, OAuth2Auth, SendRequest
 from mailcore.oauth2 import OAuth2Error, TokenBroker
-from mailcore.protocols import reach
+from mailcore.protocols import pop3, reach
 from mailcore.protocols.deadline import Deadline, DeadlinePassed
 from mailcore.protocols.pop3 import Pop3Session
 from mailcore.protocols.smtp import SmtpSession
@@ -454,3 +454,13 @@ def test_an_outbox_run_against_a_dripping_server_defers_the_mail_before_its_time
     assert took.seconds < DEADLINE + MARGIN
     (deferred,) = report.deferred
     assert deferred.status == MailStatus.DEFERRED and "did not finish" in deferred.attempt_log[0]["error"]
+
+
+def test_a_listing_larger_than_any_mailbox_is_refused_before_it_fills_the_memory(serve, monkeypatch):
+    monkeypatch.setattr(pop3, "MAX_LISTING_BYTES", 1024 * 1024)
+    endless = b"+OK\r\n" + b"".join(b"%d uid-%d\r\n" % (n, n) for n in range(1, 400_000)) + b".\r\n"  # 6 MB
+    server = serve(pop3_server(answers={"UIDL": endless}))
+    session = Pop3Session(pop3_account(server.port), transcript=Transcript(), tls_context=TLS)
+    with pytest.raises(MailServerError, match="UIDL answer ran over 1 MB") as caught, session:
+        session.listing()
+    assert caught.value.problem == "server_reply" and not caught.value.temporary

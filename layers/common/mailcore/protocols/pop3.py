@@ -11,6 +11,7 @@ import socket
 import tempfile
 from typing import IO, Any, BinaryIO, cast
 
+from mailcore.errors import MailServerError
 from mailcore.models import MailAccount, Pop3AuthForm, Security
 from mailcore.oauth2 import describe_sasl_error, xoauth2_base64
 from mailcore.protocols import reach
@@ -23,6 +24,10 @@ from mailcore.protocols.transcript import REDACTED, Transcript
 poplib._MAXLINE = max(poplib._MAXLINE, 1024 * 1024)  # type: ignore[attr-defined]
 SPOOL_SLICE = 1024 * 1024
 READ_BLOCK = 256 * 1024
+# A UIDL listing is ~26 bytes a message and is held whole, with the mail ids made of it: 16 MB
+# (~650,000 messages) peaked at 200 MB here, within the functions' 512 MB. More is a mailbox no
+# pull can hold, or a server sending a listing that never ends: refused, not an out-of-memory death.
+MAX_LISTING_BYTES = 16 * 1024 * 1024
 
 
 class _Recording:
@@ -202,11 +207,18 @@ class Pop3Session(AccountSession[MailAccount]):
     def listing(self) -> list[tuple[int, str]]:
         """(message number, UIDL) of every message in the mailbox, in server order."""
         try:
-            _, lines, _ = self.pop.uidl()
+            lines = _long_answer(self.pop, "UIDL", MAX_LISTING_BYTES)
             listing = []
             for line in lines:
                 number, _, uidl = line.decode("ascii", "replace").partition(" ")
                 listing.append((int(number), uidl.strip()))  # a number that is none: ValueError
+        except _AnswerTooLong as error:
+            endpoint = self.account.pop3
+            raise MailServerError(
+                f"POP3 server {endpoint.host}:{endpoint.port}: {error}; the mailbox is too large to "
+                "list (over 600,000 messages), or the server is broken",
+                problem="server_reply",
+            ) from None
         except Exception as error:
             raise self._fail(error) from None
         return listing
@@ -244,6 +256,26 @@ class Pop3Session(AccountSession[MailAccount]):
                 _close_quietly(pop)
                 raise self._fail(error) from None
         _close_quietly(pop)
+
+
+class _AnswerTooLong(Exception):
+    pass
+
+
+def _long_answer(pop: Any, command: str, limit: int) -> list[bytes]:
+    """The lines of a multi-line answer (poplib's _longcmd), refused past `limit` bytes."""
+    pop._putcmd(command)
+    pop._getresp()
+    lines: list[bytes] = []
+    size = 0
+    while True:
+        line, octets = pop._getline()
+        if line == b".":
+            return lines
+        size += octets
+        if size > limit:
+            raise _AnswerTooLong(f"its {command} answer ran over {limit // 2**20} MB")
+        lines.append(line[1:] if line.startswith(b"..") else line)
 
 
 def _unstuff(block: memoryview) -> bytes:
