@@ -83,6 +83,7 @@ def _send(*, request: dict[str, Any], target: ResolvedAccount, debug: bool) -> d
                 SendRequest.model_validate(request["body"]),
                 transcript,
                 time_left=app.lambda_context.get_remaining_time_in_millis() / 1000,
+                seconds_left=lambda: seconds_left_for_caller(app),
                 once=once,
             )
         except MailSendFailed as failure:  # MailDeferred too: 202, the outbox tries it again

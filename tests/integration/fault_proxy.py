@@ -1,6 +1,7 @@
 """The one loopback proxy that injects faults between a client and the real Dovecot or Postfix
 (never a fake server): it hangs up at a chosen command, holds one until released, rewrites or
-swallows the server's reply to one, or hides lines of the server's answers.
+swallows the server's reply to one, drips the server's answers a byte at a time from one on, or
+hides lines of the server's answers.
 
 It reads the conversation, so the line must be plain (accounts behind it use `security: none`).
 Reply faults pair each reply with its command, which holds for SMTP as smtplib speaks it (no
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,10 +23,13 @@ from tests.support import accepted
 
 DATA_END = "DATA-END"  # SMTP: the message's final "." (the reply to it is the server's verdict)
 
-Action = Literal["cut", "hold", "reply", "hang_up"]
+Action = Literal["cut", "hold", "drip", "reply", "hang_up"]
 """cut: hang up instead of passing the command on. hold: pass it on once `release()` is called.
-reply: pass it on, and give the client `reply` instead of the server's answer. hang_up: pass it
-on, and hang up instead of passing the server's answer on."""
+drip: pass it on, and from then on pass the server's answers on a byte per DRIP_EVERY seconds (a
+server slow enough to outlast any deadline, each byte inside any socket timeout). reply: pass it
+on, and give the client `reply` instead of the server's answer. hang_up: pass it on, and hang up
+instead of passing the server's answer on."""
+DRIP_EVERY = 0.2
 
 
 @dataclass
@@ -93,7 +98,7 @@ class FaultProxy:
 
     def _fault_for(self, command: str, *, answered: bool) -> Fault | None:
         """The fault for this command as the client sends it, or for the server's answer to it."""
-        actions = ("reply", "hang_up") if answered else ("cut", "hold")
+        actions = ("reply", "hang_up") if answered else ("cut", "hold", "drip")
         with self._lock:
             seen = self._counts[command, answered] = self._counts.get((command, answered), 0) + 1
             for fault in self.faults:
@@ -107,8 +112,13 @@ class FaultProxy:
             server = socket.create_connection(self.upstream)
             self._sockets += [client, server]
             commands: deque[str] = deque()
-            threading.Thread(target=self._commands, args=(client, server, commands), daemon=True).start()
-            threading.Thread(target=self._answers, args=(server, client, commands), daemon=True).start()
+            dripping = threading.Event()  # set by a "drip" fault on this connection
+            threading.Thread(
+                target=self._commands, args=(client, server, commands, dripping), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._answers, args=(server, client, commands, dripping), daemon=True
+            ).start()
 
     @staticmethod
     def _hang_up(*sockets: socket.socket) -> None:
@@ -117,12 +127,22 @@ class FaultProxy:
                 sock.shutdown(socket.SHUT_RDWR)  # shutdown: the other thread's recv holds it open
             sock.close()
 
-    def _command(self, verb: str, client: socket.socket, server: socket.socket, commands: deque[str]) -> bool:
+    def _command(
+        self,
+        verb: str,
+        client: socket.socket,
+        server: socket.socket,
+        commands: deque[str],
+        dripping: threading.Event,
+    ) -> bool:
         """Notes the client's command; False when the line is cut there instead."""
         fault = self._fault_for(verb, answered=False)
         if fault is not None and fault.action == "cut":
             self._hang_up(client, server)
             return False
+        if fault is not None and fault.action == "drip":
+            dripping.set()
+            fault = None
         if fault is not None and not self._released.is_set():
             self.held.set()
             self._released.wait(30)
@@ -130,7 +150,9 @@ class FaultProxy:
             commands.append(verb)  # before the command goes on, so its reply finds it
         return True
 
-    def _commands(self, client: socket.socket, server: socket.socket, commands: deque[str]) -> None:
+    def _commands(
+        self, client: socket.socket, server: socket.socket, commands: deque[str], dripping: threading.Event
+    ) -> None:
         pending, in_data, tail = b"", False, b""
         with contextlib.suppress(OSError):
             while chunk := client.recv(65536):
@@ -146,7 +168,7 @@ class FaultProxy:
                         body_end = end + 5 - len(tail)
                         server.sendall(pending[:body_end])
                         pending, in_data = pending[body_end:], False
-                        if not self._command(DATA_END, client, server, commands):
+                        if not self._command(DATA_END, client, server, commands, dripping):
                             return
                         continue
                     line_end = pending.find(b"\r\n")
@@ -154,7 +176,7 @@ class FaultProxy:
                         break
                     line, pending = pending[: line_end + 2], pending[line_end + 2 :]
                     verb = line.split(b" ", 1)[0].split(b":", 1)[0].strip().upper().decode("ascii", "replace")
-                    if not self._command(verb, client, server, commands):
+                    if not self._command(verb, client, server, commands, dripping):
                         return
                     server.sendall(line)
                     if verb == "DATA":
@@ -174,7 +196,9 @@ class FaultProxy:
                 yield reply
                 reply = b""
 
-    def _answers(self, server: socket.socket, client: socket.socket, commands: deque[str]) -> None:
+    def _answers(
+        self, server: socket.socket, client: socket.socket, commands: deque[str], dripping: threading.Event
+    ) -> None:
         greeted = False
         with contextlib.suppress(OSError, ValueError, IndexError):
             for reply in self._replies(server):
@@ -184,6 +208,16 @@ class FaultProxy:
                 if fault is not None and fault.action == "hang_up":
                     self._hang_up(client, server)
                     return
-                client.sendall(fault.reply if fault is not None else reply)
+                answer = fault.reply if fault is not None else reply
+                if dripping.is_set():
+                    _drip(client, answer)
+                else:
+                    client.sendall(answer)
         with contextlib.suppress(OSError):
             client.shutdown(socket.SHUT_WR)
+
+
+def _drip(client: socket.socket, answer: bytes) -> None:
+    for byte in answer:
+        client.sendall(bytes([byte]))
+        time.sleep(DRIP_EVERY)

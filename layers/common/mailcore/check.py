@@ -32,6 +32,7 @@ from mailcore.errors import MailServerError, MailServiceError, describe_validati
 from mailcore.mime.build import build_message, new_message_id
 from mailcore.models import MailAccount, ServerEndpoint
 from mailcore.protocols import reach
+from mailcore.protocols.deadline import Deadline
 from mailcore.protocols.diagnose import diagnosis
 from mailcore.protocols.pop3 import Pop3Session
 from mailcore.protocols.smtp import SmtpAccount, SmtpSession, envelope_sender
@@ -168,6 +169,8 @@ class Connection:
     source_address: tuple[str, int] | None = None
     # An OAuth2 account's access token (the accounts API gets one before it checks).
     access_token: str | None = None
+    # When the session must end, however slowly the server answers (the accounts API's check).
+    deadline: Deadline | None = None
 
     def open[Session: (Pop3Session, SmtpSession)](self, session: type[Session], config: Any) -> Session:
         """A POP3 or SMTP session of that account configuration over this connection (not logged in until entered)."""
@@ -177,12 +180,13 @@ class Connection:
             tls_context=self.tls_context,
             access_token=self.access_token,
             source_address=self.source_address,
+            deadline=self.deadline,
         )
 
 
 def check_pop3(config: MailAccount, connection: Connection, out: TextIO) -> None:
     with connection.open(Pop3Session, config) as session:
-        count, size = session.pop.stat()
+        count, size = session.stat()
         listing = session.listing()
         out.write(f"mailbox: {count} messages, {size} bytes\n")
         for number, uidl in listing[:LISTED_UIDLS]:

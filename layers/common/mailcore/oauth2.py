@@ -15,7 +15,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import io
 import json
+import socket
 import ssl
 import threading
 import time
@@ -32,6 +34,7 @@ from mailcore import telemetry
 from mailcore.errors import MailServerError
 from mailcore.models import OAuth2Auth
 from mailcore.protocols import reach
+from mailcore.protocols.deadline import Deadline, bound, reader, send_all
 from mailcore.protocols.transcript import Transcript
 
 logger = Logger(child=True)
@@ -41,7 +44,8 @@ logger = Logger(child=True)
 EXPIRY_MARGIN_SECONDS = 60.0
 TOKEN_TIMEOUT_SECONDS = 15.0
 # A token answer is a few KB; the endpoint is any URL a team administrator sets, so its answer is
-# read up to this size and within this time in total (the socket timeout is per read only).
+# read up to this size, and the whole request ends within this time (or the caller's deadline,
+# when that comes first; the socket timeout is per operation only).
 MAX_TOKEN_ANSWER_BYTES = 64 * 1024
 TOKEN_ANSWER_SECONDS = 30.0
 # Errors of RFC 6749 §5.2 that no retry can fix: the secret must change.
@@ -51,28 +55,69 @@ RotatedRefreshToken = Callable[[str, str, str], None]
 """(team, account, new refresh token) -> None: keeps the rotated token in the team secret."""
 
 
+class _BoundedSocket:
+    """What http.client uses of a socket (sendall, makefile, close), every read and write under
+    the request's deadline: urllib's timeout bounds each socket operation only, so an endpoint
+    dripping its headers or body a byte at a time would hold the request for as long as it likes."""
+
+    def __init__(self, sock: socket.socket, deadline: Deadline, per_operation: float | None) -> None:
+        self.sock, self.deadline, self.per_operation = sock, deadline, per_operation
+
+    def sendall(self, data: bytes) -> None:
+        send_all(self.sock, data, self.deadline, self.per_operation)
+
+    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
+        return reader(self.sock, self.deadline, self.per_operation)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 class _CheckedHTTPConnection(http.client.HTTPConnection):
-    """A connection to the token endpoint made through protocols/reach.py: a team administrator
-    names the token_url, which must not reach inside the network the service runs in."""
+    """A connection to the token endpoint made through protocols/reach.py (a team administrator
+    names the token_url, which must not reach inside the network the service runs in), and
+    everything on it within `deadline`."""
+
+    def __init__(self, *args: Any, deadline: Deadline, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deadline = deadline
 
     def connect(self) -> None:
-        self.sock = reach.connect(self.host, self.port, self.timeout)
+        self.sock = _BoundedSocket(self._reach(), self.deadline, self.timeout)
+
+    def _reach(self) -> socket.socket:
+        sock = reach.connect(self.host, self.port, self.timeout, deadline=self.deadline)
+        bound(sock, self.deadline, self.timeout)  # a TLS handshake has this time as a whole
+        return sock
 
 
-class _CheckedHTTPSConnection(http.client.HTTPSConnection):
+class _CheckedHTTPSConnection(_CheckedHTTPConnection, http.client.HTTPSConnection):
     def connect(self) -> None:
-        sock = reach.connect(self.host, self.port, self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+        sock = self._context.wrap_socket(self._reach(), server_hostname=self.host)  # type: ignore[attr-defined]
+        self.sock = _BoundedSocket(sock, self.deadline, self.timeout)
 
 
 class _CheckedHTTP(urllib.request.HTTPHandler):
+    def __init__(self, deadline: Deadline) -> None:
+        super().__init__()
+        self.deadline = deadline
+
     def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(_CheckedHTTPConnection, req)
+        return self.do_open(_CheckedHTTPConnection, req, deadline=self.deadline)  # type: ignore[arg-type]
 
 
 class _CheckedHTTPS(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: Deadline, context: ssl.SSLContext | None) -> None:
+        super().__init__(context=context)
+        self.deadline = deadline
+
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(_CheckedHTTPSConnection, req, context=self._context)  # type: ignore[attr-defined]
+        return self.do_open(
+            _CheckedHTTPSConnection,  # type: ignore[arg-type]
+            req,
+            context=self._context,  # type: ignore[attr-defined]
+            deadline=self.deadline,
+        )
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -82,9 +127,12 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def _token_opener(tls_context: ssl.SSLContext | None) -> urllib.request.OpenerDirector:
+def _token_opener(tls_context: ssl.SSLContext | None, deadline: Deadline) -> urllib.request.OpenerDirector:
     return urllib.request.build_opener(
-        urllib.request.ProxyHandler({}), _CheckedHTTP(), _CheckedHTTPS(context=tls_context), _NoRedirects()
+        urllib.request.ProxyHandler({}),
+        _CheckedHTTP(deadline),
+        _CheckedHTTPS(deadline, tls_context),
+        _NoRedirects(),
     )
 
 
@@ -160,7 +208,11 @@ class TokenBroker:
         self._lock = threading.Lock()
         self.requests = 0  # token endpoint calls, for the status of this process
 
-    def access_token(self, team: str, account: str, auth: OAuth2Auth) -> str:
+    def access_token(
+        self, team: str, account: str, auth: OAuth2Auth, *, deadline: Deadline | None = None
+    ) -> str:
+        """The account's access token, from the cache or the endpoint (asked within `deadline`,
+        the caller's time, and TOKEN_ANSWER_SECONDS)."""
         key = (team, account)
         fingerprint = credential_fingerprint(auth)
         secret_refresh = auth.refresh_token.get_secret_value() if auth.refresh_token else None
@@ -179,7 +231,7 @@ class TokenBroker:
                 return cached.access_token
             refresh_token = cached.refresh_token if cached is not None else secret_refresh
             try:
-                answer = self._request(auth, refresh_token)
+                answer = self._request(auth, refresh_token, deadline or Deadline.never())
             except OAuth2Error as error:
                 telemetry.token_refresh_failed(team, account)
                 if not error.temporary:
@@ -220,7 +272,7 @@ class TokenBroker:
             if entry is not None:
                 entry.renew_at = 0.0
 
-    def _request(self, auth: OAuth2Auth, refresh_token: str | None) -> dict[str, Any]:
+    def _request(self, auth: OAuth2Auth, refresh_token: str | None, deadline: Deadline) -> dict[str, Any]:
         form: dict[str, str] = {"client_id": auth.client_id, "scope": auth.effective_scope}
         if auth.client_secret is not None:
             form["client_secret"] = auth.client_secret.get_secret_value()
@@ -237,9 +289,13 @@ class TokenBroker:
         )
         where = f"the OAuth2 token endpoint {urllib.parse.urlsplit(url).netloc}"
         masks = _secret_masks(form)
+        within = deadline.earlier(TOKEN_ANSWER_SECONDS)
+        out_of_time = OAuth2Error(f"{where} did not answer within the {within.told()} it had", temporary=True)
         self.requests += 1
         try:
-            with _token_opener(self.tls_context).open(request, timeout=TOKEN_TIMEOUT_SECONDS) as reply:
+            with _token_opener(self.tls_context, within).open(
+                request, timeout=TOKEN_TIMEOUT_SECONDS
+            ) as reply:
                 body = _read_bounded(reply)
         except urllib.error.HTTPError as error:
             raise _refusal(where, error.code, _read_bounded(error), auth, masks) from None
@@ -247,15 +303,15 @@ class TokenBroker:
             reason = getattr(error, "reason", error)
             if isinstance(reason, reach.AddressNotAllowed):
                 raise OAuth2Error(f"{where} may not be reached: {reason}; check auth.token_url") from None
+            if within.passed():
+                raise out_of_time from None
             raise masks.redact_failure(
                 OAuth2Error(f"{where} could not be reached ({reason}); retry later", temporary=True)
             ) from None
         if body is None:
-            raise OAuth2Error(
-                f"{where} answered more than {MAX_TOKEN_ANSWER_BYTES} bytes, or not within "
-                f"{TOKEN_ANSWER_SECONDS:.0f} s",
-                temporary=True,
-            )
+            if within.passed():
+                raise out_of_time
+            raise OAuth2Error(f"{where} answered more than {MAX_TOKEN_ANSWER_BYTES} bytes", temporary=True)
         try:
             answer = json.loads(body)
         except (ValueError, RecursionError):
@@ -289,16 +345,13 @@ def _secret_masks(form: dict[str, str]) -> Transcript:
 
 
 def _read_bounded(stream: Any) -> bytes | None:
-    """The answer's body, or None when it is larger than MAX_TOKEN_ANSWER_BYTES or still coming
-    after TOKEN_ANSWER_SECONDS (a hostile endpoint could drip it a byte per socket timeout)."""
-    deadline = time.monotonic() + TOKEN_ANSWER_SECONDS
+    """The answer's body, or None when it is larger than MAX_TOKEN_ANSWER_BYTES or breaks off (its
+    socket reads are under the request's deadline: see _BoundedSocket)."""
     read = getattr(stream, "read1", None) or stream.read
     chunks: list[bytes] = []
     size = 0
     try:
         while size <= MAX_TOKEN_ANSWER_BYTES:
-            if time.monotonic() > deadline:
-                return None
             chunk = read(MAX_TOKEN_ANSWER_BYTES + 1 - size)
             if not chunk:
                 return b"".join(chunks)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from mailcore.errors import MailServerError
 from mailcore.models import Mail, Security, ServerEndpoint
+from mailcore.protocols.deadline import DeadlinePassed
 from mailcore.protocols.reach import AddressNotAllowed
 
 
@@ -88,12 +89,7 @@ def network_failure(error: BaseException, protocol: str, endpoint: ServerEndpoin
             problem="refused",
         )
     if isinstance(error, TimeoutError | socket.timeout):
-        return MailServerError(
-            f"{where}: timed out; the port may be wrong or blocked by a firewall"
-            + _mode_hint(protocol, endpoint),
-            temporary=True,
-            problem="timeout",
-        )
+        return _timed_out(error, where, _mode_hint(protocol, endpoint))
     if isinstance(error, ssl.SSLCertVerificationError):
         return MailServerError(
             f"{where}: the TLS certificate is not trusted ({error.verify_message}); "
@@ -123,6 +119,22 @@ def network_failure(error: BaseException, protocol: str, endpoint: ServerEndpoin
             problem="connection_dropped",
         )
     return None
+
+
+def _timed_out(error: TimeoutError, where: str, mode_hint: str) -> MailServerError:
+    if isinstance(error, DeadlinePassed):
+        # Out of the caller's time, not necessarily a wrong port: a server answering too slowly
+        # (or dripping its answer) meets it as well.
+        return MailServerError(
+            f"{where}: {error}; the server answers too slowly, or the port is wrong or blocked by a firewall",
+            temporary=True,
+            problem="timeout",
+        )
+    return MailServerError(
+        f"{where}: timed out; the port may be wrong or blocked by a firewall" + mode_hint,
+        temporary=True,
+        problem="timeout",
+    )
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,13 @@ import contextlib
 import poplib
 import socket
 import tempfile
-from typing import IO, Any
+from typing import IO, Any, BinaryIO, cast
 
+from mailcore.errors import MailServerError
 from mailcore.models import MailAccount, Pop3AuthForm, Security
 from mailcore.oauth2 import describe_sasl_error, xoauth2_base64
 from mailcore.protocols import reach
+from mailcore.protocols.deadline import Deadline, bound, reader, send_all
 from mailcore.protocols.diagnose import pop3_failure
 from mailcore.protocols.session import AccountSession
 from mailcore.protocols.transcript import REDACTED, Transcript
@@ -22,12 +24,22 @@ from mailcore.protocols.transcript import REDACTED, Transcript
 poplib._MAXLINE = max(poplib._MAXLINE, 1024 * 1024)  # type: ignore[attr-defined]
 SPOOL_SLICE = 1024 * 1024
 READ_BLOCK = 256 * 1024
+# A UIDL listing is ~26 bytes a message and is held whole, with the mail ids made of it: 16 MB
+# (~650,000 messages) peaked at 200 MB here, within the functions' 512 MB. More is a mailbox no
+# pull can hold, or a server sending a listing that never ends: refused, not an out-of-memory death.
+MAX_LISTING_BYTES = 16 * 1024 * 1024
 
 
 class _Recording:
+    """poplib, recording, with every read and write under the session's deadline
+    (protocols/deadline.py): a server that drips a message or a listing a byte at a time is cut off."""
+
     transcript: Transcript
     _continuation = False
     source_address: tuple[str, int] | None = None
+    file: BinaryIO
+    sock: socket.socket
+    _bounded_file: BinaryIO | None = None
 
     def __init__(
         self,
@@ -36,20 +48,36 @@ class _Recording:
         port: int,
         timeout: float,
         source_address: tuple[str, int] | None = None,
+        deadline: Deadline | None = None,
         **options: Any,
     ) -> None:
         self.transcript = transcript
         self.source_address = source_address
+        self.deadline = deadline or Deadline.never()
+        self.per_operation = timeout
         super().__init__(host, port, timeout=timeout, **options)  # type: ignore[call-arg]
 
     def _create_socket(self, timeout: float) -> socket.socket:
         # Through protocols/reach.py; poplib cannot bind the client's address either, which the
         # check tool (and its tests) can ask for.
         host, port = self.host, self.port  # type: ignore[attr-defined]
-        sock = reach.connect(host, port, timeout, self.source_address)
+        sock = reach.connect(host, port, timeout, self.source_address, self.deadline)
         if isinstance(self, poplib.POP3_SSL):
+            bound(sock, self.deadline, timeout)  # the TLS handshake's time as a whole
             sock = self.context.wrap_socket(sock, server_hostname=host)  # type: ignore[attr-defined]
         return sock
+
+    def _getline(self) -> tuple[bytes, int]:
+        if self.file is not self._bounded_file:
+            # poplib's own (made at the connect and after STLS) gives way to a bounded one; the
+            # TLS handshake of STLS had the timeout the last read set, cut to the deadline too.
+            self.file.close()
+            bounded = reader(self.sock, self.deadline, self.per_operation)
+            self.file = self._bounded_file = cast(BinaryIO, bounded)
+        return super()._getline()  # type: ignore[misc]
+
+    def _putline(self, line: bytes) -> None:
+        send_all(self.sock, line + b"\r\n", self.deadline, self.per_operation)
 
     def _putcmd(self, line: str) -> None:
         if "\r" in line or "\n" in line:
@@ -109,7 +137,7 @@ class Pop3Session(AccountSession[MailAccount]):
 
     def _fail(self, error: BaseException) -> Exception:
         failure = pop3_failure(
-            error,
+            self.out_of_time(error),
             self.account.pop3,
             username=self.account.pop3_login,
             oauth2=bool(self.access_token),
@@ -149,11 +177,12 @@ class Pop3Session(AccountSession[MailAccount]):
                     endpoint.port,
                     timeout,
                     self.source_address,
+                    self.deadline,
                     context=self.tls_context,
                 )
             else:
                 pop = RecordingPOP3(
-                    self.transcript, endpoint.host, endpoint.port, timeout, self.source_address
+                    self.transcript, endpoint.host, endpoint.port, timeout, self.source_address, self.deadline
                 )
             if endpoint.security is Security.STARTTLS:
                 pop.stls(context=self.tls_context)
@@ -168,16 +197,30 @@ class Pop3Session(AccountSession[MailAccount]):
             raise self._fail(error) from None
         self._pop = pop
 
+    def stat(self) -> tuple[int, int]:
+        """(message count, mailbox size in bytes)."""
+        try:
+            return self.pop.stat()
+        except Exception as error:  # an answer without the numbers too (IndexError, ValueError)
+            raise self._fail(error) from None
+
     def listing(self) -> list[tuple[int, str]]:
         """(message number, UIDL) of every message in the mailbox, in server order."""
         try:
-            _, lines, _ = self.pop.uidl()
+            lines = _long_answer(self.pop, "UIDL", MAX_LISTING_BYTES)
+            listing = []
+            for line in lines:
+                number, _, uidl = line.decode("ascii", "replace").partition(" ")
+                listing.append((int(number), uidl.strip()))  # a number that is none: ValueError
+        except _AnswerTooLong as error:
+            endpoint = self.account.pop3
+            raise MailServerError(
+                f"POP3 server {endpoint.host}:{endpoint.port}: {error}; the mailbox is too large to "
+                "list (over 600,000 messages), or the server is broken",
+                problem="server_reply",
+            ) from None
         except Exception as error:
             raise self._fail(error) from None
-        listing = []
-        for line in lines:
-            number, _, uidl = line.decode("ascii", "replace").partition(" ")
-            listing.append((int(number), uidl.strip()))
         return listing
 
     def retrieve(self, number: int) -> bytes:
@@ -213,6 +256,26 @@ class Pop3Session(AccountSession[MailAccount]):
                 _close_quietly(pop)
                 raise self._fail(error) from None
         _close_quietly(pop)
+
+
+class _AnswerTooLong(Exception):
+    pass
+
+
+def _long_answer(pop: Any, command: str, limit: int) -> list[bytes]:
+    """The lines of a multi-line answer (poplib's _longcmd), refused past `limit` bytes."""
+    pop._putcmd(command)
+    pop._getresp()
+    lines: list[bytes] = []
+    size = 0
+    while True:
+        line, octets = pop._getline()
+        if line == b".":
+            return lines
+        size += octets
+        if size > limit:
+            raise _AnswerTooLong(f"its {command} answer ran over {limit // 2**20} MB")
+        lines.append(line[1:] if line.startswith(b"..") else line)
 
 
 def _unstuff(block: memoryview) -> bytes:

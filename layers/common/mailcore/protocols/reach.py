@@ -16,8 +16,11 @@ The allowed networks are the process's: its composition root sets them from the 
 from __future__ import annotations
 
 import ipaddress
+import math
 import socket
 from collections.abc import Iterable
+
+from mailcore.protocols.deadline import Deadline, DeadlinePassed
 
 type Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 type Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -122,15 +125,42 @@ def allowed_addresses(host: str, port: int) -> list[tuple[socket.AddressFamily, 
 
 
 def connect(
-    host: str, port: int, timeout: float | None, source_address: tuple[str, int] | None = None
+    host: str,
+    port: int,
+    timeout: float | None,
+    source_address: tuple[str, int] | None = None,
+    deadline: Deadline | None = None,
 ) -> socket.socket:
-    """A TCP connection to `host`, made to the addresses checked above (each tried in turn)."""
+    """A TCP connection to `host`, made to the addresses checked above (each tried in turn), all
+    within `timeout` (and `deadline`): a name with many addresses that drop SYNs must not take the
+    timeout once per address. Each address gets an equal share of what is left, so a dead first
+    one cannot starve the others. The socket comes back with `timeout` as its timeout."""
+    within = (deadline or Deadline.never()).earlier(timeout)
+    addresses = allowed_addresses(host, port)
     failure: OSError | None = None
-    for _, address in allowed_addresses(host, port):
+    tried = 0
+    for _, address in addresses:
+        left = within.left()
+        if left <= 0:
+            break
+        share = left / (len(addresses) - tried) if math.isfinite(left) else None
+        tried += 1
         try:
             # An address literal: create_connection asks no resolver again.
-            return socket.create_connection((str(address), port), timeout, source_address)
+            sock = socket.create_connection((str(address), port), share, source_address)
         except OSError as error:
             failure = error
+            continue
+        sock.settimeout(timeout)
+        return sock
+    if not tried:
+        raise DeadlinePassed(
+            f"no time was left to connect to {host} port {port} (its {within.told()} are over)"
+        )
+    if within.passed() and (failure is None or isinstance(failure, TimeoutError)):
+        raise DeadlinePassed(
+            f"could not connect to {host} port {port} within {within.told()} "
+            f"({tried} of {len(addresses)} addresses tried)"
+        )
     assert failure is not None
     raise failure

@@ -16,6 +16,7 @@ from mailcore.errors import DeliveryUnknown
 from mailcore.models import Security, ServerEndpoint
 from mailcore.oauth2 import describe_sasl_error, xoauth2_payload
 from mailcore.protocols import reach
+from mailcore.protocols.deadline import Deadline, bound, reader, send_all
 from mailcore.protocols.diagnose import smtp_failure
 from mailcore.protocols.session import AccountSession
 from mailcore.protocols.transcript import REDACTED, Transcript
@@ -50,7 +51,8 @@ class _BoundedReplies:
 
 
 class _Recording:
-    """Records every command and reply; AUTH payloads and message data never enter the transcript."""
+    """Records every command and reply; AUTH payloads and message data never enter the transcript.
+    Every read and write is under the session's deadline (protocols/deadline.py)."""
 
     _last_code: int = 0
     file: Any = None
@@ -58,9 +60,12 @@ class _Recording:
     # leaves the mail's fate unknown.
     message_written: bool = False
 
-    def __init__(self, *args: Any, transcript: Transcript, **kwargs: Any) -> None:
-        # Set before smtplib's constructor connects, so the banner is recorded too.
+    def __init__(
+        self, *args: Any, transcript: Transcript, deadline: Deadline | None = None, **kwargs: Any
+    ) -> None:
+        # Set before smtplib's constructor connects, so the banner is recorded (and bounded) too.
         self.transcript = transcript
+        self.deadline = deadline or Deadline.never()
         super().__init__(*args, **kwargs)
 
     def send(self, s: Any) -> None:
@@ -76,15 +81,27 @@ class _Recording:
                 elif self._last_code == 334:
                     line = REDACTED
                 self.transcript.client(line)
-        super().send(s)  # type: ignore[misc]
+        self._send_bounded(s)
         if self._last_code == 354:
             self.message_written = True
+
+    def _send_bounded(self, s: Any) -> None:
+        """smtplib's send, under the deadline."""
+        sock = getattr(self, "sock", None)
+        if not sock:
+            raise smtplib.SMTPServerDisconnected("please run connect() first")
+        raw = s.encode(self.command_encoding) if isinstance(s, str) else s  # type: ignore[attr-defined]
+        try:
+            send_all(sock, raw, self.deadline, self.timeout)  # type: ignore[attr-defined]
+        except OSError:
+            self.close()  # type: ignore[attr-defined]
+            raise smtplib.SMTPServerDisconnected("Server not connected") from None
 
     def getreply(self) -> tuple[int, bytes]:
         sock = getattr(self, "sock", None)
         if getattr(self, "file", None) is None and sock is not None:
             # Made again after STARTTLS (smtplib drops its file then), so always bounded.
-            self.file = _BoundedReplies(sock.makefile("rb"))
+            self.file = _BoundedReplies(reader(sock, self.deadline, self.timeout))  # type: ignore[attr-defined]
         if isinstance(self.file, _BoundedReplies):
             self.file.start_reply()
         code, message = super().getreply()  # type: ignore[misc]
@@ -98,8 +115,12 @@ class _ReachingSMTP(smtplib.SMTP):
     """Connects through protocols/reach.py. SMTP_SSL's _get_socket wraps what this one returns, and
     both it and STARTTLS verify the certificate against the host name smtplib keeps."""
 
+    deadline = Deadline.never()
+
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        return reach.connect(host, port, timeout, self.source_address)  # type: ignore[arg-type]
+        sock = reach.connect(host, port, timeout, self.source_address, self.deadline)  # type: ignore[arg-type]
+        bound(sock, self.deadline, timeout)  # SMTP_SSL's TLS handshake comes next
+        return sock
 
 
 class RecordingSMTP(_Recording, _ReachingSMTP):
@@ -166,6 +187,7 @@ class SmtpSession(AccountSession[SmtpAccount]):
             "timeout": self.account.timeout_seconds,
             "transcript": self.transcript,
             "source_address": self.source_address,
+            "deadline": self.deadline,
         }
         try:
             if endpoint.security is Security.SSL:
@@ -198,7 +220,7 @@ class SmtpSession(AccountSession[SmtpAccount]):
         return ""
 
     def _failure(self, error: BaseException) -> Exception:
-        return self.transcript.redact_failure(self._diagnosed(error))
+        return self.transcript.redact_failure(self._diagnosed(self.out_of_time(error)))
 
     def _diagnosed(self, error: BaseException) -> Exception:
         return smtp_failure(

@@ -40,6 +40,7 @@ from mailcore.events import ACCOUNT_CHANGED, AccountChanged
 from mailcore.models import NAME_PATTERN, MailAccount, TeamConfig
 from mailcore.oauth2 import OAuth2Error, TokenBroker
 from mailcore.ports import AccountRevisions, EventPublisher, TeamSecrets
+from mailcore.protocols.deadline import Deadline
 from mailcore.protocols.diagnose import diagnosis
 from mailcore.protocols.transcript import Transcript
 from mailcore.services.team_writes import Writer, writer_lease
@@ -52,6 +53,9 @@ LAST_SEND_DAYS = 7
 # Seconds per server answer in a check through the API: POP3 and SMTP each stuck at one step
 # stay under API Gateway's 29 s.
 CHECK_ANSWER_SECONDS = 10.0
+# The whole check (token, POP3, SMTP) ends within this, however slowly a server drips its
+# answers: the token request gets at most CHECK_ANSWER_SECONDS of it, POP3 half of what is left.
+CHECK_SECONDS = 24.0
 # Secrets Manager's limit on a SecretString; the team secret holds all of the team's accounts.
 MAX_TEAM_SECRET_BYTES = 65536
 _NAME = re.compile(NAME_PATTERN)
@@ -449,6 +453,7 @@ def check_account(
     # both protocols, and a token endpoint that failed is not asked twice (a stalled one would
     # take its timeout twice, past what API Gateway waits).
     broker, token_failure = TokenBroker(), None
+    check_ends = Deadline.after(CHECK_SECONDS)
     for protocol in ("pop3", "smtp"):
         transcript, out = Transcript(), io.StringIO()
         try:
@@ -457,11 +462,16 @@ def check_account(
                 if token_failure is not None:
                     raise token_failure
                 try:
-                    token = broker.access_token(team, name, config.oauth2)
+                    token = broker.access_token(
+                        team, name, config.oauth2, deadline=check_ends.earlier(CHECK_ANSWER_SECONDS)
+                    )
                 except OAuth2Error as error:
                     token_failure = error
                     raise
-            connection = Connection(transcript, tls_context, access_token=token)
+            share = check_ends.left() / 2 if protocol == "pop3" else None
+            connection = Connection(
+                transcript, tls_context, access_token=token, deadline=check_ends.earlier(share)
+            )
             if protocol == "pop3":
                 check_pop3(config, connection, out)
             else:

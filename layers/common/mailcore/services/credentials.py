@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from mailcore.oauth2 import OAuth2Error, TokenBroker, credential_fingerprint
+from mailcore.protocols.deadline import Deadline
 from mailcore.protocols.diagnose import OAuth2LoginRefused
 from mailcore.storage import PullStateRepository
 from mailcore.teams import ResolvedAccount
@@ -28,7 +29,11 @@ def broken_mark(state: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def access_token(
-    target: ResolvedAccount, *, tokens: TokenBroker | None, pull_state: PullStateRepository
+    target: ResolvedAccount,
+    *,
+    tokens: TokenBroker | None,
+    pull_state: PullStateRepository,
+    deadline: Deadline | None = None,
 ) -> str | None:
     """The access token to log in with, or None for a password account.
 
@@ -48,7 +53,7 @@ def access_token(
             error="account_broken",
         )
     try:
-        return _broker(tokens, target).access_token(target.team, target.name, auth)
+        return _broker(tokens, target).access_token(target.team, target.name, auth, deadline=deadline)
     except OAuth2Error as error:
         if not error.temporary:
             mark = {
@@ -72,8 +77,9 @@ def open_session[SessionT: _Session](
     *,
     tokens: TokenBroker | None,
     pull_state: PullStateRepository,
+    deadline: Deadline | None = None,
 ) -> SessionT:
-    """`make(access token or None)` opened and logged in.
+    """`make(access token or None)` opened and logged in (the token asked for within `deadline`).
 
     A token from the cache that the server refuses (revoked early, e.g. with its refresh token) is
     dropped and the login tried once more with a new one: the token endpoint then says what is
@@ -82,7 +88,7 @@ def open_session[SessionT: _Session](
     broker = _broker(tokens, target) if target.config.oauth2 is not None else None
     for last_try in (False, True):
         from_cache = broker is not None and broker.has_token(target.team, target.name)
-        session = make(access_token(target, tokens=broker, pull_state=pull_state))
+        session = make(access_token(target, tokens=broker, pull_state=pull_state, deadline=deadline))
         try:
             session.open()
             return session

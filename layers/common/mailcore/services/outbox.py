@@ -39,6 +39,7 @@ from mailcore.limits import AccountLimiter, RateLimited
 from mailcore.models import Mail, MailAccount, MailStatus, SendRequest, parse_addresses
 from mailcore.oauth2 import TokenBroker
 from mailcore.ports import DeadLetters, EventPublisher
+from mailcore.protocols.deadline import Deadline
 from mailcore.protocols.smtp import SmtpDelivery, SmtpSession
 from mailcore.protocols.transcript import Transcript
 from mailcore.services.credentials import open_session
@@ -64,6 +65,9 @@ WORKERS = 10
 CLAIM_BATCH = 5
 # A run waits for the account's next minute (provider limits) only while it keeps this much time.
 PACE_MARGIN_SECONDS = 15.0
+# An SMTP session (and its token request) ends this long before the run's time, which writes the
+# outcomes and gives the claims back (protocols/deadline.py).
+SMTP_MARGIN_SECONDS = 5.0
 # Waits for a free SMTP connection slot of the account before the run gives its claims back.
 CONNECTION_TRIES = 3
 CHUNKS_AHEAD = 8
@@ -598,16 +602,22 @@ class Outbox:
         OAuth2 token); raises MailServerError when it cannot be opened."""
         key = (mail.team, mail.account)
         if key not in self._sessions:
+            # A server dripping its replies is cut off in time to record the outcomes.
+            deadline = Deadline.ahead_of(self.seconds_left, SMTP_MARGIN_SECONDS)
 
             def make(token: str | None) -> SmtpSession:
                 return SmtpSession(
-                    config, transcript=self.transcript, tls_context=self.tls_context, access_token=token
+                    config,
+                    transcript=self.transcript,
+                    tls_context=self.tls_context,
+                    access_token=token,
+                    deadline=deadline,
                 )
 
             target = ResolvedAccount(mail.team, mail.account, config)
             self._connection_slot(target)
             self._sessions[key] = open_session(
-                target, make, tokens=self.tokens, pull_state=self.storage.pull_state
+                target, make, tokens=self.tokens, pull_state=self.storage.pull_state, deadline=deadline
             )
         return self._sessions[key]
 

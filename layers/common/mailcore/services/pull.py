@@ -40,6 +40,7 @@ from mailcore.mime.parse import ParsedMail, cheap_headers, parse_message
 from mailcore.models import AccountPullReport, Direction, Mail, MailStatus, StoredFile
 from mailcore.oauth2 import OAuth2Error, TokenBroker
 from mailcore.ports import EventPublisher
+from mailcore.protocols.deadline import Deadline
 from mailcore.protocols.diagnose import from_rewritten_warning
 from mailcore.protocols.pop3 import Pop3Session
 from mailcore.protocols.transcript import Transcript
@@ -391,7 +392,10 @@ def pull_account(
         raise PullRunning(ALREADY_RUNNING, field="account")
     started = time.monotonic()
     try:
-        opener = open_session or _pop3_opener(transcript, tls_context, tokens, storage)
+        # The session (its token request included) ends in time to store what it fetched, record
+        # the pull and answer: a server dripping a message or a listing is cut off there.
+        deadline = Deadline.after(budget - WRITE_MARGIN_SECONDS)
+        opener = open_session or _pop3_opener(transcript, tls_context, tokens, storage, deadline)
         report = AccountPullReport(team=team, account=account)
         broken: dict[str, object] = {}
         previous = storage.pull_state.get(team, account)
@@ -444,16 +448,25 @@ def _untimed(parse: Parse) -> TimedParse:
 
 
 def _pop3_opener(
-    transcript: Transcript, tls_context: ssl.SSLContext, tokens: TokenBroker | None, storage: Storage
+    transcript: Transcript,
+    tls_context: ssl.SSLContext,
+    tokens: TokenBroker | None,
+    storage: Storage,
+    deadline: Deadline,
 ) -> SessionOpener:
     def opened(target: ResolvedAccount) -> Pop3Session:
         return open_session(
             target,
             lambda token: Pop3Session(
-                target.config, transcript=transcript, tls_context=tls_context, access_token=token
+                target.config,
+                transcript=transcript,
+                tls_context=tls_context,
+                access_token=token,
+                deadline=deadline,
             ),
             tokens=tokens,
             pull_state=storage.pull_state,
+            deadline=deadline,
         )
 
     return opened

@@ -23,6 +23,7 @@ from mailcore.mime.build import OutgoingAttachment, build_message, new_message_i
 from mailcore.models import Direction, Mail, MailStatus, SendRequest, StoredFile, header_safe
 from mailcore.oauth2 import TokenBroker
 from mailcore.ports import DeadLetters, EventPublisher
+from mailcore.protocols.deadline import Deadline
 from mailcore.protocols.smtp import SmtpAccount, SmtpDelivery, SmtpSession
 from mailcore.protocols.transcript import Transcript
 from mailcore.sanitize import safe_html
@@ -38,6 +39,9 @@ _REPLY_PREFIX = re.compile(r"^\s*(re|aw|sv|antw)\s*(\[\d+\])?\s*:", re.IGNORECAS
 _MAX_REFERENCES = 20
 # How long an Idempotency-Key names one mail (Powertools keeps the answer as long).
 KEY_WINDOW = timedelta(hours=24)
+# A direct send's SMTP session ends this long before the caller's time: the outcome is written
+# and the answer given after it.
+ANSWER_MARGIN_SECONDS = 4.0
 
 
 @dataclass(frozen=True)
@@ -277,6 +281,9 @@ class DirectSend:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # The caller's time (API Gateway's 29 s): each try's SMTP session ends ANSWER_MARGIN_SECONDS
+    # before it, however slowly the server answers.
+    seconds_left: Callable[[], float] | None = None
 
     def send(
         self,
@@ -393,14 +400,22 @@ class DirectSend:
     def _sender(self, target: ResolvedAccount | SystemSender, transcript: Transcript) -> SendOnce:
         """One try over a new connection (logged in with a password or an OAuth2 token)."""
 
-        def make(token: str | None) -> SmtpSession:
-            return SmtpSession(
-                target.config, transcript=transcript, tls_context=self.tls_context, access_token=token
-            )
-
         def send(raw: bytes, recipients: list[str]) -> SmtpDelivery:
+            deadline = Deadline.ahead_of(self.seconds_left, ANSWER_MARGIN_SECONDS)
+
+            def make(token: str | None) -> SmtpSession:
+                return SmtpSession(
+                    target.config,
+                    transcript=transcript,
+                    tls_context=self.tls_context,
+                    access_token=token,
+                    deadline=deadline,
+                )
+
             if isinstance(target, ResolvedAccount):
-                session = open_session(target, make, tokens=self.tokens, pull_state=self.storage.pull_state)
+                session = open_session(
+                    target, make, tokens=self.tokens, pull_state=self.storage.pull_state, deadline=deadline
+                )
             else:
                 session = make(None)
             with session:

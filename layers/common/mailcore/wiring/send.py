@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -33,16 +34,21 @@ class SendRoot(OutboxRoot):
         transcript: Transcript,
         *,
         time_left: float | None = None,
+        seconds_left: Callable[[], float] | None = None,
         once: RequestKey | None = None,
     ) -> Mail:
-        """Builds, stores and sends one mail (raises MailSendFailed, MailDeferred: services/send.py);
-        `time_left`: the seconds before the function is stopped (the end of the mail's hold);
-        `once`: the caller's Idempotency-Key (an earlier run's mail is answered, not sent again)."""
-        return self.direct_send().send(target, request, transcript=transcript, time_left=time_left, once=once)
+        """Builds, stores and sends one mail (raises MailSendFailed, MailDeferred: services/send.py)
+        within the caller's `seconds_left`; `time_left`: the seconds before the function is stopped
+        (the end of the mail's hold); `once`: the caller's Idempotency-Key (an earlier run's mail is
+        answered, not sent again)."""
+        return self.direct_send(seconds_left).send(
+            target, request, transcript=transcript, time_left=time_left, once=once
+        )
 
-    def direct_send(self) -> DirectSend:
+    def direct_send(self, seconds_left: Callable[[], float] | None = None) -> DirectSend:
         """Sending one mail now: the outbox's delivery without a claim (services/send.py)."""
         return DirectSend(
+            seconds_left=seconds_left,
             storage=self.storage,
             tls_context=self.tls_context(),
             tokens=self.tokens,

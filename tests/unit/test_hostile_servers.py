@@ -1,0 +1,466 @@
+"""A hostile or broken server cannot hold a function past its time (protocols/deadline.py), nor
+break it with answers it cannot read. The connect over every address of a host, an SMTP or POP3
+session and an OAuth2 token request each end by one deadline, however slowly the server drips its
+answers. Against scripted servers on loopback that answer a byte at a time, each byte well inside
+the per-operation timeout."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from mailcore.errors import DeliveryUnknown, MailServerError
+from mailcore.models import Mail, MailAccount, MailStatus, OAuth2Auth, SendRequest
+from mailcore.oauth2 import OAuth2Error, TokenBroker
+from mailcore.protocols import pop3, reach
+from mailcore.protocols.deadline import Deadline, DeadlinePassed
+from mailcore.protocols.pop3 import Pop3Session
+from mailcore.protocols.smtp import SmtpSession
+from mailcore.protocols.tls import client_tls_context
+from mailcore.protocols.transcript import Transcript
+from mailcore.services import accounts, outbox, pull
+from mailcore.services.send import ANSWER_MARGIN_SECONDS, DirectSend, MailDeferred
+from mailcore.teams import ResolvedAccount
+
+from tests.fakes import MemoryDeadLetters, MemoryPublisher
+from tests.support import accepted, mail_account, outgoing_mail
+from tests.unit.test_reach import resolving
+
+# Each byte comes within this; the per-operation timeout is longer, so only a deadline ends it.
+DRIP_EVERY = 0.2
+PER_OPERATION = 1.0
+DEADLINE = 1.5
+# What a test may take past its deadline (a loaded machine); a server drips for DRIPPING at most,
+# so the same test without the deadline takes that long and fails.
+MARGIN = 1.5
+TLS = client_tls_context()
+DRIPPING = 6.0
+
+Script = Callable[[socket.socket, list[str]], None]
+
+
+class ScriptedServer:
+    """A server on 127.0.0.1 playing `script` to every connection; the client's lines go to `heard`."""
+
+    def __init__(self, script: Script) -> None:
+        self.script, self.heard = script, list[str]()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        for connection in accepted(self._listener):
+            threading.Thread(target=self._play, args=(connection,), daemon=True).start()
+
+    def _play(self, connection: socket.socket) -> None:
+        with contextlib.suppress(OSError), connection:
+            self.script(connection, self.heard)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept()
+        self._listener.close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Script], ScriptedServer]]:
+    servers: list[ScriptedServer] = []
+
+    def start(script: Script) -> ScriptedServer:
+        servers.append(ScriptedServer(script))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def drip(connection: socket.socket, data: bytes = b"x") -> None:
+    """`data` over and over, a byte per DRIP_EVERY, for DRIPPING seconds at most."""
+    until = time.monotonic() + DRIPPING
+    while time.monotonic() < until:
+        for byte in data:
+            connection.sendall(bytes([byte]))
+            time.sleep(DRIP_EVERY)
+
+
+def lines(connection: socket.socket, heard: list[str]) -> Iterator[str]:
+    """The client's lines, each noted in `heard`."""
+    for raw in connection.makefile("rb"):
+        heard.append(raw.decode().rstrip("\r\n"))
+        yield heard[-1]
+
+
+class Timed:
+    def __enter__(self) -> Timed:
+        self.started = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.monotonic() - self.started
+
+
+# --- the connect: one deadline over every address of a host -------------------------------------
+
+
+@pytest.fixture
+def syn_dropping() -> Iterator[Callable[[int], tuple[list[str], int]]]:
+    """n loopback addresses sharing a port whose listeners' queues are full: the kernel drops
+    further SYNs, so a connect to any of them waits its whole timeout."""
+    held: list[socket.socket] = []
+
+    def make(count: int) -> tuple[list[str], int]:
+        addresses, port = [f"127.0.0.{n}" for n in range(2, 2 + count)], 0
+        for address in addresses:
+            listener = socket.socket()
+            listener.bind((address, port))
+            listener.listen(0)
+            port = listener.getsockname()[1]
+            held.append(listener)
+            for _ in range(3):
+                filler = socket.socket()
+                filler.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    filler.connect((address, port))
+                held.append(filler)
+        return addresses, port
+
+    yield make
+    for sock in held:
+        sock.close()
+
+
+def test_a_host_whose_addresses_all_drop_syns_fails_within_one_timeout_naming_the_host(
+    monkeypatch, syn_dropping
+):
+    addresses, port = syn_dropping(4)
+    resolving(monkeypatch, {"mx.example.test": addresses})
+    with Timed() as took, pytest.raises(DeadlinePassed) as caught:
+        reach.connect("mx.example.test", port, PER_OPERATION)
+    assert took.seconds < PER_OPERATION + MARGIN  # each address its full timeout: 4 s
+    assert "mx.example.test" in str(caught.value) and "4 of 4 addresses" in str(caught.value)
+
+
+def test_a_dead_first_address_leaves_time_for_the_next_one(monkeypatch, syn_dropping):
+    (dead,), port = syn_dropping(1)
+    resolving(monkeypatch, {"mx.example.test": [dead, "127.0.0.1"]})
+    with socket.create_server(("127.0.0.1", port)), Timed() as took:
+        reach.connect("mx.example.test", port, 2 * PER_OPERATION).close()
+    assert took.seconds < PER_OPERATION + MARGIN  # half the timeout each, the live one answers at once
+
+
+def test_a_connect_ends_by_the_callers_deadline_when_that_comes_before_its_timeout(monkeypatch, syn_dropping):
+    addresses, port = syn_dropping(1)
+    resolving(monkeypatch, {"mx.example.test": addresses})
+    with Timed() as took, pytest.raises(DeadlinePassed, match=r"mx\.example\.test"):
+        reach.connect("mx.example.test", port, 30.0, deadline=Deadline.after(DEADLINE))
+    assert took.seconds < DEADLINE + MARGIN
+
+
+# --- SMTP: a reply dripped a byte at a time -------------------------------------------------------
+
+
+def smtp_server(drip_at: str) -> Script:
+    """An SMTP server that logs anyone in and drips its reply to `drip_at` ("greeting", "EHLO",
+    or "." for the message's end)."""
+
+    def play(connection: socket.socket, heard: list[str]) -> None:
+        if drip_at == "greeting":
+            connection.sendall(b"220-")
+            drip(connection)
+        connection.sendall(b"220 slow.example.test ESMTP\r\n")
+        in_data = False
+        for line in lines(connection, heard):
+            verb = line.split(" ")[0].upper()
+            if in_data:
+                if line != ".":
+                    continue
+                in_data, verb = False, "."
+            if verb == drip_at:
+                connection.sendall(b"250-")
+                drip(connection)
+            elif verb == "EHLO":
+                connection.sendall(b"250-slow.example.test\r\n250 AUTH PLAIN\r\n")
+            elif verb == "AUTH":
+                connection.sendall(b"235 ok\r\n")
+            elif verb == "DATA":
+                connection.sendall(b"354 go on\r\n")
+                in_data = True
+            elif verb == "QUIT":
+                connection.sendall(b"221 bye\r\n")
+                return
+            else:
+                connection.sendall(b"250 ok\r\n")
+
+    return play
+
+
+def smtp_session(port: int, deadline: Deadline) -> SmtpSession:
+    account = mail_account(
+        smtp={"host": "127.0.0.1", "port": port, "security": "none"}, timeout_seconds=PER_OPERATION
+    )
+    return SmtpSession(account, transcript=Transcript(), tls_context=TLS, deadline=deadline)
+
+
+@pytest.mark.parametrize("drip_at", ["greeting", "EHLO"])
+def test_an_smtp_server_dripping_a_reply_is_cut_off_at_the_sessions_deadline(serve, drip_at):
+    server = serve(smtp_server(drip_at))
+    session = smtp_session(server.port, Deadline.after(DEADLINE))
+    with Timed() as took, pytest.raises(MailServerError) as caught:
+        session.open()
+    assert took.seconds < DEADLINE + MARGIN
+    assert caught.value.problem == "timeout" and "did not finish within the 1.5 s" in caught.value.message
+    assert caught.value.temporary
+
+
+def test_an_smtp_server_dripping_its_answer_to_the_message_leaves_the_mails_fate_unknown_in_time(serve):
+    server = serve(smtp_server("."))
+    session = smtp_session(server.port, Deadline.after(DEADLINE))
+    with Timed() as took, pytest.raises(DeliveryUnknown, match="did not finish"):
+        session.send(b"Subject: hi\r\n\r\nbody\r\n", ["to@example.test"])
+    assert took.seconds < DEADLINE + MARGIN
+
+
+def test_a_password_an_smtp_server_drips_back_stays_masked_when_the_deadline_cuts_it(serve):
+    def echo(connection: socket.socket, heard: list[str]) -> None:
+        connection.sendall(b"220-")
+        drip(connection, b"pw-of-the-desk ")
+
+    server = serve(echo)
+    account = mail_account(
+        smtp={"host": "127.0.0.1", "port": server.port, "security": "none"},
+        timeout_seconds=PER_OPERATION,
+        mail_password="pw-of-the-desk",
+    )
+    transcript = Transcript()
+    session = SmtpSession(account, transcript=transcript, tls_context=TLS, deadline=Deadline.after(DEADLINE))
+    with pytest.raises(MailServerError) as caught:
+        session.open()
+    shown = " ".join([str(caught.value), caught.value.message, *transcript.lines])
+    assert "pw-of-the-desk" not in shown
+
+
+# --- POP3: a message or a listing that never ends -----------------------------------------------
+
+MESSAGE = b"Subject: one\r\nFrom: a@example.test\r\n\r\nfirst\r\n"
+
+
+def pop3_server(drip_at: str = "", answers: dict[str, bytes] | None = None) -> Script:
+    """A POP3 mailbox of two messages (or answering `answers`, by verb) that drips its answer to
+    the command starting with `drip_at` ("RETR 2", "UIDL", "USER")."""
+    answers = answers or {
+        "UIDL": b"+OK\r\n1 uid-1\r\n2 uid-2\r\n.\r\n",
+        "RETR": b"+OK\r\n" + MESSAGE + b".\r\n",
+        "QUIT": b"+OK bye\r\n",
+    }
+
+    def play(connection: socket.socket, heard: list[str]) -> None:
+        connection.sendall(b"+OK ready\r\n")
+        for line in lines(connection, heard):
+            if drip_at and line.startswith(drip_at):
+                connection.sendall(b"+OK\r\n")
+                drip(connection, b"1 uid-x\r\n" if line == "UIDL" else b"x")
+                return
+            connection.sendall(answers.get(line.split(" ")[0], b"+OK\r\n"))
+            if line == "QUIT":
+                return
+
+    return play
+
+
+def pop3_account(port: int) -> Any:
+    return mail_account(
+        pop3={"host": "127.0.0.1", "port": port, "security": "none"},
+        timeout_seconds=PER_OPERATION,
+        leave_on_server=False,
+    )
+
+
+@pytest.mark.parametrize("drip_at", ["RETR 2", "UIDL"])
+def test_a_pop3_server_dripping_an_answer_is_cut_off_at_the_sessions_deadline(serve, drip_at):
+    server = serve(pop3_server(drip_at))
+    session = Pop3Session(
+        pop3_account(server.port),
+        transcript=Transcript(),
+        tls_context=TLS,
+        deadline=Deadline.after(DEADLINE),
+    )
+    with Timed() as took, pytest.raises(MailServerError) as caught, session:
+        session.listing()
+        session.retrieve(2)
+    assert took.seconds < DEADLINE + MARGIN
+    assert caught.value.problem == "timeout" and "did not finish" in caught.value.message
+
+
+def test_a_pull_cut_off_in_a_dripping_message_keeps_what_it_stored_and_deletes_nothing_unstored(
+    serve, storage, monkeypatch
+):
+    """Exactly once: the first message is stored, the dripped one is not, the session never
+    QUITs (so no DELE takes effect), and the pull reports in time."""
+    monkeypatch.setattr(pull, "TIME_MARGIN_SECONDS", 0.5)
+    monkeypatch.setattr(pull, "WRITE_MARGIN_SECONDS", 0.5)
+    server = serve(pop3_server("RETR 2"))
+    target = ResolvedAccount("acme", "main", pop3_account(server.port))
+    ends = time.monotonic() + DEADLINE + 0.5
+    with Timed() as took:
+        report = pull.pull_account(
+            target,
+            storage=storage,
+            transcript=Transcript(),
+            tls_context=TLS,
+            seconds_left=lambda: ends - time.monotonic(),
+        )
+    assert took.seconds < DEADLINE + MARGIN
+    assert report.fetched == 1 and report.error is not None and "did not finish" in report.error
+    assert [storage.mail.get(mail_id).subject for mail_id in report.mail_ids] == ["one"]
+    assert "DELE 2" not in server.heard and "QUIT" not in server.heard
+
+
+# --- the OAuth2 token request: headers and body under one deadline -------------------------------
+
+
+def token_endpoint(drip_at: str) -> Script:
+    """A token endpoint that drips its answer's headers or its body."""
+
+    def play(connection: socket.socket, heard: list[str]) -> None:
+        for line in lines(connection, heard):
+            if not line:
+                break  # the form follows; it is never read
+        if drip_at == "headers":
+            connection.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            drip(connection)
+        connection.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+        )
+        drip(connection, b'{"access_token": "')
+
+    return play
+
+
+def endpoint_auth(port: int) -> OAuth2Auth:
+    return OAuth2Auth.model_validate(
+        {
+            "mode": "oauth2",
+            "provider": "generic",
+            "client_id": "cid",
+            "client_secret": "s3cr3t-of-the-app",
+            "refresh_token": "rt-of-the-user",
+            "token_url": f"http://127.0.0.1:{port}/token",
+            "scope": "mail",
+        }
+    )
+
+
+@pytest.mark.parametrize("drip_at", ["headers", "body"])
+def test_a_token_endpoint_dripping_its_answer_is_cut_off_at_the_callers_deadline(serve, drip_at):
+    server = serve(token_endpoint(drip_at))
+    with Timed() as took, pytest.raises(OAuth2Error) as caught:
+        TokenBroker().access_token("t", "a", endpoint_auth(server.port), deadline=Deadline.after(DEADLINE))
+    assert took.seconds < DEADLINE + MARGIN
+    assert caught.value.temporary and "did not answer within the 1.5 s" in caught.value.message
+    assert "s3cr3t" not in str(caught.value) and "rt-of-the-user" not in str(caught.value)
+
+
+# --- the callers: each gives its sessions the time it has ----------------------------------------
+
+
+def smtp_target(port: int) -> ResolvedAccount:
+    config = mail_account(
+        smtp={"host": "127.0.0.1", "port": port, "security": "none"}, timeout_seconds=PER_OPERATION
+    )
+    return ResolvedAccount("acme", "main", config)
+
+
+def test_a_direct_send_to_a_dripping_server_is_deferred_before_the_callers_time_runs_out(serve, storage):
+    server = serve(smtp_server("MAIL"))
+    direct = DirectSend(
+        storage=storage, tls_context=TLS, seconds_left=lambda: ANSWER_MARGIN_SECONDS + DEADLINE
+    )
+    with Timed() as took, pytest.raises(MailDeferred) as deferred:
+        direct.send(
+            smtp_target(server.port), SendRequest(to="x@example.test", body_text="x"), transcript=Transcript()
+        )
+    assert took.seconds < DEADLINE + MARGIN
+    assert deferred.value.status == 202 and "did not finish" in deferred.value.message
+    assert storage.mail.get(deferred.value.mail.id).status == MailStatus.DEFERRED
+
+
+def test_an_account_check_against_dripping_servers_answers_within_its_time(serve, monkeypatch):
+    monkeypatch.setattr(accounts, "CHECK_SECONDS", 2 * DEADLINE)
+    pop3, smtp = serve(pop3_server("USER")), serve(smtp_server("greeting"))
+    config = mail_account(
+        pop3={"host": "127.0.0.1", "port": pop3.port, "security": "none"},
+        smtp={"host": "127.0.0.1", "port": smtp.port, "security": "none"},
+    )
+    with Timed() as took:
+        result = accounts.check_account("acme", "main", config, tls_context=TLS)
+    assert took.seconds < 2 * DEADLINE + MARGIN
+    assert not result["ok"]
+    assert [result[protocol]["problem"] for protocol in ("pop3", "smtp")] == ["timeout", "timeout"]
+
+
+# --- answers that are not POP3's: an account error, never a crash of the function ----------------
+
+
+def test_a_stat_answer_without_its_numbers_is_an_account_error_of_the_check(serve):
+    server = serve(pop3_server(answers={"STAT": b"+OK\r\n"}))
+    config = mail_account(pop3={"host": "127.0.0.1", "port": server.port, "security": "none"})
+    result = accounts.check_account("acme", "main", config, tls_context=TLS)
+    assert result["pop3"]["ok"] is False and result["pop3"]["problem"] == "unexpected"
+
+
+def test_a_listing_with_a_message_number_that_is_none_is_reported_by_the_pull(serve, storage):
+    server = serve(pop3_server(answers={"UIDL": b"+OK\r\nseven uid-7\r\n.\r\n"}))
+    report = pull.pull_account(
+        ResolvedAccount("acme", "main", pop3_account(server.port)),
+        storage=storage,
+        transcript=Transcript(),
+        tls_context=TLS,
+    )
+    assert report.fetched == 0 and report.error is not None and "ValueError" in report.error
+
+
+def test_an_outbox_run_against_a_dripping_server_defers_the_mail_before_its_time_runs_out(serve, storage):
+    server = serve(smtp_server("MAIL"))
+    account = smtp_target(server.port).config
+    storage.mail.put_new(
+        outgoing_mail(status=MailStatus.QUEUED, to=["x@example.test"], created_at=datetime.now(UTC))
+    )
+
+    class ToTheDrippingServer(outbox.Outbox):
+        def _config(self, mail: Mail) -> MailAccount:
+            return account
+
+        def _materialise(self, claimed: Any) -> bytes:
+            return b"Subject: x\r\n\r\nx\r\n"
+
+    run = ToTheDrippingServer(
+        storage=storage,
+        directory=None,
+        events=MemoryPublisher(),
+        dead_letters=MemoryDeadLetters(),
+        tls_context=TLS,
+        seconds_left=lambda: outbox.SMTP_MARGIN_SECONDS + DEADLINE,
+        sleep=lambda _: None,
+    )
+    with Timed() as took, run:
+        report = run.send(["m1"])
+    assert took.seconds < DEADLINE + MARGIN
+    (deferred,) = report.deferred
+    assert deferred.status == MailStatus.DEFERRED and "did not finish" in deferred.attempt_log[0]["error"]
+
+
+def test_a_listing_larger_than_any_mailbox_is_refused_before_it_fills_the_memory(serve, monkeypatch):
+    monkeypatch.setattr(pop3, "MAX_LISTING_BYTES", 1024 * 1024)
+    endless = b"+OK\r\n" + b"".join(b"%d uid-%d\r\n" % (n, n) for n in range(1, 400_000)) + b".\r\n"  # 6 MB
+    server = serve(pop3_server(answers={"UIDL": endless}))
+    session = Pop3Session(pop3_account(server.port), transcript=Transcript(), tls_context=TLS)
+    with pytest.raises(MailServerError, match="UIDL answer ran over 1 MB") as caught, session:
+        session.listing()
+    assert caught.value.problem == "server_reply" and not caught.value.temporary
