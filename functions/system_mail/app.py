@@ -44,6 +44,9 @@ def logged(result: SystemMailResult) -> SystemMailResult:
 # SQS and EventBridge deliver at least once: a message or event that comes again (same id)
 # answers what the first delivery did instead of mailing the recipient a second time.
 once = IdempotencyConfig(event_key_jmespath="delivery_id", expires_after_seconds=24 * 3600)
+# Records are keyed on this, not on the module and function (Powertools' default): every execution
+# environment, and every version of this file, must find the records the others wrote.
+IDEMPOTENCY_PREFIX = "system-mail"
 
 
 @cache
@@ -53,6 +56,7 @@ def deliver_once() -> Callable[..., dict[str, Any]]:
         data_keyword_argument="delivery",
         persistence_store=wiring.root(TEMPLATES).idempotency_store(),
         config=once,
+        key_prefix=IDEMPOTENCY_PREFIX,
     )
     def deliver_delivery(delivery: dict[str, Any]) -> dict[str, Any]:
         result = logged(wiring.root(TEMPLATES).deliver(validated(delivery["request"])))
