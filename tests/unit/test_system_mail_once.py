@@ -46,22 +46,24 @@ def by_status(harness: Harness) -> dict[MailStatus, int]:
     return dict(Counter(mail.status for mail in stored(harness)))
 
 
-def test_a_notification_retried_after_its_function_died_mid_send_is_not_sent_again():
-    harness = Harness(ScriptedServer())
-    died_on_the_wire(harness)
-    answer = deliver(harness)
-    (first,) = stored(harness)
-    assert answer.id == first.id and answer.status == MailStatus.SENDING
-    assert harness.server.delivered == []
-
-
-def test_a_notification_retried_after_its_connection_dropped_after_the_message_is_not_sent_again():
-    harness = Harness(ScriptedServer(DeliveryUnknown("the connection dropped after DATA")))
+def connection_dropped_after_the_message(harness: Harness) -> None:
+    harness.server.failures.append(DeliveryUnknown("the connection dropped after DATA"))
     with pytest.raises(MailSendFailed):  # raised: SQS or Lambda tries the delivery again
         deliver(harness)
+
+
+@pytest.mark.parametrize(
+    ("first_attempt", "left"),
+    [(died_on_the_wire, MailStatus.SENDING), (connection_dropped_after_the_message, MailStatus.UNKNOWN)],
+)
+def test_a_notification_retried_after_an_attempt_that_may_have_been_delivered_is_not_sent_again(
+    first_attempt, left
+):
+    harness = Harness(ScriptedServer())
+    first_attempt(harness)
     answer = deliver(harness)
     (first,) = stored(harness)
-    assert answer.id == first.id and answer.status == MailStatus.UNKNOWN
+    assert answer.id == first.id and answer.status == left
     assert harness.server.delivered == []
 
 
