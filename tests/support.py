@@ -133,10 +133,11 @@ class LambdaContext:
         return 30_000
 
 
-def load_function(function: str) -> ModuleType:
-    """A fresh copy of functions/<function>/app.py, imported as Lambda would (its own module)."""
+def load_function(function: str, module: str = "") -> ModuleType:
+    """A fresh copy of functions/<function>/app.py, imported as Lambda would (its own module,
+    named `module` if given, as the local stack names each execution environment's copy)."""
     spec = importlib.util.spec_from_file_location(
-        f"unit_{function}_app", ROOT / "functions" / function / "app.py"
+        module or f"unit_{function}_app", ROOT / "functions" / function / "app.py"
     )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

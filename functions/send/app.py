@@ -41,6 +41,9 @@ wiring.root()
 app = make_resolver()
 
 IDEMPOTENCY_WINDOW_SECONDS = int(KEY_WINDOW.total_seconds())
+# Records are keyed on this, not on the module and function (Powertools' default): every execution
+# environment, and every version of this file, must find the records the others wrote.
+IDEMPOTENCY_PREFIX = "send"
 MAY_ARRIVE_TWICE = (
     "the first attempt may have been delivered (its connection dropped after the message"
     " was sent): the recipient may get this mail twice, with the same Message-ID"
@@ -136,6 +139,7 @@ def _send_once(
         data_keyword_argument="request",
         persistence_store=wiring.root().idempotency_store(),
         config=config,
+        key_prefix=IDEMPOTENCY_PREFIX,
     )
     request = {
         "key": key,

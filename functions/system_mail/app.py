@@ -44,6 +44,9 @@ def logged(result: SystemMailResult) -> SystemMailResult:
 # SQS and EventBridge deliver at least once: a message or event that comes again (same id)
 # answers what the first delivery did instead of mailing the recipient a second time.
 once = IdempotencyConfig(event_key_jmespath="delivery_id", expires_after_seconds=24 * 3600)
+# Records are keyed on this, not on the module and function (Powertools' default): every execution
+# environment, and every version of this file, must find the records the others wrote.
+IDEMPOTENCY_PREFIX = "system-mail"
 
 
 @cache
@@ -53,9 +56,11 @@ def deliver_once() -> Callable[..., dict[str, Any]]:
         data_keyword_argument="delivery",
         persistence_store=wiring.root(TEMPLATES).idempotency_store(),
         config=once,
+        key_prefix=IDEMPOTENCY_PREFIX,
     )
     def deliver_delivery(delivery: dict[str, Any]) -> dict[str, Any]:
-        result = logged(wiring.root(TEMPLATES).deliver(validated(delivery["request"])))
+        request = validated(delivery["request"])
+        result = logged(wiring.root(TEMPLATES).deliver(request, delivery["delivery_id"]))
         return {"status": result.status, "mail_id": result.mail_id}
 
     return deliver_delivery
@@ -78,9 +83,10 @@ def _queued(record: SQSRecord) -> None:
     deliver_once()(delivery={"delivery_id": f"sqs:{record.message_id}", "request": request})
 
 
-def _direct(event: dict[str, Any]) -> dict[str, Any]:
+def _direct(event: dict[str, Any], delivery: str) -> dict[str, Any]:
     try:
-        result = logged(wiring.root(TEMPLATES).deliver(parse(event=event, model=SystemMailRequest)))
+        request = parse(event=event, model=SystemMailRequest)
+        result = logged(wiring.root(TEMPLATES).deliver(request, delivery))
     except ValidationError as error:
         return {"status": "invalid", "error": describe_validation_error(error)}
     except InvalidInput as error:
@@ -95,7 +101,8 @@ def _direct(event: dict[str, Any]) -> dict[str, Any]:
 @logger.inject_lambda_context
 @log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return _direct(event)
+    # Lambda retries an asynchronous invocation with the same request id.
+    return _direct(event, f"invoke:{context.aws_request_id}")
 
 
 @logger.inject_lambda_context
@@ -127,6 +134,7 @@ def on_cognito(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         trigger.user_name,
         trigger.request.user_attributes,
         trigger.request.get("code"),
+        f"cognito:{context.aws_request_id}",
     )
     logged(result)
     return event

@@ -3,17 +3,18 @@ Postfix and moto and the local stack's execution environments: the caller's retr
 key finds the first run's mail and answers it (409 earlier_attempt) instead of sending a second
 one (docs/delivery.md).
 
-On AWS, Powertools' in-progress record of the killed invocation answers such a retry 409
-(idempotency_key_in_progress) until that invocation's deadline, then lets it run: the case here.
-Locally the record does not hold the retry at all: the stack loads each execution environment's
-handler under a module name of its own (local/gateway.py, load_handler), and Powertools keys its
-records on the function's module, so the retry in a new environment has another key."""
+Until the killed invocation's deadline, Powertools' in-progress record holds the retry (409
+idempotency_key_in_progress), in another execution environment too: the records are keyed on a
+fixed prefix, not on the handler's module, which the local stack names per environment
+(local/gateway.py, load_handler)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import mailcore.wiring
+from aws_lambda_powertools.utilities.idempotency.persistence import dynamodb as powertools_dynamodb
 from mailcore.models import MailStatus
 from mailcore.storage import MailQuery
 
@@ -26,12 +27,30 @@ from tests.stack import stack_storage
 KEY = "order-4711"
 
 
+def move_powertools_clock(monkeypatch, by: timedelta) -> None:
+    """Moves the clock Powertools' DynamoDB layer asks whether an in-progress record expired."""
+
+    class Moved(datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[override]
+            return datetime.now(tz) + by
+
+    monkeypatch.setattr(powertools_dynamodb, "dt", SimpleNamespace(datetime=Moved))
+
+
 def test_a_keyed_send_retried_after_its_function_was_killed_mid_send_is_answered_not_sent_again(
     stack, new_team, monkeypatch
 ):
     with proxy_to_postfix(stack, Fault("DATA", "hold")) as proxy:
         team = proxied_team(new_team, stack, proxy)
         mail_id = killed_while_sending(stack, team, proxy, headers={"Idempotency-Key": KEY})
+        # The retry reaches another execution environment (this process, not the killed worker).
+        status, answer = send_with_key(stack, team, KEY, killed_mail(team))
+        assert status == 409 and answer["error"]["code"] == "idempotency_key_in_progress", answer
+
+        # After the killed invocation's deadline Powertools lets the retry run: it finds the mail.
+        deadline = stack.gateway.runtime("SendFunction").spec.timeout
+        move_powertools_clock(monkeypatch, timedelta(seconds=deadline + 1))
         status, answer = send_with_key(stack, team, KEY, killed_mail(team))
         assert status == 409 and answer["error"]["code"] == "earlier_attempt", answer
         assert (

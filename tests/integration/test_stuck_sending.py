@@ -6,7 +6,9 @@ person's retry sends it once, with the same Message-ID (docs/delivery.md)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import mailcore.wiring
 from mailcore.models import MailStatus
@@ -24,33 +26,43 @@ def killed_mail(team) -> dict[str, str]:
     return {"to": team.mailbox.address, "subject": "Killed mid-send", "body_text": "hello"}
 
 
-def killed_while_sending(stack, team, proxy: FaultProxy, headers: dict[str, str] | None = None) -> str:
-    """Sends a mail through the direct API in a worker process, kills the process while the
-    server waits for the message (its DATA command held by the proxy); answers the mail's id."""
+def killed_mid_send(stack, proxy: FaultProxy, function_id: str, run: Callable[[], Any]) -> None:
+    """Runs `run`, which invokes `function_id`, in a worker process and kills the process while
+    the server waits for the message (its DATA command held by the proxy)."""
     failures: list[BaseException] = []
 
-    def send() -> None:
+    def invocation() -> None:
         try:
-            call(
-                stack,
-                "POST",
-                "/api/core/mail/send/{account}",
-                team=team,
-                params={"account": team.account},
-                body=killed_mail(team),
-                headers=headers,
-            )
+            run()
         except BaseException as error:  # the killed environment's report
             failures.append(error)
 
     with stack.gateway.isolated():
-        sending = threading.Thread(target=send, daemon=True)
+        sending = threading.Thread(target=invocation, daemon=True)
         sending.start()
         assert proxy.held.wait(30), "the send never reached DATA"
-        stack.gateway.runtime("SendFunction").close()  # SIGKILL: the function dies mid-send
+        stack.gateway.runtime(function_id).close()  # SIGKILL: the function dies mid-send
         sending.join(30)
     assert failures and type(failures[0]).__name__ == "EnvironmentExited", failures
     proxy.release()  # the dead client's DATA reaches Postfix, then its hang-up: nothing delivered
+
+
+def killed_while_sending(stack, team, proxy: FaultProxy, headers: dict[str, str] | None = None) -> str:
+    """Sends a mail through the direct API and kills its function mid-send (killed_mid_send);
+    answers the mail's id."""
+
+    def send() -> None:
+        call(
+            stack,
+            "POST",
+            "/api/core/mail/send/{account}",
+            team=team,
+            params={"account": team.account},
+            body=killed_mail(team),
+            headers=headers,
+        )
+
+    killed_mid_send(stack, proxy, "SendFunction", send)
     mails, _ = stack_storage().mail.list_team(team.team, MailQuery(), after=None, limit=10)
     (mail,) = mails
     return mail.id

@@ -24,9 +24,17 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from mailcore.errors import InvalidInput, TeamConfigInvalid, describe_validation_error
-from mailcore.models import AddressList, Mail, Security, SendRequest, ServerEndpoint, parse_addresses
+from mailcore.models import (
+    AddressList,
+    Mail,
+    MailStatus,
+    Security,
+    SendRequest,
+    ServerEndpoint,
+    parse_addresses,
+)
 from mailcore.protocols.transcript import Transcript
-from mailcore.services.send import DirectSend, SystemSender
+from mailcore.services.send import DirectSend, EarlierAttempt, RequestKey, SystemSender
 from mailcore.storage import RateLimits, Storage
 from mailcore.teams import SYSTEM_TEAM
 from mailcore.templates import MailTemplates, RenderedMail
@@ -99,10 +107,44 @@ def send_system_mail(
     transcript: Transcript,
     tls_context: ssl.SSLContext,
     stored_as: SendRequest | None = None,
+    once: RequestKey | None = None,
 ) -> Mail:
     sender = SystemSender(team=SYSTEM_TEAM, name=SYSTEM_ACCOUNT, config=config)
     direct = DirectSend(storage=storage, tls_context=tls_context)
-    return direct.send(sender, request, transcript=transcript, stored_as=stored_as)
+    return direct.send(sender, request, transcript=transcript, stored_as=stored_as, once=once)
+
+
+# More stored attempts of one delivery than its trigger ever retries (SQS: 3 receives, Lambda's
+# asynchronous invocation: 3 runs): a bound on the look-ups, never reached in practice.
+MAX_DELIVERY_ATTEMPTS = 10
+
+
+def send_once(
+    delivery: str | None, template: str, resend_unfinished: bool, send: Callable[[RequestKey | None], Mail]
+) -> Mail:
+    """Sends a system mail at most once per `delivery` (what names the request across its
+    retries: an SQS message id, an EventBridge event id, a Lambda request id), unless a retry
+    after a failure or, for `resend_unfinished`, after a death must send it again.
+
+    Attempt n of a delivery has the mail id derived from (delivery, n) (ids.keyed_mail_id, as a
+    keyed direct send's), so a retry reads what the attempts before it stored. `failed`: nothing
+    went out, the next attempt sends. `sent`/`bounced`: answered, not sent again. `sending`
+    (its run died) or `unknown` (the connection dropped after the message): it may have been
+    delivered, so it is answered as it is, not sent again, unless `resend_unfinished` (a
+    one-time code or link: a second copy of it is harmless, a lost one locks the user out)."""
+    if delivery is None:
+        return send(None)
+    digest = hashlib.sha256(f"system-mail\0{template}".encode()).hexdigest()  # no variable in it
+    earlier = None
+    for attempt in range(MAX_DELIVERY_ATTEMPTS):
+        try:
+            return send(RequestKey(caller=SYSTEM_ACCOUNT, key=f"{delivery}#{attempt}", digest=digest))
+        except EarlierAttempt as found:
+            earlier = found.mail
+            if earlier.status != MailStatus.FAILED and not resend_unfinished:
+                return earlier
+    assert earlier is not None
+    return earlier
 
 
 MAX_VARIABLES_BYTES = 64 * 1024
@@ -149,8 +191,9 @@ class SystemMailer:
     store_secrets: bool = False
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
-    def deliver(self, request: SystemMailRequest) -> SystemMailResult:
-        """Renders, rate-limits, stores and sends one system mail.
+    def deliver(self, request: SystemMailRequest, delivery: str | None = None) -> SystemMailResult:
+        """Renders, rate-limits, stores and sends one system mail; `delivery` names the request
+        across its trigger's retries (see send_once).
 
         Raises InvalidInput (unknown template, missing variable), TeamConfigInvalid (broken
         secret or template) and MailServerError (the mail is then stored as failed)."""
@@ -160,14 +203,20 @@ class SystemMailer:
         sent = _as_send_request(request, rendering.sent)
         stored = None if self.store_secrets else _as_send_request(request, rendering.stored)
         transcript = Transcript(rendering.secret_values)
-        mail = send_system_mail(
-            self.config(),
-            sent,
-            storage=self.storage,
-            transcript=transcript,
-            tls_context=self.tls_context(),
-            stored_as=stored,
-        )
+        config, tls_context = self.config(), self.tls_context()
+
+        def send(once: RequestKey | None) -> Mail:
+            return send_system_mail(
+                config,
+                sent,
+                storage=self.storage,
+                transcript=transcript,
+                tls_context=tls_context,
+                stored_as=stored,
+                once=once,
+            )
+
+        mail = send_once(delivery, request.template, bool(rendering.secret_values), send)
         return SystemMailResult(status=mail.status.value, mail_id=mail.id, template=request.template)
 
     def _within_limit(self, request: SystemMailRequest) -> bool:

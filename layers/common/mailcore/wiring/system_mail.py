@@ -34,17 +34,23 @@ class SystemMailRoot:
     decrypter: CodeDecrypter
     idempotency_table: str
 
-    def deliver(self, request: SystemMailRequest) -> SystemMailResult:
-        """Renders, rate-limits, stores and sends one system mail (services/system.py)."""
-        return self.mailer.deliver(request)
+    def deliver(self, request: SystemMailRequest, delivery: str | None = None) -> SystemMailResult:
+        """Renders, rate-limits, stores and sends one system mail (services/system.py); at most
+        once per `delivery` after a death, unless it carries a code or link (send_once)."""
+        return self.mailer.deliver(request, delivery)
 
     def deliver_cognito(
-        self, trigger_source: str, user_name: str, user_attributes: dict[str, str], code: str | None
+        self,
+        trigger_source: str,
+        user_name: str,
+        user_attributes: dict[str, str],
+        code: str | None,
+        delivery: str | None = None,
     ) -> SystemMailResult:
         """The mail the user pool's custom email sender asks for; `code` as Cognito encrypted it
         under the stack's KMS key (none for a notification)."""
         plain = decrypt_cognito_code(code, self.decrypter) if code else None
-        return self.deliver(cognito_request(trigger_source, user_name, user_attributes, plain))
+        return self.deliver(cognito_request(trigger_source, user_name, user_attributes, plain), delivery)
 
     def idempotency_store(self) -> DynamoDBPersistenceLayer:
         """A persistence layer for one use: Powertools keeps the first configuration a layer is given."""
