@@ -1,21 +1,22 @@
 """The schedule's sync of every mail team (services/outbox_sync.py): every account's queued mail
-goes, a team with a broken secret is skipped, the answer counts each kind of outcome."""
+goes, a team with a broken secret is skipped, the answer counts each kind of outcome; system mail
+whose sender died is recorded `unknown`, never sent."""
 
 from __future__ import annotations
 
 import logging
 import ssl
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from mailcore.models import MailStatus, SendRequest
 from mailcore.protocols.smtp import SmtpDelivery
 from mailcore.services.outbox import Outbox, queue_mail
 from mailcore.services.outbox_sync import SYNC_COUNTS, sync_every_team
-from mailcore.teams import ResolvedAccount
+from mailcore.teams import SYSTEM_ACCOUNT, SYSTEM_TEAM, ResolvedAccount
 
 from tests.fakes import MemoryDeadLetters, MemoryPublisher, memory_directory, memory_storage
-from tests.support import account_config, mail_account
+from tests.support import account_config, mail_account, outgoing_mail
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -41,6 +42,7 @@ class Synced:
     def __init__(self) -> None:
         self.storage = memory_storage()
         self.server = AcceptingServer()
+        self.events = MemoryPublisher()
         self.directory = memory_directory(
             {
                 "alpha": {"type": "mail", "accounts": {"desk": account_config()}},
@@ -67,7 +69,7 @@ class Synced:
         outbox = Accepting(
             storage=self.storage,
             directory=self.directory,
-            events=MemoryPublisher(),
+            events=self.events,
             dead_letters=MemoryDeadLetters(),
             tls_context=ssl.create_default_context(),
             clock=lambda: NOW,
@@ -104,3 +106,23 @@ def test_a_second_sync_finds_nothing_left_to_send():
     synced = Synced()
     synced.run()
     assert synced.run() == {kind: 0 for kind in SYNC_COUNTS}
+
+
+def test_a_system_mail_whose_function_died_is_recorded_unknown_after_its_hold_and_never_sent():
+    synced = Synced()  # its directory has no `system` team, and the sync no system secret
+    held = outgoing_mail(
+        id="s1",
+        team=SYSTEM_TEAM,
+        account=SYSTEM_ACCOUNT,
+        to=["x@example.test"],
+        lease_until=NOW - timedelta(seconds=1),
+        attempt_started_at=NOW - timedelta(minutes=15),
+    )
+    assert synced.storage.mail.put_new(held)
+    counts = synced.run()
+    assert counts == {kind: 0 for kind in SYNC_COUNTS} | {"sent": 2, "unknown": 1}
+    stored = synced.storage.mail.get("s1")
+    assert stored.status == MailStatus.UNKNOWN and "not sent again by itself" in (stored.error or "")
+    assert len(synced.server.delivered) == 2  # the teams' queued mails alone
+    failed = [(event.team, event.extra["status"]) for event in synced.events.events if event.mail_id == "s1"]
+    assert failed == [(SYSTEM_TEAM, "unknown")]

@@ -54,6 +54,9 @@ class ResolvedAccount:
 # The reserved team that system mail (password resets, sign-up codes) is stored under: never a
 # caller's team, whatever groups their token names.
 SYSTEM_TEAM = "system"
+# Its one account, the outbox key of its mail (services/system.py sends it, the sync takes over
+# its dead sends).
+SYSTEM_ACCOUNT = "system"
 
 
 def _token_claims(authorization: str | None) -> dict[str, Any] | None:

@@ -409,8 +409,18 @@ class Outbox:
         """Sends everything still in the account's outbox (queued, or claimed by a sender whose
         lease ran out) and its waiting mail that is due (scheduled, deferred)."""
         self._configs[(target.team, target.name)] = target.config
-        ids = [mail.id for mail in self.storage.mail.outbox(target.team, target.name)]
-        due = self.storage.mail.due(target.team, target.name, _iso(self.clock()))
+        return self._sync(target.team, target.name)
+
+    def take_over(self, team: str, account: str) -> OutboxReport:
+        """The sync of an outbox no run sends from (system mail): without the account's
+        configuration, it only records what a sender that died left after its hold, `unknown`
+        as any (a mail there that would need sending fails: nothing here may send it)."""
+        self._configs[(team, account)] = None
+        return self._sync(team, account)
+
+    def _sync(self, team: str, account: str) -> OutboxReport:
+        ids = [mail.id for mail in self.storage.mail.outbox(team, account)]
+        due = self.storage.mail.due(team, account, _iso(self.clock()))
         return self.send([*ids, *(mail.id for mail in due)])
 
     def send(self, mail_ids: Iterable[str]) -> OutboxReport:

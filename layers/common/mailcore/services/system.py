@@ -36,13 +36,11 @@ from mailcore.models import (
 from mailcore.protocols.transcript import Transcript
 from mailcore.services.send import DirectSend, EarlierAttempt, RequestKey, SystemSender
 from mailcore.storage import RateLimits, Storage
-from mailcore.teams import SYSTEM_TEAM
+from mailcore.teams import SYSTEM_ACCOUNT, SYSTEM_TEAM
 from mailcore.templates import MailTemplates, RenderedMail
 
 if TYPE_CHECKING:
     from mailcore.ports import CodeDecrypter, SecretReader
-
-SYSTEM_ACCOUNT = "system"
 
 
 class SystemMailConfig(BaseModel):
