@@ -1,5 +1,6 @@
-"""The schedule's outbox sync, the safety net behind push: mail still queued, or claimed by a
-sender that died, of every mail team."""
+"""The schedule's outbox sync, the safety net behind push: every mail team's mail still queued or
+claimed by an outbox run that died, and the mail (a team's or system mail) of a direct send that
+died, recorded `unknown` once its hold is over (never sent again by itself)."""
 
 from typing import Any
 
