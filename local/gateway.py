@@ -63,6 +63,7 @@ __all__ = [
     "flatten_claims",
     "load_handler",
     "merged_environment",
+    "powertools_events_per_thread",
 ]
 
 LAMBDA_PAYLOAD_LIMIT = 6_291_556  # bytes of a synchronous invocation's event or result (6 MB)
@@ -222,6 +223,53 @@ def _json_default(value: Any) -> Any:
 
 Isolation = Literal["thread", "process"]
 
+_PER_INVOCATION = ("current_event", "lambda_context")
+
+
+def powertools_events_per_thread() -> None:
+    """Powertools' resolvers keep the request they answer on their base class (BaseRouter), which
+    holds in Lambda (one request per process at a time) but not in thread mode, where functions
+    answer concurrent requests in threads of one process: a request would then be answered with
+    another's query or caller. Each thread (each invocation runs in its own) gets its own request."""
+    try:
+        from aws_lambda_powertools.event_handler import api_gateway
+    except ImportError:  # no handler of this process can use a resolver
+        return
+    base = api_gateway.BaseRouter
+    if getattr(base, "_per_thread", False):
+        return
+    local = threading.local()
+
+    class PerThread:
+        """The attribute, read from an instance or the class, as this thread set it."""
+
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __get__(self, instance: Any, owner: Any = None) -> Any:
+            try:
+                return getattr(local, self.name)
+            except AttributeError:
+                raise AttributeError(self.name) from None
+
+        def __set__(self, instance: Any, value: Any) -> None:
+            setattr(local, self.name, value)
+
+    class PerThreadClass(type(base)):  # type: ignore[misc]
+        def __setattr__(cls, name: str, value: Any) -> None:  # BaseRouter.current_event = ...
+            if name in _PER_INVOCATION:
+                setattr(local, name, value)
+            else:
+                super().__setattr__(name, value)
+
+    with _IMPORT_LOCK:
+        if getattr(base, "_per_thread", False):
+            return
+        base.__class__ = PerThreadClass  # type: ignore[method-assign]
+        for name in _PER_INVOCATION:
+            type.__setattr__(base, name, PerThread(name))
+        type.__setattr__(base, "_per_thread", True)
+
 
 class _ThreadEnvironment:
     """An execution environment in this process: a copy of the handler module (see load_handler)."""
@@ -265,8 +313,10 @@ class FunctionRuntime:
         self.role = role
         self.isolation = isolation
         self.foreign_variables = foreign_variables
-        if role is not None and isolation == "thread":
-            iam.install()
+        if isolation == "thread":
+            powertools_events_per_thread()  # its environments share one process
+            if role is not None:
+                iam.install()
         self._lock = threading.Lock()
         self._idle: list[Any] = []
         self._made: list[Any] = []

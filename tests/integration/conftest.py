@@ -23,7 +23,6 @@ import pytest
 
 from local.mailservers import Mailbox
 from local.stack import LocalStack, StackPorts
-from tests.stack import powertools_events_per_thread
 from tests.support import call_api, claims, rest_event, wait_until
 
 __all__ = ["claims", "rest_event"]
@@ -55,7 +54,6 @@ def stack() -> Iterator[LocalStack]:
         # crashes) and the smoke test switch to worker processes with `stack.gateway.isolated()`.
         isolation="thread",
     )
-    powertools_events_per_thread()  # the functions answer concurrent requests in threads
     try:
         stack.start()
         assert stack.mail_servers is not None

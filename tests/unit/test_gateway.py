@@ -20,7 +20,7 @@ from moto.utilities.utils import load_resource
 from local import invoke
 from local.aws import cognito_user, create_resources, id_token, start_moto_server
 from local.engine import evaluate
-from local.gateway import CognitoVerifier, LocalGateway, flatten_claims
+from local.gateway import CognitoVerifier, FunctionRuntime, LocalGateway, flatten_claims
 from local.template import Template
 
 DATA = Path(__file__).parent / "data"
@@ -292,6 +292,28 @@ def test_concurrent_requests_get_their_own_execution_environment(stack):
         thread.join()
     assert len(results) == 2 and len(set(results)) == 2
     assert stack.gateway.runtime("EchoFunction").environments >= 2
+
+
+def test_a_thread_mode_runtime_gives_each_invocation_its_own_powertools_request(stack):
+    from aws_lambda_powertools.event_handler.api_gateway import APIGatewayRestResolver, BaseRouter
+
+    FunctionRuntime(stack.template.function("EchoFunction"), isolation="thread")
+    # Two resolvers (two functions) answering at once; resolve() sets the request on BaseRouter.
+    resolvers = [APIGatewayRestResolver(), APIGatewayRestResolver()]
+    both_set = threading.Barrier(2)
+    seen: dict[int, object] = {}
+
+    def answer(number: int) -> None:
+        BaseRouter.current_event = f"request {number}"  # type: ignore[assignment]
+        both_set.wait(5)
+        seen[number] = resolvers[number].current_event
+
+    threads = [threading.Thread(target=answer, args=(number,)) for number in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == {0: "request 0", 1: "request 1"}
 
 
 def test_direct_invoke(stack):
