@@ -14,7 +14,10 @@ a concurrent request gets a fresh one (a cold start). With isolation "process" (
 environment is a worker process bounded by the function's MemorySize (local/execution.py); with
 "thread" (the integration suite, whose tests patch the service) a handler module imported in this
 process by file path under a unique module name, and the environment variables of all functions
-share os.environ, so functions must agree on every variable they both set.
+share os.environ, so functions must agree on every variable they both set (merged_environment).
+So that a function cannot pass here on another's variable, a thread-mode start runs every
+function's init first with only its own variables (start_every_function); each thread answers its
+own request in Powertools' resolvers (powertools_events_per_thread).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ __all__ = [
     "FunctionRuntime",
     "FunctionTimeout",
     "HandlerError",
+    "InitError",
     "IntegrationTimeout",
     "InvocationError",
     "LambdaContext",
@@ -104,6 +108,10 @@ class ResponseError(InvocationError):
 
 class RequestTooLarge(InvocationError):
     error_type = "RequestEntityTooLargeException"
+
+
+class InitError(Exception):
+    """A function's init failed in the environment Lambda would give it (a thread-mode start)."""
 
 
 class IntegrationTimeout(Exception):
@@ -287,6 +295,22 @@ class _ThreadEnvironment:
         """A thread cannot be stopped: the environment is only never used again."""
 
 
+@contextlib.contextmanager
+def _process_environment(variables: dict[str, str] | None) -> Iterator[None]:
+    """os.environ is `variables` while inside (None: unchanged)."""
+    if variables is None:
+        yield
+        return
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 class FunctionRuntime:
     """Runs one function's handler like Lambda: a JSON copy of the event, a context, the
     function's Timeout, a JSON result; a pool of execution environments for concurrency.
@@ -332,24 +356,42 @@ class FunctionRuntime:
                 environment = self._idle.pop()
                 if environment.alive:
                     return environment
+        return self._make()
+
+    def _make(self, *, own_variables_only: bool = False) -> Any:
+        with self._lock:
             instance = len(self._made)
             self._made.append(None)
-        if self.isolation == "process":
-            from local.execution import WorkerProcess, worker_environment
+        from local.execution import WorkerProcess, worker_environment
 
+        variables = worker_environment(self.spec, self.region, self.foreign_variables)
+        if self.isolation == "process":
             made: Any = WorkerProcess(
                 self.spec,
                 role=self.role,
                 region=self.region,
                 account_id=self.account_id,
-                environment=worker_environment(self.spec, self.region, self.foreign_variables),
+                environment=variables,
             )
         else:
-            with iam.acting_as(self.role):
+            with iam.acting_as(self.role), _process_environment(variables if own_variables_only else None):
                 made = _ThreadEnvironment(load_handler(self.spec, instance), self.role)
         with self._lock:
             self._made[instance] = made
         return made
+
+    def start_environment(self) -> None:
+        """Makes one execution environment now and keeps it warm. In thread mode its init (the
+        handler's import) sees only the variables Lambda would give the function (its own,
+        Lambda's, and this process's others that no function sets), as a worker process does: a
+        variable only other functions have is missing, and an init that needs it fails as in AWS.
+        Raises InitError; call it while nothing else runs (os.environ is the process's)."""
+        try:
+            made = self._make(own_variables_only=True)
+        except Exception as error:
+            raise InitError(f"{self.spec.logical_id}: its init failed: {error}") from error
+        with self._lock:
+            self._idle.append(made)
 
     def close(self) -> None:
         """Stops every execution environment (worker processes are killed)."""
@@ -652,6 +694,7 @@ class LocalGateway:
         log_requests: bool = True,
         check_iam: bool = False,
         isolation: Isolation = "thread",
+        forget_process_state: Callable[[], None] = lambda: None,
     ) -> None:
         if host not in _LOOPBACK:
             raise ValueError(f"the local gateway only binds loopback, not {host!r}")
@@ -666,6 +709,9 @@ class LocalGateway:
         self.log_requests = log_requests
         self.check_iam = check_iam
         self.isolation: Isolation = isolation
+        # What the functions' inits leave in this process for other functions to reuse (the
+        # service's composition roots): forgotten between the inits of a thread-mode start.
+        self.forget_process_state = forget_process_state
         self._memory: dict[str, int] = {}
         routes = template.api_routes()
         if api_id is not None:
@@ -710,15 +756,30 @@ class LocalGateway:
         os.environ.update(environment)
 
     def start(self) -> None:
-        """Sets the functions' environment and serves in a background thread."""
+        """Sets the functions' environment (in thread mode, runs every function's init in its own
+        first: start_every_function) and serves in a background thread."""
         if self._server is not None:
             return
         self.apply_environment()
+        if self.isolation == "thread":
+            self.start_every_function()
         server = _Server((self.host, self.port), _Handler)
         server.gateway = self
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="local-gateway", daemon=True)
         self._thread.start()
+
+    def start_every_function(self) -> None:
+        """Every function's init runs now, each seeing only its own variables (as in Lambda; see
+        FunctionRuntime.start_environment), after the state earlier inits left is forgotten: a
+        function whose template lacks a variable its init reads fails the start (InitError), as
+        its first invocation (or its SnapStart version's publication) fails in AWS."""
+        try:
+            for function_id in self.template.functions():
+                self.forget_process_state()
+                self.runtime(function_id).start_environment()
+        finally:
+            self.forget_process_state()  # the functions rebuild it on use, from the shared os.environ
 
     def stop(self) -> None:
         self._close_runtimes()

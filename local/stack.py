@@ -28,7 +28,7 @@ from local import iam
 from local.aws import cognito_user, create_resources, id_token, start_moto_server
 from local.environment import use_local_aws
 from local.event_sources import EventSources
-from local.gateway import CognitoVerifier, Isolation, LocalGateway
+from local.gateway import CognitoVerifier, Isolation, LocalGateway, merged_environment
 from local.mailservers import Mailbox, MailServerPorts, MailServers
 from local.oauth2_server import OAuth2Server
 from local.template import Template
@@ -246,6 +246,7 @@ class LocalStack:
             openapi_path=OPENAPI if OPENAPI.exists() else None,
             check_iam=True,
             isolation=self.isolation,
+            forget_process_state=wiring.reset,
         )
         self.gateway.start()
         if self.run_schedules:
@@ -324,12 +325,7 @@ class LocalStack:
 
     # --- what tests and the README's examples use ------------------------------------------
     def function_environment(self) -> dict[str, str]:
-        merged: dict[str, str] = {}
-        for spec in self.template.functions().values():
-            for key, value in spec.environment.items():
-                if merged.setdefault(key, value) != value:
-                    raise ValueError(f"functions disagree on {key}; the local stack runs them in one process")
-        return merged
+        return merged_environment(self.template.functions().values())
 
     def account_config(self, mailbox: Mailbox, **changes: Any) -> dict[str, Any]:
         assert self.mail_servers is not None
