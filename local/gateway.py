@@ -372,6 +372,7 @@ class FunctionRuntime:
                 region=self.region,
                 account_id=self.account_id,
                 environment=variables,
+                on_exit=self._forget,
             )
         else:
             with iam.acting_as(self.role), _process_environment(variables if own_variables_only else None):
@@ -379,6 +380,18 @@ class FunctionRuntime:
         with self._lock:
             self._made[instance] = made
         return made
+
+    def _forget(self, environment: Any) -> None:
+        """An environment that ended by itself (a worker process died while idle) is not reused."""
+        with self._lock:
+            if environment in self._idle:
+                self._idle.remove(environment)
+
+    @property
+    def warm(self) -> int:
+        """How many execution environments wait for an invocation now."""
+        with self._lock:
+            return len(self._idle)
 
     def start_environment(self) -> None:
         """Makes one execution environment now and keeps it warm. In thread mode its init (the
@@ -444,18 +457,29 @@ class FunctionRuntime:
             target=run, name=f"lambda-{self.spec.logical_id}-{context.aws_request_id[:8]}", daemon=True
         )
         worker.start()
-        limit = float(self.spec.timeout) if wait is None else min(wait, float(self.spec.timeout))
-        if not finished.wait(limit):
-            with self._lock:
-                timed_out = not finished.is_set()
-                if timed_out:
-                    if wait is not None and wait < self.spec.timeout:
-                        raise IntegrationTimeout(f"{self.spec.logical_id}: no answer within {wait:g} s")
-                    state["dropped"] = True  # Lambda stops this environment
-            if timed_out:
-                environment.stop()
-                raise FunctionTimeout(f"Task timed out after {self.spec.timeout:.2f} seconds")
+        timeout = float(self.spec.timeout)
+        if wait is not None and wait < timeout:
+            if not finished.wait(wait):
+                # API Gateway stops waiting; the function runs on until its own Timeout.
+                remaining = context.get_remaining_time_in_millis() / 1000
+                expiry = threading.Timer(remaining, self._time_out, (environment, finished, state))
+                expiry.daemon = True
+                expiry.start()
+                raise IntegrationTimeout(f"{self.spec.logical_id}: no answer within {wait:g} s")
+        elif not finished.wait(timeout) and self._time_out(environment, finished, state):
+            raise FunctionTimeout(f"Task timed out after {self.spec.timeout:.2f} seconds")
         return self._result(outcome)
+
+    def _time_out(self, environment: Any, finished: threading.Event, state: dict[str, bool]) -> bool:
+        """The one place the function's Timeout is enforced, in both isolations: an invocation
+        still running is dropped with its environment (a worker process is killed; a thread
+        cannot be, it only never serves again). False when it had finished meanwhile."""
+        with self._lock:
+            if finished.is_set():
+                return False
+            state["dropped"] = True
+        environment.stop()
+        return True
 
     def _result(self, outcome: dict[str, Any]) -> Any:
         if "failure" in outcome:
