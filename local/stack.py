@@ -141,9 +141,11 @@ class LocalStack:
         self.event_sources: EventSources | None = None
         self.driven: list[str] = []
         self.info: dict[str, Any] = {}
+        self._environment_before: dict[str, str] | None = None
 
     # --- start and stop -------------------------------------------------------------------
     def start(self) -> dict[str, Any]:
+        self._environment_before = dict(os.environ)  # stop() gives the process its own back
         self.state.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state, 0o755)  # Postfix and Dovecot refuse folders others cannot enter
         passwords = _stable_secrets(self.state)
@@ -322,6 +324,14 @@ class LocalStack:
             self.moto.stop()
         for thread in self._threads:
             thread.join(timeout=5)
+        if self._environment_before is not None:
+            # Code of this process that runs after the stack must not talk to its stopped moto.
+            os.environ.clear()
+            os.environ.update(self._environment_before)
+            self._environment_before = None
+            from mailcore import wiring
+
+            wiring.reset()
 
     # --- what tests and the README's examples use ------------------------------------------
     def function_environment(self) -> dict[str, str]:
