@@ -1,6 +1,7 @@
 """What running a function in a worker process (local/execution.py, `make run`) costs next to
 running it in-process (the integration suite): a cold start, a warm invocation, and the memory
-watcher's pass over /proc; measured in the same run, ratios printed.
+watcher's pass over /proc (next to a warm in-process invocation); all measured in the same run,
+ratios printed.
 
     .venv/bin/python -m bench.execution [--invocations 200]
 
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 
 from local.aws import create_resources_elsewhere
-from local.execution import session_memory
+from local.execution import WATCH_SECONDS, session_memory
 from local.gateway import FunctionRuntime
 from local.template import Template
 
@@ -67,8 +68,13 @@ def main() -> None:
         f"warm invocation (median of {args.invocations}): in-process {thread_warm:.2f} ms, worker process "
         f"{process_warm:.2f} ms ({process_warm / thread_warm:.1f}x, +{process_warm - thread_warm:.2f} ms)"
     )
+    scan = statistics.median(scans)
+    # Its baseline is the warm in-process invocation measured above; its share of a core follows
+    # from the interval it runs at while a worker is busy.
     print(
-        f"memory watcher: one pass over /proc {statistics.median(scans):.2f} ms (every 50 ms while a worker is busy)"
+        f"memory watcher: one pass over /proc {scan:.2f} ms ({scan / thread_warm:.1f}x a warm in-process "
+        f"invocation; {100 * scan / (WATCH_SECONDS * 1000):.1f}% of a core while a worker is busy, "
+        f"one pass every {WATCH_SECONDS * 1000:.0f} ms)"
     )
 
 

@@ -13,7 +13,10 @@ process of its own session (its children, the mail parser among them, are in tha
   Between two looks a process can grow by what it allocates in 50 ms: RLIMIT_AS on the worker
   (ADDRESS_SPACE_FACTOR times MemorySize: address space is far more than RSS in a Python process
   with threads) stops a runaway that would take the machine before the watcher sees it.
-- time: the invocation's Timeout kills the worker (its next invocation starts a new one).
+- time: the invocation's Timeout kills the worker (its next invocation starts a new one); the
+  runtime (local/gateway.py FunctionRuntime) owns the Timeout for both isolations and calls stop().
+- death while idle: a thread per worker waits for its process, and a worker that died between
+  invocations is reaped and leaves its function's pool at once (`on_exit`).
 - environment: the process gets the function's own variables (not the other functions'), the
   Lambda runtime's variables, and checks its AWS calls against the function's role (local/iam.py),
   reporting the calls it was allowed back to the stack (iam.usage() stays complete).
@@ -34,14 +37,13 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from local import iam
 from local.gateway import (
-    FunctionTimeout,
     HandlerError,
     InvocationError,
     LambdaContext,
@@ -169,11 +171,10 @@ class WorkerProcess:
         region: str,
         account_id: str,
         environment: Mapping[str, str],
+        on_exit: Callable[[WorkerProcess], None] = lambda worker: None,
     ) -> None:
         self.spec = spec
         self.limit = spec.memory * MIB
-        self.peak = 0
-        self.out_of_memory = False
         ours, theirs = socket.socketpair()
         with theirs:
             self.process = subprocess.Popen(
@@ -190,15 +191,22 @@ class WorkerProcess:
         self._ready = self._running = self._stopped = False
         self._stopping = threading.Lock()
         _LIVE.add(self)
+        self._on_exit = on_exit
+        threading.Thread(target=self._reap, name=f"reap-{self.pid}", daemon=True).start()
+
+    def _reap(self) -> None:
+        """Waits for the process to end (killed, or died on its own, even while idle): its session
+        is stopped and its pool forgets it."""
+        self.process.wait()
+        self.stop()
+        self._on_exit(self)
 
     @property
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def measured(self, resident: int) -> None:
-        self.peak = max(self.peak, resident)
         if resident > self.limit and self.alive:
-            self.out_of_memory = True
             print(
                 f"local stack: {self.spec.logical_id} killed: {resident // MIB} MB resident of its "
                 f"{self.spec.memory} MB (MemorySize)",
@@ -221,9 +229,9 @@ class WorkerProcess:
                 self._connection.close()
 
     def run(self, event: Any, context: LambdaContext) -> Any:
-        """The handler's JSON result; raises HandlerError, FunctionTimeout, ResponseError or
-        EnvironmentExited (killed for memory, or died)."""
-        deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000
+        """The handler's JSON result; raises HandlerError, ResponseError or EnvironmentExited
+        (killed for memory or past its Timeout by the runtime, or died). Waits as long as it takes:
+        the Timeout is the runtime's (FunctionRuntime.invoke stops the worker)."""
         with self._stopping:
             if self._stopped:
                 raise EnvironmentExited("the execution environment was stopped")
@@ -231,11 +239,11 @@ class WorkerProcess:
         _WATCHER.busy(self, True)
         try:
             if not self._ready:
-                self._reply(deadline, context)  # the init phase counts against the invocation
+                self._reply(context)  # the init phase counts against the invocation
                 self._ready = True
-            left = max(0.0, deadline - time.monotonic())
+            left = context.get_remaining_time_in_millis() / 1000
             self._connection.send((json.dumps(event), context.aws_request_id, left))
-            return self._reply(deadline, context)
+            return self._reply(context)
         finally:
             _WATCHER.busy(self, False)
             with self._stopping:
@@ -243,11 +251,8 @@ class WorkerProcess:
                 if self._stopped:
                     self._connection.close()
 
-    def _reply(self, deadline: float, context: LambdaContext) -> Any:
+    def _reply(self, context: LambdaContext) -> Any:
         try:
-            if not self._connection.poll(max(0.0, deadline - time.monotonic())):
-                self.stop()
-                raise FunctionTimeout(f"Task timed out after {self.spec.timeout:.2f} seconds")
             kind, *rest, usage = self._connection.recv()
         except (EOFError, OSError):
             self.stop()

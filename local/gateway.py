@@ -14,7 +14,10 @@ a concurrent request gets a fresh one (a cold start). With isolation "process" (
 environment is a worker process bounded by the function's MemorySize (local/execution.py); with
 "thread" (the integration suite, whose tests patch the service) a handler module imported in this
 process by file path under a unique module name, and the environment variables of all functions
-share os.environ, so functions must agree on every variable they both set.
+share os.environ, so functions must agree on every variable they both set (merged_environment).
+So that a function cannot pass here on another's variable, a thread-mode start runs every
+function's init first with only its own variables (start_every_function); each thread answers its
+own request in Powertools' resolvers (powertools_events_per_thread).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ __all__ = [
     "FunctionRuntime",
     "FunctionTimeout",
     "HandlerError",
+    "InitError",
     "IntegrationTimeout",
     "InvocationError",
     "LambdaContext",
@@ -63,6 +67,7 @@ __all__ = [
     "flatten_claims",
     "load_handler",
     "merged_environment",
+    "powertools_events_per_thread",
 ]
 
 LAMBDA_PAYLOAD_LIMIT = 6_291_556  # bytes of a synchronous invocation's event or result (6 MB)
@@ -103,6 +108,10 @@ class ResponseError(InvocationError):
 
 class RequestTooLarge(InvocationError):
     error_type = "RequestEntityTooLargeException"
+
+
+class InitError(Exception):
+    """A function's init failed in the environment Lambda would give it (a thread-mode start)."""
 
 
 class IntegrationTimeout(Exception):
@@ -222,6 +231,53 @@ def _json_default(value: Any) -> Any:
 
 Isolation = Literal["thread", "process"]
 
+_PER_INVOCATION = ("current_event", "lambda_context")
+
+
+def powertools_events_per_thread() -> None:
+    """Powertools' resolvers keep the request they answer on their base class (BaseRouter), which
+    holds in Lambda (one request per process at a time) but not in thread mode, where functions
+    answer concurrent requests in threads of one process: a request would then be answered with
+    another's query or caller. Each thread (each invocation runs in its own) gets its own request."""
+    try:
+        from aws_lambda_powertools.event_handler import api_gateway
+    except ImportError:  # no handler of this process can use a resolver
+        return
+    base = api_gateway.BaseRouter
+    if getattr(base, "_per_thread", False):
+        return
+    local = threading.local()
+
+    class PerThread:
+        """The attribute, read from an instance or the class, as this thread set it."""
+
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __get__(self, instance: Any, owner: Any = None) -> Any:
+            try:
+                return getattr(local, self.name)
+            except AttributeError:
+                raise AttributeError(self.name) from None
+
+        def __set__(self, instance: Any, value: Any) -> None:
+            setattr(local, self.name, value)
+
+    class PerThreadClass(type(base)):  # type: ignore[misc]
+        def __setattr__(cls, name: str, value: Any) -> None:  # BaseRouter.current_event = ...
+            if name in _PER_INVOCATION:
+                setattr(local, name, value)
+            else:
+                super().__setattr__(name, value)
+
+    with _IMPORT_LOCK:
+        if getattr(base, "_per_thread", False):
+            return
+        base.__class__ = PerThreadClass  # type: ignore[method-assign]
+        for name in _PER_INVOCATION:
+            type.__setattr__(base, name, PerThread(name))
+        type.__setattr__(base, "_per_thread", True)
+
 
 class _ThreadEnvironment:
     """An execution environment in this process: a copy of the handler module (see load_handler)."""
@@ -237,6 +293,22 @@ class _ThreadEnvironment:
 
     def stop(self) -> None:
         """A thread cannot be stopped: the environment is only never used again."""
+
+
+@contextlib.contextmanager
+def _process_environment(variables: dict[str, str] | None) -> Iterator[None]:
+    """os.environ is `variables` while inside (None: unchanged)."""
+    if variables is None:
+        yield
+        return
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 class FunctionRuntime:
@@ -265,8 +337,10 @@ class FunctionRuntime:
         self.role = role
         self.isolation = isolation
         self.foreign_variables = foreign_variables
-        if role is not None and isolation == "thread":
-            iam.install()
+        if isolation == "thread":
+            powertools_events_per_thread()  # its environments share one process
+            if role is not None:
+                iam.install()
         self._lock = threading.Lock()
         self._idle: list[Any] = []
         self._made: list[Any] = []
@@ -282,24 +356,55 @@ class FunctionRuntime:
                 environment = self._idle.pop()
                 if environment.alive:
                     return environment
+        return self._make()
+
+    def _make(self, *, own_variables_only: bool = False) -> Any:
+        with self._lock:
             instance = len(self._made)
             self._made.append(None)
-        if self.isolation == "process":
-            from local.execution import WorkerProcess, worker_environment
+        from local.execution import WorkerProcess, worker_environment
 
+        variables = worker_environment(self.spec, self.region, self.foreign_variables)
+        if self.isolation == "process":
             made: Any = WorkerProcess(
                 self.spec,
                 role=self.role,
                 region=self.region,
                 account_id=self.account_id,
-                environment=worker_environment(self.spec, self.region, self.foreign_variables),
+                environment=variables,
+                on_exit=self._forget,
             )
         else:
-            with iam.acting_as(self.role):
+            with iam.acting_as(self.role), _process_environment(variables if own_variables_only else None):
                 made = _ThreadEnvironment(load_handler(self.spec, instance), self.role)
         with self._lock:
             self._made[instance] = made
         return made
+
+    def _forget(self, environment: Any) -> None:
+        """An environment that ended by itself (a worker process died while idle) is not reused."""
+        with self._lock:
+            if environment in self._idle:
+                self._idle.remove(environment)
+
+    @property
+    def warm(self) -> int:
+        """How many execution environments wait for an invocation now."""
+        with self._lock:
+            return len(self._idle)
+
+    def start_environment(self) -> None:
+        """Makes one execution environment now and keeps it warm. In thread mode its init (the
+        handler's import) sees only the variables Lambda would give the function (its own,
+        Lambda's, and this process's others that no function sets), as a worker process does: a
+        variable only other functions have is missing, and an init that needs it fails as in AWS.
+        Raises InitError; call it while nothing else runs (os.environ is the process's)."""
+        try:
+            made = self._make(own_variables_only=True)
+        except Exception as error:
+            raise InitError(f"{self.spec.logical_id}: its init failed: {error}") from error
+        with self._lock:
+            self._idle.append(made)
 
     def close(self) -> None:
         """Stops every execution environment (worker processes are killed)."""
@@ -352,18 +457,29 @@ class FunctionRuntime:
             target=run, name=f"lambda-{self.spec.logical_id}-{context.aws_request_id[:8]}", daemon=True
         )
         worker.start()
-        limit = float(self.spec.timeout) if wait is None else min(wait, float(self.spec.timeout))
-        if not finished.wait(limit):
-            with self._lock:
-                timed_out = not finished.is_set()
-                if timed_out:
-                    if wait is not None and wait < self.spec.timeout:
-                        raise IntegrationTimeout(f"{self.spec.logical_id}: no answer within {wait:g} s")
-                    state["dropped"] = True  # Lambda stops this environment
-            if timed_out:
-                environment.stop()
-                raise FunctionTimeout(f"Task timed out after {self.spec.timeout:.2f} seconds")
+        timeout = float(self.spec.timeout)
+        if wait is not None and wait < timeout:
+            if not finished.wait(wait):
+                # API Gateway stops waiting; the function runs on until its own Timeout.
+                remaining = context.get_remaining_time_in_millis() / 1000
+                expiry = threading.Timer(remaining, self._time_out, (environment, finished, state))
+                expiry.daemon = True
+                expiry.start()
+                raise IntegrationTimeout(f"{self.spec.logical_id}: no answer within {wait:g} s")
+        elif not finished.wait(timeout) and self._time_out(environment, finished, state):
+            raise FunctionTimeout(f"Task timed out after {self.spec.timeout:.2f} seconds")
         return self._result(outcome)
+
+    def _time_out(self, environment: Any, finished: threading.Event, state: dict[str, bool]) -> bool:
+        """The one place the function's Timeout is enforced, in both isolations: an invocation
+        still running is dropped with its environment (a worker process is killed; a thread
+        cannot be, it only never serves again). False when it had finished meanwhile."""
+        with self._lock:
+            if finished.is_set():
+                return False
+            state["dropped"] = True
+        environment.stop()
+        return True
 
     def _result(self, outcome: dict[str, Any]) -> Any:
         if "failure" in outcome:
@@ -602,6 +718,7 @@ class LocalGateway:
         log_requests: bool = True,
         check_iam: bool = False,
         isolation: Isolation = "thread",
+        forget_process_state: Callable[[], None] = lambda: None,
     ) -> None:
         if host not in _LOOPBACK:
             raise ValueError(f"the local gateway only binds loopback, not {host!r}")
@@ -616,6 +733,9 @@ class LocalGateway:
         self.log_requests = log_requests
         self.check_iam = check_iam
         self.isolation: Isolation = isolation
+        # What the functions' inits leave in this process for other functions to reuse (the
+        # service's composition roots): forgotten between the inits of a thread-mode start.
+        self.forget_process_state = forget_process_state
         self._memory: dict[str, int] = {}
         routes = template.api_routes()
         if api_id is not None:
@@ -660,15 +780,30 @@ class LocalGateway:
         os.environ.update(environment)
 
     def start(self) -> None:
-        """Sets the functions' environment and serves in a background thread."""
+        """Sets the functions' environment (in thread mode, runs every function's init in its own
+        first: start_every_function) and serves in a background thread."""
         if self._server is not None:
             return
         self.apply_environment()
+        if self.isolation == "thread":
+            self.start_every_function()
         server = _Server((self.host, self.port), _Handler)
         server.gateway = self
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="local-gateway", daemon=True)
         self._thread.start()
+
+    def start_every_function(self) -> None:
+        """Every function's init runs now, each seeing only its own variables (as in Lambda; see
+        FunctionRuntime.start_environment), after the state earlier inits left is forgotten: a
+        function whose template lacks a variable its init reads fails the start (InitError), as
+        its first invocation (or its SnapStart version's publication) fails in AWS."""
+        try:
+            for function_id in self.template.functions():
+                self.forget_process_state()
+                self.runtime(function_id).start_environment()
+        finally:
+            self.forget_process_state()  # the functions rebuild it on use, from the shared os.environ
 
     def stop(self) -> None:
         self._close_runtimes()

@@ -28,7 +28,7 @@ from local import iam
 from local.aws import cognito_user, create_resources, id_token, start_moto_server
 from local.environment import use_local_aws
 from local.event_sources import EventSources
-from local.gateway import CognitoVerifier, Isolation, LocalGateway
+from local.gateway import CognitoVerifier, Isolation, LocalGateway, merged_environment
 from local.mailservers import Mailbox, MailServerPorts, MailServers
 from local.oauth2_server import OAuth2Server
 from local.template import Template
@@ -141,9 +141,11 @@ class LocalStack:
         self.event_sources: EventSources | None = None
         self.driven: list[str] = []
         self.info: dict[str, Any] = {}
+        self._environment_before: dict[str, str] | None = None
 
     # --- start and stop -------------------------------------------------------------------
     def start(self) -> dict[str, Any]:
+        self._environment_before = dict(os.environ)  # stop() gives the process its own back
         self.state.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state, 0o755)  # Postfix and Dovecot refuse folders others cannot enter
         passwords = _stable_secrets(self.state)
@@ -246,6 +248,7 @@ class LocalStack:
             openapi_path=OPENAPI if OPENAPI.exists() else None,
             check_iam=True,
             isolation=self.isolation,
+            forget_process_state=wiring.reset,
         )
         self.gateway.start()
         if self.run_schedules:
@@ -321,15 +324,18 @@ class LocalStack:
             self.moto.stop()
         for thread in self._threads:
             thread.join(timeout=5)
+        if self._environment_before is not None:
+            # Code of this process that runs after the stack must not talk to its stopped moto.
+            os.environ.clear()
+            os.environ.update(self._environment_before)
+            self._environment_before = None
+            from mailcore import wiring
+
+            wiring.reset()
 
     # --- what tests and the README's examples use ------------------------------------------
     def function_environment(self) -> dict[str, str]:
-        merged: dict[str, str] = {}
-        for spec in self.template.functions().values():
-            for key, value in spec.environment.items():
-                if merged.setdefault(key, value) != value:
-                    raise ValueError(f"functions disagree on {key}; the local stack runs them in one process")
-        return merged
+        return merged_environment(self.template.functions().values())
 
     def account_config(self, mailbox: Mailbox, **changes: Any) -> dict[str, Any]:
         assert self.mail_servers is not None

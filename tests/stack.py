@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import ssl
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -70,46 +69,3 @@ def function_environment(function_id: str) -> Iterator[dict[str, str]]:
             yield environment
     finally:
         wiring.reset()
-
-
-_PER_INVOCATION = ("current_event", "lambda_context")
-
-
-def powertools_events_per_thread() -> None:
-    """Powertools' resolvers keep the request they answer on their base class (BaseRouter), which
-    holds in Lambda (one request per process at a time) but not here, where the functions answer
-    concurrent requests in threads of one process: a request would then be answered with another's
-    query or caller. Each thread (each invocation runs in its own) gets its own request instead."""
-    from aws_lambda_powertools.event_handler import api_gateway
-
-    base = api_gateway.BaseRouter
-    if getattr(base, "_per_thread", False):
-        return
-    local = threading.local()
-
-    class PerThread:
-        """The attribute, read from an instance or the class, as this thread set it."""
-
-        def __init__(self, name: str) -> None:
-            self.name = name
-
-        def __get__(self, instance: Any, owner: Any = None) -> Any:
-            try:
-                return getattr(local, self.name)
-            except AttributeError:
-                raise AttributeError(self.name) from None
-
-        def __set__(self, instance: Any, value: Any) -> None:
-            setattr(local, self.name, value)
-
-    class PerThreadClass(type(base)):  # type: ignore[misc]
-        def __setattr__(cls, name: str, value: Any) -> None:  # BaseRouter.current_event = ...
-            if name in _PER_INVOCATION:
-                setattr(local, name, value)
-            else:
-                super().__setattr__(name, value)
-
-    base.__class__ = PerThreadClass
-    for name in _PER_INVOCATION:
-        type.__setattr__(base, name, PerThread(name))
-    type.__setattr__(base, "_per_thread", True)

@@ -23,7 +23,6 @@ import pytest
 
 from local.mailservers import Mailbox
 from local.stack import LocalStack, StackPorts
-from tests.stack import powertools_events_per_thread
 from tests.support import call_api, claims, rest_event, wait_until
 
 __all__ = ["claims", "rest_event"]
@@ -41,7 +40,9 @@ class TeamAccount:
     mailbox: Mailbox
 
 
-@pytest.fixture(scope="session")
+# The stack ends with this package: its drivers poll moto's queues, and the unit tests after it
+# reset moto's process-wide state (mock_aws), which they would then find gone.
+@pytest.fixture(scope="package")
 def stack() -> Iterator[LocalStack]:
     root = Path(tempfile.mkdtemp(prefix="mst-", dir="/tmp"))
     root.chmod(0o755)
@@ -55,7 +56,6 @@ def stack() -> Iterator[LocalStack]:
         # crashes) and the smoke test switch to worker processes with `stack.gateway.isolated()`.
         isolation="thread",
     )
-    powertools_events_per_thread()  # the functions answer concurrent requests in threads
     try:
         stack.start()
         assert stack.mail_servers is not None
@@ -209,10 +209,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.integration)
-    # A check of what the whole suite did runs last, and only when the whole suite runs.
+    # A check of what the whole suite did runs last, and only when the whole suite runs: last of
+    # this package (whose stack it reads), not after the tests of other packages.
     collected = {Path(str(item.fspath)) for item in items}
     config.stash[WHOLE_SUITE] = all(module in collected for module in here.glob("test_*.py"))
-    items.sort(key=lambda item: item.get_closest_marker("after_the_suite") is not None)
+    last = [item for item in items if item.get_closest_marker("after_the_suite") is not None]
+    rest = [item for item in items if item not in last]
+    ours = [n for n, item in enumerate(rest) if here in Path(str(item.fspath)).parents]
+    end = ours[-1] + 1 if ours else len(rest)
+    items[:] = [*rest[:end], *last, *rest[end:]]
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The local gateway runs the functions in threads of this process, where Lambda gives each
 request an execution environment of its own: concurrent requests must still be answered each
-for itself (Powertools keeps the request on its resolvers' class: tests.stack)."""
+for itself (Powertools keeps the request on its resolvers' class: local.gateway.powertools_events_per_thread)."""
 
 from __future__ import annotations
 

@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import threading
+from pathlib import Path
 
 import pytest
 
 from local.execution import EnvironmentExited
-from local.gateway import FunctionRuntime, FunctionTimeout
+from local.gateway import FunctionRuntime, FunctionTimeout, IntegrationTimeout
+from tests.support import wait_until
 from tests.unit.test_gateway import call, stack  # noqa: F401 (the module's moto, template, gateway)
 
 
@@ -52,6 +57,36 @@ def test_an_invocation_over_its_timeout_stops_its_environment(stack):  # noqa: F
             runtime.invoke({})
         (environment,) = runtime._made
         assert not environment.alive
+    finally:
+        runtime.close()
+
+
+def test_an_environment_that_dies_while_idle_is_reaped_and_leaves_the_pool(hoard):
+    pid = hoard.invoke({"megabytes": 1})["pid"]
+    assert hoard.warm == 1
+
+    os.kill(pid, signal.SIGKILL)
+
+    wait_until(lambda: hoard.warm == 0, timeout=5, failure="the dead environment stayed in the pool")
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=5, failure=f"{pid} was not reaped")
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_an_invocation_the_caller_stopped_waiting_for_still_ends_at_its_timeout(stack, isolation):  # noqa: F811
+    runtime = FunctionRuntime(stack.template.function("SlowFunction"), isolation=isolation)  # Timeout 1 s
+    try:
+        with pytest.raises(IntegrationTimeout):
+            runtime.invoke({}, wait=0.2)  # API Gateway stops waiting; the function runs on
+        (environment,) = runtime._made
+
+        wait_until(
+            lambda: (
+                not any(thread.name.startswith("lambda-SlowFunction") for thread in threading.enumerate())
+            ),
+            timeout=5,
+        )
+        assert runtime.warm == 0  # Lambda stopped it at its Timeout: never used again
+        assert isolation == "thread" or not environment.alive
     finally:
         runtime.close()
 

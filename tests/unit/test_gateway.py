@@ -3,6 +3,7 @@ API Gateway's own answers; local.invoke's command line."""
 
 import base64
 import copy
+import dataclasses
 import http.client
 import json
 import os
@@ -20,7 +21,7 @@ from moto.utilities.utils import load_resource
 from local import invoke
 from local.aws import cognito_user, create_resources, id_token, start_moto_server
 from local.engine import evaluate
-from local.gateway import CognitoVerifier, LocalGateway, flatten_claims
+from local.gateway import CognitoVerifier, FunctionRuntime, InitError, LocalGateway, flatten_claims
 from local.template import Template
 
 DATA = Path(__file__).parent / "data"
@@ -136,12 +137,15 @@ def test_unknown_route_is_missing_authentication_token(stack):
         assert call(stack, method, "/api/echo/demo", token=stack.token)[0] == 403
 
 
-def test_missing_or_bad_token_is_401_without_calling_the_function(stack):
-    runtime = stack.gateway.runtime("BoomFunction")
+def test_missing_or_bad_token_is_401_without_calling_the_function(stack, monkeypatch):
+    invoked = []
+    monkeypatch.setattr(
+        stack.gateway.runtime("BoomFunction"), "invoke", lambda *args, **kw: invoked.append(args)
+    )
     for token in (None, "", "garbage", "Bearer x.y.z", stack.token[:-4] + "AAAA"):
         status, _, data = call(stack, "GET", "/api/boom", token=token)
         assert status == 401 and json.loads(data) == {"message": "Unauthorized"}, token
-    assert runtime.environments == 0
+    assert invoked == []
 
 
 def test_expired_forged_and_foreign_tokens_are_refused(stack):
@@ -292,6 +296,56 @@ def test_concurrent_requests_get_their_own_execution_environment(stack):
         thread.join()
     assert len(results) == 2 and len(set(results)) == 2
     assert stack.gateway.runtime("EchoFunction").environments >= 2
+
+
+def test_a_thread_mode_runtime_gives_each_invocation_its_own_powertools_request(stack):
+    from aws_lambda_powertools.event_handler.api_gateway import APIGatewayRestResolver, BaseRouter
+
+    FunctionRuntime(stack.template.function("EchoFunction"), isolation="thread")
+    # Two resolvers (two functions) answering at once; resolve() sets the request on BaseRouter.
+    resolvers = [APIGatewayRestResolver(), APIGatewayRestResolver()]
+    both_set = threading.Barrier(2)
+    seen: dict[int, object] = {}
+
+    def answer(number: int) -> None:
+        BaseRouter.current_event = f"request {number}"  # type: ignore[assignment]
+        both_set.wait(5)
+        seen[number] = resolvers[number].current_event
+
+    threads = [threading.Thread(target=answer, args=(number,)) for number in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == {0: "request 0", 1: "request 1"}
+
+
+def test_a_function_whose_template_lacks_a_variable_its_init_reads_fails_a_thread_mode_start(monkeypatch):
+    from mailcore import wiring
+
+    from tests.stack import _resolved_template
+
+    template = _resolved_template()
+    functions = template.functions()
+    pull = functions["PullFunction"]  # QueuedPullFunction and PullDispatchFunction have it too
+    lacking = {key: value for key, value in pull.environment.items() if key != "PULL_QUEUE_URL"}
+    monkeypatch.setattr(
+        template,
+        "functions",
+        lambda: {**functions, "PullFunction": dataclasses.replace(pull, environment=lacking)},
+    )
+    gateway = LocalGateway(
+        template,
+        port=0,
+        authorizer=CognitoVerifier("http://127.0.0.1:9", "pool", "client", "us-east-1"),
+        log_requests=False,
+        forget_process_state=wiring.reset,
+    )
+    try:
+        with pytest.raises(InitError, match=r"PullFunction: its init failed: .*PULL_QUEUE_URL"):
+            gateway.start()
+    finally:
+        gateway.stop()
 
 
 def test_direct_invoke(stack):
