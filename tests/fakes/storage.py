@@ -72,8 +72,11 @@ class MemoryMail:
             self.extra[mail_id] = {key: value for key, value in item.items() if key not in Mail.model_fields}
             return mail.model_copy(deep=True)
 
-    def transition_many(self, transitions: Sequence[Transition]) -> list[Mail | None]:
-        return [self.transition(t.mail_id, t.guard, assign=t.assign, remove=t.remove) for t in transitions]
+    def apply(self, transitions: Sequence[Transition]) -> list[bool]:
+        return [
+            self.transition(t.mail_id, t.guard, assign=t.assign, remove=t.remove) is not None
+            for t in transitions
+        ]
 
     def outbox(self, team: str, account: str, *, limit: int = 1000) -> list[Mail]:
         key = outbox_key(team, account)

@@ -160,11 +160,21 @@ class DynamoMail(AwsAdapter):
             return None
         return self._mail(answer["Attributes"])
 
-    def transition_many(self, transitions: Sequence[Transition]) -> list[Mail | None]:
+    def apply(self, transitions: Sequence[Transition]) -> list[bool]:
         # One conditional UpdateItem each, not TransactWriteItems: a transaction is all or
         # nothing (one mail another sender took cancels the whole batch), costs twice the write
         # units, and moto copies the whole table for each one (slow, and not thread-safe).
-        return [self.transition(t.mail_id, t.guard, assign=t.assign, remove=t.remove) for t in transitions]
+        # Without ReturnValues: the item (and a body kept in S3) is not read back.
+        client = self.client
+        written = []
+        for t in transitions:
+            try:
+                client.update_item(**self._update(t.mail_id, t.guard, t.assign, t.remove))
+            except client.exceptions.ConditionalCheckFailedException:
+                written.append(False)
+            else:
+                written.append(True)
+        return written
 
     def outbox(self, team: str, account: str, *, limit: int = 1000) -> list[Mail]:
         request: dict[str, Any] = {
