@@ -95,6 +95,12 @@ class MemoryMail:
             ]
         return [mail.model_copy(deep=True) for _, mail in sorted(waiting, key=lambda pair: pair[0])][:limit]
 
+    def outbox_ids(self, team: str, account: str, *, limit: int = 1000) -> list[str]:
+        return [mail.id for mail in self.outbox(team, account, limit=limit)]
+
+    def due_ids(self, team: str, account: str, now: str, *, limit: int = 1000) -> list[str]:
+        return [mail.id for mail in self.due(team, account, now, limit=limit)]
+
     def get(self, mail_id: str) -> Mail | None:
         mail = self.items.get(mail_id)
         return mail.model_copy(deep=True) if mail else None

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import boto3
 import pytest
@@ -18,12 +19,14 @@ from mailcore.services.outbox import owner_guard
 from mailcore.storage import Clause, Transition
 from moto import mock_aws
 
+from local.template import Template
 from tests.fakes import MemoryBlobs
 from tests.support import outgoing_mail
 from tests.unit.test_deferred_delivery import Harness, ScriptedServer
 from tests.unit.test_stuck_sending import FUNCTION_TIME_LEFT, Direct, direct_send
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class CountedBlobs(MemoryBlobs):
@@ -69,12 +72,13 @@ def test_a_direct_send_looks_each_attachment_up_once():
 
 @pytest.fixture
 def dynamo_mail() -> Iterator[DynamoMail]:
+    """DynamoMail on the MailTable of template.yaml (keys and indexes), in moto."""
+    table = Template.load(ROOT / "template.yaml", stack_name="hot").resources["MailTable"]["Properties"]
     with mock_aws():
         client = boto3.session.Session().client("dynamodb", region_name="us-east-1")
         client.create_table(
             TableName="mail",
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            **{key: table[key] for key in ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes")},
             BillingMode="PAY_PER_REQUEST",
         )
         yield DynamoMail("mail", blobs=CountedBlobs(), client=client)
@@ -121,3 +125,24 @@ def test_apply_answers_each_guard_and_writes_nothing_where_it_fails(dynamo_mail)
     assert dynamo_mail.apply([superseded, sent_outcome(mail), missing]) == [False, True, False]
     assert dynamo_mail.get("gone") is None
     assert dynamo_mail.get("m1").status == MailStatus.SENT  # type: ignore[union-attr]
+
+
+def test_the_ids_a_sync_reads_are_those_of_the_outbox_and_the_due_mail_without_their_bodies(dynamo_mail):
+    queued = [sending(f"q{n}", created_at=NOW + timedelta(seconds=n)) for n in range(3)]
+    deferred = sending("d1", next_attempt_at=NOW)
+    later = sending("d2", next_attempt_at=NOW + timedelta(hours=1))
+    for mail in queued:
+        assert dynamo_mail.put_new(mail.model_copy(update={"status": MailStatus.QUEUED, "lease_until": None}))
+    for mail in (deferred, later):
+        assert dynamo_mail.put_new(
+            mail.model_copy(update={"status": MailStatus.DEFERRED, "lease_until": None})
+        )
+    blobs: CountedBlobs = dynamo_mail.blobs  # type: ignore[assignment]
+    blobs.reads.clear()
+    now = NOW.isoformat()
+
+    assert dynamo_mail.outbox_ids("t", "desk") == ["q0", "q1", "q2"]
+    assert dynamo_mail.due_ids("t", "desk", now) == ["d1"]
+    assert blobs.reads == []
+    assert dynamo_mail.outbox_ids("t", "desk") == [mail.id for mail in dynamo_mail.outbox("t", "desk")]
+    assert dynamo_mail.due_ids("t", "desk", now) == [mail.id for mail in dynamo_mail.due("t", "desk", now)]

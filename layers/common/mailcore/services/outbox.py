@@ -413,9 +413,10 @@ class Outbox:
         """Sends everything still in the account's outbox (queued, or claimed by a sender whose
         lease ran out) and its waiting mail that is due (scheduled, deferred)."""
         self._configs[(target.team, target.name)] = target.config
-        ids = [mail.id for mail in self.storage.mail.outbox(target.team, target.name)]
-        due = self.storage.mail.due(target.team, target.name, _iso(self.clock()))
-        return self.send([*ids, *(mail.id for mail in due)])
+        # Ids only: each claim reads its mail as it is then (the index's copy may be stale).
+        queued = self.storage.mail.outbox_ids(target.team, target.name)
+        due = self.storage.mail.due_ids(target.team, target.name, _iso(self.clock()))
+        return self.send([*queued, *due])
 
     def send(self, mail_ids: Iterable[str]) -> OutboxReport:
         """Claims and sends these mails, in order; answers what happened to each. A mail whose

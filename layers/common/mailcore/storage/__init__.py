@@ -77,6 +77,14 @@ class MailRepository(Protocol):
         `due_at` is not after `now`, earliest first (the sparse Waiting index)."""
         ...
 
+    def outbox_ids(self, team: str, account: str, *, limit: int = 1000) -> list[str]:
+        """The ids of `outbox`, read without the mails (a sync claims each one, reading it then)."""
+        ...
+
+    def due_ids(self, team: str, account: str, now: str, *, limit: int = 1000) -> list[str]:
+        """The ids of `due`, read without the mails."""
+        ...
+
 
 class FileRepository(Protocol):
     def put(self, stored: StoredFile) -> None: ...
