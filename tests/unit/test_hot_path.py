@@ -23,6 +23,7 @@ from local.template import Template
 from tests.fakes import MemoryBlobs
 from tests.support import outgoing_mail
 from tests.unit.test_deferred_delivery import Harness, ScriptedServer
+from tests.unit.test_idempotent_send import keyed_send
 from tests.unit.test_stuck_sending import FUNCTION_TIME_LEFT, Direct, direct_send
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
@@ -68,6 +69,17 @@ def test_a_direct_send_looks_each_attachment_up_once():
 
     assert looked_up == ["f1"]
     assert b"a.txt" in harness.server.delivered[0] and mail.attachments == ["f1"]
+
+
+def test_a_new_keyed_send_reads_no_mail_before_it_stores_its_own():
+    harness = Harness(ScriptedServer())
+    reads: list[str] = []
+    get = harness.storage.mail.get
+    harness.storage.mail.get = lambda mail_id: reads.append(mail_id) or get(mail_id)
+
+    mail = keyed_send(harness)
+
+    assert reads == [] and harness.mail(mail.id).status == MailStatus.SENT
 
 
 @pytest.fixture

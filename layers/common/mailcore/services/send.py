@@ -361,7 +361,9 @@ class DirectSend:
         ids = [
             keyed_mail_id(target.team, target.name, once.caller, once.key, day) for day in (today, today - 1)
         ]
-        for mail_id in ids:
+        # One round trip for both ids: a new key (the common case) finds neither.
+        stored = self.storage.mail.existing_ids(ids)
+        for mail_id in (mail_id for mail_id in ids if mail_id in stored):
             found = self.storage.mail.get(mail_id)
             if found is not None and found.created_at > now - KEY_WINDOW:
                 return found, ids[0]
