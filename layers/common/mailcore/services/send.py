@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import policy
+from typing import TypedDict, Unpack
 
 from mailcore.errors import Conflict, InvalidInput, MailServerError, MailServiceError, NotFound
 from mailcore.ids import keyed_mail_id, new_id
@@ -197,19 +198,23 @@ def render(
     return message.as_bytes(policy=policy.SMTP)
 
 
+class ComposeOptions(TypedDict, total=False):
+    now: datetime | None
+    mail_id: str | None
+
+
 def compose(
     target: ResolvedAccount | SystemSender,
     request: SendRequest,
     *,
     storage: Storage,
     status: MailStatus,
-    now: datetime | None = None,
-    mail_id: str | None = None,
+    **options: Unpack[ComposeOptions],
 ) -> Mail:
     """The `mail_set` step: a validated, normalised mail with its raw message stored, not yet
     the item (the caller stores it with `status`). `mail_id`: a derived id (a keyed send), else
     a new one."""
-    return composed_message(target, request, storage=storage, status=status, now=now, mail_id=mail_id)[0]
+    return composed_message(target, request, storage=storage, status=status, **options)[0]
 
 
 def composed_message(
