@@ -1,9 +1,11 @@
 """Send benchmark: 500 queued mails of one account sent through the outbox's sync path, against
 the local Postfix, next to a raw smtplib loop sending the same 500 messages over one STARTTLS
 connection in the same run; once into moto as is, once with the cloud's latency added to every
-AWS call (a botocore before-send hook sleeping per call).
+AWS call (a botocore before-send hook sleeping per call). Then, in each run, 50 direct sends
+(DirectSend: compose, store, send over a new connection, write the outcome) next to a raw
+smtplib loop opening a new STARTTLS connection per message, as a direct send does.
 
-    .venv/bin/python -m bench.send [--mails 500]      (or: make bench-send)
+    .venv/bin/python -m bench.send [--mails 500] [--direct 50]      (or: make bench-send)
 """
 
 from __future__ import annotations
@@ -101,6 +103,34 @@ def memory_storage_with_latency(enabled: Callable[[], bool]) -> Any:
     return storage
 
 
+def direct_sends(storage: Any, target: Any, address: str, count: int, events: Any) -> list[str]:
+    """Sends `count` mails with DirectSend (no limiter: the account's minute would stop it);
+    answers the keys of the raw messages stored, for the baseline to send."""
+    from mailcore.models import SendRequest
+    from mailcore.protocols.transcript import Transcript
+    from mailcore.services.send import DirectSend
+
+    from tests.stack import stack_tls_context
+
+    direct = DirectSend(storage=storage, tls_context=stack_tls_context(), events=events)
+    keys = []
+    for number in range(count):
+        request = SendRequest(to=[address], subject=f"direct {number}", body_text="x" * 2000)
+        mail = direct.send(target, request, transcript=Transcript(), time_left=60.0)
+        assert mail.raw_key is not None
+        keys.append(mail.raw_key)
+    return keys
+
+
+def smtplib_per_connection(servers: Any, mailbox: Any, raws: list[bytes]) -> None:
+    """The baseline of a direct send: a new STARTTLS connection and login per message."""
+    for raw in raws:
+        with smtplib.SMTP(servers.host, servers.ports.smtp, local_hostname="example.test") as smtp:
+            smtp.starttls(context=servers.ssl_context())
+            smtp.login(mailbox.address, mailbox.password)
+            smtp.sendmail(mailbox.address, [mailbox.address], raw)
+
+
 class SlowEvents:
     def __init__(self, enabled: Callable[[], bool]) -> None:
         from tests.fakes import MemoryPublisher
@@ -116,6 +146,7 @@ class SlowEvents:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mails", type=int, default=500)
+    parser.add_argument("--direct", type=int, default=50)
     args = parser.parse_args(argv)
 
     import local.stack
@@ -179,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
             storage.mail.outbox(target.team, target.name)
             query_seconds = time.perf_counter() - started
             started = time.perf_counter()
+            if hasattr(storage.mail, "outbox_ids"):  # what the sync reads (ids only)
+                storage.mail.outbox_ids(target.team, target.name)
+            ids_seconds = time.perf_counter() - started
+            started = time.perf_counter()
             outbox = outbox_wiring.root().outbox()
             if in_memory:
                 outbox = Outbox(
@@ -207,7 +242,30 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{label:<38} {outbox_rate:>8.0f} msg/s {raw_rate:>8.0f} msg/s {outbox_rate / raw_rate:>6.2f}x"
             )
-            print(f"{'':<38} (the Outbox index query alone: {query_seconds:.2f} s of {outbox_seconds:.2f} s)")
+            print(
+                f"{'':<38} (the Outbox index query alone: whole items {query_seconds:.2f} s,"
+                f" ids only {ids_seconds:.2f} s; the sync {outbox_seconds:.2f} s)"
+            )
+
+            latency_on["value"] = with_latency
+            started = time.perf_counter()
+            keys = direct_sends(
+                storage, target, mailbox.address, args.direct, SlowEvents(lambda: latency_on["value"])
+            )
+            direct_seconds = time.perf_counter() - started
+            latency_on["value"] = False
+            direct_raws = [storage.blobs.get(key) for key in keys]
+            started = time.perf_counter()
+            smtplib_per_connection(servers, mailbox, direct_raws)
+            per_connection_seconds = time.perf_counter() - started
+            direct_rate, per_connection_rate = (
+                args.direct / direct_seconds,
+                args.direct / per_connection_seconds,
+            )
+            print(
+                f"{'  direct send vs smtplib per connection':<38} {direct_rate:>8.0f} msg/s"
+                f" {per_connection_rate:>8.0f} msg/s {direct_rate / per_connection_rate:>6.2f}x"
+            )
     finally:
         stack.stop()
         shutil.rmtree(root, ignore_errors=True)

@@ -72,8 +72,11 @@ class MemoryMail:
             self.extra[mail_id] = {key: value for key, value in item.items() if key not in Mail.model_fields}
             return mail.model_copy(deep=True)
 
-    def transition_many(self, transitions: Sequence[Transition]) -> list[Mail | None]:
-        return [self.transition(t.mail_id, t.guard, assign=t.assign, remove=t.remove) for t in transitions]
+    def apply(self, transitions: Sequence[Transition]) -> list[bool]:
+        return [
+            self.transition(t.mail_id, t.guard, assign=t.assign, remove=t.remove) is not None
+            for t in transitions
+        ]
 
     def outbox(self, team: str, account: str, *, limit: int = 1000) -> list[Mail]:
         key = outbox_key(team, account)
@@ -91,6 +94,12 @@ class MemoryMail:
                 if extra.get("waiting") == key and extra.get("due_at", "~") <= now
             ]
         return [mail.model_copy(deep=True) for _, mail in sorted(waiting, key=lambda pair: pair[0])][:limit]
+
+    def outbox_ids(self, team: str, account: str, *, limit: int = 1000) -> list[str]:
+        return [mail.id for mail in self.outbox(team, account, limit=limit)]
+
+    def due_ids(self, team: str, account: str, now: str, *, limit: int = 1000) -> list[str]:
+        return [mail.id for mail in self.due(team, account, now, limit=limit)]
 
     def get(self, mail_id: str) -> Mail | None:
         mail = self.items.get(mail_id)

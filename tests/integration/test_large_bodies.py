@@ -1,10 +1,11 @@
 """Mail whose body is over DynamoDB's share of the item (storage keeps it in S3, under bodies/):
 sent, queued, pulled and read back through the API, each function under its own role."""
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.integration.conftest import call_function, claims, wait_for_messages
-from tests.integration.test_outbox import queue, stored, stream_event, sync
+from tests.integration.test_outbox import call, queue, stored, stream_event, sync
 from tests.integration.test_pull import pull
 from tests.integration.test_send import send
 
@@ -49,6 +50,17 @@ def test_a_queued_mail_with_a_large_body_is_sent_by_the_sync(stack, new_team):
     answer = sync(stack, team)
     assert [sent["id"] for sent in answer["sent"]] + answer["skipped"] == [mail["id"]], answer
     wait_for_messages(stack, team.mailbox.address, 1)
+
+
+def test_a_scheduled_mail_with_a_large_body_is_cancelled_and_answered_with_its_body(stack, new_team):
+    team = new_team()
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    mail = queue(stack, team, subject="Big, cancelled", body_text=LARGE_TEXT, send_at=later)
+    status, answer = call(
+        stack, "POST", "/api/core/mail/{mail_id}/cancel", team=team, params={"mail_id": mail["id"]}
+    )
+    assert status == 200, answer
+    assert answer["mail"]["status"] == "cancelled" and answer["mail"]["body_text"] == LARGE_TEXT
 
 
 def sent_to_itself_and_pulled(stack, team, subject: str) -> str:

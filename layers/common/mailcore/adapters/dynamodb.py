@@ -160,44 +160,64 @@ class DynamoMail(AwsAdapter):
             return None
         return self._mail(answer["Attributes"])
 
-    def transition_many(self, transitions: Sequence[Transition]) -> list[Mail | None]:
+    def apply(self, transitions: Sequence[Transition]) -> list[bool]:
         # One conditional UpdateItem each, not TransactWriteItems: a transaction is all or
         # nothing (one mail another sender took cancels the whole batch), costs twice the write
         # units, and moto copies the whole table for each one (slow, and not thread-safe).
-        return [self.transition(t.mail_id, t.guard, assign=t.assign, remove=t.remove) for t in transitions]
+        # Without ReturnValues: the item (and a body kept in S3) is not read back.
+        client = self.client
+        written = []
+        for t in transitions:
+            try:
+                client.update_item(**self._update(t.mail_id, t.guard, t.assign, t.remove))
+            except client.exceptions.ConditionalCheckFailedException:
+                written.append(False)
+            else:
+                written.append(True)
+        return written
 
     def outbox(self, team: str, account: str, *, limit: int = 1000) -> list[Mail]:
-        request: dict[str, Any] = {
+        return [self._mail(item) for item in self._index_items(self._outbox_query(team, account), limit)]
+
+    def outbox_ids(self, team: str, account: str, *, limit: int = 1000) -> list[str]:
+        return self._index_ids(self._outbox_query(team, account), limit)
+
+    def due(self, team: str, account: str, now: str, *, limit: int = 1000) -> list[Mail]:
+        return [self._mail(item) for item in self._index_items(self._due_query(team, account, now), limit)]
+
+    def due_ids(self, team: str, account: str, now: str, *, limit: int = 1000) -> list[str]:
+        return self._index_ids(self._due_query(team, account, now), limit)
+
+    def _outbox_query(self, team: str, account: str) -> dict[str, Any]:
+        return {
             "TableName": self.table,
             "IndexName": "Outbox",
             "KeyConditionExpression": "outbox = :key",
             "ExpressionAttributeValues": {":key": {"S": outbox_key(team, account)}},
         }
-        return self._query_index(request, limit)
 
-    def _query_index(self, request: dict[str, Any], limit: int) -> list[Mail]:
-        found: list[Mail] = []
+    def _due_query(self, team: str, account: str, now: str) -> dict[str, Any]:
+        return {
+            "TableName": self.table,
+            "IndexName": "Waiting",
+            "KeyConditionExpression": "waiting = :key AND due_at <= :now",
+            "ExpressionAttributeValues": {":key": {"S": outbox_key(team, account)}, ":now": {"S": now}},
+        }
+
+    def _index_ids(self, request: dict[str, Any], limit: int) -> list[str]:
+        # The indexes project whole items: only the key comes back (no body read from S3).
+        items = self._index_items({**request, "ProjectionExpression": "id"}, limit)
+        return [item["id"]["S"] for item in items]
+
+    def _index_items(self, request: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
         while len(found) < limit:
             answer = self.client.query(**request, Limit=limit - len(found))
-            found.extend(self._mail(item) for item in answer.get("Items", []))
+            found.extend(answer.get("Items", []))
             if "LastEvaluatedKey" not in answer:
                 break
             request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
         return found
-
-    def due(self, team: str, account: str, now: str, *, limit: int = 1000) -> list[Mail]:
-        return self._query_index(
-            {
-                "TableName": self.table,
-                "IndexName": "Waiting",
-                "KeyConditionExpression": "waiting = :key AND due_at <= :now",
-                "ExpressionAttributeValues": {
-                    ":key": {"S": outbox_key(team, account)},
-                    ":now": {"S": now},
-                },
-            },
-            limit,
-        )
 
     def existing_ids(self, mail_ids: Iterable[str]) -> set[str]:
         wanted = list(dict.fromkeys(mail_ids))

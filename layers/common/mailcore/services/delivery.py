@@ -202,7 +202,7 @@ class Completions:
 
     def record(self, outcomes: Sequence[tuple[Outcome, Guard]]) -> list[bool]:
         transitions = [outcome_transition(outcome.mail, guard) for outcome, guard in outcomes]
-        recorded = [mail is not None for mail in self.storage.mail.transition_many(transitions)]
+        recorded = self.storage.mail.apply(transitions)
         announced = []
         for (outcome, _), done in zip(outcomes, recorded, strict=True):
             if not done:

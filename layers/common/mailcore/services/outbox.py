@@ -52,7 +52,7 @@ from mailcore.services.delivery import (
     ended,
 )
 from mailcore.services.retry import IN_THE_BACKGROUND, RetryPolicy
-from mailcore.storage import Clause, Guard, Storage, iso_time, outbox_key, raw_key
+from mailcore.storage import Clause, Guard, Storage, Transition, iso_time, outbox_key, raw_key
 from mailcore.teams import ResolvedAccount, TeamDirectory
 
 logger = Logger(child=True)
@@ -128,6 +128,11 @@ def claim(storage: Storage, mail_id: str, *, now: datetime) -> tuple[Mail, str] 
     return (mail, owner) if mail is not None else None
 
 
+def _applied(storage: Storage, transition: Transition) -> bool:
+    """Whether a write whose caller needs nothing back won its guard (the mail is not read back)."""
+    return storage.mail.apply([transition])[0]
+
+
 def mark_attempt(storage: Storage, mail: Mail, owner: str, *, now: datetime) -> bool:
     """Notes, before the first SMTP byte of this claim's attempt, that the message may go out;
     False when the claim was superseded (then nothing may be sent)."""
@@ -135,8 +140,7 @@ def mark_attempt(storage: Storage, mail: Mail, owner: str, *, now: datetime) -> 
     # mail `sending`; the run that takes the claim over after the lease finds this mark and
     # records `unknown` (a person decides) instead of sending the message a second time.
     # Guarded by the owner: a superseded sender must not start an attempt at all.
-    marked = storage.mail.transition(mail.id, owner_guard(owner), assign={"attempt_started_at": _iso(now)})
-    return marked is not None
+    return _applied(storage, Transition(mail.id, owner_guard(owner), {"attempt_started_at": _iso(now)}))
 
 
 def record_raw(storage: Storage, mail: Mail, owner: str) -> bool:
@@ -148,7 +152,7 @@ def record_raw(storage: Storage, mail: Mail, owner: str) -> bool:
         "from": mail.from_,
         "date": _iso(mail.date) if mail.date else None,
     }
-    return storage.mail.transition(mail.id, owner_guard(owner), assign=changes) is not None
+    return _applied(storage, Transition(mail.id, owner_guard(owner), changes))
 
 
 def release(storage: Storage, mail: Mail, owner: str, *, now: datetime) -> bool:
@@ -158,13 +162,13 @@ def release(storage: Storage, mail: Mail, owner: str, *, now: datetime) -> bool:
     # must not undo the newer claim (which may be sending it this moment). A scheduled or
     # deferred mail goes back due now (in the Waiting index); a plain queued one without `due_at`.
     waits = mail.send_at is not None or mail.deferrals > 0
-    released = storage.mail.transition(
+    released = Transition(
         mail.id,
         owner_guard(owner),
-        assign={"status": MailStatus.QUEUED.value, "due_at": _iso(now) if waits else None},
-        remove=("lease_owner", "lease_until", "attempt_started_at", *(() if waits else ("due_at",))),
+        {"status": MailStatus.QUEUED.value, "due_at": _iso(now) if waits else None},
+        ("lease_owner", "lease_until", "attempt_started_at", *(() if waits else ("due_at",))),
     )
-    return released is not None
+    return _applied(storage, released)
 
 
 CANCELLABLE = (MailStatus.QUEUED, MailStatus.DEFERRED)
@@ -419,9 +423,10 @@ class Outbox:
         return self._sync(team, account)
 
     def _sync(self, team: str, account: str) -> OutboxReport:
-        ids = [mail.id for mail in self.storage.mail.outbox(team, account)]
-        due = self.storage.mail.due(team, account, _iso(self.clock()))
-        return self.send([*ids, *(mail.id for mail in due)])
+        # Ids only: each claim reads its mail as it is then (the index's copy may be stale).
+        queued = self.storage.mail.outbox_ids(team, account)
+        due = self.storage.mail.due_ids(team, account, _iso(self.clock()))
+        return self.send([*queued, *due])
 
     def send(self, mail_ids: Iterable[str]) -> OutboxReport:
         """Claims and sends these mails, in order; answers what happened to each. A mail whose

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import policy
+from typing import TypedDict, Unpack
 
 from mailcore.errors import Conflict, InvalidInput, MailServerError, MailServiceError, NotFound
 from mailcore.ids import keyed_mail_id, new_id
@@ -167,11 +168,14 @@ def _file_content(stored: StoredFile, storage: Storage) -> bytes:
     return data
 
 
-def render(mail: Mail, storage: Storage, *, auto_generated: bool = False) -> bytes:
+def render(
+    mail: Mail, storage: Storage, *, auto_generated: bool = False, files: list[StoredFile] | None = None
+) -> bytes:
     """The raw RFC 5322 bytes of a composed mail (its attachments read from storage);
-    `auto_generated` for system mail (Auto-Submitted: auto-generated)."""
+    `auto_generated` for system mail (Auto-Submitted: auto-generated); `files`: the mail's
+    attachments as team_files found them already (else they are looked up again)."""
     attachments = []
-    for stored in team_files(mail.team, mail.attachments, storage):
+    for stored in team_files(mail.team, mail.attachments, storage) if files is None else files:
         data = _file_content(stored, storage)
         # A received file's name is whatever the sender wrote: only header-safe text goes out.
         attachments.append(OutgoingAttachment(header_safe(stored.name), stored.content_type, data))
@@ -194,7 +198,26 @@ def render(mail: Mail, storage: Storage, *, auto_generated: bool = False) -> byt
     return message.as_bytes(policy=policy.SMTP)
 
 
+class ComposeOptions(TypedDict, total=False):
+    now: datetime | None
+    mail_id: str | None
+
+
 def compose(
+    target: ResolvedAccount | SystemSender,
+    request: SendRequest,
+    *,
+    storage: Storage,
+    status: MailStatus,
+    **options: Unpack[ComposeOptions],
+) -> Mail:
+    """The `mail_set` step: a validated, normalised mail with its raw message stored, not yet
+    the item (the caller stores it with `status`). `mail_id`: a derived id (a keyed send), else
+    a new one."""
+    return composed_message(target, request, storage=storage, status=status, **options)[0]
+
+
+def composed_message(
     target: ResolvedAccount | SystemSender,
     request: SendRequest,
     *,
@@ -202,14 +225,13 @@ def compose(
     status: MailStatus,
     now: datetime | None = None,
     mail_id: str | None = None,
-) -> Mail:
-    """The `mail_set` step: a validated, normalised mail with its raw message stored, not yet
-    the item (the caller stores it with `status`). `mail_id`: a derived id (a keyed send), else
-    a new one."""
+) -> tuple[Mail, bytes]:
+    """`compose`, and the raw message it stored (a direct send sends these bytes: reading them
+    back from S3 would cost a round trip per mail)."""
     if missing := request.missing():
         raise InvalidInput(missing[1], field=missing[0])
     account = target.config
-    team_files(target.team, request.attachments, storage)
+    files = team_files(target.team, request.attachments, storage)
     subject, in_reply_to, references = request.subject, None, []
     if request.reply_to_mail:
         original = thread_of(target.team, request.reply_to_mail, storage)
@@ -247,12 +269,12 @@ def compose(
         created_at=date,
         raw_key=raw_key(target.team, target.name, raw_name or mail_id),
     )
-    raw = render(mail, storage, auto_generated=isinstance(target, SystemSender))
+    raw = render(mail, storage, auto_generated=isinstance(target, SystemSender), files=files)
     assert mail.raw_key is not None
     storage.blobs.put(mail.raw_key, raw, "message/rfc822")
     # The stored HTML is the safe one; the message keeps what the caller wrote.
     body_html = safe_html(request.body_html) if request.body_html else ""
-    return mail.model_copy(update={"raw_size": len(raw), "body_html": body_html})
+    return mail.model_copy(update={"raw_size": len(raw), "body_html": body_html}), raw
 
 
 @dataclass(frozen=True)
@@ -344,7 +366,9 @@ class DirectSend:
         ids = [
             keyed_mail_id(target.team, target.name, once.caller, once.key, day) for day in (today, today - 1)
         ]
-        for mail_id in ids:
+        # One round trip for both ids: a new key (the common case) finds neither.
+        stored = self.storage.mail.existing_ids(ids)
+        for mail_id in (mail_id for mail_id in ids if mail_id in stored):
             found = self.storage.mail.get(mail_id)
             if found is not None and found.created_at > now - KEY_WINDOW:
                 return found, ids[0]
@@ -362,7 +386,7 @@ class DirectSend:
         """The mail stored `sending` and held (composed from `stored_as` when given), and the
         bytes that go out; no bytes, and the mail as stored, when its (derived) id was taken."""
         now = self.clock()
-        mail = compose(
+        mail, stored_raw = composed_message(
             target,
             stored_as or request,
             storage=self.storage,
@@ -376,8 +400,7 @@ class DirectSend:
         mail = mail.model_copy(update={**hold, "request_digest": once.digest if once else None})
         system = isinstance(target, SystemSender)
         if stored_as is None:
-            assert mail.raw_key is not None
-            raw = self.storage.blobs.get(mail.raw_key)
+            raw = stored_raw
         else:
             sent = {
                 "subject": request.subject,

@@ -58,12 +58,14 @@ class MailRepository(Protocol):
         self, mail_id: str, guard: Guard, *, assign: Mapping[str, Any], remove: Iterable[str] = ()
     ) -> Mail | None:
         """Sets `assign` and removes `remove` when the item exists and `guard` holds, atomically;
-        answers the mail as it is now, or None (and nothing written) when the guard failed."""
+        answers the mail as it is now (read back with the write), or None (and nothing written)
+        when the guard failed. For a caller that uses the mail after the write: one that needs
+        only to know the write won calls `apply` (nothing read back)."""
         ...
 
-    def transition_many(self, transitions: Sequence[Transition]) -> list[Mail | None]:
-        """Applies each transition whose guard holds, each atomically on its own; answers each
-        mail as it is now, or None where the guard failed."""
+    def apply(self, transitions: Sequence[Transition]) -> list[bool]:
+        """Applies each transition whose guard holds, each atomically on its own, as `transition`
+        does; answers whether each was written, and reads nothing back."""
         ...
 
     def outbox(self, team: str, account: str, *, limit: int = 1000) -> list[Mail]:
@@ -73,6 +75,14 @@ class MailRepository(Protocol):
     def due(self, team: str, account: str, now: str, *, limit: int = 1000) -> list[Mail]:
         """Waiting mail of the account (scheduled, deferred, or claimed from either) whose
         `due_at` is not after `now`, earliest first (the sparse Waiting index)."""
+        ...
+
+    def outbox_ids(self, team: str, account: str, *, limit: int = 1000) -> list[str]:
+        """The ids of `outbox`, read without the mails (a sync claims each one, reading it then)."""
+        ...
+
+    def due_ids(self, team: str, account: str, now: str, *, limit: int = 1000) -> list[str]:
+        """The ids of `due`, read without the mails."""
         ...
 
 
