@@ -34,6 +34,24 @@ logger = Logger()
 wiring.root(TEMPLATES)
 processor = BatchProcessor(event_type=EventType.SQS)
 
+# A system mail's SMTP session ends ANSWER_MARGIN_SECONDS (services/send.py: the outcome written,
+# the answer given) and its trigger's margin before the function's Timeout: a server dripping its
+# replies fails the mail in time (stored `failed`, or `unknown` once the message went out), and the
+# trigger retries it, where Lambda would stop the function mid-send. The margin is what the
+# trigger still does after the outcome is written: EventBridge and SQS, Powertools writes (or, on
+# a failure, deletes) the delivery's idempotency record; a direct invocation and Cognito nothing
+# (Cognito invokes its custom sender asynchronously: the function's Timeout is the limit, not the
+# 5 s of its synchronous triggers, and Lambda retries a failure).
+DIRECT_MARGIN_SECONDS = 0.0
+EVENT_MARGIN_SECONDS = 2.0
+QUEUE_MARGIN_SECONDS = 2.0
+COGNITO_MARGIN_SECONDS = 0.0
+
+
+def seconds_left(context: LambdaContext, margin: float) -> Callable[[], float]:
+    """The function's time left, less `margin`, read when each try of the mail begins."""
+    return lambda: context.get_remaining_time_in_millis() / 1000 - margin
+
 
 def logged(result: SystemMailResult) -> SystemMailResult:
     # Never the variables: they carry codes and links.
@@ -58,9 +76,9 @@ def deliver_once() -> Callable[..., dict[str, Any]]:
         config=once,
         key_prefix=IDEMPOTENCY_PREFIX,
     )
-    def deliver_delivery(delivery: dict[str, Any]) -> dict[str, Any]:
+    def deliver_delivery(delivery: dict[str, Any], time_left: Callable[[], float]) -> dict[str, Any]:
         request = validated(delivery["request"])
-        result = logged(wiring.root(TEMPLATES).deliver(request, delivery["delivery_id"]))
+        result = logged(wiring.root(TEMPLATES).deliver(request, delivery["delivery_id"], time_left))
         return {"status": result.status, "mail_id": result.mail_id}
 
     return deliver_delivery
@@ -75,18 +93,21 @@ def validated(request: Any) -> SystemMailRequest:
         raise InvalidInput(f"invalid system mail request: {describe_validation_error(error)}") from None
 
 
-def _queued(record: SQSRecord) -> None:
+def _queued(record: SQSRecord, lambda_context: LambdaContext) -> None:
     body = record.json_body
     # A queue fed by an EventBridge rule holds whole events: take their detail.
     request = body.get("detail", body) if "detail-type" in body else body
     validated(request)  # a bad request fails its record, never the cache
-    deliver_once()(delivery={"delivery_id": f"sqs:{record.message_id}", "request": request})
+    deliver_once()(
+        delivery={"delivery_id": f"sqs:{record.message_id}", "request": request},
+        time_left=seconds_left(lambda_context, QUEUE_MARGIN_SECONDS),
+    )
 
 
-def _direct(event: dict[str, Any], delivery: str) -> dict[str, Any]:
+def _direct(event: dict[str, Any], delivery: str, time_left: Callable[[], float]) -> dict[str, Any]:
     try:
         request = parse(event=event, model=SystemMailRequest)
-        result = logged(wiring.root(TEMPLATES).deliver(request, delivery))
+        result = logged(wiring.root(TEMPLATES).deliver(request, delivery, time_left))
     except ValidationError as error:
         return {"status": "invalid", "error": describe_validation_error(error)}
     except InvalidInput as error:
@@ -102,7 +123,7 @@ def _direct(event: dict[str, Any], delivery: str) -> dict[str, Any]:
 @log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # Lambda retries an asynchronous invocation with the same request id.
-    return _direct(event, f"invoke:{context.aws_request_id}")
+    return _direct(event, f"invoke:{context.aws_request_id}", seconds_left(context, DIRECT_MARGIN_SECONDS))
 
 
 @logger.inject_lambda_context
@@ -114,7 +135,10 @@ def on_event(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # The detail is validated; the envelope is taken as it comes (moto's lacks `account`).
     bridged = EventBridgeEvent(event)
     validated(bridged.detail)
-    answer = deliver_once()(delivery={"delivery_id": f"event:{bridged.get_id}", "request": bridged.detail})
+    answer = deliver_once()(
+        delivery={"delivery_id": f"event:{bridged.get_id}", "request": bridged.detail},
+        time_left=seconds_left(context, EVENT_MARGIN_SECONDS),
+    )
     return {"status": answer["status"]}
 
 
@@ -135,6 +159,7 @@ def on_cognito(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         trigger.request.user_attributes,
         trigger.request.get("code"),
         f"cognito:{context.aws_request_id}",
+        seconds_left(context, COGNITO_MARGIN_SECONDS),
     )
     logged(result)
     return event

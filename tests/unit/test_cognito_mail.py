@@ -17,7 +17,9 @@ class RecordingMailer:
     def __init__(self) -> None:
         self.requests: list[SystemMailRequest] = []
 
-    def deliver(self, request: SystemMailRequest, delivery: str | None = None) -> SystemMailResult:
+    def deliver(
+        self, request: SystemMailRequest, delivery: str | None = None, seconds_left=None
+    ) -> SystemMailResult:
         self.requests.append(request)
         return SystemMailResult(status="sent", mail_id="m1")
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from mailcore.errors import DeliveryUnknown, MailServerError
 from mailcore.models import Mail, MailAccount, MailStatus, OAuth2Auth, SendRequest
 from mailcore.oauth2 import OAuth2Error, TokenBroker
@@ -26,10 +27,17 @@ from mailcore.protocols.tls import client_tls_context
 from mailcore.protocols.transcript import Transcript
 from mailcore.services import accounts, outbox, pull
 from mailcore.services.send import ANSWER_MARGIN_SECONDS, DirectSend, MailDeferred
-from mailcore.teams import ResolvedAccount
+from mailcore.services.system import SystemMailConfig, SystemMailer
+from mailcore.storage import MailQuery
+from mailcore.teams import SYSTEM_TEAM, ResolvedAccount
+from mailcore.templates import MailTemplates
+from mailcore.wiring import system_mail
 
 from tests.fakes import MemoryDeadLetters, MemoryPublisher
-from tests.support import accepted, mail_account, outgoing_mail
+from tests.fakes.storage import MemoryRateLimits
+from tests.stack import function_environment
+from tests.support import ROOT, LambdaContext, accepted, load_function, mail_account, outgoing_mail
+from tests.unit.test_idempotency_keys import REQUEST, idempotency_records, sqs_event  # noqa: F401 (a fixture)
 from tests.unit.test_reach import resolving
 
 # Each byte comes within this; the per-operation timeout is longer, so only a deadline ends it.
@@ -464,3 +472,71 @@ def test_a_listing_larger_than_any_mailbox_is_refused_before_it_fills_the_memory
     with pytest.raises(MailServerError, match="UIDL answer ran over 1 MB") as caught, session:
         session.listing()
     assert caught.value.problem == "server_reply" and not caught.value.temporary
+
+
+# --- system mail: each trigger gives the session its function's time left -----------------------
+
+
+class EndingSoon(LambdaContext):
+    """A context with `seconds` left of the function's Timeout."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(self.seconds * 1000)
+
+
+@pytest.fixture
+def system_mail_app(serve, storage, monkeypatch) -> Any:
+    """functions/system_mail/app.py whose system account is a server dripping its reply to MAIL."""
+    server = serve(smtp_server("MAIL"))
+    config = SystemMailConfig(
+        host="127.0.0.1",
+        port=server.port,
+        security="none",
+        from_address="noreply@example.test",
+        timeout_seconds=PER_OPERATION,
+    )
+    mailer = SystemMailer(
+        config=lambda: config,
+        templates=MailTemplates(ROOT / "functions" / "system_mail" / "templates", blobs=storage.blobs),
+        storage=storage,
+        rate_limits=MemoryRateLimits(),
+        tls_context=lambda: TLS,
+    )
+    root = system_mail.SystemMailRoot(mailer=mailer, decrypter=None, idempotency_table="idempotency")  # type: ignore[arg-type]
+    with function_environment("SystemMailQueueFunction"):
+        app = load_function("system_mail")
+    reach.allow_networks(reach.parse_networks("127.0.0.0/8"))  # the app's init set the stack's networks
+    monkeypatch.setattr(system_mail, "root", lambda templates: root)
+    return app
+
+
+def system_mails(storage: Any) -> list[Mail]:
+    return storage.mail.list_team(SYSTEM_TEAM, MailQuery(), after=None, limit=10)[0]
+
+
+@pytest.mark.usefixtures("idempotency_records")
+def test_a_queued_system_mail_to_a_dripping_server_fails_its_message_before_the_function_times_out(
+    system_mail_app, storage
+):
+    context = EndingSoon(ANSWER_MARGIN_SECONDS + system_mail_app.QUEUE_MARGIN_SECONDS + DEADLINE)
+    # Its only record failed: the processor raises, and SQS delivers the message again.
+    with Timed() as took, pytest.raises(BatchProcessingError, match="did not finish"):
+        system_mail_app.on_queue(sqs_event("message-1"), context)
+    assert took.seconds < DEADLINE + MARGIN
+    (mail,) = system_mails(storage)
+    assert mail.status == MailStatus.FAILED and "did not finish" in mail.attempt_log[-1]["error"]
+
+
+def test_a_directly_invoked_system_mail_to_a_dripping_server_answers_failed_before_the_function_times_out(
+    system_mail_app, storage
+):
+    context = EndingSoon(ANSWER_MARGIN_SECONDS + system_mail_app.DIRECT_MARGIN_SECONDS + DEADLINE)
+    with Timed() as took:
+        answer = system_mail_app.lambda_handler(REQUEST, context)
+    assert took.seconds < DEADLINE + MARGIN
+    (mail,) = system_mails(storage)
+    assert answer["status"] == "failed" and "did not finish" in answer["error"]
+    assert answer["mail_id"] == mail.id and mail.status == MailStatus.FAILED

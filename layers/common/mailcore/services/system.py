@@ -106,9 +106,12 @@ def send_system_mail(
     tls_context: ssl.SSLContext,
     stored_as: SendRequest | None = None,
     once: RequestKey | None = None,
+    seconds_left: Callable[[], float] | None = None,
 ) -> Mail:
+    """`seconds_left`: the trigger's time for the mail (its function's time left, less what the
+    trigger does after it); the SMTP session ends ANSWER_MARGIN_SECONDS before it."""
     sender = SystemSender(team=SYSTEM_TEAM, name=SYSTEM_ACCOUNT, config=config)
-    direct = DirectSend(storage=storage, tls_context=tls_context)
+    direct = DirectSend(storage=storage, tls_context=tls_context, seconds_left=seconds_left)
     return direct.send(sender, request, transcript=transcript, stored_as=stored_as, once=once)
 
 
@@ -189,9 +192,15 @@ class SystemMailer:
     store_secrets: bool = False
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
-    def deliver(self, request: SystemMailRequest, delivery: str | None = None) -> SystemMailResult:
+    def deliver(
+        self,
+        request: SystemMailRequest,
+        delivery: str | None = None,
+        seconds_left: Callable[[], float] | None = None,
+    ) -> SystemMailResult:
         """Renders, rate-limits, stores and sends one system mail; `delivery` names the request
-        across its trigger's retries (see send_once).
+        across its trigger's retries (see send_once); `seconds_left`, the trigger's time for it
+        (send_system_mail): a server too slow for it fails the mail, stored `failed`, in time.
 
         Raises InvalidInput (unknown template, missing variable), TeamConfigInvalid (broken
         secret or template) and MailServerError (the mail is then stored as failed)."""
@@ -212,6 +221,7 @@ class SystemMailer:
                 tls_context=tls_context,
                 stored_as=stored,
                 once=once,
+                seconds_left=seconds_left,
             )
 
         mail = send_once(delivery, request.template, bool(rendering.secret_values), send)

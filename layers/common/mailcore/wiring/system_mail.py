@@ -3,6 +3,7 @@ CognitoEmailSenderFunction): mail of no team from a template, with the system SM
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,10 +35,16 @@ class SystemMailRoot:
     decrypter: CodeDecrypter
     idempotency_table: str
 
-    def deliver(self, request: SystemMailRequest, delivery: str | None = None) -> SystemMailResult:
+    def deliver(
+        self,
+        request: SystemMailRequest,
+        delivery: str | None = None,
+        seconds_left: Callable[[], float] | None = None,
+    ) -> SystemMailResult:
         """Renders, rate-limits, stores and sends one system mail (services/system.py); at most
-        once per `delivery` after a death, unless it carries a code or link (send_once)."""
-        return self.mailer.deliver(request, delivery)
+        once per `delivery` after a death, unless it carries a code or link (send_once); its SMTP
+        session ends in `seconds_left` (less the answer's margin)."""
+        return self.mailer.deliver(request, delivery, seconds_left)
 
     def deliver_cognito(
         self,
@@ -46,11 +53,13 @@ class SystemMailRoot:
         user_attributes: dict[str, str],
         code: str | None,
         delivery: str | None = None,
+        seconds_left: Callable[[], float] | None = None,
     ) -> SystemMailResult:
         """The mail the user pool's custom email sender asks for; `code` as Cognito encrypted it
         under the stack's KMS key (none for a notification)."""
         plain = decrypt_cognito_code(code, self.decrypter) if code else None
-        return self.deliver(cognito_request(trigger_source, user_name, user_attributes, plain), delivery)
+        request = cognito_request(trigger_source, user_name, user_attributes, plain)
+        return self.deliver(request, delivery, seconds_left)
 
     def idempotency_store(self) -> DynamoDBPersistenceLayer:
         """A persistence layer for one use: Powertools keeps the first configuration a layer is given."""
