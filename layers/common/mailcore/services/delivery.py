@@ -11,6 +11,7 @@ by the outbox's sync once its hold is over, and recorded `unknown` (docs/deliver
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -75,9 +76,9 @@ class Outcome:
 
 
 class OutOfTime(Exception):
-    """The run's time for SMTP ran out before this mail's first try of the run told anything
-    (cut off before DATA): the try is the run's failure, not the mail's. The mail goes back to
-    the outbox unsent, its attempts as they were."""
+    """The run's time for SMTP ran out during this mail's first try of the run, before DATA
+    (Attempts.cut_off): the try is the run's failure, not the mail's. The mail goes back to the
+    outbox unsent, its attempts as they were."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class Attempts:
         Raises OutOfTime when the run's deadline cut off its first try."""
         counted: MailServerError | None = None
         for pause in (*self.short.pauses, None):
-            at = self.clock()
+            at, left = self.clock(), self.deadline.left()
             try:
                 delivery = send(raw, recipients)
             except DeliveryUnknown as error:
@@ -109,7 +110,7 @@ class Attempts:
                 mail = tried(mail, at, recipients, "unknown", None, error.message)
                 return Outcome(ended(mail, MailStatus.UNKNOWN, error=error.message), error)
             except MailServerError as error:
-                if self.cut_off(error):
+                if self.cut_off(error, left, config):
                     # Not counted: a mail must not age towards `failed` because runs end.
                     if counted is None:
                         raise OutOfTime(error.message) from None
@@ -127,10 +128,15 @@ class Attempts:
             return Outcome(ended(mail, MailStatus.SENT, reply=delivery.reply, refused=delivery.refused))
         raise AssertionError("unreachable: the last attempt returns")
 
-    def cut_off(self, error: MailServerError) -> bool:
-        """Whether a try failed because the run's deadline passed (the session tells whatever
-        broke after it as `timeout`), not because of anything the server answered."""
-        return error.problem == "timeout" and self.deadline.passed()
+    def cut_off(self, error: MailServerError, left: float, config: MailAccount | None) -> bool:
+        """Whether a try that began with `left` seconds of the run failed because the run's time
+        ran out (the session tells whatever broke after its deadline as `timeout`), not because
+        of the server: it began with less than the one answer's time the account gives its
+        server. One that had that much and still ran into the deadline met a server too slow (or
+        dripping) and counts: else such a server would hold the mail, and every run of the
+        account behind it, for ever."""
+        fair = config.timeout_seconds if config is not None else math.inf
+        return error.problem == "timeout" and self.deadline.passed() and left < fair
 
     def after_failure(self, mail: Mail, error: MailServerError, config: MailAccount | None) -> Outcome:
         """A temporary failure defers the mail while it is young enough; a permanent one, or a
