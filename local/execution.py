@@ -89,6 +89,9 @@ def lambda_variables(spec: FunctionSpec, region: str) -> dict[str, str]:
         "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
         "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
         "AWS_EXECUTION_ENV": f"AWS_Lambda_{spec.runtime or 'python3.13'}",
+        # The template's functions are invoked through their alias (published versions): with
+        # SnapStart every environment starts from a snap-start INIT, as here.
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start" if spec.snap_start else "on-demand",
         "AWS_REGION": region,
         "AWS_DEFAULT_REGION": region,
     }

@@ -120,6 +120,7 @@ class FunctionSpec:
     runtime: str = ""
     handler: str = ""
     layer_dirs: tuple[Path, ...] = ()  # local layers (AWS::Serverless::LayerVersion) of the function
+    snap_start: bool = False  # SnapStart on published versions: the INIT Lambda runs is a snap-start one
 
 
 _SEGMENT_PARAM = re.compile(r"^\{([A-Za-z0-9._-]+)(\+?)\}$")
@@ -653,6 +654,7 @@ class Template:
             runtime=str(translated.resolve(properties.get("Runtime", ""))),
             handler=handler,
             layer_dirs=tuple(self._layer_dir(layer) for layer in properties.get("Layers") or []),
+            snap_start=(properties.get("SnapStart") or {}).get("ApplyOn") == "PublishedVersions",
         )
 
     def _code_dir(self, code: Any, where: str) -> Path:

@@ -11,13 +11,16 @@ from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from unittest.mock import patch
 
 import pytest
 from mailcore.storage import Storage
 from mailcore.teams import TeamDirectory
 from mailcore.wiring import pull, store
+
+if TYPE_CHECKING:
+    from local.template import FunctionSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,6 +58,11 @@ def _resolved_template() -> Any:
     return template
 
 
+def resolved_function(function_id: str) -> FunctionSpec:
+    """A function of template.yaml as the local stack reads it, every value resolved."""
+    return _resolved_template().function(function_id)
+
+
 @contextmanager
 def function_environment(function_id: str) -> Iterator[dict[str, str]]:
     """The environment template.yaml gives a function (as the local stack resolves it, pointing
@@ -62,7 +70,7 @@ def function_environment(function_id: str) -> Iterator[dict[str, str]]:
     forgotten afterwards."""
     from mailcore import wiring
 
-    environment = _resolved_template().function(function_id).environment
+    environment = resolved_function(function_id).environment
     wiring.reset()
     try:
         with patch.dict(os.environ, environment):

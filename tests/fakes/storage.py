@@ -108,6 +108,13 @@ class MemoryMail:
     def existing_ids(self, mail_ids: Iterable[str]) -> set[str]:
         return {mail_id for mail_id in mail_ids if mail_id in self.items}
 
+    def get_many(self, mail_ids: Iterable[str]) -> dict[str, Mail]:
+        return {
+            mail_id: mail.model_copy(deep=True)
+            for mail_id in mail_ids
+            if (mail := self.items.get(mail_id)) is not None
+        }
+
     def list_team(
         self, team: str, query: MailQuery, *, after: str | None, limit: int
     ) -> tuple[list[Mail], bool]:

@@ -72,6 +72,20 @@ def test_the_store_function_may_read_mail_but_not_change_its_status(stack):
         denied(lambda: aws["dynamodb"].update_item(TableName=table, Key=mail_key()))
 
 
+def test_the_accounts_function_may_not_read_mail(stack):
+    aws = clients()
+    with iam.acting_as(role_of(stack, "AccountsFunction")):
+        denied(lambda: aws["dynamodb"].get_item(TableName=stack.physical["MailTable"], Key=mail_key()))
+
+
+def test_the_console_may_make_no_aws_call_at_all(stack, new_team):
+    aws = clients()
+    secret = f"{stack.team_secret_prefix}{new_team().team}"
+    with iam.acting_as(role_of(stack, "ConsoleFunction")):
+        denied(lambda: aws["secretsmanager"].get_secret_value(SecretId=secret))
+        denied(lambda: aws["dynamodb"].get_item(TableName=stack.physical["MailTable"], Key=mail_key()))
+
+
 def test_the_system_mail_function_may_not_read_a_team_secret(stack, new_team):
     team = new_team()
     aws = clients()

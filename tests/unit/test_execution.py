@@ -106,3 +106,14 @@ def test_the_gateway_answers_502_when_the_environment_is_killed_for_memory_and_r
 def test_what_a_handler_raises_in_its_worker_reaches_the_caller(stack):  # noqa: F811
     with stack.gateway.isolated(), pytest.raises(RuntimeError, match="boom"):
         stack.gateway.invoke("BoomFunction", {})
+
+
+def test_an_environment_of_the_template_starts_from_a_snap_start_init_as_deployed():
+    from local.execution import lambda_variables
+    from tests.stack import resolved_function
+
+    spec = resolved_function("SendFunction")
+    on_demand = dataclasses.replace(spec, snap_start=False)
+
+    assert lambda_variables(spec, "us-east-1")["AWS_LAMBDA_INITIALIZATION_TYPE"] == "snap-start"
+    assert lambda_variables(on_demand, "us-east-1")["AWS_LAMBDA_INITIALIZATION_TYPE"] == "on-demand"

@@ -71,15 +71,23 @@ def test_a_direct_send_looks_each_attachment_up_once():
     assert b"a.txt" in harness.server.delivered[0] and mail.attachments == ["f1"]
 
 
-def test_a_new_keyed_send_reads_no_mail_before_it_stores_its_own():
+def test_a_new_keyed_send_looks_for_its_mail_in_one_batch_read_and_reads_no_single_mail():
     harness = Harness(ScriptedServer())
     reads: list[str] = []
-    get = harness.storage.mail.get
+    batches: list[list[str]] = []
+    get, get_many = harness.storage.mail.get, harness.storage.mail.get_many
     harness.storage.mail.get = lambda mail_id: reads.append(mail_id) or get(mail_id)
+
+    def recorded_batch(mail_ids):
+        batches.append(list(mail_ids))
+        return get_many(batches[-1])
+
+    harness.storage.mail.get_many = recorded_batch
 
     mail = keyed_send(harness)
 
-    assert reads == [] and harness.mail(mail.id).status == MailStatus.SENT
+    assert reads == [] and [len(batch) for batch in batches] == [2]  # today's and yesterday's id
+    assert harness.mail(mail.id).status == MailStatus.SENT
 
 
 @pytest.fixture
@@ -137,6 +145,16 @@ def test_apply_answers_each_guard_and_writes_nothing_where_it_fails(dynamo_mail)
     assert dynamo_mail.apply([superseded, sent_outcome(mail), missing]) == [False, True, False]
     assert dynamo_mail.get("gone") is None
     assert dynamo_mail.get("m1").status == MailStatus.SENT  # type: ignore[union-attr]
+
+
+def test_a_batch_read_answers_whole_mails_with_their_bodies_and_leaves_out_missing_ids(dynamo_mail):
+    stored = sending("m1")
+    assert dynamo_mail.put_new(stored)
+
+    found = dynamo_mail.get_many(["m1", "missing", "m1"])
+
+    assert list(found) == ["m1"] and found["m1"] == dynamo_mail.get("m1")
+    assert found["m1"].body_text == stored.body_text  # the body kept in S3, read back
 
 
 def test_the_ids_a_sync_reads_are_those_of_the_outbox_and_the_due_mail_without_their_bodies(dynamo_mail):

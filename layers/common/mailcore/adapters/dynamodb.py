@@ -220,19 +220,22 @@ class DynamoMail(AwsAdapter):
         return found
 
     def existing_ids(self, mail_ids: Iterable[str]) -> set[str]:
+        return {item["id"]["S"] for item in self._batch_get(mail_ids, {"ProjectionExpression": "id"})}
+
+    def get_many(self, mail_ids: Iterable[str]) -> dict[str, Mail]:
+        return {item["id"]["S"]: self._mail(item) for item in self._batch_get(mail_ids, {})}
+
+    def _batch_get(self, mail_ids: Iterable[str], options: dict[str, Any]) -> list[dict[str, Any]]:
+        """The items of these ids, read consistently with BatchGetItem (100 keys a request, the
+        keys DynamoDB left unprocessed asked again)."""
         wanted = list(dict.fromkeys(mail_ids))
-        found: set[str] = set()
+        found: list[dict[str, Any]] = []
         for start in range(0, len(wanted), 100):
-            request: dict[str, Any] = {
-                self.table: {
-                    "Keys": [{"id": {"S": mail_id}} for mail_id in wanted[start : start + 100]],
-                    "ProjectionExpression": "id",
-                    "ConsistentRead": True,
-                }
-            }
+            keys = [{"id": {"S": mail_id}} for mail_id in wanted[start : start + 100]]
+            request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True, **options}}
             while request:
                 answer = self.client.batch_get_item(RequestItems=request)
-                found.update(item["id"]["S"] for item in answer["Responses"].get(self.table, []))
+                found.extend(answer["Responses"].get(self.table, []))
                 request = answer.get("UnprocessedKeys") or {}
         return found
 

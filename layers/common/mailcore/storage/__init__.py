@@ -47,6 +47,10 @@ class MailRepository(Protocol):
 
     def existing_ids(self, mail_ids: Iterable[str]) -> set[str]: ...
 
+    def get_many(self, mail_ids: Iterable[str]) -> dict[str, Mail]:
+        """The stored mails of these ids (read consistently, in one round trip per 100 ids)."""
+        ...
+
     def list_team(
         self, team: str, query: MailQuery, *, after: str | None, limit: int
     ) -> tuple[list[Mail], bool]:
