@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mailcore.api import API_INTEGRATION_SECONDS
 
 from local.maildir import deliver_files
 from tests.integration.fault_proxy import Fault, FaultProxy
+from tests.integration.test_outbox import queue, stored
 from tests.integration.test_pull_exactly_once import messages, stored_subjects
 from tests.support import claims, rest_event
 
@@ -65,3 +67,20 @@ def test_a_send_to_a_server_dripping_its_replies_answers_in_time_with_the_mail_d
     assert took < LEFT_FOR_THE_CALLER
     assert status == 202 and answer["error"]["code"] == "mail_deferred"
     assert "did not finish" in answer["error"]["message"]
+
+
+def test_an_outbox_sync_whose_time_runs_out_gives_its_mails_back_with_no_attempt_counted(stack, new_team):
+    # Scheduled a moment ahead, so that the push of their INSERT leaves them to this sync.
+    send_at = datetime.now(UTC) + timedelta(seconds=2)
+    with FaultProxy(("127.0.0.1", stack.mail_servers.ports.smtp), Fault("MAIL", "drip")) as proxy:
+        team = new_team(smtp={"host": "127.0.0.1", "port": proxy.port, "security": "none"})
+        ids = {queue(stack, team, subject=f"late {n}", send_at=send_at.isoformat())["id"] for n in range(3)}
+        time.sleep(max((send_at - datetime.now(UTC)).total_seconds(), 0.0))
+        status, answer, took = late_call(stack, "SendFunction", "/api/core/mail/sync/{account}", team)
+    print(f"outbox sync against a dripping server: answered in {took:.1f} s of {LEFT_FOR_THE_CALLER} s")
+    assert took < LEFT_FOR_THE_CALLER
+    assert status == 200 and set(answer["released"]) == ids
+    assert answer["deferred"] == answer["failed"] == answer["unknown"] == []
+    # Given back `queued` (a push of that change may have taken one again since), none counted.
+    kept = [stored(mail_id) for mail_id in ids]
+    assert {mail.attempts for mail in kept} == {0} and {mail.status for mail in kept} <= {"queued", "sending"}

@@ -26,6 +26,8 @@ from mailcore.protocols.smtp import SmtpSession
 from mailcore.protocols.tls import client_tls_context
 from mailcore.protocols.transcript import Transcript
 from mailcore.services import accounts, outbox, pull
+from mailcore.services.delivery import Attempts
+from mailcore.services.retry import IN_THE_BACKGROUND, RetryPolicy
 from mailcore.services.send import ANSWER_MARGIN_SECONDS, DirectSend, MailDeferred
 from mailcore.services.system import SystemMailConfig, SystemMailer
 from mailcore.storage import MailQuery
@@ -174,9 +176,9 @@ def test_a_connect_ends_by_the_callers_deadline_when_that_comes_before_its_timeo
 # --- SMTP: a reply dripped a byte at a time -------------------------------------------------------
 
 
-def smtp_server(drip_at: str) -> Script:
+def smtp_server(drip_at: str, slow_at: str = "", slow: float = 0.0) -> Script:
     """An SMTP server that logs anyone in and drips its reply to `drip_at` ("greeting", "EHLO",
-    or "." for the message's end)."""
+    or "." for the message's end); it takes `slow` seconds to answer `slow_at` (in time)."""
 
     def play(connection: socket.socket, heard: list[str]) -> None:
         if drip_at == "greeting":
@@ -190,6 +192,8 @@ def smtp_server(drip_at: str) -> Script:
                 if line != ".":
                     continue
                 in_data, verb = False, "."
+            if verb == slow_at:
+                time.sleep(slow)
             if verb == drip_at:
                 connection.sendall(b"250-")
                 drip(connection)
@@ -434,21 +438,22 @@ def test_a_listing_with_a_message_number_that_is_none_is_reported_by_the_pull(se
     assert report.fetched == 0 and report.error is not None and "ValueError" in report.error
 
 
-def test_an_outbox_run_against_a_dripping_server_defers_the_mail_before_its_time_runs_out(serve, storage):
-    server = serve(smtp_server("MAIL"))
-    account = smtp_target(server.port).config
-    storage.mail.put_new(
-        outgoing_mail(status=MailStatus.QUEUED, to=["x@example.test"], created_at=datetime.now(UTC))
-    )
+def outbox_run(port: int, storage: Any, mail_ids: list[str]) -> outbox.Outbox:
+    """An outbox run of DEADLINE seconds (after its margin) to the server on `port`, with
+    `mail_ids` queued (the run's sleeps are instant: what passes is the servers' time)."""
+    account = smtp_target(port).config
+    for mail_id in mail_ids:
+        queued = outgoing_mail(id=mail_id, status=MailStatus.QUEUED, to=["x@example.test"])
+        storage.mail.put_new(queued.model_copy(update={"created_at": datetime.now(UTC)}))
 
-    class ToTheDrippingServer(outbox.Outbox):
+    class ToTheServer(outbox.Outbox):
         def _config(self, mail: Mail) -> MailAccount:
             return account
 
         def _materialise(self, claimed: Any) -> bytes:
             return b"Subject: x\r\n\r\nx\r\n"
 
-    run = ToTheDrippingServer(
+    return ToTheServer(
         storage=storage,
         directory=None,
         events=MemoryPublisher(),
@@ -457,11 +462,79 @@ def test_an_outbox_run_against_a_dripping_server_defers_the_mail_before_its_time
         seconds_left=lambda: outbox.SMTP_MARGIN_SECONDS + DEADLINE,
         sleep=lambda _: None,
     )
-    with Timed() as took, run:
+
+
+def test_an_outbox_run_against_a_dripping_server_defers_the_mail_before_its_time_runs_out(serve, storage):
+    # The try had more than an answer's time (PER_OPERATION): the server's slowness counts, so
+    # that it cannot hold the mail, and the account's outbox behind it, for ever.
+    server = serve(smtp_server("MAIL"))
+    with Timed() as took, outbox_run(server.port, storage, ["m1"]) as run:
         report = run.send(["m1"])
     assert took.seconds < DEADLINE + MARGIN
     (deferred,) = report.deferred
     assert deferred.status == MailStatus.DEFERRED and "did not finish" in deferred.attempt_log[0]["error"]
+    assert deferred.attempts == 1
+
+
+def test_an_outbox_run_whose_time_runs_out_leaves_the_rest_queued_with_their_attempts_untouched(
+    serve, storage
+):
+    # Four mails take longer than the run's DEADLINE.
+    server = serve(smtp_server("", slow_at="MAIL", slow=0.4))
+    ids = [f"m{n}" for n in range(6)]
+    with Timed() as took, outbox_run(server.port, storage, ids) as run:
+        report = run.send(ids)
+    assert took.seconds < DEADLINE + MARGIN
+    assert report.deferred == report.failed == report.unknown == [] and report.released
+    assert len(report.sent) + len(report.released) == len(ids)
+    for mail_id in report.released:
+        kept = storage.mail.get(mail_id)
+        assert (kept.status, kept.attempts, kept.deferrals) == (MailStatus.QUEUED, 0, 0)
+    # Given back, they are the next run's to claim.
+    assert outbox.claim(storage, report.released[0], now=datetime.now(UTC)) is not None
+
+
+def tries_of_the_run(
+    deadline: Deadline, answers: list[Callable[[Deadline], None]]
+) -> tuple[Any, list[float]]:
+    """One mail through a run's Attempts whose sends fail as `answers` say, in turn (with a
+    fake send: what is tested is the counting); answers its outcome and the pauses slept."""
+    slept: list[float] = []
+
+    def sleep(pause: float) -> None:
+        slept.append(pause)
+        time.sleep(min(pause, deadline.left() + 0.05))
+
+    def send(raw: bytes, recipients: list[str]) -> Any:
+        answers.pop(0)(deadline)
+
+    attempts = Attempts(
+        RetryPolicy(), IN_THE_BACKGROUND, lambda: datetime.now(UTC), sleep, Transcript(), deadline
+    )
+    mail = outgoing_mail(created_at=datetime.now(UTC))
+    return attempts.deliver(mail, b"x", ["x@example.test"], send, mail_account()), slept
+
+
+def busy(deadline: Deadline) -> None:
+    raise MailServerError("451 try later", reply_code=451, reply="try later", temporary=True)
+
+
+def cut_off(deadline: Deadline) -> None:
+    time.sleep(max(deadline.left(), 0.0))
+    raise MailServerError("the session did not finish", temporary=True, problem="timeout")
+
+
+def test_a_short_retry_whose_pause_outlasts_the_runs_time_is_not_started():
+    outcome, slept = tries_of_the_run(Deadline.after(DEADLINE), [busy, busy, busy])
+    assert slept == [0.5]
+    assert outcome.mail.status == MailStatus.DEFERRED and outcome.mail.attempts == 2
+
+
+def test_a_retry_cut_off_by_the_runs_deadline_defers_the_mail_on_the_failure_before_it():
+    outcome, slept = tries_of_the_run(Deadline.after(1.0), [busy, cut_off, cut_off])
+    assert slept == [0.5]
+    assert outcome.mail.status == MailStatus.DEFERRED and outcome.mail.attempts == 1
+    assert outcome.mail.reply == "451 try later" and outcome.mail.deferrals == 1
 
 
 def test_a_listing_larger_than_any_mailbox_is_refused_before_it_fills_the_memory(serve, monkeypatch):

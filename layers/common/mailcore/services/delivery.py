@@ -11,9 +11,10 @@ by the outbox's sync once its hold is over, and recorded `unknown` (docs/deliver
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,6 +24,7 @@ from mailcore.errors import DeliveryUnknown, MailServerError
 from mailcore.events import MAIL_CANCELLED, MAIL_DEFERRED, MAIL_FAILED, MAIL_SENT, MailEvent
 from mailcore.models import Mail, MailAccount, MailStatus
 from mailcore.ports import DeadLetters, EventPublisher
+from mailcore.protocols.deadline import Deadline
 from mailcore.protocols.smtp import SmtpDelivery
 from mailcore.protocols.transcript import Transcript
 from mailcore.services.retry import RetryPolicy, ShortRetries, attempt_entry, capped, deferred, server_reply
@@ -73,23 +75,33 @@ class Outcome:
     dead_letter: bool = False
 
 
+class OutOfTime(Exception):
+    """The run's time for SMTP ran out during this mail's first try of the run, before DATA
+    (Attempts.cut_off): the try is the run's failure, not the mail's. The mail goes back to the
+    outbox unsent, its attempts as they were."""
+
+
 @dataclass(frozen=True)
 class Attempts:
     """How one run tries a mail: the retry policy, the short retries of this kind of run, and
-    (for deferring) the account it goes out with, None for system mail (no outbox to wait in)."""
+    (for deferring) the account it goes out with, None for system mail (no outbox to wait in).
+    `deadline`: when the run's SMTP sessions are cut off (never, for a run without a limit)."""
 
     policy: RetryPolicy
     short: ShortRetries
     clock: Callable[[], datetime]
     sleep: Callable[[float], None]
     transcript: Transcript
+    deadline: Deadline = field(default_factory=Deadline.never)
 
     def deliver(
         self, mail: Mail, raw: bytes, recipients: list[str], send: SendOnce, config: MailAccount | None
     ) -> Outcome:
-        """Sends the message, trying short blips again; answers the mail with its outcome."""
+        """Sends the message, trying short blips again; answers the mail with its outcome.
+        Raises OutOfTime when the run's deadline cut off its first try."""
+        counted: MailServerError | None = None
         for pause in (*self.short.pauses, None):
-            at = self.clock()
+            at, left = self.clock(), self.deadline.left()
             try:
                 delivery = send(raw, recipients)
             except DeliveryUnknown as error:
@@ -98,8 +110,15 @@ class Attempts:
                 mail = tried(mail, at, recipients, "unknown", None, error.message)
                 return Outcome(ended(mail, MailStatus.UNKNOWN, error=error.message), error)
             except MailServerError as error:
+                if self.cut_off(error, left, config):
+                    # Not counted: a mail must not age towards `failed` because runs end.
+                    if counted is None:
+                        raise OutOfTime(error.message) from None
+                    return self.after_failure(mail, counted, config)
                 mail = tried(mail, at, recipients, "failed", server_reply(error), error.message)
-                if pause is None or not self.short.retries(error):
+                counted = error
+                # A pause that outlasts the run's deadline would only end in a try cut off.
+                if pause is None or not self.short.retries(error) or self.deadline.left() <= pause:
                     return self.after_failure(mail, error, config)
                 said = error.reply_code or "no reply"
                 self.transcript.note(f"temporary failure ({said}); trying again in {pause:g} s")
@@ -108,6 +127,16 @@ class Attempts:
             mail = tried(mail, at, recipients, "sent", delivery.reply, None)
             return Outcome(ended(mail, MailStatus.SENT, reply=delivery.reply, refused=delivery.refused))
         raise AssertionError("unreachable: the last attempt returns")
+
+    def cut_off(self, error: MailServerError, left: float, config: MailAccount | None) -> bool:
+        """Whether a try that began with `left` seconds of the run failed because the run's time
+        ran out (the session tells whatever broke after its deadline as `timeout`), not because
+        of the server: it began with less than the one answer's time the account gives its
+        server. One that had that much and still ran into the deadline met a server too slow (or
+        dripping) and counts: else such a server would hold the mail, and every run of the
+        account behind it, for ever."""
+        fair = config.timeout_seconds if config is not None else math.inf
+        return error.problem == "timeout" and self.deadline.passed() and left < fair
 
     def after_failure(self, mail: Mail, error: MailServerError, config: MailAccount | None) -> Outcome:
         """A temporary failure defers the mail while it is young enough; a permanent one, or a

@@ -49,6 +49,7 @@ from mailcore.services.delivery import (
     Attempts,
     Completions,
     Outcome,
+    OutOfTime,
     ended,
 )
 from mailcore.services.retry import IN_THE_BACKGROUND, RetryPolicy
@@ -329,7 +330,8 @@ class OutboxReport:
 
 
 class _Deferred(Exception):
-    """The account is at its provider's limits and the run has no time to wait."""
+    """The account is at its provider's limits and the run has no time to wait, or the run's
+    time for SMTP is over."""
 
 
 @dataclass
@@ -374,13 +376,18 @@ class Outbox:
         self.storage = storage
         self.limiter = limiter
         self.seconds_left = seconds_left
+        # A server dripping its replies is cut off in time to record the outcomes; after it the
+        # run takes no more mail (the next run sends the rest).
+        self.deadline = Deadline.ahead_of(seconds_left, SMTP_MARGIN_SECONDS)
         self._slots = ExitStack()
         self.directory = directory
         self.tls_context = tls_context
         self.transcript = transcript or Transcript()
         self.clock = clock
         self.sleep = sleep
-        self.attempts = Attempts(policy or RetryPolicy(), IN_THE_BACKGROUND, clock, sleep, self.transcript)
+        self.attempts = Attempts(
+            policy or RetryPolicy(), IN_THE_BACKGROUND, clock, sleep, self.transcript, self.deadline
+        )
         self.completions = Completions(storage, events, dead_letters)
         self.tokens = tokens
         self._sessions: dict[tuple[str, str], SmtpSession] = {}
@@ -437,7 +444,8 @@ class Outbox:
         chunks = [ids[start : start + CLAIM_BATCH] for start in range(0, len(ids), CLAIM_BATCH)]
         ahead: list[tuple[list[str], Future[tuple[list[_Claimed], dict[str, str]]]]] = []
         finished: list[tuple[Outcome, Guard]] = []
-        deferred = False
+        # Set once the rest goes back unsent: no more claims, and each claimed mail released.
+        deferred = self.deadline.passed()
         while ahead or (chunks and not deferred):
             while chunks and len(ahead) < CHUNKS_AHEAD and not deferred:
                 chunk = chunks.pop(0)
@@ -462,7 +470,7 @@ class Outbox:
                     # Only a mail that goes out waits for the account's limits or goes back: one
                     # taken over from a sender that died is recorded, never queued to go again.
                     if claimed.attempts_smtp:
-                        if deferred:
+                        if deferred or self.deadline.passed():
                             raise _Deferred
                         self._pace(claimed)
                         if mail_id in marks:
@@ -472,8 +480,9 @@ class Outbox:
                     # Still claimed: taken over after its lease, and sent then (no attempt began).
                     report.errors[mail_id] = str(error)
                     continue
-                except _Deferred:
-                    # Once the account is at its limit, the rest of this run's claims go back.
+                except (_Deferred, OutOfTime):
+                    # Once the account is at its limit, or the run's time is up (the mail cut
+                    # off before DATA: no attempt counted), the rest of this run's claims go back.
                     deferred = True
                     release(self.storage, claimed.mail, claimed.owner, now=self.clock())
                     report.released.append(mail_id)
@@ -617,8 +626,7 @@ class Outbox:
         OAuth2 token); raises MailServerError when it cannot be opened."""
         key = (mail.team, mail.account)
         if key not in self._sessions:
-            # A server dripping its replies is cut off in time to record the outcomes.
-            deadline = Deadline.ahead_of(self.seconds_left, SMTP_MARGIN_SECONDS)
+            deadline = self.deadline
 
             def make(token: str | None) -> SmtpSession:
                 return SmtpSession(
